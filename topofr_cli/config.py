@@ -1,0 +1,265 @@
+"""Training recipes: typed dataclasses, YAML loading, `--set section.key=value` overrides.
+
+A recipe is a YAML mapping whose top-level sections mirror the dataclasses below. Every key is
+checked: an unknown key or a value of the wrong type is a TopofrError naming the key and the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from topofr_cli.errors import TopofrError
+
+
+@dataclass
+class SyntheticSpec:
+    """How to generate the synthetic set when `data.path` does not exist yet."""
+
+    identities: int = 200
+    images_per_identity: int = 20
+    heldout_identities: int = 100
+    pairs: int = 600
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    path: str | None = None  # packed dir, RecordIO folder/prefix, or image folder
+    synthetic: SyntheticSpec | None = None  # generate the synthetic set at `path` if missing
+    val_bins: list[str] = field(default_factory=list)  # extra .bin files for periodic verification
+    num_workers: int = 2
+    batch_size: int = 128  # per process
+    horizontal_flip: bool = True
+
+
+@dataclass
+class ModelConfig:
+    network: str = "r50"  # r18, r34, r50, r100, r200, mbf
+    embedding_size: int = 512
+    channels_last: bool = True
+    gradient_checkpointing: bool = False
+    dropout: float = 0.0
+
+
+@dataclass
+class HeadConfig:
+    """Combined margin cos(m1·θ + m2) − m3, scaled by s (REFERENCE §1.3: s = 64, m2 = 0.5)."""
+
+    scale: float = 64.0
+    m1: float = 1.0
+    m2: float = 0.5
+    m3: float = 0.0
+    sample_rate: float = 1.0  # Partial FC negative-class sampling rate
+    num_classes: int | None = None  # None: read from the dataset
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    clip_grad_norm: float | None = 5.0  # backbone only
+
+
+@dataclass
+class ScheduleConfig:
+    epochs: int = 30
+    warmup_epochs: float = 0.0
+    power: float = 2.0  # polynomial decay
+    max_steps: int | None = None  # stop early (smoke runs); the schedule still spans `epochs`
+
+
+@dataclass
+class PTSAConfig:
+    enabled: bool = True
+    form: Literal["official", "symmetric"] = "official"
+    alpha: float = 0.1
+    scope: Literal["local", "global"] = "local"
+
+
+@dataclass
+class RSPConfig:
+    enabled: bool = True
+    prob: float = 0.2
+
+
+@dataclass
+class SDEConfig:
+    enabled: bool = True
+    temperature: float = 1.0
+
+
+@dataclass
+class TopoFRConfig:
+    """The paper's three mechanisms (REFERENCE §1). Off as a whole gives plain ArcFace."""
+
+    enabled: bool = False
+    compat: Literal["fixed", "reference"] = "fixed"
+    ptsa: PTSAConfig = field(default_factory=PTSAConfig)
+    rsp: RSPConfig = field(default_factory=RSPConfig)
+    sde: SDEConfig = field(default_factory=SDEConfig)
+
+
+@dataclass
+class TrainConfig:
+    output: str = "runs/default"
+    seed: int = 0
+    deterministic: bool = False
+    precision: Literal["fp32", "fp16", "bf16"] = "bf16"
+    compile: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    log_every: int = 10
+    save_every: int = 1000
+    eval_every: int = 0  # steps between periodic verifications; 0 = at each epoch end only
+    max_bad_steps: int = 20  # consecutive non-finite losses before training stops
+
+
+@dataclass
+class Recipe:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    topofr: TopoFRConfig = field(default_factory=TopoFRConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Check `value` against the annotation `tp`; build nested dataclasses from mappings."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, key, source)
+            except TopofrError as exc:
+                errors.append(exc)
+        raise errors[0] if len(errors) == 1 else TopofrError(
+            f"{source}: key '{key}' expects {_type_name(tp)}, got {value!r}"
+        )
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            allowed = ", ".join(map(str, typing.get_args(tp)))
+            raise TopofrError(f"{source}: key '{key}' must be one of {allowed}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise TopofrError(f"{source}: key '{key}' expects a list, got {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_convert(v, item_tp, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise TopofrError(f"{source}: section '{key}' expects a mapping, got {value!r}")
+        return _build(tp, value, key, source)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise TopofrError(f"{source}: key '{key}' expects true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TopofrError(f"{source}: key '{key}' expects an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TopofrError(f"{source}: key '{key}' expects a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise TopofrError(f"{source}: key '{key}' expects a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {tp!r} for {key}")
+
+
+def _build(cls: type, mapping: dict[str, Any], prefix: str, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in mapping.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            raise TopofrError(f"{source}: unknown key '{dotted}' (known: {', '.join(sorted(names))})")
+        kwargs[key] = _convert(value, hints[key], dotted, source)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, source: str) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:  # an optional section that is off (None) is switched on by setting a key
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise TopofrError(f"{source}: '{dotted}' goes through '{part}', which is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`section.key=value` → (dotted key, YAML-parsed value)."""
+    if "=" not in text:
+        raise TopofrError(f"--set {text!r}: expected section.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise TopofrError(f"--set {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def recipe_from_dict(tree: dict[str, Any], source: str = "<recipe>") -> Recipe:
+    return _build(Recipe, tree, "", source)
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> Recipe:
+    """Read a YAML recipe (or the defaults when `path` is None) and apply `--set` overrides."""
+    tree: dict[str, Any] = {}
+    source = str(path) if path is not None else "<defaults>"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise TopofrError(f"{path}: recipe file not found")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise TopofrError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise TopofrError(f"{path}: a recipe must be a mapping of sections")
+        tree = loaded
+    recipe = recipe_from_dict(tree, source)
+    for text in overrides or []:
+        key, value = parse_override(text)
+        merged = recipe.to_dict()
+        _set_dotted(merged, key, value, f"--set {key}")
+        recipe = recipe_from_dict(merged, f"--set {key} (recipe {source})")
+    return recipe
+
+
+def save_recipe(recipe: Recipe, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))

@@ -1,0 +1,68 @@
+"""Image decoding and encoding: encoded bytes (JPEG/PNG/...) <-> uint8 RGB arrays."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from topofr_cli.errors import TopofrError
+
+
+class ImageDecodeError(TopofrError):
+    """Raised for bytes that are not a decodable image. Callers add the file and record."""
+
+
+def decode_image(data: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
+    """Decode an encoded image to uint8 RGB [H, W, 3].
+
+    A 1-D uint8 array is treated as encoded bytes (how some `.bin` files store images); an
+    [H, W, 3] uint8 array is already pixels and is returned as is; [H, W] grey is expanded.
+    """
+    if isinstance(data, np.ndarray):
+        if data.dtype != np.uint8:
+            raise ImageDecodeError(f"image array has dtype {data.dtype}, expected uint8")
+        if data.ndim == 3 and data.shape[2] == 3:
+            return data
+        if data.ndim == 2:
+            return np.repeat(data[:, :, None], 3, axis=2)
+        if data.ndim != 1:
+            raise ImageDecodeError(f"image array has shape {data.shape}, expected [H, W, 3] or encoded bytes")
+        data = data.tobytes()
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            # load() forces the full decode, so a truncated JPEG fails here and not later.
+            image.load()
+            rgb = image.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise ImageDecodeError(f"not a decodable image ({exc})") from None
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """(height, width) from the image header only (no pixel decode)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise ImageDecodeError(f"not a decodable image ({exc})") from None
+    return height, width
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int = 95) -> bytes:
+    """Encode uint8 RGB [H, W, 3] as JPEG."""
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"encode_jpeg expects uint8 [H, W, 3], got {rgb.dtype} {rgb.shape}")
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def resize_rgb(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of uint8 RGB to [height, width, 3] (no-op when already that size)."""
+    if rgb.shape[0] == height and rgb.shape[1] == width:
+        return rgb
+    resized = Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(resized, dtype=np.uint8)

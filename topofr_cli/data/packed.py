@@ -1,0 +1,247 @@
+"""The packed dataset format: encoded images in a few large shard files, an index, and meta.json.
+
+Layout of a packed directory:
+  images-00000.shard ...  encoded images back to back (bytes exactly as given to `add`)
+  index.parquet           one row per image: shard (int32), offset (int64), length (int64),
+                          label (int64), key (string: where the image came from)
+  meta.json               format "topofr-packed", num_images, num_classes, image_size [H, W]
+                          (null if sizes vary), source, topofr_version, plus writer extras
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from topofr_cli import __version__
+from topofr_cli.data.images import ImageDecodeError, decode_image, image_size
+from topofr_cli.errors import TopofrError
+
+FORMAT_NAME = "topofr-packed"
+META_FILE = "meta.json"
+INDEX_FILE = "index.parquet"
+DEFAULT_SHARD_BYTES = 4 << 30
+
+
+def shard_name(number: int) -> str:
+    return f"images-{number:05d}.shard"
+
+
+def is_packed_dir(path: str | Path) -> bool:
+    meta = Path(path) / META_FILE
+    if not meta.is_file():
+        return False
+    try:
+        return json.loads(meta.read_text()).get("format") == FORMAT_NAME
+    except (json.JSONDecodeError, OSError, AttributeError):
+        return False
+
+
+def replace_dir(tmp_dir: Path, out_dir: Path, overwrite: bool) -> None:
+    """Move a finished temp directory onto `out_dir`; an old `out_dir` goes only once the new one is in place."""
+    if out_dir.exists():
+        if not overwrite:
+            raise TopofrError(f"{out_dir}: already exists (pass --overwrite to replace it)")
+        trash = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, trash)
+        os.replace(tmp_dir, out_dir)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp_dir, out_dir)
+
+
+class PackedWriter:
+    """Write a packed dataset into a temp sibling directory, renamed onto `out_dir` by `finish`."""
+
+    def __init__(self, out_dir: str | Path, source: str, *, shard_bytes: int = DEFAULT_SHARD_BYTES,
+                 overwrite: bool = False) -> None:
+        self.out_dir = Path(out_dir)
+        self.source = source
+        self.shard_bytes = shard_bytes
+        self.overwrite = overwrite
+        if self.out_dir.exists() and not overwrite:
+            raise TopofrError(f"{self.out_dir}: already exists (pass --overwrite to replace it)")
+        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir = self.out_dir.with_name(f".{self.out_dir.name}.tmp-{os.getpid()}")
+        if self.tmp_dir.exists():
+            shutil.rmtree(self.tmp_dir)
+        self.tmp_dir.mkdir()
+        self._shard_number = 0
+        self._shard_file = open(self.tmp_dir / shard_name(0), "wb")  # noqa: SIM115 - closed in finish/abort
+        self._shard_used = 0
+        self._shards: list[int] = []
+        self._offsets: list[int] = []
+        self._lengths: list[int] = []
+        self._labels: list[int] = []
+        self._keys: list[str] = []
+        self._sizes: set[tuple[int, int]] = set()
+        self._finished = False
+
+    def __enter__(self) -> PackedWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if not self._finished:
+            self.abort()
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    def add(self, encoded: bytes, label: int, key: str) -> None:
+        """Append one encoded image (stored byte for byte) with its class id and source key."""
+        if label < 0:
+            raise TopofrError(f"{self.source}: {key}: negative label {label}")
+        try:
+            self._sizes.add(image_size(encoded))
+        except ImageDecodeError as exc:
+            raise TopofrError(f"{self.source}: {key}: {exc}") from None
+        if self._shard_used > 0 and self._shard_used + len(encoded) > self.shard_bytes:
+            self._shard_file.close()
+            self._shard_number += 1
+            self._shard_file = open(self.tmp_dir / shard_name(self._shard_number), "wb")  # noqa: SIM115
+            self._shard_used = 0
+        self._shard_file.write(encoded)
+        self._shards.append(self._shard_number)
+        self._offsets.append(self._shard_used)
+        self._lengths.append(len(encoded))
+        self._labels.append(int(label))
+        self._keys.append(key)
+        self._shard_used += len(encoded)
+
+    def finish(self, extra_meta: dict[str, Any] | None = None) -> Path:
+        """Write index and meta.json, then rename the temp directory onto `out_dir`."""
+        self._shard_file.close()
+        if not self._labels:
+            raise TopofrError(f"{self.source}: no images to pack")
+        labels = np.asarray(self._labels, dtype=np.int64)
+        extra = dict(extra_meta or {})
+        num_classes = int(extra.pop("num_classes", None) or labels.max() + 1)
+        if labels.max() >= num_classes:
+            bad = int(np.argmax(labels >= num_classes))
+            raise TopofrError(f"{self.source}: {self._keys[bad]}: label {labels[bad]} out of range "
+                              f"(num_classes {num_classes})")
+        table = pa.table({
+            "shard": pa.array(self._shards, type=pa.int32()),
+            "offset": pa.array(self._offsets, type=pa.int64()),
+            "length": pa.array(self._lengths, type=pa.int64()),
+            "label": pa.array(labels, type=pa.int64()),
+            "key": pa.array(self._keys, type=pa.string()),
+        })
+        pq.write_table(table, self.tmp_dir / INDEX_FILE)
+        sizes = sorted(self._sizes)
+        meta = {
+            "format": FORMAT_NAME,
+            "num_images": len(labels),
+            "num_classes": num_classes,
+            "image_size": list(sizes[0]) if len(sizes) == 1 else None,
+            "num_shards": self._shard_number + 1,
+            "source": self.source,
+            "topofr_version": __version__,
+        }
+        meta.update(extra)
+        (self.tmp_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        replace_dir(self.tmp_dir, self.out_dir, self.overwrite)
+        self._finished = True
+        return self.out_dir
+
+    def abort(self) -> None:
+        """Drop everything written so far."""
+        self._shard_file.close()
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        self._finished = True
+
+
+class PackedDataset:
+    """Random access to a packed directory. Shards are memory-mapped lazily in each process."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        meta_path = self.path / META_FILE
+        try:
+            self.meta = json.loads(meta_path.read_text())
+        except FileNotFoundError:
+            raise TopofrError(f"{meta_path}: missing (not a packed dataset)") from None
+        except json.JSONDecodeError as exc:
+            raise TopofrError(f"{meta_path}: not valid JSON ({exc})") from None
+        if not isinstance(self.meta, dict) or self.meta.get("format") != FORMAT_NAME:
+            raise TopofrError(f"{meta_path}: key 'format' is not '{FORMAT_NAME}'")
+        index_path = self.path / INDEX_FILE
+        try:
+            columns = pq.read_table(index_path, columns=["shard", "offset", "length", "label"])
+        except FileNotFoundError:
+            raise TopofrError(f"{index_path}: missing") from None
+        except (pa.ArrowException, OSError) as exc:
+            raise TopofrError(f"{index_path}: unreadable index ({str(exc).splitlines()[0]})") from None
+        self._shard = columns["shard"].to_numpy().astype(np.int32)
+        self._offset = columns["offset"].to_numpy().astype(np.int64)
+        self._length = columns["length"].to_numpy().astype(np.int64)
+        self.labels = columns["label"].to_numpy().astype(np.int64)
+        self.num_classes = int(self.meta.get("num_classes") or 0)
+        self._validate(index_path)
+        self._keys: pa.ChunkedArray | None = None
+        self._maps: dict[int, mmap.mmap] = {}
+        self._pid = os.getpid()
+
+    def _validate(self, index_path: Path) -> None:
+        if len(self.labels) != self.meta.get("num_images"):
+            raise TopofrError(f"{index_path}: {len(self.labels)} rows but meta.json says "
+                              f"num_images {self.meta.get('num_images')}")
+        if len(self.labels) == 0:
+            raise TopofrError(f"{index_path}: no images")
+        bad = np.flatnonzero((self.labels < 0) | (self.labels >= self.num_classes))
+        if bad.size:
+            raise TopofrError(f"{index_path}: row {bad[0]}: label {self.labels[bad[0]]} out of range "
+                              f"(num_classes {self.num_classes})")
+        for number in np.unique(self._shard):
+            shard_path = self.path / shard_name(int(number))
+            if not shard_path.is_file():
+                raise TopofrError(f"{shard_path}: missing shard file")
+            rows = self._shard == number
+            ends = self._offset[rows] + self._length[rows]
+            if ends.max() > shard_path.stat().st_size or self._offset[rows].min() < 0:
+                row = int(np.flatnonzero(rows)[np.argmax(ends)])
+                raise TopofrError(f"{index_path}: row {row}: offset+length past the end of {shard_path.name}")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_maps"] = {}
+        state["_keys"] = None
+        return state
+
+    def _shard_map(self, number: int) -> mmap.mmap:
+        if self._pid != os.getpid():  # a forked worker: open its own maps
+            self._maps = {}
+            self._pid = os.getpid()
+        shard_map = self._maps.get(number)
+        if shard_map is None:
+            with open(self.path / shard_name(number), "rb") as handle:
+                shard_map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            self._maps[number] = shard_map
+        return shard_map
+
+    def encoded(self, index: int) -> bytes:
+        offset = int(self._offset[index])
+        return self._shard_map(int(self._shard[index]))[offset:offset + int(self._length[index])]
+
+    def source_key(self, index: int) -> str:
+        if self._keys is None:
+            self._keys = pq.read_table(self.path / INDEX_FILE, columns=["key"])["key"]
+        return str(self._keys[int(index)].as_py())
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        try:
+            image = decode_image(self.encoded(index))
+        except ImageDecodeError as exc:
+            raise TopofrError(f"{self.path}: image {index} ({self.source_key(index)}): {exc}") from None
+        return image, int(self.labels[index])

@@ -5,8 +5,10 @@ from __future__ import annotations
 from torch import nn
 
 from topofr_cli.errors import TopofrError
+from topofr_cli.models.heads import CombinedMarginHead
 from topofr_cli.models.iresnet import STAGE_DEPTHS, iresnet
 from topofr_cli.models.mobilefacenet import MobileFaceNet
+from topofr_cli.models.partial_fc import ClassifierOutput, PartialFC
 
 BACKBONE_NAMES = (*STAGE_DEPTHS, "mbf")
 
@@ -26,4 +28,4 @@ def create_backbone(
     raise TopofrError(f"model.network: unknown backbone {name!r}; valid names: {', '.join(BACKBONE_NAMES)}")
 
 
-__all__ = ["BACKBONE_NAMES", "create_backbone"]
+__all__ = ["BACKBONE_NAMES", "ClassifierOutput", "CombinedMarginHead", "PartialFC", "create_backbone"]

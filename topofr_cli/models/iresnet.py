@@ -70,7 +70,9 @@ def frozen_batchnorm_statistics(module: nn.Module) -> Iterator[None]:
     variance would be updated twice per step and drift from a non-checkpointed run.
     """
     norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms]
+    saved = [
+        (m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms
+    ]
     for m in norms:
         m.momentum = 0.0  # the running update becomes (1 − 0)·running + 0·batch = running
     try:
@@ -132,7 +134,10 @@ class IResNet(nn.Module):
                     stage,
                     x,
                     use_reentrant=False,
-                    context_fn=lambda stage=stage: (contextlib.nullcontext(), frozen_batchnorm_statistics(stage)),
+                    context_fn=lambda stage=stage: (
+                        contextlib.nullcontext(),
+                        frozen_batchnorm_statistics(stage),
+                    ),
                 )
             else:
                 x = stage(x)
@@ -141,7 +146,9 @@ class IResNet(nn.Module):
         return self.features(x)
 
 
-def iresnet(name: str, embedding_size: int = 512, *, dropout: float = 0.0, gradient_checkpointing: bool = False) -> IResNet:
+def iresnet(
+    name: str, embedding_size: int = 512, *, dropout: float = 0.0, gradient_checkpointing: bool = False
+) -> IResNet:
     return IResNet(
         STAGE_DEPTHS[name], embedding_size, dropout=dropout, gradient_checkpointing=gradient_checkpointing
     )

@@ -21,11 +21,20 @@ Kernel = tuple[int, int]
 class ConvBlock(nn.Module):
     """Conv → BN → PReLU."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: Kernel = (1, 1), stride: Kernel = (1, 1),
-                 padding: Kernel = (0, 0), groups: int = 1):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: Kernel = (1, 1),
+        stride: Kernel = (1, 1),
+        padding: Kernel = (0, 0),
+        groups: int = 1,
+    ):
         super().__init__()
         self.layers = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=padding, groups=groups, bias=False),
+            nn.Conv2d(
+                in_channels, out_channels, kernel, stride=stride, padding=padding, groups=groups, bias=False
+            ),
             nn.BatchNorm2d(out_channels),
             nn.PReLU(out_channels),
         )
@@ -37,11 +46,20 @@ class ConvBlock(nn.Module):
 class LinearBlock(nn.Module):
     """Conv → BN with no non-linearity (the projection at the end of a bottleneck)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: Kernel = (1, 1), stride: Kernel = (1, 1),
-                 padding: Kernel = (0, 0), groups: int = 1):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: Kernel = (1, 1),
+        stride: Kernel = (1, 1),
+        padding: Kernel = (0, 0),
+        groups: int = 1,
+    ):
         super().__init__()
         self.layers = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=padding, groups=groups, bias=False),
+            nn.Conv2d(
+                in_channels, out_channels, kernel, stride=stride, padding=padding, groups=groups, bias=False
+            ),
             nn.BatchNorm2d(out_channels),
         )
 
@@ -72,7 +90,10 @@ class Residual(nn.Module):
     def __init__(self, channels: int, depth: int, hidden: int):
         super().__init__()
         self.layers = nn.Sequential(
-            *[DepthWise(channels, channels, residual=True, stride=(1, 1), hidden=hidden) for _ in range(depth)]
+            *[
+                DepthWise(channels, channels, residual=True, stride=(1, 1), hidden=hidden)
+                for _ in range(depth)
+            ]
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -96,8 +117,14 @@ class GDC(nn.Module):
 
 
 class MobileFaceNet(nn.Module):
-    def __init__(self, embedding_size: int = 512, *, blocks: tuple[int, int, int, int] = (1, 4, 6, 2), scale: int = 2,
-                 gradient_checkpointing: bool = False):
+    def __init__(
+        self,
+        embedding_size: int = 512,
+        *,
+        blocks: tuple[int, int, int, int] = (1, 4, 6, 2),
+        scale: int = 2,
+        gradient_checkpointing: bool = False,
+    ):
         super().__init__()
         self.gradient_checkpointing = gradient_checkpointing
         narrow, wide = 64 * scale, 128 * scale
@@ -106,16 +133,18 @@ class MobileFaceNet(nn.Module):
             if blocks[0] == 1
             else Residual(narrow, blocks[0], hidden=128)
         )
-        self.layers = nn.ModuleList([
-            ConvBlock(3, narrow, kernel=(3, 3), stride=(2, 2), padding=(1, 1)),  # 112 → 56
-            stem_second,
-            DepthWise(narrow, narrow, residual=False, stride=(2, 2), hidden=128),  # → 28
-            Residual(narrow, blocks[1], hidden=128),
-            DepthWise(narrow, wide, residual=False, stride=(2, 2), hidden=256),  # → 14
-            Residual(wide, blocks[2], hidden=256),
-            DepthWise(wide, wide, residual=False, stride=(2, 2), hidden=512),  # → 7
-            Residual(wide, blocks[3], hidden=256),
-        ])
+        self.layers = nn.ModuleList(
+            [
+                ConvBlock(3, narrow, kernel=(3, 3), stride=(2, 2), padding=(1, 1)),  # 112 → 56
+                stem_second,
+                DepthWise(narrow, narrow, residual=False, stride=(2, 2), hidden=128),  # → 28
+                Residual(narrow, blocks[1], hidden=128),
+                DepthWise(narrow, wide, residual=False, stride=(2, 2), hidden=256),  # → 14
+                Residual(wide, blocks[2], hidden=256),
+                DepthWise(wide, wide, residual=False, stride=(2, 2), hidden=512),  # → 7
+                Residual(wide, blocks[3], hidden=256),
+            ]
+        )
         self.conv_sep = ConvBlock(wide, 512)
         self.features = GDC(embedding_size)
         self._initialise()
@@ -138,7 +167,10 @@ class MobileFaceNet(nn.Module):
                     layer,
                     x,
                     use_reentrant=False,
-                    context_fn=lambda layer=layer: (contextlib.nullcontext(), frozen_batchnorm_statistics(layer)),
+                    context_fn=lambda layer=layer: (
+                        contextlib.nullcontext(),
+                        frozen_batchnorm_statistics(layer),
+                    ),
                 )
             else:
                 x = layer(x)

@@ -1,1 +1,14 @@
+"""Topology: 0-dim persistence on the device and the PTSA alignment loss (REFERENCE §1.2)."""
 
+from topofr_cli.topology.persistence import death_times, h0_pairs, validate_distance_matrix
+from topofr_cli.topology.ptsa import PTSALoss, input_distances, latent_distances, ptsa_loss
+
+__all__ = [
+    "h0_pairs",
+    "death_times",
+    "validate_distance_matrix",
+    "input_distances",
+    "latent_distances",
+    "ptsa_loss",
+    "PTSALoss",
+]

@@ -1,0 +1,151 @@
+"""0-dimensional persistence of a full distance matrix, computed on the tensor's own device.
+
+The 0-dim persistence pairs of a Vietoris–Rips filtration are the n − 1 edges of a minimum spanning
+tree, each edge's length being a death time (all births are 0) — REFERENCE §1.2.  We find the tree
+with Borůvka's algorithm in a *fixed* number of rounds so that the CUDA path never waits on the
+host:
+
+* Edges are totally ordered by (length, edge index) where the index of {i, j}, i < j, is i·n + j.
+  With a strict total order the minimum spanning tree is unique and Borůvka can never close a cycle,
+  whatever ties the lengths have.
+* Each round every component picks its cheapest outgoing edge; every component with a neighbour
+  merges with at least one other, so the component count at least halves and ceil(log2 n) rounds
+  always finish the tree.  Rounds after completion find no outgoing edge and change nothing.
+* Components are relabelled by pointer jumping over the "hook" forest, again with a fixed
+  ceil(log2 n) number of jumps (enough for any tree depth below n).
+* Chosen edges are marked in an [n·n] mask; the n − 1 marked indices are compacted with a cumsum and
+  a scatter (no `nonzero`, whose output size would need a sync), then stably sorted by length.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from topofr_cli.errors import TopofrError
+
+__all__ = ["h0_pairs", "validate_distance_matrix", "death_times"]
+
+
+def validate_distance_matrix(dist: torch.Tensor, name: str = "distance matrix") -> None:
+    """Raise TopofrError unless `dist` is a finite, symmetric [n, n] or [b, n, n] float matrix.
+
+    This costs host–device syncs, so the training loop calls `h0_pairs(..., validate=False)` on
+    matrices it built itself (symmetric by construction).
+    """
+    if not isinstance(dist, torch.Tensor):
+        raise TopofrError(f"{name}: expected a torch.Tensor, got {type(dist).__name__}")
+    if dist.dim() not in (2, 3) or dist.shape[-1] != dist.shape[-2]:
+        raise TopofrError(f"{name}: expected a square [n, n] or [b, n, n] matrix, got shape {tuple(dist.shape)}")
+    if not dist.is_floating_point():
+        raise TopofrError(f"{name}: expected a floating-point matrix, got dtype {dist.dtype}")
+    if dist.numel() == 0:
+        return
+    finite = torch.isfinite(dist)
+    if not bool(finite.all()):
+        bad = torch.nonzero(~finite)[0].tolist()
+        raise TopofrError(f"{name}: entry {tuple(bad)} is {dist[tuple(bad)].item()} (NaN/inf not allowed)")
+    # Exact symmetry: Borůvka reads both halves, and the death times must be the matrix's entries.
+    asym = dist != dist.transpose(-1, -2)
+    if bool(asym.any()):
+        bad = torch.nonzero(asym)[0].tolist()
+        mirror = (*bad[:-2], bad[-1], bad[-2])
+        raise TopofrError(
+            f"{name}: not symmetric at {tuple(bad)}: {dist[tuple(bad)].item()} != {dist[mirror].item()}"
+        )
+    if bool((dist < 0).any()):
+        raise TopofrError(f"{name}: has negative entries (a distance matrix is non-negative)")
+
+
+def _cheapest_outgoing_edge(
+    dist: torch.Tensor, label: torch.Tensor, vertex: torch.Tensor, n: int, no_edge: int
+) -> torch.Tensor:
+    """Per component slot c (a vertex id), the index of its cheapest outgoing edge, or `no_edge`.
+
+    dist [b, n, n], label [b, n] (component representative of each vertex). Returns [b, n] int64;
+    slots that are not representatives hold `no_edge`.
+    """
+    same = label.unsqueeze(-1) == label.unsqueeze(-2)
+    masked = dist.masked_fill(same, math.inf)
+    # torch.min returns the first minimum of a row; along row v the edge index min(v,u)·n + max(v,u)
+    # increases with u, so the first minimum is the (length, index)-smallest edge of v.
+    length, other = masked.min(dim=-1)
+    edge = torch.minimum(vertex, other) * n + torch.maximum(vertex, other)
+    has_edge = torch.isfinite(length)
+    best_length = torch.full_like(length, math.inf).scatter_reduce(
+        1, label, length, reduce="amin", include_self=True
+    )
+    is_best = has_edge & (length == best_length.gather(1, label))
+    candidate = torch.where(is_best, edge, torch.full_like(edge, no_edge))
+    return torch.full_like(edge, no_edge).scatter_reduce(1, label, candidate, reduce="amin", include_self=True)
+
+
+def _boruvka_mask(dist: torch.Tensor) -> torch.Tensor:
+    """Boolean [b, n·n] mask of the minimum-spanning-tree edges under the (length, index) order."""
+    b, n, _ = dist.shape
+    device = dist.device
+    no_edge = n * n
+    vertex = torch.arange(n, device=device).expand(b, n)
+    label = vertex.clone()
+    chosen = torch.zeros(b, n * n + 1, dtype=torch.bool, device=device)
+    steps = max(1, math.ceil(math.log2(n)))
+    for _ in range(steps):
+        edge = _cheapest_outgoing_edge(dist, label, vertex, n, no_edge)
+        valid = edge < no_edge
+        chosen.scatter_(1, edge, True)  # slot no_edge soaks up the components without an edge
+        safe_edge = torch.where(valid, edge, torch.zeros_like(edge))
+        ends_label_i = label.gather(1, safe_edge // n)
+        ends_label_j = label.gather(1, safe_edge % n)
+        neighbour = torch.where(ends_label_i == vertex, ends_label_j, ends_label_i)
+        parent = torch.where(valid, neighbour, vertex)
+        # With a strict edge order the hook graph's only cycles are mutual pairs: the smaller
+        # label of each pair becomes the root.
+        mutual = (parent.gather(1, parent) == vertex) & (vertex < parent)
+        parent = torch.where(mutual, vertex, parent)
+        for _ in range(steps):
+            parent = parent.gather(1, parent)
+        label = parent.gather(1, label)
+    return chosen[:, :no_edge]
+
+
+def h0_pairs(dist: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
+    """The 0-dim persistence pairs (minimum-spanning-tree edges) of a full distance matrix.
+
+    `dist` is [n, n] or [b, n, n], symmetric with a zero diagonal. Returns LongTensor [n − 1, 2]
+    (or [b, n − 1, 2]) on `dist`'s device: rows (i, j) with i < j, ordered by non-decreasing length,
+    ties by edge index i·n + j. The lengths `dist[i, j]` are the death times of REFERENCE §1.2 —
+    equal to gudhi's 0-dim Vietoris–Rips deaths. `validate=False` skips the input checks, which are
+    the only host–device synchronisations.
+    """
+    if validate:
+        validate_distance_matrix(dist)
+    batched = dist.dim() == 3
+    work = dist if batched else dist.unsqueeze(0)
+    b, n, _ = work.shape
+    if n < 2:
+        empty = torch.zeros(b, 0, 2, dtype=torch.long, device=dist.device)
+        return empty if batched else empty[0]
+    work = work.detach()
+    chosen = _boruvka_mask(work)
+    # Compact the n − 1 marked edge indices (ascending index order) into a fixed-size buffer.
+    position = torch.cumsum(chosen, dim=1) - 1
+    target = torch.where(chosen, position, torch.full_like(position, n - 1))
+    index = torch.arange(n * n, device=dist.device).expand(b, n * n)
+    buffer = torch.zeros(b, n, dtype=torch.long, device=dist.device).scatter_(1, target, index)
+    edges = buffer[:, : n - 1]
+    lengths = work.reshape(b, n * n).gather(1, edges)
+    # Stable sort keeps equal lengths in ascending index order: the (length, index) order.
+    order = torch.sort(lengths, dim=1, stable=True).indices
+    edges = edges.gather(1, order)
+    pairs = torch.stack([edges // n, edges % n], dim=-1)
+    return pairs if batched else pairs[0]
+
+
+def death_times(dist: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+    """The lengths dist[i, j] of the pairs (i, j) from `h0_pairs`: [n − 1] or [b, n − 1]."""
+    if dist.dim() == 2:
+        return dist[pairs[:, 0], pairs[:, 1]]
+    n = dist.shape[-1]
+    flat = pairs[..., 0] * n + pairs[..., 1]
+    return dist.reshape(dist.shape[0], n * n).gather(1, flat)

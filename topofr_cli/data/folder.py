@@ -1,0 +1,63 @@
+"""An image folder with one sub-folder per identity: `root/<identity>/<image>`.
+
+Identities are numbered in sorted sub-folder order; images are listed in sorted order, so the same
+folder always gives the same labels and indices.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from topofr_cli.data.images import ImageDecodeError, decode_image
+from topofr_cli.errors import TopofrError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+
+
+def list_image_folder(root: Path) -> tuple[list[str], list[str], np.ndarray]:
+    """(identity names, image paths relative to root, labels)."""
+    if not root.is_dir():
+        raise TopofrError(f"{root}: not a folder")
+    identities = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not identities:
+        raise TopofrError(f"{root}: no identity sub-folders (expected root/<identity>/<image>)")
+    keys: list[str] = []
+    labels: list[int] = []
+    for label, identity in enumerate(identities):
+        files = sorted(p for p in (root / identity).rglob("*")
+                       if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith("."))
+        keys.extend(p.relative_to(root).as_posix() for p in files)
+        labels.extend([label] * len(files))
+    if not keys:
+        raise TopofrError(f"{root}: no images in its identity sub-folders "
+                          f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return identities, keys, np.asarray(labels, dtype=np.int64)
+
+
+class ImageFolderDataset:
+    """Random access to `root/<identity>/<image>`; images are read from disk on each access."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.identities, self.keys, self.labels = list_image_folder(self.path)
+        self.num_classes = len(self.identities)
+        self.meta = {"format": "image-folder", "num_images": len(self.keys), "num_classes": self.num_classes,
+                     "source": str(self.path)}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def encoded(self, index: int) -> bytes:
+        return (self.path / self.keys[index]).read_bytes()
+
+    def source_key(self, index: int) -> str:
+        return self.keys[index]
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        try:
+            image = decode_image(self.encoded(index))
+        except ImageDecodeError as exc:
+            raise TopofrError(f"{self.path / self.keys[index]}: {exc}") from None
+        return image, int(self.labels[index])

@@ -1,0 +1,209 @@
+"""Load a face model from any of the files the ecosystem produces (see `load_model`)."""
+
+from __future__ import annotations
+
+import pickle
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from topofr_cli.errors import TopofrError
+from topofr_cli.models import BACKBONE_NAMES, create_backbone
+from topofr_cli.models.iresnet import STAGE_DEPTHS
+
+CHECKPOINT_FORMAT = "topofr-checkpoint"
+ONNX_SUFFIXES = (".onnx",)
+# keys that only a MobileFaceNet state dict has (insightface names)
+MBF_MARKER = "conv_sep.layers.0.weight"
+_STAGE_BLOCK_KEY = re.compile(r"^layer([1-4])\.(\d+)\.")
+
+
+@dataclass
+class LoadedModel:
+    backbone: Any  # nn.Module in eval mode, or OnnxBackbone
+    classifier_weight: torch.Tensor | None  # [C, E]
+    network: str  # r18 … r200, mbf, or "onnx"
+    embedding_size: int
+    num_classes: int | None
+    kind: str  # "topofr-checkpoint", "reference", "insightface", "onnx"
+    recipe: dict | None
+    step: int | None
+    notes: list[str] = field(default_factory=list)  # e.g. "architecture inferred from the keys: r50"
+
+
+class OnnxBackbone:
+    """An ONNX face model behind the backbone call: float [B, 3, 112, 112] tensor → [B, E] tensor."""
+
+    def __init__(self, path: str | Path):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise TopofrError(f"{path}: running an ONNX model needs onnxruntime "
+                              f"(pip install 'topofr[onnx]')") from None
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                     if p in ort.get_available_providers()]
+        try:
+            self.session = ort.InferenceSession(str(path), providers=providers)
+        except Exception as exc:  # onnxruntime raises its own unexported exception types
+            raise TopofrError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0]})") from None
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise TopofrError(f"{path}: expected one input, the model has {len(inputs)}")
+        self.input_name = inputs[0].name
+        self.path = Path(path)
+        shape = self.session.get_outputs()[0].shape
+        self.embedding_size = shape[-1] if isinstance(shape[-1], int) else None
+        self.training = False
+
+    def eval(self) -> OnnxBackbone:
+        return self
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        # onnxruntime works on host arrays; one copy per batch is unavoidable for this backend
+        array = x.detach().to("cpu", torch.float32).numpy()
+        (out,) = self.session.run(None, {self.input_name: np.ascontiguousarray(array)})[:1]
+        return torch.from_numpy(out).to(x.device)
+
+
+def _is_onnx(path: Path) -> bool:
+    return path.suffix.lower() in ONNX_SUFFIXES
+
+
+def _torch_load(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TopofrError(f"{path}: refused or unreadable with torch.load(weights_only=True) ({first})") from None
+    except (RuntimeError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TopofrError(f"{path}: not a PyTorch model file ({first})") from None
+
+
+def _strip_prefix(state: dict[str, Any]) -> dict[str, Any]:
+    """Drop the `module.` prefix DistributedDataParallel adds to every key."""
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def infer_network(state: dict[str, torch.Tensor], path: Path) -> str:
+    """r18 … r200 from the number of blocks per stage, or mbf from its layer names."""
+    if MBF_MARKER in state:
+        return "mbf"
+    depth = [0, 0, 0, 0]
+    for key in state:
+        match = _STAGE_BLOCK_KEY.match(key)
+        if match:
+            stage, block = int(match.group(1)) - 1, int(match.group(2))
+            depth[stage] = max(depth[stage], block + 1)
+    for name, stages in STAGE_DEPTHS.items():
+        if tuple(depth) == stages:
+            return name
+    if any(depth):
+        raise TopofrError(f"{path}: IResNet with {depth} blocks per stage matches no known network "
+                          f"({', '.join(BACKBONE_NAMES)}); pass --network")
+    raise TopofrError(f"{path}: cannot tell the architecture from the keys (no layer1…4 or mbf keys); "
+                      f"pass --network")
+
+
+def _embedding_size(state: dict[str, torch.Tensor], network: str) -> int | None:
+    key = "features.layers.2.weight" if network == "mbf" else "features.weight"
+    tensor = state.get(key)
+    return int(tensor.shape[0]) if tensor is not None else None
+
+
+def build_backbone(state: dict[str, torch.Tensor], network: str, embedding_size: int, path: Path) -> torch.nn.Module:
+    """Create `network` and load `state` strictly; a mismatch names the file and the first keys."""
+    if network not in BACKBONE_NAMES:
+        raise TopofrError(f"{path}: unknown network {network!r}; valid: {', '.join(BACKBONE_NAMES)}")
+    backbone = create_backbone(network, embedding_size)
+    expected = backbone.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong_shape = [f"{k} {tuple(state[k].shape)}≠{tuple(v.shape)}" for k, v in expected.items()
+                   if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or wrong_shape:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+            if keys:
+                shown = ", ".join(keys[:3]) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
+                parts.append(f"{len(keys)} {label}: {shown}")
+        raise TopofrError(f"{path}: weights do not fit {network} ({'; '.join(parts)})")
+    backbone.load_state_dict(state, strict=True)
+    return backbone.eval()
+
+
+def _load_checkpoint(payload: dict, path: Path, network: str | None) -> LoadedModel:
+    model_info = payload.get("model") or {}
+    state = payload.get("backbone")
+    if not isinstance(state, dict) or "network" not in model_info:
+        raise TopofrError(f"{path}: topofr checkpoint without 'backbone' state dict or 'model.network'")
+    net = network or model_info["network"]
+    notes = [] if network is None or network == model_info["network"] else [
+        f"--network {network} overrides the checkpoint's {model_info['network']}"]
+    embedding_size = int(model_info.get("embedding_size") or _embedding_size(state, net) or 512)
+    classifier = payload.get("classifier")
+    return LoadedModel(
+        backbone=build_backbone(state, net, embedding_size, path),
+        classifier_weight=classifier if isinstance(classifier, torch.Tensor) else None,
+        network=net, embedding_size=embedding_size, num_classes=model_info.get("num_classes"),
+        kind=CHECKPOINT_FORMAT, recipe=payload.get("recipe"), step=payload.get("step"), notes=notes,
+    )
+
+
+def _load_state_dict(state: dict, path: Path, network: str | None) -> LoadedModel:
+    state = _strip_prefix(state)
+    non_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if non_tensors:
+        raise TopofrError(f"{path}: not a state dict or topofr checkpoint (key {non_tensors[0]!r} "
+                          f"holds a {type(state[non_tensors[0]]).__name__})")
+    classifier = state.pop("weight", None)  # REF keeps its classifier [C, E] in the same dict
+    kind = "reference" if classifier is not None else "insightface"
+    notes = []
+    if network is None:
+        network = infer_network(state, path)
+        notes.append(f"architecture inferred from the keys: {network}")
+    embedding_size = _embedding_size(state, network)
+    if embedding_size is None:
+        raise TopofrError(f"{path}: no embedding layer ({'features.layers.2.weight' if network == 'mbf' else 'features.weight'}) "
+                          f"for {network}")
+    if classifier is not None and (classifier.ndim != 2 or classifier.shape[1] != embedding_size):
+        raise TopofrError(f"{path}: key 'weight' has shape {tuple(classifier.shape)}, expected a classifier "
+                          f"[C, {embedding_size}]")
+    return LoadedModel(
+        backbone=build_backbone(state, network, embedding_size, path),
+        classifier_weight=classifier, network=network, embedding_size=embedding_size,
+        num_classes=None if classifier is None else int(classifier.shape[0]),
+        kind=kind, recipe=None, step=None, notes=notes,
+    )
+
+
+def load_model(path: str | Path, network: str | None = None) -> LoadedModel:
+    """Our checkpoints, REF's `model.pt` (backbone + classifier `weight` in one state dict),
+    insightface backbone files (plain IResNet/mbf state dict, `module.` prefixes allowed), or ONNX.
+
+    The architecture is `network` if given, else our checkpoint's, else inferred from the keys
+    (the inference is recorded in `notes`). Files are read with `torch.load(weights_only=True)`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TopofrError(f"{path}: model file not found")
+    if _is_onnx(path):
+        backbone = OnnxBackbone(path)
+        return LoadedModel(backbone=backbone, classifier_weight=None, network="onnx",
+                           embedding_size=backbone.embedding_size or 0, num_classes=None, kind="onnx",
+                           recipe=None, step=None)
+    payload = _torch_load(path)
+    if not isinstance(payload, dict):
+        raise TopofrError(f"{path}: expected a state dict or topofr checkpoint, found a {type(payload).__name__}")
+    if payload.get("format") == CHECKPOINT_FORMAT:
+        return _load_checkpoint(payload, path, network)
+    if "format" in payload and not isinstance(payload["format"], torch.Tensor):
+        raise TopofrError(f"{path}: unknown checkpoint format {payload['format']!r}")
+    return _load_state_dict(dict(payload), path, network)

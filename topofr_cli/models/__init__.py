@@ -6,7 +6,7 @@ from torch import nn
 
 from topofr_cli.errors import TopofrError
 from topofr_cli.models.heads import CombinedMarginHead
-from topofr_cli.models.iresnet import STAGE_DEPTHS, iresnet
+from topofr_cli.models.iresnet import STAGE_DEPTHS, build_iresnet
 from topofr_cli.models.mobilefacenet import MobileFaceNet
 from topofr_cli.models.partial_fc import ClassifierOutput, PartialFC
 
@@ -21,7 +21,9 @@ def create_backbone(
     The output is the final BatchNorm1d, before L2 normalisation.
     """
     if name in STAGE_DEPTHS:
-        return iresnet(name, embedding_size, dropout=dropout, gradient_checkpointing=gradient_checkpointing)
+        return build_iresnet(
+            name, embedding_size, dropout=dropout, gradient_checkpointing=gradient_checkpointing
+        )
     if name == "mbf":
         # insightface's mbf has no dropout; a non-zero value is accepted and ignored there too.
         return MobileFaceNet(embedding_size, gradient_checkpointing=gradient_checkpointing)

@@ -146,7 +146,7 @@ class IResNet(nn.Module):
         return self.features(x)
 
 
-def iresnet(
+def build_iresnet(
     name: str, embedding_size: int = 512, *, dropout: float = 0.0, gradient_checkpointing: bool = False
 ) -> IResNet:
     return IResNet(

@@ -2,12 +2,123 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import typer
 
-from topofr_cli.cli.common import not_built
+from topofr_cli.cli.common import console, not_built, user_errors
+from topofr_cli.errors import TopofrError
 
 app = typer.Typer(help="Bring datasets in: pack RecordIO or image folders, build .bin pair files, "
                   "or generate synthetic faces.", no_args_is_help=True)
+
+_SHOWN_SKIPS = 20
+
+
+def _report_skipped(skipped: list[tuple[object, str]], what: str) -> None:
+    if not skipped:
+        return
+    console.print(f"[yellow]skipped {len(skipped)} {what}:[/]", highlight=False)
+    for key, reason in skipped[:_SHOWN_SKIPS]:
+        console.print(f"  {key}: {reason}", highlight=False, soft_wrap=True)
+    if len(skipped) > _SHOWN_SKIPS:
+        console.print(f"  ... and {len(skipped) - _SHOWN_SKIPS} more (all listed in meta.json 'skipped')")
+
+
+@app.command("folder")
+@user_errors
+def prepare_folder(
+    source: Path = typer.Argument(..., help="Image folder with one sub-folder per identity."),
+    out: Path = typer.Argument(..., help="Output packed dataset directory (must not exist)."),
+    landmarks: Path | None = typer.Option(
+        None, "--landmarks", help="CSV of 'path, x1 y1 ... x5 y5' (path relative to SOURCE): align every "
+        "image onto the ArcFace template before packing."),
+    size: int = typer.Option(112, "--size", help="Side of the aligned crop (with --landmarks)."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave out undecodable images (and, with "
+                                  "--landmarks, images without a row) and list them, instead of failing."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Do not decode each image to check it "
+                                   "(without --landmarks)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
+) -> None:
+    """Pack an image folder (optionally 5-point aligned) into the packed format."""
+    from topofr_cli.data.align import align_face, read_landmarks
+    from topofr_cli.data.folder import ImageFolderDataset
+    from topofr_cli.data.images import encode_jpeg
+    from topofr_cli.data.packed import pack_dataset
+
+    dataset = ImageFolderDataset(source)
+    transform = None
+    extra: dict[str, object] = {}
+    if landmarks is not None:
+        points = read_landmarks(landmarks, source)
+        unknown = sorted(set(points) - set(dataset.keys))
+        if unknown:
+            raise TopofrError(f"{landmarks}: row for {unknown[0]}, which is not an image in {source}")
+
+        def transform(index: int, rgb: np.ndarray) -> bytes:
+            key = dataset.keys[index]
+            if key not in points:
+                raise TopofrError(f"no row in {landmarks}")
+            try:
+                return encode_jpeg(align_face(rgb, points[key], size=size))
+            except ValueError as exc:
+                raise TopofrError(f"cannot align: {exc}") from None
+
+        extra = {"aligned": True, "landmarks": str(landmarks)}
+    report = pack_dataset(dataset, out, source=str(source), verify=not no_verify, skip_bad=skip_bad,
+                          transform=transform, num_classes=dataset.num_classes, overwrite=overwrite,
+                          extra_meta={**extra, "identities": dataset.identities})
+    _report_skipped(report.skipped, "images")
+    console.print(f"packed {report.num_images} images of {report.num_classes} identities into {report.out_dir}",
+                  highlight=False)
+
+
+@app.command("rec")
+@user_errors
+def prepare_rec(
+    source: Path = typer.Argument(..., help="insightface RecordIO: folder with train.rec/.idx, a prefix, "
+                                  "or the .rec file."),
+    out: Path = typer.Argument(..., help="Output packed dataset directory (must not exist)."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave out undecodable images and list them, "
+                                  "instead of failing."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Copy bytes without decoding each image "
+                                   "(faster; corrupt images are not caught)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
+) -> None:
+    """Copy a RecordIO set into the packed format, byte for byte (no re-encoding)."""
+    from topofr_cli.data.packed import pack_dataset
+    from topofr_cli.data.recordio import RecordIODataset
+
+    dataset = RecordIODataset(source)
+    report = pack_dataset(dataset, out, source=str(dataset.rec_path), verify=not no_verify, skip_bad=skip_bad,
+                          num_classes=dataset.num_classes, overwrite=overwrite)
+    _report_skipped(report.skipped, "images")
+    console.print(f"packed {report.num_images} images of {report.num_classes} classes into {report.out_dir}",
+                  highlight=False)
+
+
+@app.command("bin")
+@user_errors
+def prepare_bin(
+    pairs: Path = typer.Argument(..., help="CSV with columns path1, path2, issame (paths relative to the "
+                                 "CSV's folder)."),
+    out: Path = typer.Argument(..., help="Output .bin file."),
+    size: int | None = typer.Option(None, "--size", help="Resize every image to SIZE x SIZE and re-encode "
+                                    "as JPEG (default: store the files' bytes as they are)."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave out pairs with an unreadable image and "
+                                  "list them, instead of failing."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Do not decode each image to check it."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
+) -> None:
+    """Build a verification .bin (insightface format) from a CSV of image pairs."""
+    from topofr_cli.data.bins import build_bin
+
+    if not pairs.is_file():
+        raise TopofrError(f"{pairs}: no such file")
+    report = build_bin(pairs, out, size=size, verify=not no_verify, skip_bad=skip_bad, overwrite=overwrite)
+    _report_skipped(report.skipped, "pairs (by CSV line)")
+    console.print(f"wrote {report.num_pairs} pairs to {report.path}", highlight=False)
 
 
 @app.command("synthetic")

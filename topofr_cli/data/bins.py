@@ -7,15 +7,18 @@ reader resolves only the few globals that rebuild numpy arrays, dtypes and scala
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.progress import track
 
+from topofr_cli.data.images import ImageDecodeError, decode_image, encode_jpeg, resize_rgb
 from topofr_cli.errors import TopofrError
 
 # (module, name) pairs a numpy array/dtype/scalar pickle needs, across numpy 1.x and 2.x module names
@@ -126,3 +129,83 @@ def write_bin(path: str | Path, images: list[bytes], issame: Any) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+_TRUE = frozenset({"1", "true", "yes", "same", "t", "y"})
+_FALSE = frozenset({"0", "false", "no", "different", "f", "n"})
+
+
+@dataclass
+class BinReport:
+    path: Path
+    num_pairs: int
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # (CSV line, reason)
+
+
+def read_pairs_csv(csv_path: Path) -> list[tuple[int, Path, Path, bool]]:
+    """Rows `path1,path2,issame` → (line, path1, path2, issame); relative paths from the CSV's folder."""
+    rows = []
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        for number, fields in enumerate(csv.reader(handle), start=1):
+            fields = [f.strip() for f in fields]
+            if not any(fields):
+                continue
+            if len(fields) != 3:
+                raise TopofrError(f"{csv_path} line {number}: expected 3 columns (path1, path2, issame), "
+                                  f"got {len(fields)}")
+            flag = fields[2].lower()
+            if flag not in _TRUE | _FALSE:
+                if number == 1:
+                    continue  # header
+                raise TopofrError(f"{csv_path} line {number}: issame must be 1/0/true/false, got {fields[2]!r}")
+            first, second = (csv_path.parent / fields[0]), (csv_path.parent / fields[1])
+            rows.append((number, first, second, flag in _TRUE))
+    if not rows:
+        raise TopofrError(f"{csv_path}: no pairs")
+    return rows
+
+
+def build_bin(csv_path: str | Path, out_path: str | Path, *, size: int | None = None, verify: bool = True,
+              skip_bad: bool = False, overwrite: bool = False, progress: bool = True) -> BinReport:
+    """Build a `.bin` from a pairs CSV. Images are stored as their file bytes, or resized and re-encoded
+    to JPEG when `size` is given."""
+    csv_path, out_path = Path(csv_path), Path(out_path)
+    if out_path.exists() and not overwrite:
+        raise TopofrError(f"{out_path}: already exists (pass --overwrite to replace it)")
+    rows = read_pairs_csv(csv_path)
+    images: list[bytes] = []
+    flags: list[bool] = []
+    skipped: list[tuple[int, str]] = []
+    cache: dict[Path, bytes] = {}
+    for number, first, second, issame in track(rows, description="reading pairs", disable=not progress):
+        pair = []
+        try:
+            for image_path in (first, second):
+                if image_path not in cache:
+                    cache[image_path] = _load_pair_image(image_path, size, verify)
+                pair.append(cache[image_path])
+        except TopofrError as exc:
+            if not skip_bad:
+                raise TopofrError(f"{csv_path} line {number}: {exc}") from None
+            skipped.append((number, str(exc)))
+            continue
+        images.extend(pair)
+        flags.append(issame)
+    if not flags:
+        raise TopofrError(f"{csv_path}: every pair was skipped")
+    write_bin(out_path, images, flags)
+    return BinReport(path=out_path, num_pairs=len(flags), skipped=skipped)
+
+
+def _load_pair_image(path: Path, size: int | None, verify: bool) -> bytes:
+    if not path.is_file():
+        raise TopofrError(f"{path}: no such image")
+    data = path.read_bytes()
+    try:
+        if size is not None:
+            return encode_jpeg(resize_rgb(decode_image(data), size, size))
+        if verify:
+            decode_image(data)
+    except ImageDecodeError as exc:
+        raise TopofrError(f"{path}: {exc}") from None
+    return data

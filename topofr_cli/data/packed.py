@@ -14,12 +14,15 @@ import json
 import mmap
 import os
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from rich.progress import track
 
 from topofr_cli import __version__
 from topofr_cli.data.images import ImageDecodeError, decode_image, image_size
@@ -245,3 +248,54 @@ class PackedDataset:
         except ImageDecodeError as exc:
             raise TopofrError(f"{self.path}: image {index} ({self.source_key(index)}): {exc}") from None
         return image, int(self.labels[index])
+
+
+@dataclass
+class PackReport:
+    out_dir: Path
+    num_images: int
+    num_classes: int
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (source key, reason)
+
+
+def _describe(dataset: Any, index: int) -> str:
+    key = dataset.source_key(index)
+    if dataset.path.is_dir() and (dataset.path / key).is_file():
+        return str(dataset.path / key)
+    return f"{dataset.path} record {key}"
+
+
+def pack_dataset(dataset: Any, out_dir: str | Path, *, source: str, verify: bool = True, skip_bad: bool = False,
+                 transform: Callable[[int, np.ndarray], bytes] | None = None, num_classes: int | None = None,
+                 overwrite: bool = False, extra_meta: dict[str, Any] | None = None,
+                 progress: bool = True) -> PackReport:
+    """Copy every image of `dataset` into a packed directory.
+
+    Without `transform` the stored bytes are copied as they are (never re-encoded); `verify` decodes
+    each one first so corrupt images are caught. `transform(index, rgb) -> encoded` re-encodes (e.g.
+    alignment). A bad image is an error naming it, or, with `skip_bad`, is left out and reported.
+    `transform` may raise TopofrError for one image (e.g. no landmarks): treated like a bad image.
+    """
+    skipped: list[tuple[str, str]] = []
+    with PackedWriter(out_dir, source=source, overwrite=overwrite) as writer:
+        for index in track(range(len(dataset)), description="packing", disable=not progress):
+            encoded = dataset.encoded(index)
+            try:
+                if transform is not None:
+                    encoded = transform(index, decode_image(encoded))
+                elif verify:
+                    decode_image(encoded)
+            except TopofrError as exc:
+                if not skip_bad:
+                    raise TopofrError(f"{_describe(dataset, index)}: {exc}") from None
+                skipped.append((dataset.source_key(index), str(exc)))
+                continue
+            writer.add(encoded, int(dataset.labels[index]), dataset.source_key(index))
+        meta = dict(extra_meta or {})
+        if num_classes is not None:
+            meta["num_classes"] = num_classes
+        if skipped:
+            meta["skipped"] = [key for key, _ in skipped]
+        path = writer.finish(meta)
+        return PackReport(out_dir=path, num_images=len(writer), num_classes=json.loads(
+            (path / META_FILE).read_text())["num_classes"], skipped=skipped)

@@ -1,0 +1,156 @@
+"""DataLoaders: uint8 batches decoded on workers, normalised on the device.
+
+The train sampler draws one permutation per (seed, epoch), the same on every rank, and gives each
+rank a disjoint strided slice of it, so the order depends only on seed, epoch and world size.
+Resuming mid-epoch skips whole batches by index arithmetic: skipped images are never decoded.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from topofr_cli.errors import TopofrError
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """Yields this rank's batches of dataset indices for the current epoch."""
+
+    def __init__(self, num_samples: int, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1,
+                 drop_last: bool = True, shuffle: bool = True) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world size {world_size}")
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.drop_last = drop_last
+        self.shuffle = shuffle
+        self.epoch = 0
+        self.start_batch = 0
+        # Every rank sees the same number of samples: wrap around (pad) rather than give ranks unequal work.
+        self.samples_per_rank = -(-num_samples // world_size)
+        if drop_last:
+            self.batches_per_epoch = self.samples_per_rank // batch_size
+        else:
+            self.batches_per_epoch = -(-self.samples_per_rank // batch_size)
+        if self.batches_per_epoch == 0:
+            raise TopofrError(f"dataset of {num_samples} images is smaller than one batch of {batch_size} "
+                              f"per process x {world_size} processes")
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the permutation of `epoch`; also clears any pending `set_start_batch`."""
+        self.epoch = epoch
+        self.start_batch = 0
+
+    def set_start_batch(self, batch: int) -> None:
+        """Make the next iteration start at batch `batch` of the current epoch (used once, then reset)."""
+        if not 0 <= batch <= self.batches_per_epoch:
+            raise ValueError(f"start batch {batch} outside 0..{self.batches_per_epoch}")
+        self.start_batch = batch
+
+    def epoch_indices(self) -> np.ndarray:
+        """This rank's sample order for the current epoch (before batching)."""
+        if self.shuffle:
+            generator = np.random.default_rng([self.seed, self.epoch])
+            order = generator.permutation(self.num_samples)
+        else:
+            order = np.arange(self.num_samples)
+        total = self.samples_per_rank * self.world_size
+        if total > self.num_samples:
+            order = np.concatenate([order, order[: total - self.num_samples]])
+        return order[self.rank:total:self.world_size]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        start, self.start_batch = self.start_batch, 0
+        indices = self.epoch_indices()
+        for batch in range(start, self.batches_per_epoch):
+            yield indices[batch * self.batch_size:(batch + 1) * self.batch_size].tolist()
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch
+
+
+def _stack_images(images: Sequence[np.ndarray]) -> torch.Tensor:
+    shapes = {image.shape for image in images}
+    if len(shapes) > 1:
+        raise TopofrError(f"images in one batch have different sizes {sorted(shapes)}; pack the set "
+                          f"at one size (e.g. `topofr prepare folder --landmarks`)")
+    stacked = torch.from_numpy(np.stack(images))  # [B, H, W, 3]
+    return stacked.permute(0, 3, 1, 2).contiguous()
+
+
+def collate_train(items: Sequence[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = zip(*items, strict=True)
+    return _stack_images(images), torch.tensor(labels, dtype=torch.int64)
+
+
+class _Indexed:
+    """Wraps a dataset so items carry their index (for in-order evaluation)."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int, int]:
+        image, label = self.dataset[index]
+        return image, label, index
+
+
+def collate_eval(items: Sequence[tuple[np.ndarray, int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    images, labels, indices = zip(*items, strict=True)
+    return (_stack_images(images), torch.tensor(labels, dtype=torch.int64),
+            torch.tensor(indices, dtype=torch.int64))
+
+
+def seed_worker(worker_id: int) -> None:
+    """Seed numpy and `random` in each worker from torch's per-worker seed (set from the loader generator)."""
+    worker_seed = torch.initial_seed() % 2**32
+    np.random.seed(worker_seed)
+    random.seed(worker_seed)
+    torch.set_num_threads(1)  # decoding workers must not oversubscribe the CPU with intra-op threads
+
+
+def _loader_options(num_workers: int) -> dict[str, Any]:
+    options: dict[str, Any] = {"num_workers": num_workers, "pin_memory": torch.cuda.is_available()}
+    if num_workers > 0:
+        options.update(persistent_workers=True, prefetch_factor=4, worker_init_fn=seed_worker)
+    return options
+
+
+def make_train_loader(dataset: Any, batch_size: int, *, num_workers: int, seed: int, rank: int = 0,
+                      world_size: int = 1, drop_last: bool = True) -> DataLoader:
+    """Shuffled, epoch-seeded, rank-sharded loader of `(uint8 [B, 3, H, W], int64 [B])`.
+
+    `loader.sampler` is the EpochBatchSampler (`set_epoch`, `set_start_batch`).
+    """
+    batch_sampler = EpochBatchSampler(len(dataset), batch_size, seed=seed, rank=rank, world_size=world_size,
+                                      drop_last=drop_last)
+    generator = torch.Generator().manual_seed(seed * 1000 + rank)
+    loader = DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=collate_train, generator=generator,
+                        **_loader_options(num_workers))
+    # DataLoader.sampler is its internal SequentialSampler when a batch_sampler is given; expose ours.
+    loader.__dict__["sampler"] = batch_sampler
+    return loader
+
+
+def make_eval_loader(dataset: Any, batch_size: int, *, num_workers: int) -> DataLoader:
+    """In-order loader of `(uint8 [B, 3, H, W], int64 labels, int64 indices)`; the last batch may be short."""
+    batch_sampler = EpochBatchSampler(len(dataset), batch_size, seed=0, drop_last=False, shuffle=False)
+    return DataLoader(_Indexed(dataset), batch_sampler=batch_sampler, collate_fn=collate_eval,
+                      **_loader_options(num_workers))
+
+
+def normalize(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 [B, 3, H, W] → [-1, 1] as (pixel / 255 − 0.5) / 0.5 (REFERENCE §1), on the tensor's device."""
+    if images.dtype != torch.uint8:
+        raise TypeError(f"normalize expects uint8 images, got {images.dtype}")
+    return images.to(dtype).div_(255.0).sub_(0.5).div_(0.5)

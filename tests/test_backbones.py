@@ -141,12 +141,14 @@ def test_gradient_checkpointing_matches_plain(name):
         torch.testing.assert_close(checkpointed.state_dict()[key], value, msg=key)
 
 
-def test_channels_last_gives_same_embeddings():
+@pytest.mark.parametrize("name", ["r18", "mbf"])
+def test_channels_last_gives_same_embeddings(name):
     torch.manual_seed(2)
-    model = create_backbone("r18", 16).eval()
+    model = create_backbone(name, 16).eval()
     x = torch.rand(2, 3, 112, 112) * 2 - 1
     expected = model(x)
     model = model.to(memory_format=torch.channels_last)
-    assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first_conv.weight.is_contiguous(memory_format=torch.channels_last)
     got = model(x.contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)

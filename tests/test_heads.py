@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from topofr_cli.errors import TopofrError
 from topofr_cli.models.heads import CombinedMarginHead
 
 
@@ -93,5 +94,7 @@ def test_low_precision_cosines_give_float32_finite_logits(dtype):
 
 
 def test_invalid_parameters_rejected():
-    with pytest.raises(ValueError):
+    with pytest.raises(TopofrError, match="scale=0"):
         CombinedMarginHead(scale=0)
+    with pytest.raises(TopofrError, match="m2=4"):
+        CombinedMarginHead(m2=4.0)

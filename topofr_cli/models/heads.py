@@ -10,6 +10,8 @@ import math
 import torch
 from torch import nn
 
+from topofr_cli.errors import TopofrError
+
 # REFERENCE §2 defect 5: d/dc arccos(c) = −1/√(1 − c²) is infinite at |c| = 1, so cosines are kept
 # strictly inside (−1, 1). 1e-6 is far above fp32 spacing near 1 (6e-8) and caps |gradient| at ~700.
 COSINE_EPS = 1e-6
@@ -26,7 +28,10 @@ class CombinedMarginHead(nn.Module):
     def __init__(self, scale: float = 64.0, m1: float = 1.0, m2: float = 0.5, m3: float = 0.0):
         super().__init__()
         if scale <= 0 or m1 < 1 or m2 < 0 or m2 >= math.pi or m3 < 0:
-            raise ValueError(f"invalid margin head parameters s={scale} m1={m1} m2={m2} m3={m3}")
+            raise TopofrError(
+                f"head: invalid margin parameters scale={scale} m1={m1} m2={m2} m3={m3} "
+                "(need scale > 0, m1 >= 1, 0 <= m2 < pi, m3 >= 0)"
+            )
         self.scale = float(scale)
         self.m1 = float(m1)
         self.m2 = float(m2)

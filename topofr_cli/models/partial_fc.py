@@ -87,6 +87,13 @@ class PartialFC(nn.Module):
         return chosen, torch.where(has_target, remapped, -1)
 
     def forward(self, local_embeddings: torch.Tensor, local_labels: torch.Tensor) -> ClassifierOutput:
+        """Score this rank's [b, E] embeddings and labels as part of the global batch.
+
+        Every rank must pass the same b (drop_last loaders). The embedding gradient returned to each
+        rank is the full ∂loss/∂z_local (contributions of all shards summed), so wrapping the
+        backbone in DDP, which averages, scales the backbone gradient by 1/world_size exactly as
+        insightface does. Keep this module out of DDP: its shards are not replicas.
+        """
         embeddings = all_gather_with_grad(local_embeddings)
         labels = all_gather_no_grad(local_labels.long())
         shifted = labels - self.class_start

@@ -1,1 +1,5 @@
+"""Augmentation: RSP, the random structure perturbation of TopoFR (REFERENCE §1.1)."""
 
+from topofr_cli.augment.rsp import RandomStructurePerturbation
+
+__all__ = ["RandomStructurePerturbation"]

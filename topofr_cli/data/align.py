@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from topofr_cli.errors import TopofrError
 
@@ -47,17 +46,27 @@ def estimate_similarity(source: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def warp_affine(rgb: np.ndarray, matrix: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Warp with the forward 2x3 `matrix` (input → output coordinates), bilinear, black outside."""
-    forward = np.vstack([matrix, [0.0, 0.0, 1.0]])
-    inverse = np.linalg.inv(forward)
-    # PIL samples at pixel centres (x + 0.5); shift so integer coordinates are centres on both sides.
-    shift = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
-    unshift = np.array([[1.0, 0.0, -0.5], [0.0, 1.0, -0.5], [0.0, 0.0, 1.0]])
-    pil_inverse = shift @ inverse @ unshift
-    coefficients = tuple(pil_inverse[:2].reshape(-1))
-    warped = Image.fromarray(np.ascontiguousarray(rgb)).transform(
-        (width, height), Image.Transform.AFFINE, coefficients, resample=Image.Resampling.BILINEAR, fillcolor=0)
-    return np.asarray(warped, dtype=np.uint8)
+    """Warp with the forward 2x3 `matrix` (input → output coordinates): bilinear, rounded, black outside.
+
+    Pixel centres sit at integer coordinates, as in OpenCV's warpAffine (which the landmark
+    conventions assume). Done in numpy: PIL's 8-bit bilinear truncates, darkening crops by ~0.5 level.
+    """
+    inverse = np.linalg.inv(np.vstack([matrix, [0.0, 0.0, 1.0]]))
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
+    source_x = inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2]
+    source_y = inverse[1, 0] * xs + inverse[1, 1] * ys + inverse[1, 2]
+    # One ring of zeros around the image makes samples straddling the border fade to black.
+    padded = np.pad(np.asarray(rgb, dtype=np.float64), ((1, 1), (1, 1), (0, 0)))
+    source_x, source_y = source_x + 1.0, source_y + 1.0
+    inside = (source_x >= 0) & (source_y >= 0) & (source_x <= padded.shape[1] - 1) & (source_y <= padded.shape[0] - 1)
+    x0 = np.clip(np.floor(source_x), 0, padded.shape[1] - 2).astype(np.int64)
+    y0 = np.clip(np.floor(source_y), 0, padded.shape[0] - 2).astype(np.int64)
+    fx = np.clip(source_x - x0, 0.0, 1.0)[..., None]
+    fy = np.clip(source_y - y0, 0.0, 1.0)[..., None]
+    top = padded[y0, x0] * (1 - fx) + padded[y0, x0 + 1] * fx
+    bottom = padded[y0 + 1, x0] * (1 - fx) + padded[y0 + 1, x0 + 1] * fx
+    warped = (top * (1 - fy) + bottom * fy) * inside[..., None]
+    return np.clip(np.rint(warped), 0, 255).astype(np.uint8)
 
 
 def template_for(size: int) -> np.ndarray:

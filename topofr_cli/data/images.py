@@ -37,7 +37,7 @@ def decode_image(data: bytes | bytearray | memoryview | np.ndarray) -> np.ndarra
             rgb = image.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImageDecodeError(f"not a decodable image ({exc})") from None
-    return np.asarray(rgb, dtype=np.uint8)
+    return np.array(rgb, dtype=np.uint8)  # writable (torch.from_numpy warns on read-only arrays)
 
 
 def image_size(data: bytes) -> tuple[int, int]:

@@ -1,10 +1,72 @@
-"""`topofr train`."""
+"""`topofr train RECIPE`: train (or resume) a face recognition model from a YAML recipe."""
 
 from __future__ import annotations
 
-from topofr_cli.cli.common import not_built
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from topofr_cli.cli.common import console, user_errors
 
 
-def train() -> None:
-    """(Not built yet) See issue 3."""
-    raise not_built("train", "issue 3")
+def _summary(result) -> Table:
+    table = Table(title=f"Verification after {result.steps} steps (10-fold accuracy, %)")
+    table.add_column("set")
+    table.add_column("model", justify="right")
+    table.add_column("raw-pixel baseline", justify="right")
+    for score in result.verification:
+        baseline = result.pixel_baselines.get(score.name)
+        table.add_row(score.name, f"{100 * score.accuracy:.2f} ± {100 * score.accuracy_std:.2f}",
+                      "-" if baseline is None else f"{100 * baseline:.2f}")
+    return table
+
+
+@user_errors
+def train(
+    recipe: Path = typer.Argument(..., help="YAML training recipe (see recipes/)."),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Override a recipe key, e.g. --set optim.lr=0.05 (repeatable)."
+    ),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run directory's latest checkpoint."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an existing non-empty run directory (train.output)."
+    ),
+    nproc_per_node: int = typer.Option(
+        1, "--nproc-per-node", help="Processes on this machine; > 1 launches through torchrun."
+    ),
+    nnodes: int = typer.Option(1, "--nnodes", help="Machines taking part (multi-node via torchrun)."),
+    node_rank: int = typer.Option(0, "--node-rank", help="This machine's index among --nnodes."),
+    rdzv_endpoint: str | None = typer.Option(
+        None, "--rdzv-endpoint", help="HOST:PORT of the rendezvous (required when --nnodes > 1)."
+    ),
+) -> None:
+    """Train a model from RECIPE; prints verification accuracy next to the raw-pixel baseline."""
+    from topofr_cli.config import load_recipe
+    from topofr_cli.engine.distributed import launched_by_torchrun
+    from topofr_cli.engine.launch import LaunchSpec, launch
+    from topofr_cli.engine.preflight import plan_run
+
+    loaded = load_recipe(recipe, overrides)
+    spec = LaunchSpec(nproc_per_node, nnodes, node_rank, rdzv_endpoint)
+    if spec.needs_launcher and not launched_by_torchrun():
+        spec.validate()
+        plan_run(loaded, resume=resume, overwrite=overwrite)  # one clear error before any worker starts
+        worker_args = [str(recipe)]
+        for text in overrides:
+            worker_args += ["--set", text]
+        worker_args += ["--resume"] if resume else []
+        worker_args += ["--overwrite"] if overwrite else []
+        launch(spec, worker_args)
+        return
+
+    from topofr_cli.engine.trainer import train as run_training
+
+    result = run_training(loaded, resume=resume, overwrite=overwrite)
+    if result.rank != 0:
+        return
+    if result.verification:
+        console.print(_summary(result))
+    console.print(f"{result.steps} steps in {result.wall_seconds:.0f} s ({result.images_per_second:.1f} img/s), "
+                  f"{result.bad_steps} non-finite steps skipped; run directory {result.run_dir}"
+                  + (f"; last checkpoint {result.checkpoint.name}" if result.checkpoint else ""))

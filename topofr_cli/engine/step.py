@@ -1,0 +1,147 @@
+"""One training step: device transfer, normalisation, flip, autocast forward, loss, backward, clip, update.
+
+No host–device synchronisation happens here: a non-finite loss (or gradient) is turned into a
+`found_inf` tensor that the fused optimizers read on the device to skip their update, exactly as
+GradScaler does for fp16. The caller reads the returned tensors only at log steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from topofr_cli.data.loader import normalize
+from topofr_cli.engine.distributed import DistContext, all_reduce_max_
+
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def effective_precision(precision: str, device: torch.device) -> str:
+    """fp16 autocast on CPU is slow and unscaled gradients underflow: CPU runs use bf16 instead."""
+    return "bf16" if precision == "fp16" and device.type == "cpu" else precision
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """A seed for the per-step augmentation generator: a pure function of (seed, step, rank), so that a
+    resumed run draws the same flips and perturbations as an uninterrupted one."""
+    return ((seed * 1_000_003 + step) * 1_009 + rank) % (2**63 - 1)
+
+
+def zero_momentum_buffers(optimizer: torch.optim.Optimizer) -> None:
+    """Create SGD momentum buffers as zeros up front. Fused SGD allocates them uninitialised on its first
+    step, so a first step skipped by `found_inf` would leave garbage there; zeros give the same first
+    update (0·μ + g = g) bit for bit."""
+    if not isinstance(optimizer, torch.optim.SGD):
+        return
+    for group in optimizer.param_groups:
+        if group["momentum"] == 0:
+            continue
+        for param in group["params"]:
+            state = optimizer.state[param]
+            if state.get("momentum_buffer") is None:
+                state["momentum_buffer"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+
+
+@dataclass
+class StepResult:
+    """Detached device tensors; reading them (`.item()`) is the caller's sync, at log steps only."""
+
+    loss: torch.Tensor
+    bad: torch.Tensor  # 1.0 when the loss was not finite
+    skipped: torch.Tensor  # 1.0 when the optimizers did not update (bad loss or gradients)
+    grad_norm: torch.Tensor  # backbone gradient norm before clipping
+    terms: dict[str, torch.Tensor]
+
+
+class TrainStep:
+    def __init__(self, *, backbone: nn.Module, backbone_params: list[nn.Parameter], classifier: nn.Module,
+                 objective: nn.Module, optimizers: list[torch.optim.Optimizer], precision: str,
+                 dist_ctx: DistContext, clip_grad_norm: float | None, channels_last: bool,
+                 horizontal_flip: bool, seed: int) -> None:
+        self.backbone = backbone
+        self.backbone_params = backbone_params
+        self.classifier = classifier
+        self.objective = objective
+        self.optimizers = optimizers
+        self.ctx = dist_ctx
+        self.device = dist_ctx.device
+        self.precision = effective_precision(precision, self.device)
+        self.autocast_dtype = AUTOCAST_DTYPES[self.precision]
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
+        self.clip_grad_norm = clip_grad_norm
+        self.channels_last = channels_last
+        self.horizontal_flip = horizontal_flip
+        self.seed = seed
+        self.generator = torch.Generator(device=self.device)
+        for optimizer in optimizers:
+            if not optimizer.defaults.get("fused"):
+                raise ValueError("TrainStep needs fused optimizers (they skip bad steps on the device)")
+            zero_momentum_buffers(optimizer)
+
+    def _inputs(self, images: torch.Tensor, step: int) -> torch.Tensor:
+        x = normalize(images.to(self.device, non_blocking=True))
+        if self.horizontal_flip:
+            flip = torch.rand(x.shape[0], device=self.device, generator=self.generator) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        return x
+
+    def _share_scaler_overflow(self, found_inf: torch.Tensor) -> None:
+        """Make every optimizer on every rank see one overflow flag. GradScaler keeps a flag per optimizer
+        and per rank; Partial FC's classifier shards differ per rank, so an overflow seen on one rank only
+        would let the loss scales diverge and DDP would average gradients of different scales."""
+        per_optimizer = [self.scaler._per_optimizer_states[id(opt)]["found_inf_per_device"]
+                         for opt in self.optimizers]
+        for flags in per_optimizer:
+            for flag in flags.values():
+                torch.maximum(found_inf, flag.reshape(1).to(found_inf.device), out=found_inf)
+        all_reduce_max_(self.ctx, found_inf)
+        for flags in per_optimizer:
+            for flag in flags.values():
+                flag.copy_(found_inf.reshape(flag.shape))
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, step: int) -> StepResult:
+        self.generator.manual_seed(step_seed(self.seed, step, self.ctx.rank))
+        labels = labels.to(self.device, non_blocking=True)
+        x = self._inputs(images, step)
+        x_backbone, x_topology = self.objective.perturb(x, self.generator)
+        if self.channels_last:
+            x_backbone = x_backbone.contiguous(memory_format=torch.channels_last)
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                            enabled=self.autocast_dtype is not None):
+            embeddings = self.backbone(x_backbone)
+            output = self.classifier(embeddings, labels)
+        loss, terms = self.objective(x_topology=x_topology, embeddings=embeddings.float(), output=output,
+                                     step=step)
+
+        bad = (~torch.isfinite(loss.detach())).float().reshape(1)
+        all_reduce_max_(self.ctx, bad)  # every rank must skip together or DDP replicas drift apart
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            for optimizer in self.optimizers:
+                self.scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+
+        grads = [p.grad for p in self.backbone_params if p.grad is not None]
+        if self.clip_grad_norm is not None:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.backbone_params, self.clip_grad_norm, foreach=True)
+        else:
+            grad_norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+        found_inf = torch.maximum(bad, (~torch.isfinite(grad_norm)).float().reshape(1))
+        if self.scaler is not None:
+            self._share_scaler_overflow(found_inf)
+            for optimizer in self.optimizers:
+                self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            for optimizer in self.optimizers:
+                optimizer.grad_scale = None
+                optimizer.found_inf = found_inf
+                optimizer.step()
+        return StepResult(loss=loss.detach(), bad=bad, skipped=found_inf, grad_norm=grad_norm.detach(),
+                          terms={k: v.detach() for k, v in terms.items()})

@@ -11,6 +11,7 @@ from topofr_cli.data import open_dataset
 from topofr_cli.data.images import decode_image
 from topofr_cli.data.loader import EpochBatchSampler, make_eval_loader, make_train_loader, normalize
 from topofr_cli.data.packed import PackedWriter
+from topofr_cli.errors import TopofrError
 
 
 class CountingDataset:
@@ -118,3 +119,18 @@ def test_normalize():
     torch.testing.assert_close(out.view(-1), torch.tensor([-1.0, 1.0, (128 / 255 - 0.5) / 0.5]))
     with pytest.raises(TypeError):
         normalize(out)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_bad_record_is_one_line_error_naming_it(tmp_path, workers):
+    out = tmp_path / "packed"
+    with PackedWriter(out, source="test") as writer:
+        for i in range(8):
+            good = smooth_jpeg(i, size=16)
+            writer.add(good[:-60] if i == 5 else good, 0, f"img{i}")  # image 5 is a truncated JPEG
+        writer.finish()
+    loader = make_eval_loader(open_dataset(out), 4, num_workers=workers)
+    with pytest.raises(TopofrError) as caught:
+        list(loader)
+    message = str(caught.value)
+    assert "image 5 (img5): not a decodable image" in message and "\n" not in message

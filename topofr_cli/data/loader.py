@@ -77,6 +77,46 @@ class EpochBatchSampler(Sampler[list[int]]):
         return self.batches_per_epoch
 
 
+class _Failure:
+    """A TopofrError raised on a worker, carried back as data so the main process re-raises it as one line
+    (DataLoader would otherwise wrap it with the worker's traceback)."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+class _Guarded:
+    """Wraps a dataset so a bad record becomes a _Failure instead of an exception on the worker."""
+
+    def __init__(self, dataset: Any, with_index: bool) -> None:
+        self.dataset = dataset
+        self.with_index = with_index
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        try:
+            image, label = self.dataset[index]
+        except TopofrError as exc:
+            return _Failure(str(exc))
+        return (image, label, index) if self.with_index else (image, label)
+
+
+class FaceLoader(DataLoader):
+    """A DataLoader that re-raises data errors from workers as the original one-line TopofrError."""
+
+    def __iter__(self) -> Iterator[Any]:
+        for batch in super().__iter__():
+            if isinstance(batch, _Failure):
+                raise TopofrError(batch.message)
+            yield batch
+
+
+def _first_failure(items: Sequence[Any]) -> _Failure | None:
+    return next((item for item in items if isinstance(item, _Failure)), None)
+
+
 def _stack_images(images: Sequence[np.ndarray]) -> torch.Tensor:
     shapes = {image.shape for image in images}
     if len(shapes) > 1:
@@ -86,26 +126,18 @@ def _stack_images(images: Sequence[np.ndarray]) -> torch.Tensor:
     return stacked.permute(0, 3, 1, 2).contiguous()
 
 
-def collate_train(items: Sequence[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+def collate_train(items: Sequence[Any]) -> Any:
+    failure = _first_failure(items)
+    if failure is not None:
+        return failure
     images, labels = zip(*items, strict=True)
     return _stack_images(images), torch.tensor(labels, dtype=torch.int64)
 
 
-class _Indexed:
-    """Wraps a dataset so items carry their index (for in-order evaluation)."""
-
-    def __init__(self, dataset: Any) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, int, int]:
-        image, label = self.dataset[index]
-        return image, label, index
-
-
-def collate_eval(items: Sequence[tuple[np.ndarray, int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def collate_eval(items: Sequence[Any]) -> Any:
+    failure = _first_failure(items)
+    if failure is not None:
+        return failure
     images, labels, indices = zip(*items, strict=True)
     return (_stack_images(images), torch.tensor(labels, dtype=torch.int64),
             torch.tensor(indices, dtype=torch.int64))
@@ -127,7 +159,7 @@ def _loader_options(num_workers: int) -> dict[str, Any]:
 
 
 def make_train_loader(dataset: Any, batch_size: int, *, num_workers: int, seed: int, rank: int = 0,
-                      world_size: int = 1, drop_last: bool = True) -> DataLoader:
+                      world_size: int = 1, drop_last: bool = True) -> FaceLoader:
     """Shuffled, epoch-seeded, rank-sharded loader of `(uint8 [B, 3, H, W], int64 [B])`.
 
     `loader.sampler` is the EpochBatchSampler (`set_epoch`, `set_start_batch`).
@@ -135,17 +167,17 @@ def make_train_loader(dataset: Any, batch_size: int, *, num_workers: int, seed: 
     batch_sampler = EpochBatchSampler(len(dataset), batch_size, seed=seed, rank=rank, world_size=world_size,
                                       drop_last=drop_last)
     generator = torch.Generator().manual_seed(seed * 1000 + rank)
-    loader = DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=collate_train, generator=generator,
-                        **_loader_options(num_workers))
+    loader = FaceLoader(_Guarded(dataset, with_index=False), batch_sampler=batch_sampler,
+                        collate_fn=collate_train, generator=generator, **_loader_options(num_workers))
     # DataLoader.sampler is its internal SequentialSampler when a batch_sampler is given; expose ours.
     loader.__dict__["sampler"] = batch_sampler
     return loader
 
 
-def make_eval_loader(dataset: Any, batch_size: int, *, num_workers: int) -> DataLoader:
+def make_eval_loader(dataset: Any, batch_size: int, *, num_workers: int) -> FaceLoader:
     """In-order loader of `(uint8 [B, 3, H, W], int64 labels, int64 indices)`; the last batch may be short."""
     batch_sampler = EpochBatchSampler(len(dataset), batch_size, seed=0, drop_last=False, shuffle=False)
-    return DataLoader(_Indexed(dataset), batch_sampler=batch_sampler, collate_fn=collate_eval,
+    return FaceLoader(_Guarded(dataset, with_index=True), batch_sampler=batch_sampler, collate_fn=collate_eval,
                       **_loader_options(num_workers))
 
 

@@ -1,10 +1,130 @@
-"""`topofr hard-samples`."""
+"""`topofr hard-samples`: rank a dataset's images by structure damage score with a trained model."""
 
 from __future__ import annotations
 
-from topofr_cli.cli.common import not_built
+import json
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+import torch
+import typer
+from rich.table import Table
+
+from topofr_cli.cli.common import console, user_errors
+from topofr_cli.errors import TopofrError
+
+DISTRIBUTIONS_PNG = "distributions.png"
+GALLERY_PNG = "gallery.png"
+SUMMARY_JSON = "summary.json"
 
 
-def hard_samples() -> None:
-    """(Not built yet) See issue 7."""
-    raise not_built("hard-samples", "issue 7")
+class GumScopeChoice(str, Enum):
+    dataset = "dataset"
+    batch = "batch"
+
+
+class DeviceChoice(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def _resolve_device(choice: DeviceChoice) -> str:
+    if choice is DeviceChoice.cuda and not torch.cuda.is_available():
+        raise TopofrError("--device cuda: no CUDA device is available")
+    if choice is DeviceChoice.auto:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return choice.value
+
+
+def _top_table(table, dataset, top: int) -> Table:  # noqa: ANN001 - HardnessTable, FaceDataset
+    view = Table(title=f"Top {top} images by structure damage score", header_style="bold")
+    for name, justify in (("rank", "right"), ("index", "right"), ("key", "left"), ("label", "right"),
+                          ("pred", "right"), ("p_gt", "right"), ("entropy", "right"), ("γ", "right"),
+                          ("SDS", "right")):
+        view.add_column(name, justify=justify)
+    for rank, index in enumerate(table.ranking()[:top], start=1):
+        label, guess = int(table.labels[index]), int(table.predicted[index])
+        view.add_row(
+            str(rank), str(int(index)), dataset.source_key(int(index)), str(label),
+            str(guess) if guess == label else f"[bold red]{guess}[/]",
+            f"{table.p_true[index]:.3f}", f"{table.entropy[index]:.3f}", f"{table.gamma[index]:.3f}",
+            f"{table.sds[index]:.4f}",
+        )
+    return view
+
+
+def _summary(table, model_path: Path, data_path: Path) -> dict:  # noqa: ANN001
+    fit = table.gum
+    return {
+        "model": str(model_path),
+        "data": str(data_path),
+        "num_images": len(table),
+        "gum_scope": table.gum_scope,
+        "gum": None if fit is None else {"pi": fit.pi, "sigma2": fit.sigma2, "c": fit.c,
+                                         "iterations": fit.iterations},
+        "misclassified": int(np.sum(table.predicted != table.labels)),
+        "sds_mean": float(np.mean(table.sds)),
+        "sds_max": float(np.max(table.sds)),
+    }
+
+
+@user_errors
+def hard_samples(
+    model: Path = typer.Argument(..., help="Trained checkpoint with its classifier (checkpoints/step_*.pt)."),
+    data: Path = typer.Option(..., "--data", "-d",
+                              help="Dataset the model was trained on: packed dir, RecordIO, or image folder."),
+    out: Path = typer.Option(Path("hard_samples"), "--out", "-o",
+                             help="Directory for sds.parquet, sds.csv, summary.json and the PNG figures."),
+    top: int = typer.Option(20, "--top", "-k", min=1, help="How many of the highest-SDS images to print and show."),
+    gum_scope: GumScopeChoice = typer.Option(
+        GumScopeChoice.dataset, "--gum-scope",
+        help="Fit the Gaussian–uniform mixture over the whole dataset, or per batch as in training."),
+    batch_size: int = typer.Option(256, "--batch-size", "-b", min=1, help="Images per forward pass."),
+    device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device", help="Where to run the model."),
+    workers: int = typer.Option(2, "--workers", min=0, help="Data-loading worker processes."),
+    typical: int = typer.Option(3, "--typical", min=1,
+                                help="Typical images per identity beside each gallery image."),
+    write_clean: Path | None = typer.Option(
+        None, "--write-clean",
+        help="Also write a packed copy of the dataset without the flagged images (needs --drop-top or --drop-above)."),
+    drop_top: int | None = typer.Option(None, "--drop-top", min=0,
+                                        help="With --write-clean: drop the K highest-SDS images."),
+    drop_above: float | None = typer.Option(None, "--drop-above",
+                                            help="With --write-clean: drop every image with SDS above X."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --write-clean directory."),
+) -> None:
+    """Rank every image by structure damage score (SDS = w1 · w2, REFERENCE §1.3) to find label noise."""
+    from topofr_cli.data import open_dataset
+    from topofr_cli.evaluation.model_io import load_model
+    from topofr_cli.hardness.clean import write_clean_dataset
+    from topofr_cli.hardness.ranking import check_inputs, score_dataset
+    from topofr_cli.hardness.table_io import staged_directory, write_table
+    from topofr_cli.plots.hardness import plot_distributions, plot_gallery
+
+    if write_clean is None and (drop_top is not None or drop_above is not None):
+        raise TopofrError("--drop-top/--drop-above: only meaningful with --write-clean OUT")
+    if write_clean is not None and (drop_top is None) == (drop_above is None):
+        raise TopofrError("--write-clean: give exactly one of --drop-top K or --drop-above X")
+    if write_clean is not None and write_clean.exists() and not overwrite:
+        raise TopofrError(f"{write_clean}: already exists (pass --overwrite to replace it)")
+
+    loaded = load_model(model)
+    dataset = open_dataset(data)
+    check_inputs(loaded, dataset, str(model), str(data))
+    table = score_dataset(loaded, dataset, batch_size=batch_size, gum_scope=gum_scope.value,
+                          device=_resolve_device(device), num_workers=workers)
+
+    with console.status("writing the ranking and figures"), staged_directory(out) as staging:
+        write_table(table, dataset, staging)
+        plot_distributions(table, staging / DISTRIBUTIONS_PNG)
+        plot_gallery(table, dataset, staging / GALLERY_PNG, top=top, typical=typical)
+        (staging / SUMMARY_JSON).write_text(json.dumps(_summary(table, model, data), indent=2) + "\n")
+    console.print(_top_table(table, dataset, top))
+    console.print(f"wrote {out}/{{sds.parquet, sds.csv, {DISTRIBUTIONS_PNG}, {GALLERY_PNG}, {SUMMARY_JSON}}}")
+
+    if write_clean is not None:
+        report = write_clean_dataset(dataset, table, write_clean, drop_top=drop_top,
+                                     drop_above=drop_above, overwrite=overwrite)
+        console.print(f"wrote {report.path}: kept {report.kept:,} images, dropped {report.dropped:,}")

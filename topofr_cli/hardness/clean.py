@@ -1,0 +1,83 @@
+"""Write a copy of a dataset without its most damaging images (clean, then retrain).
+
+Images are copied as stored (`ds.encoded(i)`), never re-encoded, so the kept images are
+byte-identical to the source. Class ids are kept as they were, even for a class that loses
+all its images, so a model trained on the clean set has the same classifier layout.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from topofr_cli.errors import TopofrError
+from topofr_cli.hardness.ranking import HardnessTable
+
+
+@dataclass
+class CleanReport:
+    path: Path
+    kept: int
+    dropped: int
+
+
+def flagged_mask(table: HardnessTable, *, drop_top: int | None, drop_above: float | None) -> np.ndarray:
+    """Boolean [N]: the `drop_top` highest-SDS images, or those with SDS > `drop_above`."""
+    if (drop_top is None) == (drop_above is None):
+        raise TopofrError("--write-clean: give exactly one of --drop-top K or --drop-above X")
+    flagged = np.zeros(len(table), dtype=bool)
+    if drop_top is not None:
+        if drop_top < 0:
+            raise TopofrError(f"--drop-top: expected a non-negative count, got {drop_top}")
+        flagged[table.ranking()[:drop_top]] = True
+    else:
+        flagged[table.sds > drop_above] = True
+    return flagged
+
+
+def write_clean_dataset(
+    dataset: Any,
+    table: HardnessTable,
+    out_dir: str | Path,
+    *,
+    drop_top: int | None = None,
+    drop_above: float | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> CleanReport:
+    """Pack every image of `dataset` that is not flagged into `out_dir` (same order, same labels)."""
+    from topofr_cli.data.packed import PackedWriter
+
+    flagged = flagged_mask(table, drop_top=drop_top, drop_above=drop_above)
+    keep = np.flatnonzero(~flagged)
+    if keep.size == 0:
+        raise TopofrError(f"{out_dir}: every image would be dropped; nothing to write")
+    source = f"{dataset.path} without its {int(flagged.sum())} highest-SDS images"
+    bins = [str(b) for b in (getattr(dataset, "meta", None) or {}).get("verification_bins", [])]
+    with PackedWriter(out_dir, source=source, overwrite=overwrite) as writer:
+        progress_bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeRemainingColumn(), disable=not progress)
+        with progress_bar:
+            task = progress_bar.add_task("writing clean set", total=int(keep.size))
+            for index in keep:
+                i = int(index)
+                writer.add(dataset.encoded(i), int(dataset.labels[i]), dataset.source_key(i))
+                progress_bar.advance(task)
+        copied = []
+        for name in bins:  # held-out verification pairs are not training images: carry them over
+            bin_path = Path(dataset.path) / name
+            if bin_path.is_file():
+                target = writer.tmp_dir / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(bin_path, target)
+                copied.append(name)
+        extra = {"num_classes": int(dataset.num_classes), "dropped_by_sds": int(flagged.sum())}
+        if copied:
+            extra["verification_bins"] = copied
+        path = writer.finish(extra)
+    return CleanReport(path=Path(path), kept=int(keep.size), dropped=int(flagged.sum()))

@@ -1,0 +1,165 @@
+"""`topofr eval` through Typer's runner: a tiny mbf checkpoint (contract format) on tiny .bin files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from topofr_cli.cli.app import app
+from topofr_cli.data.bins import write_bin
+from topofr_cli.evaluation.protocol import verification_metrics
+from topofr_cli.models import create_backbone
+
+runner = CliRunner()
+NUM_PAIRS = 10
+EMBEDDING = 32
+
+
+def _png(rgb):
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _images(n, seed):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (112, 112, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def _embed_by_hand(model, rgb_list, flip):
+    x = torch.from_numpy(np.stack(rgb_list)).permute(0, 3, 1, 2).float() / 255 * 2 - 1
+    with torch.no_grad():
+        out = model(x)
+        if flip:
+            out = out + model(torch.flip(x, dims=[3]))
+    return out.numpy()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """An mbf checkpoint in the docs/interfaces.md format, recipe pointing at a packed-style set."""
+    root = tmp_path_factory.mktemp("eval_cli")
+    torch.manual_seed(0)
+    model = create_backbone("mbf", EMBEDDING).eval()
+    data_dir = root / "synthetic"
+    data_dir.mkdir()
+    rgb = _images(2 * NUM_PAIRS, seed=5)
+    issame = np.arange(NUM_PAIRS) % 2 == 0
+    write_bin(data_dir / "synthetic_val.bin", [_png(x) for x in rgb], issame)
+    (data_dir / "meta.json").write_text('{"format": "topofr-packed", "verification_bins": ["synthetic_val.bin"]}')
+    path = root / "step_00000005.pt"
+    torch.save({
+        "format": "topofr-checkpoint", "topofr_version": "0.1.0",
+        "model": {"network": "mbf", "embedding_size": EMBEDDING, "num_classes": 3},
+        "recipe": {"data": {"path": str(data_dir)}}, "step": 5, "epoch": 0,
+        "backbone": model.state_dict(), "classifier": torch.randn(3, EMBEDDING), "latent_scale": None,
+        "training": {},
+    }, path)
+    return {"path": path, "model": model, "rgb": rgb, "issame": issame, "bin": data_dir / "synthetic_val.bin",
+            "root": root}
+
+
+def _read_csv(path):
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_eval_bin_writes_csv_and_roc(checkpoint, tmp_path):
+    result = runner.invoke(app, ["eval", str(checkpoint["path"]), "--bin", str(checkpoint["bin"]), "--no-flip",
+                                 "--batch-size", "8", "--num-workers", "0", "--out", str(tmp_path / "out"),
+                                 "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "synthetic_val" in result.output and "step 5" in result.output
+    rows = _read_csv(tmp_path / "out" / "verification.csv")
+    expected = verification_metrics(_embed_by_hand(checkpoint["model"], checkpoint["rgb"], flip=False),
+                                    checkpoint["issame"])
+    assert len(rows) == 1 and rows[0]["set"] == "synthetic_val"
+    assert float(rows[0]["accuracy"]) == pytest.approx(expected.accuracy_mean, abs=1e-5)
+    assert float(rows[0]["auc"]) == pytest.approx(expected.auc, abs=1e-5)
+    assert float(rows[0]["best_threshold"]) == pytest.approx(expected.best_threshold, abs=1e-5)
+    png = (tmp_path / "out" / "verification_roc.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_defaults_to_the_training_sets_heldout_bin(checkpoint, tmp_path):
+    result = runner.invoke(app, ["eval", str(checkpoint["path"]), "--out", str(tmp_path), "--num-workers", "0",
+                                 "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    rows = _read_csv(tmp_path / "verification.csv")
+    expected = verification_metrics(_embed_by_hand(checkpoint["model"], checkpoint["rgb"], flip=True),
+                                    checkpoint["issame"])
+    assert float(rows[0]["accuracy"]) == pytest.approx(expected.accuracy_mean, abs=1e-5)
+
+
+def test_eval_without_bins_or_training_set_is_a_clear_error(tmp_path):
+    path = tmp_path / "backbone.pth"
+    torch.save(create_backbone("mbf", 16).state_dict(), path)
+    result = runner.invoke(app, ["eval", str(path), "--device", "cpu"])
+    assert result.exit_code == 2
+    assert "backbone.pth" in result.output and "--bin" in result.output
+
+
+def test_bin_with_mismatched_counts_is_rejected(checkpoint, tmp_path):
+    bad = tmp_path / "bad.bin"
+    with open(bad, "wb") as handle:
+        pickle.dump(([_png(x) for x in _images(5, seed=1)], [True, False, True]), handle, protocol=4)
+    result = runner.invoke(app, ["eval", str(checkpoint["path"]), "--bin", str(bad), "--device", "cpu",
+                                 "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "bad.bin" in result.output and "5 images for 3 pairs" in result.output
+    assert not (tmp_path / "verification.csv").exists()
+
+
+def test_wrong_architecture_is_rejected(checkpoint, tmp_path):
+    result = runner.invoke(app, ["eval", str(checkpoint["path"]), "--network", "r18", "--bin",
+                                 str(checkpoint["bin"]), "--device", "cpu"])
+    assert result.exit_code == 2
+    assert checkpoint["path"].name in result.output and "r18" in result.output
+
+
+def _image_folder(root, per_identity=(2, 3)):
+    rgb = []
+    for identity, count in enumerate(per_identity):
+        folder = root / f"id{identity}"
+        folder.mkdir(parents=True)
+        for k in range(count):
+            image = _images(1, seed=100 + 10 * identity + k)[0]
+            Image.fromarray(image).save(folder / f"{k}.png")
+            rgb.append(image)
+    return rgb
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".npy"])
+def test_embeddings_out(checkpoint, tmp_path, suffix):
+    import pyarrow.parquet as pq
+
+    from topofr_cli.data import open_dataset
+
+    _image_folder(tmp_path / "faces")
+    dataset = open_dataset(tmp_path / "faces")
+    out = tmp_path / f"emb{suffix}"
+    result = runner.invoke(app, ["eval", str(checkpoint["path"]), "--data", str(tmp_path / "faces"),
+                                 "--embeddings", str(out), "--batch-size", "2", "--num-workers", "0",
+                                 "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    expected = _embed_by_hand(checkpoint["model"], [dataset[i][0] for i in range(len(dataset))], flip=True)
+    if suffix == ".npy":
+        np.testing.assert_allclose(np.load(out), expected, rtol=1e-4, atol=1e-4)
+        return
+    table = pq.read_table(out).to_pydict()
+    assert table["index"] == list(range(len(dataset)))
+    assert table["label"] == [int(x) for x in dataset.labels]
+    assert table["source_key"] == [dataset.source_key(i) for i in range(len(dataset))]
+    np.testing.assert_allclose(np.array(table["embedding"]), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_embeddings_needs_data(checkpoint, tmp_path):
+    result = runner.invoke(app, ["eval", str(checkpoint["path"]), "--embeddings", str(tmp_path / "e.npy")])
+    assert result.exit_code == 2 and "--data" in result.output

@@ -1,0 +1,241 @@
+"""IJB-B / IJB-C 1:1 arithmetic of insightface's `eval_ijbc.py` (REFERENCE §3.4), vectorised.
+
+- Meta files are parsed by pyarrow (fast path); any problem re-parses the file line by line to
+  name the offending line.
+- Media then template pooling is one weighted scatter-add: an image's feature is divided by the
+  number of images of its (template, media) group, so summing a template's rows gives
+  Σ_media mean(media images) exactly. It runs chunk by chunk as embeddings arrive.
+- Pair scores are cosine similarities computed as blocks of a matrix product (templates of the
+  side with fewer distinct ids × the other side's templates), from which each pair's entry is
+  picked: a GEMM instead of gathering two 512-d rows per pair.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from topofr_cli.errors import TopofrError
+
+FAR_TARGETS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+SCORE_BLOCK_BYTES = 256 * 2**20  # memory of one block of the score matrix
+
+
+# ------------------------------------------------------------------ meta files
+
+
+def _parse_lines(path: Path, kinds: list[type], what: str) -> list[np.ndarray]:
+    """Slow, exact parser: names the first bad line and column."""
+    columns: list[list] = [[] for _ in kinds]
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for lineno, line in enumerate(handle, 1):
+            tokens = line.split()
+            if not tokens:
+                continue
+            if len(tokens) != len(kinds):
+                raise TopofrError(f"{path}: line {lineno}: {len(tokens)} columns, expected {len(kinds)} ({what})")
+            for column, (kind, token) in enumerate(zip(kinds, tokens, strict=True)):
+                try:
+                    columns[column].append(kind(token))
+                except ValueError:
+                    raise TopofrError(f"{path}: line {lineno}: column {column + 1} is {token!r}, "
+                                      f"expected {kind.__name__} ({what})") from None
+    if not columns[0]:
+        raise TopofrError(f"{path}: empty file ({what})")
+    return [np.array(col, dtype=object if kind is str else np.int64 if kind is int else np.float32)
+            for col, kind in zip(columns, kinds, strict=True)]
+
+
+def read_table(path: str | Path, kinds: list[type], what: str) -> list[np.ndarray]:
+    """Space-separated columns of the given kinds (str, int, float), one numpy array per column."""
+    path = Path(path)
+    if not path.is_file():
+        raise TopofrError(f"{path}: IJB meta file not found")
+    try:
+        import pyarrow as pa
+        import pyarrow.csv as csv
+
+        arrow_types = {str: pa.string(), int: pa.int64(), float: pa.float32()}
+        names = [f"c{i}" for i in range(len(kinds))]
+        table = csv.read_csv(
+            path, read_options=csv.ReadOptions(column_names=names),
+            parse_options=csv.ParseOptions(delimiter=" "),
+            convert_options=csv.ConvertOptions(column_types={n: arrow_types[k] for n, k in zip(names, kinds, strict=True)}),
+        )
+        if table.num_rows == 0 or any(table.column(n).null_count for n in names):
+            raise ValueError("empty file or empty fields")
+        return [table.column(n).to_numpy(zero_copy_only=False) if k is str else table.column(n).to_numpy()
+                for n, k in zip(names, kinds, strict=True)]
+    except Exception:  # any fast-path failure (ArrowInvalid, empty fields, …): the exact parser explains
+        return _parse_lines(path, kinds, what)
+
+
+@dataclass
+class IJBMeta:
+    image_names: np.ndarray  # [N] str, relative to loose_crop/
+    landmarks: np.ndarray  # [N, 5, 2] float32
+    detector_scores: np.ndarray  # [N] float32
+    templates: np.ndarray  # [N] int64 template id of each image
+    medias: np.ndarray  # [N] int64 media id of each image
+    pair_templates: np.ndarray  # [P, 2] int64
+    pair_labels: np.ndarray  # [P] int64 (1 = same identity)
+
+
+def meta_paths(root: str | Path, target: str) -> dict[str, Path]:
+    meta = Path(root) / "meta"
+    prefix = target.lower()
+    return {
+        "tid_mid": meta / f"{prefix}_face_tid_mid.txt",
+        "pairs": meta / f"{prefix}_template_pair_label.txt",
+        "landmarks": meta / f"{prefix}_name_5pts_score.txt",
+    }
+
+
+def read_ijb_meta(root: str | Path, target: str) -> IJBMeta:
+    """The three meta files of §3.4; image rows of the two per-image files must match name by name."""
+    paths = meta_paths(root, target)
+    names, templates, medias = read_table(paths["tid_mid"], [str, int, int], "image template media")
+    t1, t2, labels = read_table(paths["pairs"], [int, int, int], "template1 template2 label")
+    landmark_columns = read_table(paths["landmarks"], [str] + [float] * 11, "image, 10 landmark coordinates, score")
+    landmark_names = landmark_columns[0]
+    if len(landmark_names) != len(names):
+        raise TopofrError(f"{paths['landmarks']}: {len(landmark_names)} images but {paths['tid_mid'].name} "
+                          f"lists {len(names)}")
+    mismatch = np.flatnonzero(landmark_names != names)
+    if len(mismatch):
+        row = int(mismatch[0])
+        raise TopofrError(f"{paths['landmarks']}: row {row + 1} is {landmark_names[row]}, but row {row + 1} of "
+                          f"{paths['tid_mid'].name} is {names[row]}")
+    bad_label = np.flatnonzero((labels != 0) & (labels != 1))
+    if len(bad_label):
+        raise TopofrError(f"{paths['pairs']}: row {bad_label[0] + 1}: label {labels[bad_label[0]]}, expected 0 or 1")
+    known = np.unique(templates)
+    pair_templates = np.stack([t1, t2], axis=1)
+    unknown = ~np.isin(pair_templates, known)
+    if unknown.any():
+        row, col = np.argwhere(unknown)[0]
+        raise TopofrError(f"{paths['pairs']}: row {row + 1}: template {pair_templates[row, col]} has no images "
+                          f"in {paths['tid_mid'].name}")
+    return IJBMeta(
+        image_names=names,
+        landmarks=np.stack(landmark_columns[1:11], axis=1).reshape(-1, 5, 2).astype(np.float32),
+        detector_scores=landmark_columns[11].astype(np.float32),
+        templates=templates, medias=medias, pair_templates=pair_templates, pair_labels=labels,
+    )
+
+
+# ------------------------------------------------------------------ pooling
+
+
+class TemplatePooler:
+    """Streams image features into template features (§3.4 media then template pooling)."""
+
+    def __init__(self, templates: np.ndarray, medias: np.ndarray, embedding_size: int):
+        self.template_ids, template_index = np.unique(templates, return_inverse=True)
+        _, media_index = np.unique(medias, return_inverse=True)
+        group = template_index.astype(np.int64) * (int(media_index.max()) + 1) + media_index
+        _, group_index, group_size = np.unique(group, return_inverse=True, return_counts=True)
+        self.image_template = torch.from_numpy(template_index.astype(np.int64))
+        # 1 / images in the (template, media) group: summing weighted rows = sum of media means
+        self.image_weight = torch.from_numpy(1.0 / group_size[group_index])
+        self.sums = torch.zeros(len(self.template_ids), embedding_size, dtype=torch.float64)
+        self.seen = 0
+
+    def add(self, features: np.ndarray | torch.Tensor) -> None:
+        """Add the next rows (image order of the meta files) of per-image features."""
+        features = torch.as_tensor(features, dtype=torch.float64)
+        rows = slice(self.seen, self.seen + len(features))
+        self.sums.index_add_(0, self.image_template[rows], features * self.image_weight[rows, None])
+        self.seen += len(features)
+
+    def template_features(self) -> torch.Tensor:
+        """L2-normalised template features [T, E] (rows in `template_ids` order), float32."""
+        if self.seen != len(self.image_template):
+            raise ValueError(f"pooled {self.seen} of {len(self.image_template)} images")
+        norms = self.sums.norm(dim=1, keepdim=True)
+        return (self.sums / torch.where(norms > 0, norms, torch.ones_like(norms))).float()
+
+
+def image_features(embeddings: np.ndarray, detector_scores: np.ndarray, *, use_norm_score: bool,
+                   use_detector_score: bool) -> np.ndarray:
+    """Per-image features before pooling (§3.4): optionally unit norm, optionally × detector score."""
+    features = np.asarray(embeddings, dtype=np.float32)
+    if not use_norm_score:  # drop the norm: insightface's use_norm_score=False
+        features = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    if use_detector_score:
+        features = features * np.asarray(detector_scores, dtype=np.float32)[:, None]
+    return features
+
+
+# ------------------------------------------------------------------ scoring
+
+
+def score_pairs(template_features: torch.Tensor, template_ids: np.ndarray, pair_templates: np.ndarray,
+                *, block_bytes: int = SCORE_BLOCK_BYTES) -> np.ndarray:
+    """Cosine score of every pair [P] (features already unit-norm), in pair order, float32."""
+    index = np.searchsorted(template_ids, pair_templates)  # ids were validated by read_ijb_meta
+    num_templates = len(template_ids)
+    distinct = [np.bincount(index[:, side], minlength=num_templates) > 0 for side in (0, 1)]
+    row_side = 0 if distinct[0].sum() <= distinct[1].sum() else 1  # fewer rows: fewer GEMM blocks
+    row_templates = np.flatnonzero(distinct[row_side])
+    col_templates = np.flatnonzero(distinct[1 - row_side])
+    # position of each template among the rows / columns of the score matrix
+    row_pos = np.full(num_templates, -1, dtype=np.int64)
+    row_pos[row_templates] = np.arange(len(row_templates))
+    col_pos = np.full(num_templates, -1, dtype=np.int64)
+    col_pos[col_templates] = np.arange(len(col_templates))
+    pair_row = torch.from_numpy(row_pos[index[:, row_side]])
+    pair_col = torch.from_numpy(col_pos[index[:, 1 - row_side]])
+
+    features = template_features.float()
+    columns_t = features[torch.from_numpy(col_templates)].T.contiguous()  # [E, C]
+    block_rows = max(1, block_bytes // (4 * max(1, len(col_templates))))
+    scores = torch.empty(len(pair_templates), dtype=torch.float32)
+    for start in range(0, len(row_templates), block_rows):
+        stop = min(start + block_rows, len(row_templates))
+        block = features[torch.from_numpy(row_templates[start:stop])] @ columns_t  # [b, C]
+        in_block = torch.nonzero((pair_row >= start) & (pair_row < stop)).squeeze(1)
+        flat = (pair_row[in_block] - start) * len(col_templates) + pair_col[in_block]
+        scores[in_block] = block.view(-1)[flat]
+    return scores.numpy()
+
+
+# ------------------------------------------------------------------ TAR @ FAR
+
+
+def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr, tpr, thresholds) as sklearn.metrics.roc_curve with its defaults (drop_intermediate=True)."""
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores)
+    order = np.argsort(scores, kind="mergesort")[::-1]
+    scores, labels = scores[order], labels[order]
+    last_of_value = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]
+    tps = np.cumsum(labels, dtype=np.float64)[last_of_value]
+    fps = 1 + last_of_value - tps
+    thresholds = scores[last_of_value]
+    if len(fps) > 2:  # drop points on straight segments, as sklearn does
+        keep = np.flatnonzero(np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True])
+        fps, tps, thresholds = fps[keep], tps[keep], thresholds[keep]
+    tps, fps = np.r_[0, tps], np.r_[0, fps]
+    thresholds = np.r_[np.inf, thresholds]
+    fpr = fps / fps[-1] if fps[-1] > 0 else np.full(fps.shape, np.nan)
+    tpr = tps / tps[-1] if tps[-1] > 0 else np.full(tps.shape, np.nan)
+    return fpr, tpr, thresholds
+
+
+def tar_at_far(fpr: np.ndarray, tpr: np.ndarray, far_targets=FAR_TARGETS) -> dict[float, float]:
+    """TPR at the ROC point whose FPR is nearest each target; ties go to the later point (largest
+    TPR), as insightface's flipped-array `min` does (§3.4)."""
+    result = {}
+    for far in far_targets:
+        gap = np.abs(fpr - far)
+        nearest = np.flatnonzero(gap == gap.min())[-1]
+        result[far] = float(tpr[nearest])
+    return result
+
+
+def area_under(fpr: np.ndarray, tpr: np.ndarray) -> float:
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))

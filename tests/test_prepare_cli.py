@@ -175,3 +175,17 @@ def test_meta_json_is_plain_json(tmp_path):
     assert invoke("rec", tmp_path / "rec", tmp_path / "out", "--no-verify").exit_code == 0
     meta = json.loads((tmp_path / "out" / "meta.json").read_text())
     assert meta["num_images"] == 2 and meta["source"].endswith("train.rec")
+
+
+def test_prepare_rec_label_out_of_range_and_bad_idx(tmp_path):
+    rec, idx = write_rec(tmp_path / "rec", [smooth_jpeg(i) for i in range(3)], [0, 3, 1], header=False,
+                         num_classes=2)
+    result = invoke("rec", tmp_path / "rec", tmp_path / "out")
+    assert result.exit_code == 2 and "key 1: label 3 out of range" in result.output
+    (tmp_path / "rec" / "property").unlink()
+    lines = idx.read_text().splitlines()
+    lines[2] = f"2\t{rec.stat().st_size + 4}"
+    idx.write_text("\n".join(lines) + "\n")
+    result = invoke("rec", tmp_path / "rec", tmp_path / "out")
+    assert result.exit_code == 2 and "train.idx line 3 (key 2)" in result.output and "past the end" in result.output
+    assert _nothing_written(tmp_path, "out")

@@ -13,8 +13,9 @@ host:
   always finish the tree.  Rounds after completion find no outgoing edge and change nothing.
 * Components are relabelled by pointer jumping over the "hook" forest, again with a fixed
   ceil(log2 n) number of jumps (enough for any tree depth below n).
-* Chosen edges are marked in an [n·n] mask; the n − 1 marked indices are compacted with a cumsum and
-  a scatter (no `nonzero`, whose output size would need a sync), then stably sorted by length.
+* Each round's new edges go to a fixed-size buffer (rounds · n slots, unused ones at +inf), which
+  is sorted by (length, index); the first n − 1 slots are the tree (no `nonzero`, whose output size
+  would need a sync).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def validate_distance_matrix(dist: torch.Tensor, name: str = "distance matrix") 
         raise TopofrError(
             f"{name}: not symmetric at {tuple(bad)}: {dist[tuple(bad)].item()} != {dist[mirror].item()}"
         )
+    if bool((dist >= torch.finfo(dist.dtype).max).any()):
+        raise TopofrError(f"{name}: entries must be below {torch.finfo(dist.dtype).max:g} (the dtype's maximum)")
     if bool((dist < 0).any()):
         raise TopofrError(f"{name}: has negative entries (a distance matrix is non-negative)")
 
@@ -66,14 +69,19 @@ def _cheapest_outgoing_edge(
     dist [b, n, n], label [b, n] (component representative of each vertex). Returns [b, n] int64;
     slots that are not representatives hold `no_edge`.
     """
-    same = label.unsqueeze(-1) == label.unsqueeze(-2)
-    masked = dist.masked_fill(same, math.inf)
+    # Hide same-component entries without a boolean [n, n] mask (comparison kernels are several
+    # times slower than float arithmetic): with labels as floats, BIG − BIG·(l_v − l_u)² is BIG for
+    # equal labels and ≤ 0 (or −inf) otherwise, so the maximum with it keeps every other entry exact.
+    big = torch.finfo(dist.dtype).max
+    label_f = label.to(dist.dtype)
+    diff = label_f.unsqueeze(-1) - label_f.unsqueeze(-2)
+    masked = torch.maximum(dist, torch.addcmul(dist.new_tensor(big), diff, diff, value=-big))
     # torch.min returns the first minimum of a row; along row v the edge index min(v,u)·n + max(v,u)
     # increases with u, so the first minimum is the (length, index)-smallest edge of v.
     length, other = masked.min(dim=-1)
     edge = torch.minimum(vertex, other) * n + torch.maximum(vertex, other)
-    has_edge = torch.isfinite(length)
-    best_length = torch.full_like(length, math.inf).scatter_reduce(
+    has_edge = length < big
+    best_length = torch.full_like(length, big).scatter_reduce(
         1, label, length, reduce="amin", include_self=True
     )
     is_best = has_edge & (length == best_length.gather(1, label))
@@ -81,32 +89,39 @@ def _cheapest_outgoing_edge(
     return torch.full_like(edge, no_edge).scatter_reduce(1, label, candidate, reduce="amin", include_self=True)
 
 
-def _boruvka_mask(dist: torch.Tensor) -> torch.Tensor:
-    """Boolean [b, n·n] mask of the minimum-spanning-tree edges under the (length, index) order."""
+def _boruvka_edges(dist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Minimum-spanning-tree edges under the (length, index) order, in a fixed-size buffer.
+
+    Returns (edge index, length), both [b, rounds · n]: every tree edge exactly once, the other
+    slots hold index n·n and length +inf.
+    """
     b, n, _ = dist.shape
     device = dist.device
     no_edge = n * n
+    flat = dist.reshape(b, n * n)
     vertex = torch.arange(n, device=device).expand(b, n)
     label = vertex.clone()
-    chosen = torch.zeros(b, n * n + 1, dtype=torch.bool, device=device)
     steps = max(1, math.ceil(math.log2(n)))
+    found_edges, found_lengths = [], []
     for _ in range(steps):
         edge = _cheapest_outgoing_edge(dist, label, vertex, n, no_edge)
         valid = edge < no_edge
-        chosen.scatter_(1, edge, True)  # slot no_edge soaks up the components without an edge
         safe_edge = torch.where(valid, edge, torch.zeros_like(edge))
         ends_label_i = label.gather(1, safe_edge // n)
         ends_label_j = label.gather(1, safe_edge % n)
         neighbour = torch.where(ends_label_i == vertex, ends_label_j, ends_label_i)
         parent = torch.where(valid, neighbour, vertex)
-        # With a strict edge order the hook graph's only cycles are mutual pairs: the smaller
-        # label of each pair becomes the root.
-        mutual = (parent.gather(1, parent) == vertex) & (vertex < parent)
+        # With a strict edge order the hook graph's only cycles are mutual pairs (both picked the
+        # same edge): the smaller label of each pair becomes the root and drops its copy of the edge.
+        mutual = valid & (parent.gather(1, parent) == vertex) & (vertex < parent)
         parent = torch.where(mutual, vertex, parent)
+        keep = valid & ~mutual
+        found_edges.append(torch.where(keep, edge, torch.full_like(edge, no_edge)))
+        found_lengths.append(torch.where(keep, flat.gather(1, safe_edge), torch.full_like(flat[:, :n], math.inf)))
         for _ in range(steps):
             parent = parent.gather(1, parent)
         label = parent.gather(1, label)
-    return chosen[:, :no_edge]
+    return torch.cat(found_edges, dim=1), torch.cat(found_lengths, dim=1)
 
 
 def h0_pairs(dist: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
@@ -126,18 +141,17 @@ def h0_pairs(dist: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
     if n < 2:
         empty = torch.zeros(b, 0, 2, dtype=torch.long, device=dist.device)
         return empty if batched else empty[0]
+    # Half precision embeds exactly in float32, whose integers (the float labels) are exact to 2^24.
     work = work.detach()
-    chosen = _boruvka_mask(work)
-    # Compact the n − 1 marked edge indices (ascending index order) into a fixed-size buffer.
-    position = torch.cumsum(chosen, dim=1) - 1
-    target = torch.where(chosen, position, torch.full_like(position, n - 1))
-    index = torch.arange(n * n, device=dist.device).expand(b, n * n)
-    buffer = torch.zeros(b, n, dtype=torch.long, device=dist.device).scatter_(1, target, index)
-    edges = buffer[:, : n - 1]
-    lengths = work.reshape(b, n * n).gather(1, edges)
-    # Stable sort keeps equal lengths in ascending index order: the (length, index) order.
-    order = torch.sort(lengths, dim=1, stable=True).indices
-    edges = edges.gather(1, order)
+    if work.dtype in (torch.float16, torch.bfloat16):
+        work = work.float()
+    edges, lengths = _boruvka_edges(work)
+    # Sort by (length, index): by index first, then a stable sort by length; the n − 1 tree edges
+    # come first because every unused slot has length +inf (inputs are finite).
+    by_index = torch.sort(edges, dim=1).indices
+    edges, lengths = edges.gather(1, by_index), lengths.gather(1, by_index)
+    by_length = torch.sort(lengths, dim=1, stable=True).indices[:, : n - 1]
+    edges = edges.gather(1, by_length)
     pairs = torch.stack([edges // n, edges % n], dim=-1)
     return pairs if batched else pairs[0]
 

@@ -19,7 +19,11 @@ from topofr_cli.errors import TopofrError
 
 
 class EpochBatchSampler(Sampler[list[int]]):
-    """Yields this rank's batches of dataset indices for the current epoch."""
+    """Yields this rank's batches of dataset indices for the current epoch.
+
+    `len()` is the number of batches per epoch; it is 0 when the set is smaller than one batch per
+    rank (callers report that with the dataset's name).
+    """
 
     def __init__(self, num_samples: int, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1,
                  drop_last: bool = True, shuffle: bool = True) -> None:
@@ -40,9 +44,6 @@ class EpochBatchSampler(Sampler[list[int]]):
             self.batches_per_epoch = self.samples_per_rank // batch_size
         else:
             self.batches_per_epoch = -(-self.samples_per_rank // batch_size)
-        if self.batches_per_epoch == 0:
-            raise TopofrError(f"dataset of {num_samples} images is smaller than one batch of {batch_size} "
-                              f"per process x {world_size} processes")
 
     def set_epoch(self, epoch: int) -> None:
         """Select the permutation of `epoch`; also clears any pending `set_start_batch`."""

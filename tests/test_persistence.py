@@ -126,3 +126,22 @@ def test_bad_inputs_raise_one_line_errors(bad, fragment):
         h0_pairs(bad)
     message = str(info.value)
     assert fragment in message and "distance matrix" in message and "\n" not in message
+
+
+def test_half_precision_input_matches_float32():
+    dist = euclidean(np.random.default_rng(5).integers(0, 5, size=(25, 2)).astype(float), torch.float16)
+    assert torch.equal(h0_pairs(dist), h0_pairs(dist.float()))
+
+
+def test_rejects_entries_at_the_dtype_maximum():
+    top = torch.finfo(torch.float32).max
+    with pytest.raises(TopofrError, match="below"):
+        h0_pairs(torch.tensor([[0.0, top], [top, 0.0]]))
+
+
+def test_hot_path_never_reads_device_data():
+    # The meta device has shapes but no data: any .item(), bool(tensor) or nonzero() — a host–device
+    # synchronisation on CUDA — raises there. So running on it proves the path is sync-free.
+    dist = torch.empty(2, 40, 40, device="meta")
+    assert h0_pairs(dist, validate=False).shape == (2, 39, 2)
+    assert h0_pairs(dist[0], validate=False).device.type == "meta"

@@ -135,3 +135,14 @@ def test_module_learns_the_latent_scale():
     reference = PTSALoss("symmetric", learnable=False)
     assert list(reference.parameters()) == [] and reference.latent_scale_value() is None
     assert reference(x, z).item() == pytest.approx(ptsa_loss(x, z, "symmetric").item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("form", ["official", "symmetric"])
+def test_loss_forward_and_backward_never_read_device_data(form):
+    # On the meta device any host–device synchronisation (.item(), bool(), nonzero) would raise.
+    x = torch.empty(12, 3, 112, 112, device="meta")
+    z = torch.empty(12, 64, device="meta", requires_grad=True)
+    scale = torch.empty((), device="meta", requires_grad=True)
+    loss = ptsa_loss(x, z, form, latent_scale=scale)
+    loss.backward()
+    assert loss.shape == () and z.grad.shape == z.shape and scale.grad.shape == ()

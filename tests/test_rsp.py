@@ -159,3 +159,10 @@ def test_bad_inputs():
         RandomStructurePerturbation()(torch.zeros(2, 1, 4, 4))
     with pytest.raises(TopofrError, match="too small"):
         RandomStructurePerturbation()(torch.zeros(2, 3, 4, 4))
+
+
+def test_accelerator_path_never_reads_device_data():
+    # The masked (accelerator) path on the meta device: any host–device sync would raise there.
+    x = torch.empty(32, 3, 112, 112, device="meta")
+    out, mask = RandomStructurePerturbation(0.2, compact=False)(x)
+    assert out.shape == x.shape and mask.shape == (32,) and out.device.type == "meta"

@@ -145,3 +145,8 @@ def test_hot_path_never_reads_device_data():
     dist = torch.empty(2, 40, 40, device="meta")
     assert h0_pairs(dist, validate=False).shape == (2, 39, 2)
     assert h0_pairs(dist[0], validate=False).device.type == "meta"
+
+
+def test_errors_name_the_tensor():
+    with pytest.raises(TopofrError, match="^A\\^Z: "):
+        h0_pairs(torch.tensor([[0.0, float("nan")], [float("nan"), 0.0]]), name="A^Z")

@@ -132,7 +132,10 @@ def test_module_learns_the_latent_scale():
         opt.step()
     assert module.latent_scale_value() > 1.0  # large embeddings vs distances ≤ 1: λ must grow
     assert module(x, z).item() < start
-    reference = PTSALoss("symmetric", learnable=False)
+    assert PTSALoss.from_config("symmetric", "fixed").learnable
+    with pytest.raises(TopofrError, match="compat"):
+        PTSALoss.from_config("official", "paper")
+    reference = PTSALoss.from_config("symmetric", "reference")
     assert list(reference.parameters()) == [] and reference.latent_scale_value() is None
     assert reference(x, z).item() == pytest.approx(ptsa_loss(x, z, "symmetric").item(), rel=1e-6)
 

@@ -124,17 +124,17 @@ def _boruvka_edges(dist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(found_edges, dim=1), torch.cat(found_lengths, dim=1)
 
 
-def h0_pairs(dist: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
+def h0_pairs(dist: torch.Tensor, *, validate: bool = True, name: str = "distance matrix") -> torch.Tensor:
     """The 0-dim persistence pairs (minimum-spanning-tree edges) of a full distance matrix.
 
     `dist` is [n, n] or [b, n, n], symmetric with a zero diagonal. Returns LongTensor [n − 1, 2]
     (or [b, n − 1, 2]) on `dist`'s device: rows (i, j) with i < j, ordered by non-decreasing length,
     ties by edge index i·n + j. The lengths `dist[i, j]` are the death times of REFERENCE §1.2 —
     equal to gudhi's 0-dim Vietoris–Rips deaths. `validate=False` skips the input checks, which are
-    the only host–device synchronisations.
+    the only host–device synchronisations; `name` is how errors refer to the tensor.
     """
     if validate:
-        validate_distance_matrix(dist)
+        validate_distance_matrix(dist, name)
     batched = dist.dim() == 3
     work = dist if batched else dist.unsqueeze(0)
     b, n, _ = work.shape

@@ -98,6 +98,13 @@ class PTSALoss(nn.Module):
     that the optimiser updates (positive by construction). learnable=False reproduces REF: λ = 1.
     """
 
+    @classmethod
+    def from_config(cls, form: str, compat: str) -> PTSALoss:
+        """From the recipe's `topofr.ptsa.form` and `topofr.compat` ("reference" keeps REF's fixed λ = 1)."""
+        if compat not in ("fixed", "reference"):
+            raise TopofrError(f"topofr.compat: expected one of fixed, reference, got {compat!r}")
+        return cls(form, learnable=compat == "fixed")  # type: ignore[arg-type]
+
     def __init__(self, form: Literal["official", "symmetric"] = "official", learnable: bool = True) -> None:
         super().__init__()
         if form not in FORMS:

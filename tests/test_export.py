@@ -47,3 +47,16 @@ def test_onnx_round_trip(tmp_path):
 def test_exporting_an_onnx_model_is_refused(tmp_path):
     with pytest.raises(TopofrError, match="already ONNX"):
         export_onnx(lambda x: x, tmp_path / "x.onnx")
+
+
+def test_export_cli_reports_the_difference(tmp_path):
+    from typer.testing import CliRunner
+
+    from topofr_cli.cli.app import app
+
+    model = _trained_looking_mbf()
+    torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, tmp_path / "backbone.pth")
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "backbone.pth"), str(tmp_path / "m.onnx")])
+    assert result.exit_code == 0, result.output
+    assert "max |onnxruntime − torch| = " in result.output and (tmp_path / "m.onnx").is_file()
+    assert "inferred" in result.output and "mbf" in result.output

@@ -57,11 +57,12 @@ def point_clouds(count: int, seed: int):
             yield base[rng.integers(0, len(base), size=n)]
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_deaths_equal_gudhi_including_ties_and_duplicates(dtype):
-    for points in point_clouds(90, seed=1 if dtype == torch.float64 else 2):
+@pytest.mark.parametrize("dtype, fixed_rounds", [(torch.float64, None), (torch.float32, None), (torch.float32, True)])
+def test_deaths_equal_gudhi_including_ties_and_duplicates(dtype, fixed_rounds):
+    # fixed_rounds=True is the accelerator path: the full ceil(log2 n) budget, no early stop.
+    for points in point_clouds(60, seed=1 if dtype == torch.float64 else 2):
         dist = euclidean(points, dtype)
-        pairs = h0_pairs(dist)
+        pairs = h0_pairs(dist, fixed_rounds=fixed_rounds)
         n = len(points)
         assert pairs.shape == (n - 1, 2) and pairs.dtype == torch.long
         assert bool((pairs[:, 0] < pairs[:, 1]).all())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -14,8 +15,12 @@ from rich.table import Table
 from topofr_cli.cli.common import console, user_errors
 from topofr_cli.errors import TopofrError
 
+if TYPE_CHECKING:
+    from topofr_cli.hardness.ranking import HardnessTable
+
 DISTRIBUTIONS_PNG = "distributions.png"
 GALLERY_PNG = "gallery.png"
+GALLERY_MAX_ROWS = 32  # a taller figure is no longer something a person looks at
 SUMMARY_JSON = "summary.json"
 
 
@@ -38,7 +43,7 @@ def _resolve_device(choice: DeviceChoice) -> str:
     return choice.value
 
 
-def _top_table(table, dataset, top: int) -> Table:  # noqa: ANN001 - HardnessTable, FaceDataset
+def _top_table(table: HardnessTable, dataset: Any, top: int) -> Table:
     view = Table(title=f"Top {top} images by structure damage score", header_style="bold")
     for name, justify in (("rank", "right"), ("index", "right"), ("key", "left"), ("label", "right"),
                           ("pred", "right"), ("p_gt", "right"), ("entropy", "right"), ("γ", "right"),
@@ -55,7 +60,7 @@ def _top_table(table, dataset, top: int) -> Table:  # noqa: ANN001 - HardnessTab
     return view
 
 
-def _summary(table, model_path: Path, data_path: Path) -> dict:  # noqa: ANN001
+def _summary(table: HardnessTable, model_path: Path, data_path: Path) -> dict[str, Any]:
     fit = table.gum
     return {
         "model": str(model_path),
@@ -77,7 +82,8 @@ def hard_samples(
                               help="Dataset the model was trained on: packed dir, RecordIO, or image folder."),
     out: Path = typer.Option(Path("hard_samples"), "--out", "-o",
                              help="Directory for sds.parquet, sds.csv, summary.json and the PNG figures."),
-    top: int = typer.Option(20, "--top", "-k", min=1, help="How many of the highest-SDS images to print and show."),
+    top: int = typer.Option(20, "--top", "-k", min=1,
+                           help=f"How many of the highest-SDS images to print and show (gallery: at most {GALLERY_MAX_ROWS})."),
     gum_scope: GumScopeChoice = typer.Option(
         GumScopeChoice.dataset, "--gum-scope",
         help="Fit the Gaussian–uniform mixture over the whole dataset, or per batch as in training."),
@@ -119,7 +125,7 @@ def hard_samples(
     with console.status("writing the ranking and figures"), staged_directory(out) as staging:
         write_table(table, dataset, staging)
         plot_distributions(table, staging / DISTRIBUTIONS_PNG)
-        plot_gallery(table, dataset, staging / GALLERY_PNG, top=top, typical=typical)
+        plot_gallery(table, dataset, staging / GALLERY_PNG, top=min(top, GALLERY_MAX_ROWS), typical=typical)
         (staging / SUMMARY_JSON).write_text(json.dumps(_summary(table, model, data), indent=2) + "\n")
     console.print(_top_table(table, dataset, top))
     console.print(f"wrote {out}/{{sds.parquet, sds.csv, {DISTRIBUTIONS_PNG}, {GALLERY_PNG}, {SUMMARY_JSON}}}")

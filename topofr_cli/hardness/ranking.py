@@ -160,19 +160,22 @@ def score_dataset(
     weight = normalized_classifier(model.classifier_weight, device)
 
     n = len(dataset)
-    labels = np.empty(n, np.int64)
-    classes = np.empty((n, 3), np.int64)  # predicted, runner_up, label: one host copy
-    floats = np.empty((n, 4), np.float32)  # p_true, p_predicted, p_runner_up, entropy
-    batch_fit = np.zeros((n, 2), np.float64)  # gum_input, gamma (batch scope only)
+    labels, predicted, runner_up = (np.empty(n, np.int64) for _ in range(3))
+    p_true, p_predicted, p_runner_up, entropy = (np.empty(n, np.float32) for _ in range(4))
+    batch_fit = np.empty((n, 2), np.float64) if gum_scope == "batch" else None  # gum_input, gamma
     pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
 
     def flush() -> None:
         if not pending:
             return
         index = torch.cat([p[0] for p in pending]).numpy()
-        classes[index] = torch.cat([p[1] for p in pending]).cpu().numpy()
-        floats[index] = torch.cat([p[2] for p in pending]).cpu().numpy()
-        if gum_scope == "batch":
+        ints = torch.cat([p[1] for p in pending]).cpu().numpy()
+        floats = torch.cat([p[2] for p in pending]).cpu().numpy()
+        for column, target in enumerate((predicted, runner_up, labels)):
+            target[index] = ints[:, column]
+        for column, target in enumerate((p_true, p_predicted, p_runner_up, entropy)):
+            target[index] = floats[:, column]
+        if batch_fit is not None:
             batch_fit[index] = torch.cat([p[3] for p in pending]).cpu().numpy()
         pending.clear()
 
@@ -186,10 +189,10 @@ def score_dataset(
                 backbone(images), batch_labels, weight, head, class_block=class_block
             )
             fit = None
-            if gum_scope == "batch":
+            if batch_fit is not None:
                 fit = torch.stack(_fit_batch_gum(stats.entropy), dim=1)
             pending.append((
-                torch.as_tensor(indices, dtype=torch.int64),
+                indices.to(torch.int64),
                 torch.stack([stats.predicted, stats.runner_up, batch_labels], dim=1),
                 torch.stack([stats.p_true, stats.p_predicted, stats.p_runner_up, stats.entropy], 1),
                 fit,
@@ -198,18 +201,10 @@ def score_dataset(
                 flush()
             bar.advance(task, len(indices))
         flush()
-    labels[:] = classes[:, 2]
     return finish_table(
-        labels=labels,
-        predicted=classes[:, 0].copy(),
-        runner_up=classes[:, 1].copy(),
-        p_true=floats[:, 0].copy(),
-        p_predicted=floats[:, 1].copy(),
-        p_runner_up=floats[:, 2].copy(),
-        entropy=floats[:, 3].copy(),
-        gum_scope=gum_scope,
-        batch_fit=batch_fit if gum_scope == "batch" else None,
-        temperature=settings.temperature,
+        labels=labels, predicted=predicted, runner_up=runner_up, p_true=p_true,
+        p_predicted=p_predicted, p_runner_up=p_runner_up, entropy=entropy, gum_scope=gum_scope,
+        batch_fit=batch_fit, temperature=settings.temperature,
     )
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse
 import torch
 
 from topofr_cli.errors import TopofrError
@@ -131,32 +132,41 @@ def read_ijb_meta(root: str | Path, target: str) -> IJBMeta:
 
 
 class TemplatePooler:
-    """Streams image features into template features (§3.4 media then template pooling)."""
+    """Streams image features into template features (§3.4 media then template pooling).
+
+    Each chunk is one sparse [templates × chunk] matrix of weights times the chunk's features.
+    """
 
     def __init__(self, templates: np.ndarray, medias: np.ndarray, embedding_size: int):
         self.template_ids, template_index = np.unique(templates, return_inverse=True)
         _, media_index = np.unique(medias, return_inverse=True)
         group = template_index.astype(np.int64) * (int(media_index.max()) + 1) + media_index
         _, group_index, group_size = np.unique(group, return_inverse=True, return_counts=True)
-        self.image_template = torch.from_numpy(template_index.astype(np.int64))
+        self.image_template = template_index.astype(np.int64)
         # 1 / images in the (template, media) group: summing weighted rows = sum of media means
-        self.image_weight = torch.from_numpy(1.0 / group_size[group_index])
-        self.sums = torch.zeros(len(self.template_ids), embedding_size, dtype=torch.float64)
+        self.image_weight = (1.0 / group_size[group_index]).astype(np.float32)
+        self.sums = np.zeros((len(self.template_ids), embedding_size), dtype=np.float64)
         self.seen = 0
 
     def add(self, features: np.ndarray | torch.Tensor) -> None:
         """Add the next rows (image order of the meta files) of per-image features."""
-        features = torch.as_tensor(features, dtype=torch.float64)
+        features = np.asarray(features, dtype=np.float32)
         rows = slice(self.seen, self.seen + len(features))
-        self.sums.index_add_(0, self.image_template[rows], features * self.image_weight[rows, None])
+        if rows.stop > len(self.image_template):
+            raise ValueError(f"more features than the {len(self.image_template)} images of the meta files")
+        weights = scipy.sparse.csr_matrix(
+            (self.image_weight[rows], (self.image_template[rows], np.arange(len(features)))),
+            shape=(len(self.template_ids), len(features)),
+        )
+        self.sums += weights @ features
         self.seen += len(features)
 
     def template_features(self) -> torch.Tensor:
         """L2-normalised template features [T, E] (rows in `template_ids` order), float32."""
         if self.seen != len(self.image_template):
             raise ValueError(f"pooled {self.seen} of {len(self.image_template)} images")
-        norms = self.sums.norm(dim=1, keepdim=True)
-        return (self.sums / torch.where(norms > 0, norms, torch.ones_like(norms))).float()
+        norms = np.linalg.norm(self.sums, axis=1, keepdims=True)
+        return torch.from_numpy((self.sums / np.where(norms > 0, norms, 1.0)).astype(np.float32))
 
 
 def image_features(embeddings: np.ndarray, detector_scores: np.ndarray, *, use_norm_score: bool,

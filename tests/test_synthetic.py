@@ -24,7 +24,8 @@ from topofr_cli.data.synthetic import (
     pixel_baseline_accuracy,
     render_identity,
 )
-from topofr_cli.data.synthetic_render import IMAGE_SIZE, draw_identity, draw_nuisance, render_pixels
+from topofr_cli.data.synthetic_nuisance import draw_nuisance
+from topofr_cli.data.synthetic_render import IMAGE_SIZE, draw_identity, render_pixels
 from topofr_cli.errors import TopofrError
 from topofr_cli.evaluation.protocol import kfold_splits, verification_metrics
 

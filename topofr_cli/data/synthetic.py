@@ -2,7 +2,7 @@
 
 Every identity (training or held-out) has its own random stream derived from (seed, role, index),
 so the output bytes depend only on the arguments, not on the number of worker processes.
-Rendering itself lives in `synthetic_render`.
+Rendering lives in `synthetic_render` (the person) and `synthetic_nuisance` (the photo).
 """
 
 from __future__ import annotations
@@ -20,13 +20,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from topofr_cli.data.bins import read_bin, write_bin
 from topofr_cli.data.images import decode_image
 from topofr_cli.data.packed import PackedWriter
-from topofr_cli.data.synthetic_render import (
-    Identity,
-    draw_identity,
-    draw_nuisance,
-    encode_photos,
-    render_pixels,
-)
+from topofr_cli.data.synthetic_nuisance import draw_nuisance
+from topofr_cli.data.synthetic_render import Identity, draw_identity, encode_photos, render_pixels
 from topofr_cli.errors import TopofrError
 from topofr_cli.evaluation.protocol import (
     NUM_FOLDS,

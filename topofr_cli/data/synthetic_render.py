@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from topofr_cli.data.images import encode_jpeg
+from topofr_cli.data.synthetic_nuisance import NOISE_BANK_SIZE, Nuisance
 
 IMAGE_SIZE = 112
 PIXEL = 2.0 / IMAGE_SIZE  # canonical units per pixel
@@ -181,7 +182,8 @@ def _identity_layer(ident: Identity) -> tuple[np.ndarray, np.ndarray]:
     shade = (1.06 - 0.22 * np.clip(q, 0.0, 1.0) + wave)[..., None]
     skin = ident.skin * shade
     if ident.beard > 0:
-        beard = face * _ramp(v - (ident.nose_y + 0.06)) * ident.beard * 0.85
+        # fades in over ~3 px below the nose instead of a hard edge
+        beard = face * np.clip((v - ident.nose_y - 0.04) / 0.06, 0.0, 1.0) * ident.beard * 0.85
         skin = skin * (1.0 - beard[..., None]) + beard[..., None] * ident.hair_color
     for mu, mv, radius, dark in ident.marks:
         mark = _ellipse(u, v, mu, mv, radius, radius) * dark
@@ -209,71 +211,6 @@ def _identity_layer(ident: Identity) -> tuple[np.ndarray, np.ndarray]:
             strands = np.sin(freq * (u * np.cos(angle) + v * np.sin(angle)) + phase + 3.0 * np.sin(4.0 * u))
         over(hair, ident.hair_color * (1.0 + 0.18 * strands)[..., None])
     return rgb, alpha
-
-
-@dataclass(frozen=True)
-class Nuisance:
-    """Per-photo variation of K photos; every field is an array with leading dimension K."""
-
-    yaw: np.ndarray  # horizontal shift of the inner features (scaled by each feature's depth)
-    pitch: np.ndarray
-    eye_open: np.ndarray
-    gaze: np.ndarray
-    brow_raise: np.ndarray
-    smile: np.ndarray
-    mouth_open: np.ndarray
-    clothing: np.ndarray  # [K, 3]
-    rotation: np.ndarray  # radians
-    scale: np.ndarray
-    squash: np.ndarray  # horizontal / vertical scale ratio (pose-like)
-    shift: np.ndarray  # [K, 2] pixels
-    background: np.ndarray  # [K, 3]
-    background_gradient: np.ndarray  # [K, 2] direction × strength
-    background_tint: np.ndarray  # [K, 3]
-    light_gain: np.ndarray
-    light_gradient: np.ndarray  # [K, 2]
-    color_cast: np.ndarray  # [K, 3]
-    occluder: np.ndarray  # [K] bool
-    occluder_shape: np.ndarray  # [K, 5]: is_rectangle, cu, cv, half width, half height
-    occluder_color: np.ndarray  # [K, 3]
-    blur: np.ndarray  # Gaussian radius in pixels, 0 = none
-    noise: np.ndarray  # std in [0, 1] intensity units
-    noise_field: np.ndarray  # index into the fixed noise bank
-    noise_flip: np.ndarray  # [K] bool: mirror the noise field
-    quality: np.ndarray  # JPEG quality
-
-
-def draw_nuisance(rng: np.random.Generator, count: int, difficulty: float = 1.0,
-                  max_quality: int = 90) -> Nuisance:
-    """Draw the variation of `count` photos; `difficulty` scales pose, light, colour and degradation."""
-    k, d, u = count, difficulty, rng.uniform
-    angle = u(0, 2 * np.pi, k)
-    light_angle = u(0, 2 * np.pi, k)
-    occluder = rng.random(k) < min(0.3 * d, 0.9)
-    min_quality = int(np.clip(max_quality - 40 * d, 10, max_quality))
-    return Nuisance(
-        yaw=u(-0.09, 0.09, k) * d, pitch=u(-0.04, 0.04, k) * d,
-        eye_open=np.where(rng.random(k) < 0.1, u(0.15, 0.5, k), u(0.7, 1.1, k)),
-        gaze=u(-0.025, 0.025, k), brow_raise=u(-0.015, 0.035, k), smile=u(-0.4, 1.0, k),
-        mouth_open=np.where(rng.random(k) < 0.3, u(0.01, 0.06, k), 0.0),
-        clothing=u(0.05, 0.95, (k, 3)),
-        rotation=np.deg2rad(u(-12, 12, k) * d), scale=1.0 + u(-0.1, 0.1, k) * d,
-        squash=1.0 + u(-0.08, 0.08, k) * d, shift=u(-6, 6, (k, 2)) * d,
-        background=u(0.03, 0.97, (k, 3)),
-        background_gradient=np.stack([np.cos(angle), np.sin(angle)], 1) * u(0, 0.5, (k, 1)),
-        background_tint=u(-0.5, 0.5, (k, 3)),
-        light_gain=np.exp(u(-0.45, 0.25, k) * d),
-        light_gradient=np.stack([np.cos(light_angle), np.sin(light_angle)], 1) * u(0, 0.6, (k, 1)) * d,
-        color_cast=np.exp(u(-0.15, 0.15, (k, 3)) * d),
-        occluder=occluder,
-        occluder_shape=np.stack([rng.random(k) < 0.5, u(-0.6, 0.6, k), u(-0.5, 0.8, k),
-                                 u(0.15, 0.55, k), u(0.08, 0.3, k)], 1),
-        occluder_color=u(0.0, 1.0, (k, 3)),
-        blur=np.where(rng.random(k) < 0.5, u(0.3, 1.4, k) * d, 0.0),
-        noise=u(0.0, 0.045, k) * d,
-        noise_field=rng.integers(0, _NOISE_BANK_SIZE, k), noise_flip=rng.random(k) < 0.5,
-        quality=rng.integers(min_quality, max_quality + 1, k),
-    )
 
 
 def _per_image(x):
@@ -378,14 +315,11 @@ def _warp(canvas: np.ndarray, alpha: np.ndarray, nz: Nuisance) -> np.ndarray:
     return rgba
 
 
-_NOISE_BANK_SIZE = 48
-
-
 @functools.lru_cache(maxsize=1)
 def _noise_bank() -> np.ndarray:
     """Fixed unit-normal noise fields; photos pick one (and a flip) instead of drawing ~40k normals each."""
     bank_rng = np.random.default_rng(20261128)
-    return bank_rng.standard_normal((_NOISE_BANK_SIZE, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.float32)
+    return bank_rng.standard_normal((NOISE_BANK_SIZE, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.float32)
 
 
 def render_pixels(ident: Identity, nz: Nuisance) -> np.ndarray:

@@ -109,8 +109,8 @@ def all_reduce_max_(ctx: DistContext, tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def sum_gradients_hook(_state: Any, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
-    """DDP communication hook: all-reduce SUM instead of DDP's mean.
+def sum_gradients_hook(_state, bucket):  # unannotated: DDP rejects string (postponed) annotations here
+    """DDP communication hook: all-reduce SUM instead of DDP's mean (bucket: dist.GradBucket).
 
     Partial FC's loss is the mean over the *global* batch on every rank, and its all-gather's backward
     already gives each rank d(loss)/d(its embeddings); the backbone gradient of the global loss is the

@@ -95,7 +95,7 @@ class TrainStep:
                          for opt in self.optimizers]
         for flags in per_optimizer:
             for flag in flags.values():
-                torch.maximum(found_inf, flag.reshape(1).to(found_inf.device), out=found_inf)
+                torch.maximum(found_inf, flag.reshape(()).to(found_inf.device), out=found_inf)
         all_reduce_max_(self.ctx, found_inf)
         for flags in per_optimizer:
             for flag in flags.values():
@@ -118,7 +118,7 @@ class TrainStep:
         loss, terms = self.objective(x_topology=x_topology, embeddings=embeddings.float(), output=output,
                                      step=step)
 
-        bad = (~torch.isfinite(loss.detach())).float().reshape(1)
+        bad = (~torch.isfinite(loss.detach())).float()  # 0-dim, as fused optimizers expect
         all_reduce_max_(self.ctx, bad)  # every rank must skip together or DDP replicas drift apart
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -132,7 +132,7 @@ class TrainStep:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.backbone_params, self.clip_grad_norm, foreach=True)
         else:
             grad_norm = torch.nn.utils.get_total_norm(grads, foreach=True)
-        found_inf = torch.maximum(bad, (~torch.isfinite(grad_norm)).float().reshape(1))
+        found_inf = torch.maximum(bad, (~torch.isfinite(grad_norm)).float())
         if self.scaler is not None:
             self._share_scaler_overflow(found_inf)
             for optimizer in self.optimizers:

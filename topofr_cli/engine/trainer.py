@@ -92,7 +92,7 @@ def _wrap_backbone(recipe: Recipe, backbone: nn.Module, ctx: D.DistContext) -> n
     model = backbone
     if ctx.distributed:
         model = DistributedDataParallel(backbone, device_ids=[ctx.device] if ctx.device.type == "cuda" else None,
-                                        broadcast_buffers=True, gradient_as_bucket_view=True)
+                                        gradient_as_bucket_view=True)
         model.register_comm_hook(None, D.sum_gradients_hook)
     if recipe.train.compile:
         model = torch.compile(model)
@@ -236,9 +236,9 @@ class _Loop:
 
     def run(self, position: LoopPosition, payload: dict[str, Any] | None) -> RunResult:
         device = self.ctx.device
-        consecutive = torch.full((1,), float(position.consecutive_bad), device=device)
+        consecutive = torch.tensor(float(position.consecutive_bad), device=device)
         worst = consecutive.clone()
-        bad_total = torch.full((1,), float(position.bad_steps), device=device)
+        bad_total = torch.tensor(float(position.bad_steps), device=device)
         train_cfg = self.recipe.train
         sampler = self.loader.sampler
         rng_pending = payload is not None

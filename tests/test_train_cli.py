@@ -106,3 +106,11 @@ def test_bad_recipe_key(tmp_path, data):
     recipe = tiny_recipe_file(tmp_path, data, tmp_path / "run")
     code, out = invoke(str(recipe), "--set", "optim.lr=fast")
     assert code == 2 and "optim.lr" in out
+
+
+@pytest.mark.parametrize("name", ["ms1mv2_r50", "ms1mv2_r100", "ms1mv2_r200", "glint360k_r50", "glint360k_r100",
+                                  "glint360k_r200"])
+def test_reference_recipes_ask_for_the_data_path(name):
+    recipe = Path(__file__).resolve().parent.parent / "recipes" / f"{name}.yaml"
+    code, out = invoke(str(recipe))
+    assert code == 2 and "set data.path" in out

@@ -33,11 +33,16 @@ class LoopPosition:
 class TrainingParts:
     backbone: nn.Module  # the plain module (not DDP, not compiled)
     classifier: PartialFC
-    latent_scale: nn.Parameter | None
+    objective: nn.Module  # owns TopoFR's latent scale λ, if any
     backbone_optimizer: torch.optim.Optimizer
     classifier_optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler | None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _latent_scale(objective: nn.Module) -> float | None:
+    value = getattr(objective, "latent_scale_value", None)
+    return value() if callable(value) else None
 
 
 def _shard_sizes(classifier: PartialFC) -> list[int]:
@@ -93,7 +98,7 @@ def build_checkpoint(ctx: DistContext, recipe: Recipe, parts: TrainingParts, pos
         "epoch": position.epoch,
         "backbone": {k: v.detach().cpu() for k, v in parts.backbone.state_dict().items()},
         "classifier": classifier_weight,
-        "latent_scale": None if parts.latent_scale is None else float(parts.latent_scale.detach().cpu()),
+        "latent_scale": _latent_scale(parts.objective),
         "training": {
             "position": {"epoch": position.epoch, "batch_in_epoch": position.batch_in_epoch},
             "bad_steps": position.bad_steps,
@@ -110,9 +115,8 @@ def build_checkpoint(ctx: DistContext, recipe: Recipe, parts: TrainingParts, pos
 def restore_weights(payload: dict[str, Any], parts: TrainingParts) -> None:
     parts.backbone.load_state_dict(payload["backbone"])
     parts.classifier.load_full_weight(payload["classifier"].to(parts.classifier.weight.device))
-    if parts.latent_scale is not None and payload.get("latent_scale") is not None:
-        with torch.no_grad():
-            parts.latent_scale.fill_(float(payload["latent_scale"]))
+    if hasattr(parts.objective, "load_latent_scale"):
+        parts.objective.load_latent_scale(payload.get("latent_scale"))
 
 
 def restore_training(payload: dict[str, Any], parts: TrainingParts, ctx: DistContext) -> LoopPosition:

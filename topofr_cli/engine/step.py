@@ -126,6 +126,9 @@ class TrainStep:
                 self.scaler.unscale_(optimizer)
         else:
             loss.backward()
+        sync = getattr(self.objective, "synchronize_gradients", None)
+        if sync is not None:
+            sync()
 
         grads = [p.grad for p in self.backbone_params if p.grad is not None]
         if self.clip_grad_norm is not None:

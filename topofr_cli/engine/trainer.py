@@ -33,7 +33,7 @@ from topofr_cli.engine.state import (
     restore_training,
 )
 from topofr_cli.engine.step import TrainStep
-from topofr_cli.engine.validation import BinScore, pixel_baseline, verification_bins, verify
+from topofr_cli.engine.validation import BinScore, verification_bins, verify
 from topofr_cli.errors import TopofrError
 
 EVAL_BATCH_SIZE = 64
@@ -77,15 +77,13 @@ def _build_parts(recipe: Recipe, num_classes: int, ctx: D.DistContext, objective
                            CombinedMarginHead(h.scale, h.m1, h.m2, h.m3), sample_rate=h.sample_rate)
     classifier = classifier.to(ctx.device)
     objective.to(ctx.device)
-    latent_scale = getattr(objective, "latent_scale", None)
     groups: list[dict[str, Any]] = [{"params": list(backbone.parameters())}]
-    if isinstance(latent_scale, nn.Parameter):
-        groups.append({"params": [latent_scale], "weight_decay": 0.0})
-    else:
-        latent_scale = None
+    extra = [p for p in objective.parameters() if p.requires_grad]
+    if extra:  # TopoFR's latent scale λ: optimised with the backbone, never weight-decayed
+        groups.append({"params": extra, "weight_decay": 0.0})
     backbone_optimizer = _make_optimizer(recipe, groups)
     classifier_optimizer = _make_optimizer(recipe, [{"params": [classifier.weight]}])
-    return TrainingParts(backbone, classifier, latent_scale, backbone_optimizer, classifier_optimizer, None)
+    return TrainingParts(backbone, classifier, objective, backbone_optimizer, classifier_optimizer, None)
 
 
 def _wrap_backbone(recipe: Recipe, backbone: nn.Module, ctx: D.DistContext) -> nn.Module:
@@ -194,7 +192,9 @@ def _train(recipe: Recipe, ctx: D.DistContext, *, resume: bool, overwrite: bool,
     result.rank = ctx.rank
     result.wall_seconds = time.perf_counter() - started
     if ctx.is_main:
-        result.pixel_baselines = {p.stem: pixel_baseline(p) for p in bins}
+        from topofr_cli.data.synthetic import pixel_baseline_accuracy
+
+        result.pixel_baselines = {p.stem: pixel_baseline_accuracy(p) for p in bins}
     return result
 
 

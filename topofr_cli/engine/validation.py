@@ -1,4 +1,4 @@
-"""Periodic verification during training (REFERENCE §3.3, 10-fold accuracy) and the raw-pixel baseline."""
+"""Periodic verification during training (REFERENCE §3.3, 10-fold accuracy)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from topofr_cli.data.bins import read_bin
-from topofr_cli.data.images import decode_image
 from topofr_cli.errors import TopofrError
-from topofr_cli.evaluation.protocol import VerificationResult, verification_metrics
+from topofr_cli.evaluation.protocol import VerificationResult
 from topofr_cli.evaluation.verification import evaluate_bin
 
 
@@ -52,18 +49,3 @@ def verify(backbone: torch.nn.Module, bins: list[Path], *, device: torch.device,
         return scores
     finally:
         backbone.train(was_training)
-
-
-def pixel_baseline(bin_path: Path) -> float:
-    """10-fold accuracy of raw pixels as the embedding ([-1, 1] values, flip-summed like a model's):
-    what a model must clearly beat to have learned anything about identity."""
-    pairs = read_bin(bin_path)
-    features = []
-    for index, encoded in enumerate(pairs.images):
-        try:
-            rgb = decode_image(encoded).astype(np.float32)
-        except Exception as exc:  # a broken image is a broken file: name it
-            raise TopofrError(f"{bin_path}: image {index}: {exc}") from None
-        x = rgb / 127.5 - 1.0
-        features.append((x + x[:, ::-1]).reshape(-1))
-    return verification_metrics(np.stack(features), pairs.issame).accuracy_mean

@@ -1,10 +1,130 @@
-"""`topofr analyze-topology`."""
+"""`topofr analyze-topology`: persistence diagrams of a dataset sample in input and latent space."""
 
 from __future__ import annotations
 
-from topofr_cli.cli.common import not_built
+from pathlib import Path
+
+import torch
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from topofr_cli.analysis.outputs import check_output_dir, write_outputs
+from topofr_cli.analysis.pipeline import AnalysisResult, analyze
+from topofr_cli.analysis.spaces import parse_dims
+from topofr_cli.cli.common import console, user_errors
+from topofr_cli.errors import TopofrError
+
+MAX_TABLE_POINTS = 12  # a long run shows its first and last checkpoints on screen; all are in the files
 
 
-def analyze_topology() -> None:
-    """(Not built yet) See issue 6."""
-    raise not_built("analyze-topology", "issue 6")
+def resolve_device(text: str) -> torch.device:
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise TopofrError(f"--device: not a torch device: {text!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TopofrError(f"--device {text}: CUDA is not available on this machine")
+    return device
+
+
+def _number(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def _input_table(result: AnalysisResult) -> Table:
+    table = Table(title=f"input space of {result.sample.dataset} ({len(result.sample.indices)} samples, "
+                        f"{len(set(result.sample.labels.tolist()))} identities)")
+    for column in ("dim", "pairs", "max death", "mean persistence", "total persistence"):
+        table.add_column(column, justify="right")
+    for dim, diagram in result.input.diagrams.items():
+        persistence = diagram[:, 1] - diagram[:, 0]
+        table.add_row(f"H{dim}", str(len(diagram)),
+                      _number(float(diagram[:, 1].max())) if len(diagram) else "-",
+                      _number(float(persistence.mean())) if len(diagram) else "-",
+                      _number(float(persistence.sum())))
+    return table
+
+
+def _shown_points(points: list) -> list:
+    if len(points) <= MAX_TABLE_POINTS:
+        return points
+    half = MAX_TABLE_POINTS // 2
+    return points[:half] + points[-half:]
+
+
+def _distance_table(result: AnalysisResult) -> Table:
+    table = Table(title="diagram distances, input vs latent (H0 without its essential class)")
+    for column in ("model", "step", "space", "dim", "bottleneck", "W1", "W2"):
+        table.add_column(column, justify="left" if column in ("model", "space") else "right", no_wrap=True)
+    for target in result.targets:
+        for point in _shown_points(target.points):
+            step = "-" if point.step is None else str(point.step)
+            for space, comparison in point.comparisons.items():
+                for dim, d in comparison.distances.items():
+                    table.add_row(target.label, step, space, f"H{dim}", _number(d.bottleneck),
+                                  _number(d.wasserstein_1), _number(d.wasserstein_2))
+    return table
+
+
+def _ptsa_table(result: AnalysisResult) -> Table:
+    table = Table(title="PTSA loss forms and shared H0 pairs (MST edges), input vs latent")
+    for column in ("model", "step", "space", "official", "symmetric", "shared H0"):
+        table.add_column(column, justify="left" if column in ("model", "space") else "right", no_wrap=True)
+    for target in result.targets:
+        for point in _shown_points(target.points):
+            step = "-" if point.step is None else str(point.step)
+            for space, comparison in point.comparisons.items():
+                table.add_row(target.label, step, space, _number(comparison.ptsa_official),
+                              _number(comparison.ptsa_symmetric), f"{comparison.shared_h0_fraction:.1%}")
+    return table
+
+
+@user_errors
+def analyze_topology(
+    models: list[Path] = typer.Argument(
+        None, metavar="[MODEL_OR_RUN_DIR]...",
+        help="Model files (topofr checkpoint, REF model.pt, insightface backbone, ONNX) or run directories "
+             "(RUN/checkpoints/step_*.pt: one analysis per checkpoint, plus the structure collapse curve). "
+             "Omit with --no-model.",
+    ),
+    data: Path = typer.Option(..., "--data", help="Dataset to sample: packed folder, RecordIO, or image folder."),
+    samples: int = typer.Option(512, "--samples", help="Number of images in the sample."),
+    per_identity: int | None = typer.Option(
+        None, "--per-identity", help="Take K images from each drawn identity, so identity clusters exist."
+    ),
+    dims: str = typer.Option("0,1", "--dims", help="Homology dimensions, comma-separated (0 and/or 1)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sample draw (same seed, same sample)."),
+    out: Path = typer.Option(
+        Path("topology-analysis"), "--out",
+        help="Output directory (replaced if it holds an earlier analysis): diagrams.parquet, distances.csv, "
+             "summary.json, PNG figures.",
+    ),
+    no_model: bool = typer.Option(False, "--no-model", help="Analyse the input space of the dataset alone."),
+    batch_size: int = typer.Option(128, "--batch-size", help="Images per forward pass when embedding."),
+    device: str = typer.Option("auto", "--device", help="Torch device for embedding and distances: auto, cpu, cuda, cuda:1."),
+) -> None:
+    """Persistence diagrams (H0, H1) of a dataset sample in input and latent space, their distances, and
+    the structure collapse curve of a training run."""
+    models = list(models or [])
+    if no_model and models:
+        raise TopofrError(f"--no-model: do not also name models ({models[0]})")
+    if not no_model and not models:
+        raise TopofrError("name at least one MODEL_OR_RUN_DIR, or pass --no-model to analyse the dataset alone")
+    dimensions = parse_dims(dims)
+    torch_device = resolve_device(device)
+    check_output_dir(out)  # before minutes of work, not after
+    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console) as progress:
+        result = analyze(data, models, samples=samples, per_identity=per_identity, dims=dimensions, seed=seed,
+                         batch_size=batch_size, device=torch_device, progress=progress)
+        task = progress.add_task("writing outputs", total=None)
+        written = write_outputs(result, out)
+        progress.update(task, total=1, completed=1)
+    console.print(_input_table(result))
+    if result.targets:
+        console.print(_distance_table(result))
+        console.print(_ptsa_table(result))
+    console.print(f"wrote {len(written['files'])} files to [bold]{out}[/]: {', '.join(written['files'])}")

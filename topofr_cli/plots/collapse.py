@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 DISTANCE_PANELS = (("bottleneck", "bottleneck"), ("wasserstein_1", "Wasserstein p=1"),
                    ("wasserstein_2", "Wasserstein p=2"))
@@ -40,6 +41,7 @@ def plot_collapse_curves(rows: Sequence[dict[str, Any]], path: Path, *, space: s
             axes.plot(steps, values, marker="o", ms=4, label=run)
         axes.set_title(title, fontsize=10)
         axes.set_xlabel("training step")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(alpha=0.3)
     grid.flat[0].legend(loc="best")
     figure.suptitle(f"structure collapse curve: input space vs {space} space")

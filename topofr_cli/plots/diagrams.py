@@ -13,6 +13,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse.linalg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 DIM_COLORS = {0: "#1f77b4", 1: "#d62728", 2: "#2ca02c"}
 SPACE_TITLES = {
@@ -88,6 +89,7 @@ def plot_death_histograms(diagrams: dict[str, dict[int, np.ndarray]], path: Path
             axes.set_title(f"{_title(space)} — H{dim} deaths", fontsize=10)
             axes.set_xlabel("death time")
             axes.set_ylabel("pairs")
+            axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     return _save(figure, path)
 
 

@@ -1,0 +1,55 @@
+"""The structure collapse curve: input–latent diagram distances of a run's checkpoints against step.
+
+A run directory holds `checkpoints/step_XXXXXXXX.pt` (docs/interfaces.md, Engine).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from topofr_cli.errors import TopofrError
+
+if TYPE_CHECKING:  # the pipeline imports this module; annotations only, no import cycle at runtime
+    from topofr_cli.analysis.pipeline import Target
+
+CHECKPOINT_NAME = re.compile(r"^step_(\d+)\.pt$")
+CURVE_METRICS = ("bottleneck", "wasserstein_1", "wasserstein_2")
+CURVE_COLUMNS = ("run", "step", "space", "dim", *CURVE_METRICS,
+                 "ptsa_official", "ptsa_symmetric", "shared_h0_fraction")
+
+
+def run_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, path) of every `checkpoints/step_*.pt` in `run_dir`, by step; an error if there are none."""
+    folder = Path(run_dir) / "checkpoints"
+    found = []
+    if folder.is_dir():
+        for path in folder.iterdir():
+            match = CHECKPOINT_NAME.match(path.name)
+            if match and path.is_file():
+                found.append((int(match.group(1)), path))
+    if not found:
+        raise TopofrError(f"{run_dir}: run directory has no checkpoints/step_*.pt")
+    return sorted(found)
+
+
+def curve_rows(targets: list[Target]) -> list[dict[str, Any]]:
+    """One row per (target, checkpoint, latent space, dimension), the columns of CURVE_COLUMNS.
+
+    Model files appear with their checkpoint's step (None for files without one). The PTSA terms and
+    the shared-edge fraction do not depend on the dimension; they repeat on each row of a point.
+    """
+    rows = []
+    for target in targets:
+        for point in target.points:
+            for space, comparison in point.comparisons.items():
+                for dim, distances in comparison.distances.items():
+                    rows.append({
+                        "run": target.label, "step": point.step, "space": space, "dim": dim,
+                        **distances.as_dict(),
+                        "ptsa_official": comparison.ptsa_official,
+                        "ptsa_symmetric": comparison.ptsa_symmetric,
+                        "shared_h0_fraction": comparison.shared_h0_fraction,
+                    })
+    return rows

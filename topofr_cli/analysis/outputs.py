@@ -1,0 +1,188 @@
+"""Write an analysis to its output directory: diagrams.parquet, distances.csv, summary.json and PNGs.
+
+Everything is written into a temporary sibling directory that replaces the output directory only
+once complete. An existing output directory is replaced only if it is empty or an earlier analysis.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from topofr_cli import __version__
+from topofr_cli.analysis.collapse import CURVE_COLUMNS, curve_rows
+from topofr_cli.analysis.pipeline import AnalysisResult, ModelPoint
+from topofr_cli.analysis.spaces import INPUT_SPACE, LATENT_SPACE
+from topofr_cli.errors import TopofrError
+from topofr_cli.plots.collapse import plot_collapse_curves
+from topofr_cli.plots.diagrams import (
+    pca_from_distances,
+    pca_from_points,
+    plot_barcodes,
+    plot_death_histograms,
+    plot_persistence_diagrams,
+    plot_sample_pca,
+)
+from topofr_cli.topology.diagrams import WASSERSTEIN_DELTA
+
+SUMMARY_FORMAT = "topofr-topology-analysis"
+SUMMARY_FILE = "summary.json"
+CONVENTIONS = {
+    "input": "A^X = pairwise L2 distance of the [-1, 1] images / sqrt(4 * 3 * H * W) (REFERENCE §1.2)",
+    "latent": "A^Z = pairwise L2 distance of the embeddings before L2 normalisation / latent_scale (§1.2)",
+    "latent_l2": "pairwise L2 distance of the L2-normalised embeddings",
+    "h0": "births 0, deaths = minimum-spanning-tree edge lengths; the essential class (0, inf) is left out "
+          "of every diagram: it is the same point in all spaces, so no distance changes",
+    "h1": "gudhi Vietoris-Rips persistence (edge collapse, expansion to triangles); no essential classes",
+    "diagram_distances": f"gudhi.bottleneck_distance; gudhi.hera.wasserstein_distance with internal_p = inf "
+                         f"and relative error delta = {WASSERSTEIN_DELTA}",
+    "ptsa": "official / symmetric PTSA loss forms of §1.2, divided by the sample size",
+}
+
+
+def diagram_frame(result: AnalysisResult) -> pd.DataFrame:
+    """Columns model, step, space, dim, birth, death; the input space has model and step null."""
+    parts = []
+
+    def add(model: str | None, step: int | None, space: str, diagrams: dict[int, np.ndarray]) -> None:
+        for dim, diagram in diagrams.items():
+            parts.append(pd.DataFrame({
+                "model": pd.Series([model] * len(diagram), dtype="string"),
+                "step": pd.Series([step] * len(diagram), dtype="Int64"),
+                "space": pd.Series([space] * len(diagram), dtype="string"),
+                "dim": np.full(len(diagram), dim, dtype=np.int64),
+                "birth": diagram[:, 0], "death": diagram[:, 1],
+            }))
+
+    add(None, None, INPUT_SPACE, result.input.diagrams)
+    for target in result.targets:
+        for point in target.points:
+            for space, topology in point.topologies.items():
+                add(target.label, point.step, space, topology.diagrams)
+    return pd.concat(parts, ignore_index=True)
+
+
+def _point_summary(point: ModelPoint) -> dict[str, Any]:
+    spaces = {}
+    for space, comparison in point.comparisons.items():
+        topology = point.topologies[space]
+        spaces[space] = {
+            "pairs": {str(dim): len(d) for dim, d in topology.diagrams.items()},
+            **comparison.as_dict(),
+            "seconds": topology.seconds,
+        }
+    return {"path": str(point.path), "step": point.step, "latent_scale": point.latent_scale,
+            "embedding_size": point.embedding_size, "spaces": spaces, "seconds": point.seconds}
+
+
+def summary(result: AnalysisResult) -> dict[str, Any]:
+    sample = result.sample
+    return {
+        "format": SUMMARY_FORMAT,
+        "topofr_version": __version__,
+        "dataset": str(sample.dataset),
+        "samples": len(sample.indices),
+        "identities": int(len(np.unique(sample.labels))),
+        "per_identity": result.per_identity,
+        "seed": result.seed,
+        "dims": list(result.dims),
+        "image_size": list(sample.images.shape[2:]),
+        "sample_indices": sample.indices.tolist(),
+        "conventions": CONVENTIONS,
+        "input": {
+            "pairs": {str(dim): len(d) for dim, d in result.input.diagrams.items()},
+            "seconds": result.input.seconds,
+        },
+        "targets": [
+            {"label": t.label, "path": str(t.path), "kind": "run" if t.is_run else "model",
+             "points": [_point_summary(p) for p in t.points]}
+            for t in result.targets
+        ],
+        "seconds": result.seconds,
+    }
+
+
+def _write_figures(result: AnalysisResult, folder: Path) -> list[str]:
+    written: list[str] = []
+    labels = result.sample.labels
+    if not result.targets:
+        views = {INPUT_SPACE: result.input.diagrams}
+        plot_persistence_diagrams(views, folder / "persistence_diagrams.png")
+        plot_barcodes(views, folder / "barcodes.png")
+        plot_death_histograms(views, folder / "death_histograms.png")
+        projected, share = pca_from_distances(result.input.distances.numpy())
+        plot_sample_pca(projected, share, labels, folder / "input_pca.png", "input space (pixels), PCA")
+        return ["persistence_diagrams.png", "barcodes.png", "death_histograms.png", "input_pca.png"]
+    for target in result.targets:
+        prefix = "" if len(result.targets) == 1 else f"{target.label}_"
+        point = target.points[-1]  # a run is pictured at its last checkpoint
+        views = {INPUT_SPACE: result.input.diagrams, LATENT_SPACE: point.topologies[LATENT_SPACE].diagrams}
+        step = f" step {point.step}" if target.is_run else ""
+        names = [f"{prefix}{name}.png" for name in ("persistence_diagrams", "barcodes", "death_histograms",
+                                                    "latent_pca")]
+        plot_persistence_diagrams(views, folder / names[0])
+        plot_barcodes(views, folder / names[1])
+        plot_death_histograms(views, folder / names[2])
+        projected, share = pca_from_points(point.embeddings_l2)
+        plot_sample_pca(projected, share, labels, folder / names[3],
+                        f"{target.label}{step}: L2-normalised embeddings, PCA")
+        written += names
+    if any(t.is_run for t in result.targets):
+        plot_collapse_curves(curve_rows([t for t in result.targets if t.is_run]), folder / "collapse_curve.png")
+        written.append("collapse_curve.png")
+    return written
+
+
+def check_output_dir(out_dir: Path) -> None:
+    """Raise unless `out_dir` is absent, empty, or an earlier analysis (which will be replaced)."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise TopofrError(f"{out_dir}: exists and is not a directory")
+    if not any(out_dir.iterdir()):
+        return
+    try:
+        earlier = json.loads((out_dir / SUMMARY_FILE).read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        earlier = None
+    if earlier != SUMMARY_FORMAT:
+        raise TopofrError(f"{out_dir}: exists and is not an earlier analysis (no {SUMMARY_FILE}); "
+                          f"choose another --out")
+
+
+def write_outputs(result: AnalysisResult, out_dir: str | Path) -> dict[str, Any]:
+    """Write every output; returns the summary (with the list of files) that went to summary.json."""
+    out_dir = Path(out_dir)
+    check_output_dir(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tmp.chmod(0o755)  # mkdtemp's 0700 would otherwise become the output directory's mode
+    try:
+        diagram_frame(result).to_parquet(tmp / "diagrams.parquet", index=False)
+        files = ["diagrams.parquet"]
+        if result.targets:
+            pd.DataFrame(curve_rows(result.targets), columns=list(CURVE_COLUMNS)).to_csv(
+                tmp / "distances.csv", index=False)
+            files.append("distances.csv")
+        files += _write_figures(result, tmp)
+        data = summary(result)
+        data["files"] = [*files, SUMMARY_FILE]
+        (tmp / SUMMARY_FILE).write_text(json.dumps(data, indent=2) + "\n")
+        if out_dir.exists():
+            trash = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+            os.replace(out_dir, trash)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return data

@@ -133,7 +133,7 @@ LOOKUP_TABLE_MAX = 1 << 26  # id ranges up to this use a direct table instead of
 
 
 def template_positions(template_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Position of each id in the sorted unique `template_ids`, −1 for ids not among them.
+    """Position (int32) of each id in the sorted unique `template_ids`, −1 for ids not among them.
 
     IJB template ids are small integers, so a table indexed by id answers 15.7 M look-ups in one
     pass (a binary search per pair is ~10× slower); very sparse id ranges fall back to the search.
@@ -141,14 +141,12 @@ def template_positions(template_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
     ids = np.asarray(ids, dtype=np.int64)
     low, high = int(template_ids[0]), int(template_ids[-1])
     if high - low < LOOKUP_TABLE_MAX:
-        table = np.full(high - low + 2, -1, dtype=np.int64)  # last slot: every out-of-range id
-        table[template_ids - low] = np.arange(len(template_ids))
-        offsets = ids - low
-        offsets[(offsets < 0) | (offsets > high - low)] = high - low + 1
-        return table[offsets]
+        # one −1 slot on each side: np.take(mode="clip") sends every out-of-range id onto them
+        table = np.full(high - low + 3, -1, dtype=np.int32)
+        table[template_ids - low + 1] = np.arange(len(template_ids), dtype=np.int32)
+        return np.take(table, ids - (low - 1), mode="clip")
     found = np.clip(np.searchsorted(template_ids, ids), 0, len(template_ids) - 1)
-    return np.where(template_ids[found] == ids, found, -1)
-
+    return np.where(template_ids[found] == ids, found, -1).astype(np.int32)
 
 
 class TemplatePooler:
@@ -206,27 +204,33 @@ def image_features(embeddings: np.ndarray, detector_scores: np.ndarray, *, use_n
 def score_pairs(template_features: torch.Tensor, template_ids: np.ndarray, pair_templates: np.ndarray,
                 *, block_bytes: int = SCORE_BLOCK_BYTES) -> np.ndarray:
     """Cosine score of every pair [P] (features already unit-norm), in pair order, float32."""
-    index = template_positions(template_ids, pair_templates)
-    if (index < 0).any():
-        raise ValueError("pairs refer to templates without features")
     num_templates = len(template_ids)
-    distinct = [np.bincount(index[:, side], minlength=num_templates) > 0 for side in (0, 1)]
-    row_side = 0 if distinct[0].sum() <= distinct[1].sum() else 1  # fewer rows: fewer GEMM blocks
-    row_templates = np.flatnonzero(distinct[row_side])
-    col_templates = np.flatnonzero(distinct[1 - row_side])
+    sides = [template_positions(template_ids, pair_templates[:, k]) for k in (0, 1)]
+    if min(side.min() for side in sides) < 0:
+        raise ValueError("pairs refer to templates without features")
+    present = []
+    for side in sides:
+        mask = np.zeros(num_templates, dtype=bool)
+        mask[side] = True
+        present.append(mask)
+    row_side = 0 if present[0].sum() <= present[1].sum() else 1  # fewer rows: fewer GEMM blocks
+    row_templates = np.flatnonzero(present[row_side])
+    col_templates = np.flatnonzero(present[1 - row_side])
     # position of each template among the rows / columns of the score matrix
-    row_pos = np.full(num_templates, -1, dtype=np.int64)
-    row_pos[row_templates] = np.arange(len(row_templates))
-    col_pos = np.full(num_templates, -1, dtype=np.int64)
-    col_pos[col_templates] = np.arange(len(col_templates))
-    pair_row = row_pos[index[:, row_side]]
-    pair_col = col_pos[index[:, 1 - row_side]]
+    row_pos = np.full(num_templates, -1, dtype=np.int32)
+    row_pos[row_templates] = np.arange(len(row_templates), dtype=np.int32)
+    col_pos = np.full(num_templates, -1, dtype=np.int32)
+    col_pos[col_templates] = np.arange(len(col_templates), dtype=np.int32)
+    pair_row = torch.from_numpy(row_pos).index_select(0, torch.from_numpy(sides[row_side])).numpy()
+    pair_col = torch.from_numpy(col_pos).index_select(0, torch.from_numpy(sides[1 - row_side])).numpy()
+    del sides
 
     features = template_features.float()
     columns_t = features[torch.from_numpy(col_templates)].T.contiguous()  # [E, C]
     num_cols = len(col_templates)
     block_rows = max(1, block_bytes // (4 * max(1, num_cols)))
     num_blocks = -(-len(row_templates) // block_rows)
+    flat_dtype = np.int32 if block_rows * num_cols < 2**31 else np.int64
     if num_blocks == 1:
         order, bounds = None, [0, len(pair_row)]
     else:  # group pairs by row block; block numbers are small ints, which numpy radix-sorts
@@ -239,7 +243,10 @@ def score_pairs(template_features: torch.Tensor, template_ids: np.ndarray, pair_
         rows = torch.from_numpy(row_templates[start:start + block_rows])
         block = (features[rows] @ columns_t).numpy().reshape(-1)  # [b·C] flattened score matrix
         selected = slice(bounds[b], bounds[b + 1]) if order is None else order[bounds[b]:bounds[b + 1]]
-        scores[selected] = block[(pair_row[selected] - start) * num_cols + pair_col[selected]]
+        flat = np.multiply(pair_row[selected] - start, num_cols, dtype=flat_dtype)
+        flat += pair_col[selected]
+        # torch's index_select gathers with all threads (np.take uses one)
+        scores[selected] = torch.from_numpy(block).index_select(0, torch.from_numpy(flat)).numpy()
     return scores
 
 

@@ -79,7 +79,8 @@ class AnalysisResult:
     seconds: dict[str, float]
 
 
-def _track(progress: Progress | None, items: Iterable[Any], description: str, total: int) -> Iterator[Any]:
+def _track(progress: Progress | None, items: Iterable[Any], description: str, total: int, *,
+           keep: bool = True) -> Iterator[Any]:
     if progress is None:
         yield from items
         return
@@ -87,6 +88,21 @@ def _track(progress: Progress | None, items: Iterable[Any], description: str, to
     for item in items:
         yield item
         progress.advance(task)
+    if not keep:  # one bar per checkpoint would bury the run's own bar
+        progress.remove_task(task)
+
+
+@contextlib.contextmanager
+def _stage(progress: Progress | None, description: str, *, keep: bool = True) -> Iterator[None]:
+    """An indeterminate bar for a step without countable parts (persistence of a whole space)."""
+    if progress is None:
+        yield
+        return
+    task = progress.add_task(description, total=None)
+    yield
+    progress.update(task, total=1, completed=1)
+    if not keep:
+        progress.remove_task(task)
 
 
 def load_sample(dataset_path: str | Path, *, samples: int, per_identity: int | None, seed: int,
@@ -124,7 +140,8 @@ def checkpoint_latent_scale(path: Path) -> float | None:
 
 def analyze_model(path: Path, sample: Sample, input_topology: SpaceTopology, dims: Sequence[int], *,
                   step: int | None, batch_size: int, device: torch.device,
-                  progress: Progress | None = None, description: str = "embedding") -> ModelPoint:
+                  progress: Progress | None = None, description: str = "embedding",
+                  keep_bars: bool = True) -> ModelPoint:
     """Embed the sample with one model (eval mode, no flip) and compare its latent spaces to the input."""
     if tuple(sample.images.shape[2:]) != MODEL_IMAGE_SIZE:
         raise TopofrError(
@@ -141,7 +158,8 @@ def analyze_model(path: Path, sample: Sample, input_topology: SpaceTopology, dim
     batches = (images[i : i + batch_size] for i in range(0, len(images), batch_size))
     total = -(-len(images) // batch_size)
     embeddings = torch.from_numpy(
-        embed_images(loaded.backbone, _track(progress, batches, description, total), flip=False, device=device)
+        embed_images(loaded.backbone, _track(progress, batches, description, total, keep=keep_bars), flip=False,
+                     device=device)
     )
     if embeddings.ndim != 2 or (loaded.embedding_size and embeddings.shape[1] != loaded.embedding_size):
         raise TopofrError(
@@ -153,11 +171,12 @@ def analyze_model(path: Path, sample: Sample, input_topology: SpaceTopology, dim
     embed_seconds = time.perf_counter() - start
     normalized = F.normalize(embeddings, dim=1)
     start = time.perf_counter()
-    topologies = space_topologies(
-        {LATENT_SPACE: latent_distances(embeddings, scale), LATENT_L2_SPACE: latent_distances(normalized, 1.0)},
-        dims,
-    )
-    comparisons = {space: compare_spaces(input_topology, topo) for space, topo in topologies.items()}
+    with _stage(progress, f"{description}: persistence and distances", keep=keep_bars):
+        topologies = space_topologies(
+            {LATENT_SPACE: latent_distances(embeddings, scale), LATENT_L2_SPACE: latent_distances(normalized, 1.0)},
+            dims,
+        )
+        comparisons = {space: compare_spaces(input_topology, topo) for space, topo in topologies.items()}
     for topology in topologies.values():
         topology.distances = None  # n × n per space and checkpoint adds up on long runs
     return ModelPoint(
@@ -207,7 +226,8 @@ def analyze(dataset_path: str | Path, models: Sequence[str | Path], *, samples: 
     a_x = input_space_distances(sample, device)
     seconds["input_distances"] = time.perf_counter() - start
     start = time.perf_counter()
-    input_topology = space_topologies({INPUT_SPACE: a_x}, dims)[INPUT_SPACE]
+    with _stage(progress, "input space: persistence"):
+        input_topology = space_topologies({INPUT_SPACE: a_x}, dims)[INPUT_SPACE]
     seconds["input_topology"] = time.perf_counter() - start
 
     targets = []
@@ -219,7 +239,7 @@ def analyze(dataset_path: str | Path, models: Sequence[str | Path], *, samples: 
             continue
         points = [
             analyze_model(ckpt, sample, input_topology, dims, step=step, batch_size=batch_size, device=device,
-                          progress=progress, description=f"{label} step {step}")
+                          progress=progress, description=f"{label} step {step}", keep_bars=False)
             for step, ckpt in _track(progress, checkpoints, f"checkpoints of {label}", len(checkpoints))
         ]
         targets.append(Target(label, path, True, points))

@@ -1,11 +1,13 @@
-"""ONNX export: dynamic batch, onnxruntime agrees with PyTorch, and load_model runs the file."""
+"""ONNX export through the CLI: dynamic batch, onnxruntime agrees with PyTorch, load_model runs the file."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from topofr_cli.cli.app import app
 from topofr_cli.errors import TopofrError
 from topofr_cli.evaluation.embed import embed_images
 from topofr_cli.evaluation.export import export_onnx
@@ -26,21 +28,37 @@ def _trained_looking_mbf():
     return model.eval()
 
 
-def test_onnx_round_trip(tmp_path):
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """One export (the slow part) through `topofr export`, shared by the checks below."""
+    root = tmp_path_factory.mktemp("export")
     model = _trained_looking_mbf()
-    report = export_onnx(model, tmp_path / "out" / "mbf.onnx")
-    assert report.path.is_file() and report.max_abs_diff <= 1e-4
-    assert not [p for p in report.path.parent.iterdir() if p.name.startswith(".")]  # no temp file left
-    session = ort.InferenceSession(str(report.path), providers=["CPUExecutionProvider"])
-    assert session.get_inputs()[0].shape[0] not in (1, 2, 3)  # symbolic batch axis
+    torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, root / "backbone.pth")
+    out = root / "out" / "mbf.onnx"
+    result = CliRunner().invoke(app, ["export", str(root / "backbone.pth"), str(out)])
+    return {"model": model, "out": out, "result": result}
 
-    loaded = load_model(report.path)
+
+def test_export_cli_reports_the_difference(exported):
+    result = exported["result"]
+    assert result.exit_code == 0, result.output
+    assert "max |onnxruntime − torch| = " in result.output
+    diff = float(result.output.split("max |onnxruntime − torch| = ")[1].split()[0])
+    assert diff <= 1e-4
+    assert "inferred" in result.output and "mbf" in result.output
+    assert [p.name for p in exported["out"].parent.iterdir()] == ["mbf.onnx"]  # no temp file left
+
+
+def test_onnx_round_trip(exported):
+    session = ort.InferenceSession(str(exported["out"]), providers=["CPUExecutionProvider"])
+    assert not isinstance(session.get_inputs()[0].shape[0], int)  # symbolic batch axis
+    loaded = load_model(exported["out"])
     assert loaded.kind == "onnx" and loaded.embedding_size == 64
     rng = np.random.default_rng(0)
     images = torch.from_numpy(rng.integers(0, 256, (5, 3, 112, 112), dtype=np.uint8))
     batches = [images[:4], images[4:]]  # batch sizes 4 and 1: neither was traced
     from_onnx = embed_images(loaded.backbone, batches, flip=True)
-    from_torch = embed_images(model, batches, flip=True)
+    from_torch = embed_images(exported["model"], batches, flip=True)
     np.testing.assert_allclose(from_onnx, from_torch, atol=2e-4)
 
 
@@ -49,14 +67,13 @@ def test_exporting_an_onnx_model_is_refused(tmp_path):
         export_onnx(lambda x: x, tmp_path / "x.onnx")
 
 
-def test_export_cli_reports_the_difference(tmp_path):
-    from typer.testing import CliRunner
+def test_a_failed_check_leaves_no_file(tmp_path):
+    class Drifting(torch.nn.Module):
+        """Traces to a constant-free graph but differs between runs, so the check must fail."""
 
-    from topofr_cli.cli.app import app
+        def forward(self, x):
+            return x.mean(dim=(2, 3)) + torch.rand(x.shape[0], 3)
 
-    model = _trained_looking_mbf()
-    torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, tmp_path / "backbone.pth")
-    result = CliRunner().invoke(app, ["export", str(tmp_path / "backbone.pth"), str(tmp_path / "m.onnx")])
-    assert result.exit_code == 0, result.output
-    assert "max |onnxruntime − torch| = " in result.output and (tmp_path / "m.onnx").is_file()
-    assert "inferred" in result.output and "mbf" in result.output
+    with pytest.raises(TopofrError, match="differs from PyTorch"):
+        export_onnx(Drifting(), tmp_path / "d.onnx")
+    assert list(tmp_path.iterdir()) == []

@@ -69,14 +69,17 @@ def _csv_text(header: list[str], rows: list[list]) -> str:
 
 
 def _run_verification(loaded, bins: list[Path], *, batch_size, flip, device, num_workers, out: Path) -> None:
-    from topofr_cli.evaluation.verification import bin_image_count, evaluate_bin
+    from topofr_cli.data.bins import read_bin
+    from topofr_cli.evaluation.verification import evaluate_pairs
     from topofr_cli.plots.roc import plot_roc
 
     results = {}
     for path in bins:
-        with _image_progress(f"verify {path.name}", bin_image_count(path)) as on_images:
-            results[path.stem] = evaluate_bin(loaded.backbone, path, batch_size=batch_size, flip=flip,
-                                              device=device, num_workers=num_workers, on_images=on_images)
+        pairs = read_bin(path)
+        with _image_progress(f"verify {path.name}", len(pairs.images)) as on_images:
+            name = path.stem if path.stem not in results else str(path)  # same file name twice
+            results[name] = evaluate_pairs(loaded.backbone, pairs, path, batch_size=batch_size, flip=flip,
+                                           device=device, num_workers=num_workers, on_images=on_images)
     table = Table(title="verification (10-fold, REFERENCE §3.3)")
     for column in ("set", "pairs", "accuracy", "best threshold", "VAL@FAR=1e-3", "AUC"):
         table.add_column(column, justify="left" if column == "set" else "right")

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from topofr_cli.data.bins import read_bin
+from topofr_cli.data.bins import VerificationPairs, read_bin
 from topofr_cli.data.images import ImageDecodeError, decode_image
 from topofr_cli.errors import TopofrError
 from topofr_cli.evaluation.embed import embed_images
@@ -31,6 +31,19 @@ class BinImageLoader:
             raise TopofrError(f"{self.path}: image {index} (pair {index // 2}): {exc}") from None
 
 
+def evaluate_pairs(
+    backbone: Any, pairs: VerificationPairs, path: Path, *, batch_size: int = 64, flip: bool = True,
+    device="cpu", num_workers: int = 0, on_images: Callable[[int], None] | None = None,
+) -> VerificationResult:
+    """`evaluate_bin` on pairs already read from `path` (named in errors)."""
+    if len(pairs) < NUM_FOLDS:
+        raise TopofrError(f"{path}: {len(pairs)} pairs; the 10-fold protocol needs at least {NUM_FOLDS}")
+    images = GuardedImages(BinImageLoader(pairs.images, path), len(pairs.images))
+    batches = iterate_batches(images, batch_size=batch_size, num_workers=num_workers, on_images=on_images)
+    embeddings = embed_images(backbone, batches, flip=flip, device=device)
+    return verification_metrics(embeddings, pairs.issame)
+
+
 def evaluate_bin(
     backbone: Any, bin_path: str | Path, *, batch_size: int = 64, flip: bool = True, device="cpu",
     num_workers: int = 0, on_images: Callable[[int], None] | None = None,
@@ -41,18 +54,8 @@ def evaluate_bin(
     twice the number of pairs.
     """
     path = Path(bin_path)
-    pairs = read_bin(path)
-    if len(pairs) < NUM_FOLDS:
-        raise TopofrError(f"{path}: {len(pairs)} pairs; the 10-fold protocol needs at least {NUM_FOLDS}")
-    images = GuardedImages(BinImageLoader(pairs.images, path), len(pairs.images))
-    batches = iterate_batches(images, batch_size=batch_size, num_workers=num_workers, on_images=on_images)
-    embeddings = embed_images(backbone, batches, flip=flip, device=device)
-    return verification_metrics(embeddings, pairs.issame)
-
-
-def bin_image_count(bin_path: str | Path) -> int:
-    """Images in a `.bin` (for sizing a progress bar)."""
-    return len(read_bin(bin_path).images)
+    return evaluate_pairs(backbone, read_bin(path), path, batch_size=batch_size, flip=flip, device=device,
+                          num_workers=num_workers, on_images=on_images)
 
 
 def default_verification_bins(recipe: dict | None, model_path: str | Path) -> list[Path]:

@@ -104,8 +104,13 @@ def runs(tmp_path_factory):
 
 
 def invoke(*args):
+    # One torch thread: the H1 threads and the other engineers' jobs share two cores.
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    return runner.invoke(app, ["analyze-topology", *map(str, args)])
+    try:
+        return runner.invoke(app, ["analyze-topology", *map(str, args)])
+    finally:
+        torch.set_num_threads(threads)
 
 
 def reference_diagrams(dist: np.ndarray) -> dict[int, np.ndarray]:

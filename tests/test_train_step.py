@@ -76,3 +76,18 @@ def test_persistent_non_finite_loss_stops_the_run(tmp_path, monkeypatch):
     rows = read_metrics(tmp_path / "run/metrics.csv")
     assert [r["bad_steps"] for r in rows] == ["1", "2"]
     assert rows[0]["loss"] == "nan"
+
+
+def test_fp16_grad_scaler_path_skips_a_nan_step_and_backs_off():
+    """The CUDA fp16 path (GradScaler + fused SGD) exercised on the CPU by forcing fp16 autocast."""
+    step, backbone, classifier, opts, images, labels = _step(SometimesNaN({0}))
+    step.precision, step.autocast_dtype = "fp16", torch.float16
+    step.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    before = [p.detach().clone() for p in [*backbone.parameters(), *classifier.parameters()]]
+    result = step(images, labels, 0)
+    assert result.skipped.item() == 1.0 and step.scaler.get_scale() == 512.0  # overflow: scale halves
+    assert all(torch.equal(a, p) for a, p in zip(before, [*backbone.parameters(), *classifier.parameters()],
+                                                  strict=True))
+    result = step(images, labels, 1)
+    assert result.skipped.item() == 0.0 and torch.isfinite(result.loss)
+    assert not torch.equal(before[0], next(backbone.parameters()))

@@ -28,6 +28,7 @@ class RunPlan:
     num_classes: int | None  # None until the data exists
     resume_from: Path | None
     overwrite: bool
+    resume_payload: dict[str, Any] | None = None  # the checkpoint, loaded once
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -86,7 +87,7 @@ def plan_run(recipe: Recipe, *, resume: bool, overwrite: bool) -> RunPlan:
 
     run_dir = Path(recipe.train.output)
     _check_writable(run_dir)
-    resume_from = None
+    resume_from, payload = None, None
     if resume:
         resume_from = latest_checkpoint(run_dir)
         if resume_from is None:
@@ -98,7 +99,8 @@ def plan_run(recipe: Recipe, *, resume: bool, overwrite: bool) -> RunPlan:
     elif run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
         raise TopofrError(f"{run_dir}: run directory is not empty; pass --resume to continue that run or "
                           "--overwrite to replace it")
-    return RunPlan(recipe, run_dir, data_path, generate, num_classes, resume_from, overwrite)
+    return RunPlan(recipe, run_dir, data_path, generate, num_classes, resume_from, overwrite,
+                   payload if resume else None)
 
 
 def prepare_run_dir(plan: RunPlan) -> None:

@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from topofr_cli.config import Recipe
 from topofr_cli.engine import distributed as D
-from topofr_cli.engine.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from topofr_cli.engine.checkpoint import checkpoint_path, save_checkpoint
 from topofr_cli.engine.metrics import MetricsLog
 from topofr_cli.engine.objective import build_objective
 from topofr_cli.engine.preflight import RunPlan, dataset_class_count, plan_run, prepare_run_dir
@@ -151,7 +151,7 @@ def _train(recipe: Recipe, ctx: D.DistContext, *, resume: bool, overwrite: bool,
 
     objective = build_objective(recipe, ctx)
     parts = _build_parts(recipe, num_classes, ctx, objective)
-    payload = load_checkpoint(plan.resume_from) if plan.resume_from is not None else None
+    payload = plan.resume_payload
     position = restore_training(payload, parts, ctx) if payload is not None else LoopPosition()
     torch.manual_seed(recipe.train.seed + ctx.rank)  # per-rank streams (dropout, class sampling)
 

@@ -51,6 +51,15 @@ def png(rgb: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Two shared cores: torch's intra-op threads only fight the H1 threads and each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     images, labels = face_like_images()
@@ -89,7 +98,7 @@ def write_checkpoint(path, state, step, *, embedding_size=EMBEDDING, latent_scal
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Run A with 3 checkpoints (weights drifting with the step) and run B with 2."""
+    """Run A with 3 checkpoints (weights drifting with the step) and run B with 2 (kept small: CPU time)."""
     root = tmp_path_factory.mktemp("runs")
     states = {}
     for name, seed, steps in (("arcface", 0, (10, 20, 30)), ("topofr", 1, (10, 20))):
@@ -104,13 +113,7 @@ def runs(tmp_path_factory):
 
 
 def invoke(*args):
-    # One torch thread: the H1 threads and the other engineers' jobs share two cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return runner.invoke(app, ["analyze-topology", *map(str, args)])
-    finally:
-        torch.set_num_threads(threads)
+    return runner.invoke(app, ["analyze-topology", *map(str, args)])
 
 
 def reference_diagrams(dist: np.ndarray) -> dict[int, np.ndarray]:

@@ -1,8 +1,8 @@
 """Procedural face-like images: who a face is (identity) and how one photo of it turns out (nuisance).
 
 An `Identity` holds the persistent parameters (face shape, skin tone, eye/brow/nose/mouth geometry,
-hair, ears, beard, skin marks and a low-frequency skin texture). `render_identity` draws K photos
-of one identity as a batch: the face is painted in a canonical frame (the canvas spans [-1, 1]
+hair, ears, beard, skin marks and a low-frequency skin texture). `render_pixels` draws K photos
+of one identity as a batch, given their `Nuisance` (see `synthetic_nuisance`): the face is painted in a canonical frame (the canvas spans [-1, 1]
 with v pointing down, eyes near the ArcFace template's height), per-photo expression and a yaw-like
 shift of the inner features are applied there, then each photo gets its own small affine
 misalignment, background, illumination gradient, colour cast, occluder, blur, noise and JPEG

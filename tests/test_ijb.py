@@ -178,15 +178,16 @@ def test_ijb_end_to_end_through_the_cli(tmp_path):
     model = _checkpoint(tmp_path / "backbone.pth")
     out = tmp_path / "out"
     result = runner_invoke(["eval", str(tmp_path / "backbone.pth"), "--ijb", str(tmp_path / "IJBC"), "--target",
-                            "IJBC", "--out", str(out), "--batch-size", "4", "--num-workers", "1", "--device", "cpu"])
+                            "IJBC", "--out", str(out), "--batch-size", "4", "--num-workers", "1", "--device", "cpu",
+                            "--no-flip"])
     assert result.exit_code == 0, result.output
 
-    # independent pipeline: align, embed image + mirror, weight, insightface loops, sklearn ROC
+    # independent pipeline: align, embed (no flip, as asked), weight, insightface loops, sklearn ROC
     aligned = np.stack([align_face(np.asarray(Image.open(tmp_path / "IJBC" / "loose_crop" / f"{i}.jpg")), p)
                         for i, _, _, p, _ in truth])
     x = torch.from_numpy(aligned).permute(0, 3, 1, 2).float() / 255 * 2 - 1
     with torch.no_grad():
-        feats = (model(x) + model(torch.flip(x, dims=[3]))).numpy()
+        feats = model(x).numpy()
     feats = feats * np.array([s for *_, s in truth])[:, None]
     templates = np.array([t for _, t, *_ in truth])
     medias = np.array([m for _, _, m, *_ in truth])

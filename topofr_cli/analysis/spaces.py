@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from topofr_cli.errors import TopofrError
-from topofr_cli.topology import h0_pairs
+from topofr_cli.topology import h0_pairs, ptsa_from_distances
 from topofr_cli.topology.diagrams import (
     SUPPORTED_DIMS,
     DiagramDistances,
@@ -107,17 +107,10 @@ class SpaceComparison:
 def ptsa_terms(a_x: torch.Tensor, pairs_x: torch.Tensor, a_z: torch.Tensor, pairs_z: torch.Tensor) -> tuple[float, float]:
     """Both PTSA loss forms (REFERENCE §1.2) from matrices and MST edges already computed.
 
-    Same arithmetic as `topology.ptsa_loss` (tests hold the two equal), but without recomputing
-    A^X from the pixels and the two trees, which is most of its cost.
+    Skips recomputing A^X from the pixels and the two trees, which is most of `ptsa_loss`'s cost.
     """
-    batch = a_z.shape[0]
-    if batch < 2:
-        return 0.0, 0.0
-    a_x = a_x.to(a_z.dtype)
-    xi, xj = pairs_x[:, 0], pairs_x[:, 1]
-    zi, zj = pairs_z[:, 0], pairs_z[:, 1]
-    official = ((a_x[xi, xj] - a_z[zi, zj]) ** 2).sum() / batch
-    symmetric = (((a_x[xi, xj] - a_z[xi, xj]) ** 2).sum() + ((a_z[zi, zj] - a_x[zi, zj]) ** 2).sum()) / batch
+    official = ptsa_from_distances(a_x, pairs_x, a_z, pairs_z, "official")
+    symmetric = ptsa_from_distances(a_x, pairs_x, a_z, pairs_z, "symmetric")
     return float(official), float(symmetric)
 
 

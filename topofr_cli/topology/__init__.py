@@ -1,7 +1,13 @@
 """Topology: 0-dim persistence on the device and the PTSA alignment loss (REFERENCE §1.2)."""
 
 from topofr_cli.topology.persistence import death_times, h0_pairs, validate_distance_matrix
-from topofr_cli.topology.ptsa import PTSALoss, input_distances, latent_distances, ptsa_loss
+from topofr_cli.topology.ptsa import (
+    PTSALoss,
+    input_distances,
+    latent_distances,
+    ptsa_from_distances,
+    ptsa_loss,
+)
 
 __all__ = [
     "h0_pairs",
@@ -10,5 +16,6 @@ __all__ = [
     "input_distances",
     "latent_distances",
     "ptsa_loss",
+    "ptsa_from_distances",
     "PTSALoss",
 ]

@@ -11,7 +11,7 @@ from torch import nn
 from topofr_cli.errors import TopofrError
 from topofr_cli.topology.persistence import h0_pairs
 
-__all__ = ["input_distances", "latent_distances", "ptsa_loss", "PTSALoss", "FORMS"]
+__all__ = ["input_distances", "latent_distances", "ptsa_loss", "ptsa_from_distances", "PTSALoss", "FORMS"]
 
 FORMS = ("official", "symmetric")
 
@@ -82,6 +82,25 @@ def ptsa_loss(
     pairs_x = h0_pairs(a_x, validate=False)
     # λ > 0 does not change the order of the edges, so the tree of A^Z is that of the raw distances.
     pairs_z = h0_pairs(a_z.detach(), validate=False)
+    return ptsa_from_distances(a_x, pairs_x, a_z, pairs_z, form)
+
+
+def ptsa_from_distances(
+    a_x: torch.Tensor,
+    pairs_x: torch.Tensor,
+    a_z: torch.Tensor,
+    pairs_z: torch.Tensor,
+    form: Literal["official", "symmetric"] = "official",
+) -> torch.Tensor:
+    """The loss of REFERENCE §1.2 from distance matrices and their MST edges (sorted by length).
+
+    official:  Σ_k (A^X[π^X]_(k) − A^Z[π^Z]_(k))²;  symmetric: ‖A^X[π^X] − A^Z[π^X]‖² + ‖A^Z[π^Z] − A^X[π^Z]‖².
+    Both divided by the batch size B = a_z.shape[0].
+    """
+    batch = a_z.shape[0]
+    if batch < 2:
+        return a_z.sum() * 0.0
+    a_x = a_x.to(a_z.dtype)
     xi, xj = pairs_x[:, 0], pairs_x[:, 1]
     zi, zj = pairs_z[:, 0], pairs_z[:, 1]
     if form == "official":

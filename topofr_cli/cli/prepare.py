@@ -133,7 +133,7 @@ def synthetic(
     pairs: int = typer.Option(600, "--pairs", help="Verification pairs (even; half genuine, half impostor)."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same bytes."),
     quality: int = typer.Option(90, "--quality", help="Best JPEG quality; each photo draws its own "
-                                "quality up to 40 below it (scaled by --difficulty)."),
+                                "quality up to 30 below it (scaled by --difficulty)."),
     difficulty: float = typer.Option(1.0, "--difficulty", help="Scale of the per-photo nuisance (pose, "
                                      "light, colour cast, occluders, blur, noise, JPEG), 0 to 3."),
     workers: int | None = typer.Option(None, "--workers", help="Rendering processes (default: CPU count "

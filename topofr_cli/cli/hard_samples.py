@@ -48,7 +48,7 @@ def _top_table(table: HardnessTable, dataset: Any, top: int) -> Table:
     for name, justify in (("rank", "right"), ("index", "right"), ("key", "left"), ("label", "right"),
                           ("pred", "right"), ("p_gt", "right"), ("entropy", "right"), ("γ", "right"),
                           ("SDS", "right")):
-        view.add_column(name, justify=justify)
+        view.add_column(name, justify=justify, overflow="fold")
     for rank, index in enumerate(table.ranking()[:top], start=1):
         label, guess = int(table.labels[index]), int(table.predicted[index])
         view.add_row(

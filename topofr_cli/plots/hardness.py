@@ -104,7 +104,7 @@ def plot_gallery(
         cell.axis("on")
         _show(cell, dataset[int(index)][0],
               f"#{row + 1} idx {index}  SDS {table.sds[index]:.3f}\n"
-              f"label {label} p={table.p_true[index]:.2f} → pred {guess}", FLAGGED_COLOR)
+              f"label {label} p={table.p_true[index]:.2g} → pred {guess}", FLAGGED_COLOR)
         is_runner_up = guess == label
         groups = (
             (labelled_members[row], f"label {label}", LABELLED_COLOR),
@@ -115,7 +115,7 @@ def plot_gallery(
             for k, member in enumerate(members):
                 cell = grid[row, 1 + group * typical + k]
                 cell.axis("on")
-                _show(cell, dataset[int(member)][0], f"{caption}\np_gt={table.p_true[member]:.2f}",
+                _show(cell, dataset[int(member)][0], f"{caption}\np_gt={table.p_true[member]:.2g}",
                       color)
     figure.suptitle("flagged (red) | typical of its label (blue) | typical of its prediction (green)",
                     fontsize=9)

@@ -13,13 +13,15 @@ import torch.multiprocessing as mp
 from test_train_support import make_tiny_dataset, tiny_recipe_file
 from torch import nn
 
-from topofr_cli.config import load_recipe
+from topofr_cli.config import PTSAConfig, RSPConfig, TopoFRConfig, load_recipe
 from topofr_cli.engine.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from topofr_cli.engine.distributed import DistContext, setup_distributed, teardown_distributed
 from topofr_cli.engine.metrics import read_metrics
 from topofr_cli.engine.objective import PlainObjective
 from topofr_cli.engine.step import TrainStep
+from topofr_cli.engine.topofr_objective import TopoFRObjective
 from topofr_cli.engine.trainer import _wrap_backbone
+from topofr_cli.hardness.sds import sde_weights
 from topofr_cli.models import CombinedMarginHead, PartialFC
 
 CLASSES, EMBED, BATCH = 5, 8, 8
@@ -41,17 +43,50 @@ def _inputs():
     return images, labels, backbone, weight
 
 
-def _one_step(ctx: DistContext, images, labels, backbone, weight):
+ALPHA = 0.1
+
+
+def topofr_config(scope: str) -> TopoFRConfig:
+    # RSP off: its draws are per rank, so two ranks and one process would perturb different samples
+    return TopoFRConfig(enabled=True, ptsa=PTSAConfig(alpha=ALPHA, scope=scope), rsp=RSPConfig(enabled=False))
+
+
+class LocalScopeReference(TopoFRObjective):
+    """One process computing what two ranks of local-scope PTSA mean: the mean of the halves' losses."""
+
+    def forward(self, *, x_topology, embeddings, output, step):
+        w1, w2, _ = sde_weights(output.entropy, output.p_true, 1.0, "fixed")
+        half = x_topology.shape[0] // 2
+        topo = 0.5 * (self.ptsa(x_topology[:half], embeddings[:half])
+                      + self.ptsa(x_topology[half:], embeddings[half:]))
+        loss_cls = (w1 * w2 * output.ce).mean()
+        return loss_cls + ALPHA * topo, {"loss_cls": loss_cls.detach()}
+
+
+def _objective(kind: str, world_size: int, reference: bool = False) -> nn.Module:
+    if kind == "plain":
+        return PlainObjective()
+    if kind == "local" and reference:
+        return LocalScopeReference(topofr_config("local"))
+    return TopoFRObjective(topofr_config(kind), world_size=world_size)
+
+
+KINDS = ("plain", "global", "local")
+
+
+def _one_step(ctx: DistContext, objective: nn.Module, images, labels, backbone, weight):
     classifier = PartialFC(EMBED, CLASSES, CombinedMarginHead(scale=8.0, m2=0.3))
     classifier.load_full_weight(weight)
-    model = _wrap_backbone(load_recipe(None, ["train.compile=false"]), backbone, ctx)
-    opts = [torch.optim.SGD(backbone.parameters(), lr=0.5, momentum=0.9, fused=True),
+    model = _wrap_backbone(load_recipe(None), backbone, ctx)
+    opts = [torch.optim.SGD([*backbone.parameters(), *objective.parameters()], lr=0.5, momentum=0.9, fused=True),
             torch.optim.SGD(classifier.parameters(), lr=0.5, momentum=0.9, fused=True)]
     step = TrainStep(backbone=model, backbone_params=list(backbone.parameters()), classifier=classifier,
-                     objective=PlainObjective(), optimizers=opts, precision="fp32", dist_ctx=ctx,
+                     objective=objective, optimizers=opts, precision="fp32", dist_ctx=ctx,
                      clip_grad_norm=None, channels_last=False, horizontal_flip=False, seed=0)
     result = step(images, labels, 0)
-    return backbone[1].weight.detach().clone(), classifier.full_weight(), result.loss
+    return {"backbone": backbone[1].weight.detach().clone(), "classifier": classifier.full_weight(),
+            "loss_cls": result.terms.get("loss_cls", result.loss),
+            "scale": [p.detach().clone() for p in objective.parameters()]}
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
@@ -60,25 +95,33 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     ctx = setup_distributed("cpu")
     try:
-        images, labels, backbone, weight = _inputs()
-        half = slice(rank * BATCH // 2, (rank + 1) * BATCH // 2)
-        w, c, loss = _one_step(ctx, images[half], labels[half], backbone, weight)
-        torch.save({"backbone": w, "classifier": c, "loss": loss}, Path(out_dir) / f"rank{rank}.pt")
+        for kind in KINDS:
+            images, labels, backbone, weight = _inputs()
+            half = slice(rank * BATCH // 2, (rank + 1) * BATCH // 2)
+            got = _one_step(ctx, _objective(kind, 2), images[half], labels[half], backbone, weight)
+            torch.save(got, Path(out_dir) / f"{kind}{rank}.pt")
     finally:
         teardown_distributed(ctx)
 
 
-def test_two_rank_step_equals_one_process_step(tmp_path):
-    images, labels, backbone, weight = _inputs()
-    single = _one_step(DistContext(0, 0, 1, torch.device("cpu"), None), images, labels, backbone, weight)
+def test_two_rank_steps_equal_one_process_steps(tmp_path):
+    """Plain ArcFace, TopoFR with global-scope PTSA, and with local-scope PTSA (= mean of per-rank losses):
+    after one step on two ranks, backbone, classifier shards and λ equal one process on the whole batch."""
+    single_ctx = DistContext(0, 0, 1, torch.device("cpu"), None)
+    expected = {}
+    for kind in KINDS:
+        images, labels, backbone, weight = _inputs()
+        expected[kind] = _one_step(single_ctx, _objective(kind, 1, reference=True), images, labels, backbone,
+                                   weight)
     mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
-    for rank in range(2):
-        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
-        # backbone gradients summed (not averaged) over ranks: same update as one process on the global batch
-        torch.testing.assert_close(got["backbone"], single[0], rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(got["classifier"], single[1], rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(got["loss"], single[2])
-    assert not torch.allclose(single[1], weight)  # the step did move the classifier
+    for kind in KINDS:
+        for rank in range(2):
+            got = torch.load(tmp_path / f"{kind}{rank}.pt", weights_only=True)
+            for key in ("backbone", "classifier", "loss_cls", "scale"):
+                torch.testing.assert_close(got[key], expected[kind][key], rtol=1e-5, atol=1e-6,
+                                           msg=lambda m, k=key, r=rank, n=kind: f"{n} {k} rank {r}: {m}")
+    assert not torch.allclose(expected["plain"]["classifier"], _inputs()[3])  # the step moved the classifier
+    assert expected["local"]["scale"][0].item() != 0.0  # λ moved: its gradient is compared too
 
 
 def test_torchrun_two_processes_checkpoint_and_resume(tmp_path):

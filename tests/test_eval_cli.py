@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_eval_support import calibrated_backbone
 from typer.testing import CliRunner
 
 from topofr_cli.cli.app import app
@@ -44,8 +45,7 @@ def _embed_by_hand(model, rgb_list):
 def checkpoint(tmp_path_factory):
     """An mbf checkpoint in the docs/interfaces.md format, recipe pointing at a packed-style set."""
     root = tmp_path_factory.mktemp("eval_cli")
-    torch.manual_seed(0)
-    model = create_backbone("mbf", EMBEDDING).eval()
+    model = calibrated_backbone("mbf", EMBEDDING)
     data_dir = root / "synthetic"
     data_dir.mkdir()
     rgb = _images(2 * NUM_PAIRS, seed=5)

@@ -11,6 +11,7 @@ import sklearn.metrics
 import sklearn.preprocessing
 import torch
 from PIL import Image
+from test_eval_support import calibrated_backbone
 from typer.testing import CliRunner
 
 from topofr_cli.cli.app import app
@@ -151,11 +152,12 @@ def _write_ijb(root, *, landmark_rows=None):
             rgb = rng.integers(0, 256, (150, 160, 3), dtype=np.uint8)
             Image.fromarray(rgb).save(root / "loose_crop" / name, quality=95)
             offset = rng.uniform(5, 30, 2)
-            points = ARCFACE_TEMPLATE * rng.uniform(0.9, 1.2) + offset
+            # float32 of the 4-decimal text, as insightface parses the landmark file
+            points = np.round(ARCFACE_TEMPLATE * rng.uniform(0.9, 1.2) + offset, 4).astype(np.float32)
             score = rng.uniform(0.6, 1.0)
             tid_rows.append(f"{name} {template} {media}")
             lmk_rows.append(" ".join([name, *(f"{v:.4f}" for v in points.reshape(-1)), f"{score:.4f}"]))
-            truth.append((image, template, media, points, float(f"{score:.4f}")))
+            truth.append((image, template, media, points, np.float32(f"{score:.4f}")))
     (root / "meta" / "ijbc_face_tid_mid.txt").write_text("\n".join(tid_rows) + "\n")
     (root / "meta" / "ijbc_name_5pts_score.txt").write_text("\n".join(landmark_rows or lmk_rows) + "\n")
     (root / "meta" / "ijbc_template_pair_label.txt").write_text("\n".join(f"{a} {b} {c}" for a, b, c in PAIRS) + "\n")
@@ -163,12 +165,7 @@ def _write_ijb(root, *, landmark_rows=None):
 
 
 def _checkpoint(path, seed=0):
-    torch.manual_seed(seed)
-    model = create_backbone("mbf", 16).eval()
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                module.running_mean.uniform_(-0.2, 0.2)
+    model = calibrated_backbone("mbf", 16, seed)
     torch.save(model.state_dict(), path)
     return model
 
@@ -210,7 +207,7 @@ def test_ijb_meta_with_wrong_column_count_names_file_and_line(tmp_path):
     lines = (tmp_path / "IJBC" / "meta" / "ijbc_face_tid_mid.txt").read_text().splitlines()
     lines[3] += " 7"
     (tmp_path / "IJBC" / "meta" / "ijbc_face_tid_mid.txt").write_text("\n".join(lines) + "\n")
-    _checkpoint(tmp_path / "b.pth")
+    torch.save(create_backbone("mbf", 16).state_dict(), tmp_path / "b.pth")
     result = runner_invoke(["eval", str(tmp_path / "b.pth"), "--ijb", str(tmp_path / "IJBC"), "--device", "cpu",
                             "--out", str(tmp_path / "out")])
     assert result.exit_code == 2
@@ -242,7 +239,7 @@ def test_ijb_landmark_rows_must_match_image_rows(tmp_path):
 def test_missing_image_names_file_and_row(tmp_path):
     _write_ijb(tmp_path / "IJBC")
     (tmp_path / "IJBC" / "loose_crop" / "5.jpg").unlink()
-    _checkpoint(tmp_path / "b.pth")
+    torch.save(create_backbone("mbf", 16).state_dict(), tmp_path / "b.pth")
     result = runner_invoke(["eval", str(tmp_path / "b.pth"), "--ijb", str(tmp_path / "IJBC"), "--device", "cpu",
                             "--num-workers", "0", "--no-flip"])
     assert result.exit_code == 2

@@ -6,6 +6,7 @@ import collections
 
 import pytest
 import torch
+from test_eval_support import calibrated_backbone
 
 from topofr_cli.errors import TopofrError
 from topofr_cli.evaluation.model_io import infer_network, load_model
@@ -29,7 +30,7 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 
 def test_our_checkpoint_round_trip(tmp_path):
-    model = _randomised("mbf", embedding_size=128)
+    model = calibrated_backbone("mbf", 128)
     classifier = torch.randn(7, 128)
     path = tmp_path / "step_00000010.pt"
     torch.save({

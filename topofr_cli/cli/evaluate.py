@@ -200,7 +200,7 @@ def export(
     out: Path = typer.Argument(..., help="Output .onnx file (backbone only, dynamic batch axis)."),
     network: str | None = typer.Option(None, "--network", help="Architecture when the file does not say."),
     tolerance: float = typer.Option(1e-4, "--tolerance", help="Largest accepted |onnxruntime − PyTorch| "
-                                    "on the check batch (fp32)."),
+                                    "on the check batch (fp32), times the output magnitude when above 1."),
 ) -> None:
     """Export the backbone to ONNX and check it against PyTorch with onnxruntime."""
     from topofr_cli.evaluation.export import export_onnx
@@ -213,4 +213,4 @@ def export(
         report = export_onnx(loaded.backbone, out, tolerance=tolerance)
     console.print(f"wrote {report.path} ({report.size_bytes / 2**20:.1f} MiB, {report.exporter} exporter); "
                   f"max |onnxruntime − torch| = {report.max_abs_diff:.2e} on a batch of "
-                  f"{report.check_batch_size}", highlight=False)
+                  f"{report.check_batch_size} (outputs up to {report.output_scale:.3g})", highlight=False)

@@ -30,14 +30,16 @@ def test_resumed_run_is_bit_identical(tmp_path):
     torch.set_num_threads(1)
     # 24 images in batches of 8: 3 steps per epoch; stop at step 2 (mid-epoch), finish at 5 (next epoch).
     data = make_tiny_dataset(tmp_path / "data", classes=4, per_class=6, pairs=0)
+    # TopoFR on: RSP draws, the SDE weights and the learned latent scale λ must all resume exactly too
+    topofr = ["topofr.enabled=true", "topofr.rsp.prob=0.5"]
     straight = tiny_recipe_file(tmp_path, data, tmp_path / "straight")
-    full = train(load_recipe(straight, ["schedule.max_steps=5"]))
+    full = train(load_recipe(straight, ["schedule.max_steps=5", *topofr]))
     assert full.steps == 5 and full.epochs_completed == 1
 
     split = tiny_recipe_file(tmp_path, data, tmp_path / "split")
-    first = train(load_recipe(split, ["schedule.max_steps=2"]))
+    first = train(load_recipe(split, ["schedule.max_steps=2", *topofr]))
     assert first.steps == 2 and latest_checkpoint(tmp_path / "split").name == "step_00000002.pt"
-    second = train(load_recipe(split, ["schedule.max_steps=5"]), resume=True)
+    second = train(load_recipe(split, ["schedule.max_steps=5", *topofr]), resume=True)
     assert second.steps == 5
 
     a = load_checkpoint(latest_checkpoint(tmp_path / "straight"))
@@ -56,4 +58,6 @@ def test_resumed_run_is_bit_identical(tmp_path):
     # one metrics row per step in both, identical losses
     rows_a, rows_b = read_metrics(tmp_path / "straight/metrics.csv"), read_metrics(tmp_path / "split/metrics.csv")
     assert [r["step"] for r in rows_b] == ["1", "2", "3", "4", "5"]
-    assert [r["loss"] for r in rows_a] == [r["loss"] for r in rows_b]
+    for column in ("loss", "loss_topo", "latent_scale", "gum_pi"):
+        assert [r[column] for r in rows_a] == [r[column] for r in rows_b], column
+    assert a["latent_scale"] != 1.0

@@ -107,6 +107,8 @@ def build_checkpoint(ctx: DistContext, recipe: Recipe, parts: TrainingParts, pos
             "classifier_optimizer": classifier_optimizer,
             "scaler": None if parts.scaler is None else parts.scaler.state_dict(),
             "world_size": ctx.world_size,
+            # λ exactly (the top-level `latent_scale` float does not survive exp/log round trips bit for bit)
+            "objective": {k: v.detach().cpu() for k, v in parts.objective.state_dict().items()},
             "rng": rng_states,
         },
     }
@@ -127,6 +129,8 @@ def restore_training(payload: dict[str, Any], parts: TrainingParts, ctx: DistCon
     parts.backbone_optimizer.load_state_dict(training["backbone_optimizer"])
     parts.classifier_optimizer.load_state_dict(
         shard_classifier_optimizer(training["classifier_optimizer"], parts.classifier))
+    if training.get("objective"):
+        parts.objective.load_state_dict(training["objective"])
     if parts.scaler is not None and training.get("scaler"):
         parts.scaler.load_state_dict(training["scaler"])
     return LoopPosition(step=int(payload["step"]), epoch=int(training["position"]["epoch"]),

@@ -118,7 +118,8 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     log_every: int = 10
     save_every: int = 1000
-    eval_every: int = 0  # steps between periodic verifications; 0 = at each epoch end only
+    eval_every: int = 0  # steps between periodic verifications (0: none besides the epoch ends)
+    eval_at_epoch_end: bool = True  # verify at each epoch end (always once more at the end of training)
     max_bad_steps: int = 20  # consecutive non-finite losses before training stops
 
 

@@ -291,7 +291,8 @@ class _Loop:
                         self.save(LoopPosition(step, epoch + 1 if epoch_done else epoch,
                                                0 if epoch_done else batch_in_epoch,
                                                int(bad_total.item()), int(consecutive.item())))
-                    if epoch_done or (train_cfg.eval_every and step % train_cfg.eval_every == 0):
+                    if (epoch_done and train_cfg.eval_at_epoch_end) or (
+                            train_cfg.eval_every and step % train_cfg.eval_every == 0):
                         self.evaluate(step, epoch, progress)
                     if epoch_done or step >= self.stop_step:
                         break

@@ -86,6 +86,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=256, help="hard-samples batch size")
     parser.add_argument("--work", type=Path, default=None, help="keep everything here (default: a temp dir)")
+    parser.add_argument("--reuse-run", action="store_true",
+                        help="skip training when the work dir already holds a checkpoint (re-rank only)")
     args = parser.parse_args()
 
     work = args.work or Path(tempfile.mkdtemp(prefix="topofr-label-noise-"))
@@ -108,7 +110,8 @@ def main() -> None:
              "--set", f"train.output={run_dir}", "--overwrite"]
     for text in args.overrides:
         train += ["--set", text]
-    timings["train"] = run(train)
+    if not (args.reuse_run and latest_checkpoint(run_dir) is not None):
+        timings["train"] = run(train)
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is None:
         raise SystemExit(f"{run_dir}: training wrote no checkpoint")
@@ -140,7 +143,12 @@ def main() -> None:
     met = sds_auc >= 0.9 and sds_auc >= best_single - 1e-12
     console.print(f"goal (SDS AUC ≥ 0.9 and ≥ best single signal {best_single:.4f}): "
                   + ("[green]met[/]" if met else "[red]not met[/]"))
-    console.print(f"accuracy on the noisy labels: {(frame['predicted'] == frame['label']).mean():.3f}; "
+    true_labels = open_dataset(clean_dir).labels[frame["index"].to_numpy()]
+    recovered = (frame["predicted"].to_numpy() == true_labels)[positive].mean()
+    console.print(f"model accuracy against the noisy labels {(frame['predicted'] == frame['label']).mean():.3f}, "
+                  f"against the true labels {(frame['predicted'].to_numpy() == true_labels).mean():.3f}; "
+                  f"flipped images predicted as their true identity {recovered:.3f}")
+    console.print(f"checkpoint {checkpoint.name}; "
                   f"timings (s): " + ", ".join(f"{key} {value:.0f}" for key, value in timings.items())
                   + f"; work dir {work}")
 

@@ -133,14 +133,18 @@ def test_streamed_margin_softmax_matches_the_dense_softmax():
     weight = torch.randn(11, 16, generator=generator)
     labels = torch.tensor([0, 3, 4, 10, 7, 7, 2, 9, 5])
     head = CombinedMarginHead()
-    p = torch.softmax(head(F.normalize(z) @ F.normalize(weight).T, labels), dim=1)
-    top = p.topk(2, dim=1)
+    cosine = F.normalize(z) @ F.normalize(weight).T
+    p = torch.softmax(head(cosine, labels), dim=1)
+    top = cosine.topk(2, dim=1)  # the prediction ignores the margin
     for block in (1, 3, 4, 11, 64):
         stats = margin_softmax_stats(z, labels, normalized_classifier(weight, "cpu"), head, class_block=block)
         torch.testing.assert_close(stats.p_true, p.gather(1, labels[:, None]).squeeze(1), rtol=1e-5, atol=1e-7)
         torch.testing.assert_close(stats.entropy, -(p * torch.log(p + 1e-5)).sum(1), rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(stats.p_predicted, top.values[:, 0], rtol=1e-5, atol=1e-7)
-        torch.testing.assert_close(stats.p_runner_up, top.values[:, 1], rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(stats.p_predicted, p.gather(1, top.indices[:, :1]).squeeze(1), rtol=1e-5,
+                                   atol=1e-7)
+        torch.testing.assert_close(stats.p_runner_up, p.gather(1, top.indices[:, 1:]).squeeze(1), rtol=1e-5,
+                                   atol=1e-7)
+        torch.testing.assert_close(stats.cosine_gap, top.values[:, 0] - top.values[:, 1])
         assert torch.equal(stats.predicted, top.indices[:, 0])
         assert torch.equal(stats.runner_up, top.indices[:, 1])
 
@@ -216,7 +220,7 @@ def test_cli_writes_ranked_tables_figures_and_a_clean_set(trained, tmp_path):
     for _, row in frame.head(5).iterrows():
         assert row["key"] == dataset.source_key(int(row["index"]))
         assert row["label"] == dataset.labels[int(row["index"])]
-    assert ((frame["margin"] >= 0) & (frame["margin"] <= frame["p_predicted"] + 1e-6)).all()
+    assert ((frame["margin"] >= 0) & (frame["margin"] <= 2)).all()  # a gap between two cosines
     right = frame["predicted"] == frame["label"]
     np.testing.assert_allclose(frame["p_predicted"][right], frame["p_gt"][right], rtol=1e-6)
     csv = pd.read_csv(out / "sds.csv")

@@ -23,10 +23,11 @@ class ClassStats:
     """Margin-softmax figures for one batch (all tensors [B] on the batch's device)."""
 
     p_true: torch.Tensor  # probability of the labelled class
-    predicted: torch.Tensor  # int64 argmax class
-    p_predicted: torch.Tensor
-    runner_up: torch.Tensor  # int64 second-most-probable class (−1 when C = 1)
+    predicted: torch.Tensor  # int64 class of the largest cosine: the model's decision (no margin)
+    p_predicted: torch.Tensor  # its margin-softmax probability (= p_true when it is the label)
+    runner_up: torch.Tensor  # int64 class of the second-largest cosine (−1 when C = 1)
     p_runner_up: torch.Tensor
+    cosine_gap: torch.Tensor  # cos θ_predicted − cos θ_runner_up (≥ 0; inf when C = 1)
     entropy: torch.Tensor
 
 
@@ -57,22 +58,25 @@ def margin_softmax_stats(
     batch = z.shape[0]
     neg_inf = torch.full((batch,), float("-inf"), device=z.device)
 
-    def block_logits(start: int) -> torch.Tensor:
+    def block_logits(start: int) -> tuple[torch.Tensor, torch.Tensor]:
         stop = min(start + class_block, num_classes)
         cosine = z @ weight_normed[start:stop].T
         local = labels - start
         inside = (local >= 0) & (local < stop - start)
-        return head(cosine, torch.where(inside, local, torch.full_like(local, -1))).float()
+        return cosine, head(cosine, torch.where(inside, local, torch.full_like(local, -1))).float()
 
-    # Pass 1: online log-sum-exp, the labelled logit and the two largest logits.
+    # Pass 1: online log-sum-exp, the labelled logit, and the two largest cosines with their logits.
+    # The prediction is taken from the cosines: the margin is a training device that penalises
+    # only the labelled class, so the margin logits' argmax is biased against the label.
     running_max = neg_inf.clone()
     running_sum = torch.zeros(batch, device=z.device)
     true_logit = neg_inf.clone()
-    top_values = torch.stack([neg_inf, neg_inf], dim=1)
+    top_cosines = torch.stack([neg_inf, neg_inf], dim=1)
+    top_logits = top_cosines.clone()
     top_indices = torch.full((batch, 2), -1, dtype=torch.int64, device=z.device)
     cached: torch.Tensor | None = None
     for start in starts:
-        logits = block_logits(start)
+        cosine, logits = block_logits(start)
         if len(starts) == 1:
             cached = logits
         new_max = torch.maximum(running_max, logits.max(dim=1).values)
@@ -84,26 +88,28 @@ def margin_softmax_stats(
         inside = (local >= 0) & (local < logits.shape[1])
         picked = logits.gather(1, local.clamp(0, logits.shape[1] - 1)[:, None]).squeeze(1)
         true_logit = torch.where(inside, picked, true_logit)
-        k = min(2, logits.shape[1])
-        block_values, block_indices = logits.topk(k, dim=1)
-        values = torch.cat([top_values, block_values], dim=1)
+        block_cosines, block_indices = cosine.topk(min(2, cosine.shape[1]), dim=1)
+        cosines = torch.cat([top_cosines, block_cosines], dim=1)
+        candidate_logits = torch.cat([top_logits, logits.gather(1, block_indices)], dim=1)
         indices = torch.cat([top_indices, block_indices + start], dim=1)
-        top_values, order = values.topk(2, dim=1)
+        top_cosines, order = cosines.topk(2, dim=1)
+        top_logits = candidate_logits.gather(1, order)
         top_indices = indices.gather(1, order)
     log_normalizer = running_max + torch.log(running_sum)
 
     # Pass 2: −Σ p log(p + eps), now that log Z is known.
     entropy = torch.zeros(batch, device=z.device)
     for start in starts:
-        logits = cached if cached is not None else block_logits(start)
+        logits = cached if cached is not None else block_logits(start)[1]
         p = torch.exp(logits - log_normalizer[:, None])
         entropy -= (p * torch.log(p + ENTROPY_EPS)).sum(dim=1)
 
     return ClassStats(
         p_true=torch.exp(true_logit - log_normalizer),
         predicted=top_indices[:, 0],
-        p_predicted=torch.exp(top_values[:, 0] - log_normalizer),
+        p_predicted=torch.exp(top_logits[:, 0] - log_normalizer),
         runner_up=top_indices[:, 1],
-        p_runner_up=torch.exp(top_values[:, 1] - log_normalizer),
+        p_runner_up=torch.exp(top_logits[:, 1] - log_normalizer),
+        cosine_gap=top_cosines[:, 0] - top_cosines[:, 1],
         entropy=entropy,
     )

@@ -71,11 +71,12 @@ class HardnessTable:
     """Per-image figures in dataset order (arrays of length N)."""
 
     labels: np.ndarray  # int64
-    predicted: np.ndarray  # int64, argmax of the margin softmax
-    runner_up: np.ndarray  # int64, second most probable class (−1 if there is none)
-    p_true: np.ndarray  # float32
+    predicted: np.ndarray  # int64, class of the largest cosine (the model's decision)
+    runner_up: np.ndarray  # int64, class of the second-largest cosine (−1 if there is none)
+    p_true: np.ndarray  # float32, margin-softmax probabilities (REFERENCE §1.3)
     p_predicted: np.ndarray
     p_runner_up: np.ndarray
+    margin: np.ndarray  # float32, cos θ_predicted − cos θ_runner_up
     entropy: np.ndarray
     gum_input: np.ndarray  # float64, sde_statistic(H): what the GUM was fitted on
     gamma: np.ndarray  # float64, posterior of the Gaussian ("normal") component
@@ -87,11 +88,6 @@ class HardnessTable:
 
     def __len__(self) -> int:
         return len(self.labels)
-
-    @property
-    def margin(self) -> np.ndarray:
-        """Probability of the predicted class minus that of the runner-up."""
-        return self.p_predicted - self.p_runner_up
 
     def ranking(self) -> np.ndarray:
         """Indices by SDS, highest first; ties keep dataset order."""
@@ -161,7 +157,7 @@ def score_dataset(
 
     n = len(dataset)
     labels, predicted, runner_up = (np.empty(n, np.int64) for _ in range(3))
-    p_true, p_predicted, p_runner_up, entropy = (np.empty(n, np.float32) for _ in range(4))
+    p_true, p_predicted, p_runner_up, margin, entropy = (np.empty(n, np.float32) for _ in range(5))
     batch_fit = np.empty((n, 2), np.float64) if gum_scope == "batch" else None  # gum_input, gamma
     pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
 
@@ -173,7 +169,7 @@ def score_dataset(
         floats = torch.cat([p[2] for p in pending]).cpu().numpy()
         for column, target in enumerate((predicted, runner_up, labels)):
             target[index] = ints[:, column]
-        for column, target in enumerate((p_true, p_predicted, p_runner_up, entropy)):
+        for column, target in enumerate((p_true, p_predicted, p_runner_up, margin, entropy)):
             target[index] = floats[:, column]
         if batch_fit is not None:
             batch_fit[index] = torch.cat([p[3] for p in pending]).cpu().numpy()
@@ -194,7 +190,8 @@ def score_dataset(
             pending.append((
                 indices.to(torch.int64),
                 torch.stack([stats.predicted, stats.runner_up, batch_labels], dim=1),
-                torch.stack([stats.p_true, stats.p_predicted, stats.p_runner_up, stats.entropy], 1),
+                torch.stack([stats.p_true, stats.p_predicted, stats.p_runner_up, stats.cosine_gap,
+                             stats.entropy], dim=1),
                 fit,
             ))
             if len(pending) >= _FLUSH_EVERY:
@@ -203,8 +200,8 @@ def score_dataset(
         flush()
     return finish_table(
         labels=labels, predicted=predicted, runner_up=runner_up, p_true=p_true,
-        p_predicted=p_predicted, p_runner_up=p_runner_up, entropy=entropy, gum_scope=gum_scope,
-        batch_fit=batch_fit, temperature=settings.temperature,
+        p_predicted=p_predicted, p_runner_up=p_runner_up, margin=margin, entropy=entropy,
+        gum_scope=gum_scope, batch_fit=batch_fit, temperature=settings.temperature,
     )
 
 
@@ -216,6 +213,7 @@ def finish_table(
     p_true: np.ndarray,
     p_predicted: np.ndarray,
     p_runner_up: np.ndarray,
+    margin: np.ndarray,
     entropy: np.ndarray,
     gum_scope: str,
     batch_fit: np.ndarray | None,
@@ -240,7 +238,8 @@ def finish_table(
     w1, w2 = _numpy64(w1), _numpy64(w2)
     return HardnessTable(
         labels=labels, predicted=predicted, runner_up=runner_up, p_true=p_true,
-        p_predicted=p_predicted, p_runner_up=p_runner_up, entropy=entropy, gum_input=gum_input,
+        p_predicted=p_predicted, p_runner_up=p_runner_up, margin=margin, entropy=entropy,
+        gum_input=gum_input,
         gamma=gamma, w1=w1, w2=w2, sds=w1 * w2, gum_scope=gum_scope, gum=gum,
     )
 

@@ -45,7 +45,6 @@ def ranked_slices(
 ) -> Iterator[pa.RecordBatch]:
     """Record batches of the table in SDS order (highest first)."""
     order = table.ranking()
-    margin = table.margin
     for start in range(0, len(order), rows_per_slice):
         index = order[start:start + rows_per_slice]
         columns = {
@@ -57,7 +56,7 @@ def ranked_slices(
             "p_predicted": table.p_predicted[index],
             "p_gt": table.p_true[index],
             "entropy": table.entropy[index],
-            "margin": margin[index].astype(np.float32),
+            "margin": table.margin[index],
             "runner_up": table.runner_up[index],
             "gum_input": table.gum_input[index],
             "gamma": table.gamma[index],

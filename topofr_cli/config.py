@@ -83,6 +83,9 @@ class PTSAConfig:
     form: Literal["official", "symmetric"] = "official"
     alpha: float = 0.1
     scope: Literal["local", "global"] = "local"
+    # fixed mode learns λ; at the backbone's lr (and momentum) SGD overshoots it by orders of magnitude
+    # within a few steps (its early gradient is ~100× the backbone's), after which PTSA is inert
+    scale_lr_multiplier: float = 0.01
 
 
 @dataclass

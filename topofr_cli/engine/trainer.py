@@ -79,8 +79,9 @@ def _build_parts(recipe: Recipe, num_classes: int, ctx: D.DistContext, objective
     objective.to(ctx.device)
     groups: list[dict[str, Any]] = [{"params": list(backbone.parameters())}]
     extra = [p for p in objective.parameters() if p.requires_grad]
-    if extra:  # TopoFR's latent scale λ: optimised with the backbone, never weight-decayed
-        groups.append({"params": extra, "weight_decay": 0.0})
+    if extra:  # TopoFR's latent scale λ: optimised with the backbone, never weight-decayed, slower
+        groups.append({"params": extra, "weight_decay": 0.0,
+                       "lr_multiplier": recipe.topofr.ptsa.scale_lr_multiplier})
     backbone_optimizer = _make_optimizer(recipe, groups)
     classifier_optimizer = _make_optimizer(recipe, [{"params": [classifier.weight]}])
     return TrainingParts(backbone, classifier, objective, backbone_optimizer, classifier_optimizer, None)

@@ -114,3 +114,16 @@ def test_reference_recipes_ask_for_the_data_path(name):
     recipe = Path(__file__).resolve().parent.parent / "recipes" / f"{name}.yaml"
     code, out = invoke(str(recipe))
     assert code == 2 and "set data.path" in out
+
+
+def test_train_prints_verification_next_to_the_pixel_baseline(tmp_path):
+    data = make_tiny_dataset(tmp_path / "data", classes=4, per_class=4, pairs=20)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "old.txt").write_text("from an earlier run")
+    recipe = tiny_recipe_file(tmp_path, data, run)
+    code, out = invoke(str(recipe), "--set", "schedule.max_steps=2", "--overwrite")
+    assert code == 0, out
+    assert "Verification after 2 steps" in out and "raw-pixel baseline" in out and "val" in out
+    assert not (run / "old.txt").exists()  # --overwrite replaced the directory
+    assert {p.name for p in run.iterdir()} >= {"recipe.yaml", "metrics.csv", "checkpoints"}

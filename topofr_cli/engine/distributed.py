@@ -76,6 +76,9 @@ def setup_distributed(device_preference: str) -> DistContext:
 
 def teardown_distributed(ctx: DistContext) -> None:
     if ctx.distributed and dist.is_initialized():
+        # Without a barrier a rank can tear gloo down while its peer still has a collective in flight,
+        # which aborts the peer ("terminate called without an active exception").
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -19,7 +19,8 @@ Kernel = tuple[int, int]
 
 
 class ConvBlock(nn.Module):
-    """Conv → BN → PReLU."""
+    """Conv → BN → PReLU; without the PReLU (`activation=False`) it is the linear projection that ends a
+    bottleneck. Keys stay `layers.{0,1,2}` as in insightface either way."""
 
     def __init__(
         self,
@@ -29,42 +30,26 @@ class ConvBlock(nn.Module):
         stride: Kernel = (1, 1),
         padding: Kernel = (0, 0),
         groups: int = 1,
+        activation: bool = True,
     ):
         super().__init__()
-        self.layers = nn.Sequential(
+        layers: list[nn.Module] = [
             nn.Conv2d(
                 in_channels, out_channels, kernel, stride=stride, padding=padding, groups=groups, bias=False
             ),
             nn.BatchNorm2d(out_channels),
-            nn.PReLU(out_channels),
-        )
+        ]
+        if activation:
+            layers.append(nn.PReLU(out_channels))
+        self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
 
 
-class LinearBlock(nn.Module):
+def LinearBlock(in_channels: int, out_channels: int, **kwargs) -> ConvBlock:  # noqa: N802 (reads as a layer)
     """Conv → BN with no non-linearity (the projection at the end of a bottleneck)."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel: Kernel = (1, 1),
-        stride: Kernel = (1, 1),
-        padding: Kernel = (0, 0),
-        groups: int = 1,
-    ):
-        super().__init__()
-        self.layers = nn.Sequential(
-            nn.Conv2d(
-                in_channels, out_channels, kernel, stride=stride, padding=padding, groups=groups, bias=False
-            ),
-            nn.BatchNorm2d(out_channels),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+    return ConvBlock(in_channels, out_channels, activation=False, **kwargs)
 
 
 class DepthWise(nn.Module):

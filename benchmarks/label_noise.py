@@ -86,6 +86,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=256, help="hard-samples batch size")
     parser.add_argument("--work", type=Path, default=None, help="keep everything here (default: a temp dir)")
+    parser.add_argument("--no-margin", action="store_true",
+                        help="rank with `hard-samples --no-margin` (probabilities from the scaled cosines)")
     parser.add_argument("--reuse-run", action="store_true",
                         help="skip training when the work dir already holds a checkpoint (re-rank only)")
     args = parser.parse_args()
@@ -118,6 +120,7 @@ def main() -> None:
     timings["hard-samples"] = run([
         sys.executable, "-m", "topofr_cli", "hard-samples", str(checkpoint), "--data", str(noisy_dir),
         "--out", str(report_dir), "--batch-size", str(args.batch_size), "--top", "10",
+        *(["--no-margin"] if args.no_margin else []),
     ])
 
     frame = pd.read_parquet(report_dir / "sds.parquet").sort_values("index")

@@ -277,3 +277,17 @@ def test_cli_rejects_inconsistent_clean_options(trained, tmp_path, extra, messag
                                  "--out", str(tmp_path / "o"), *extra])
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_no_margin_takes_probabilities_from_the_scaled_cosines(trained):
+    """--no-margin: p_gt = softmax(s · cos θ)[label], computed here from the embeddings and weights."""
+    model, dataset = load_model(trained["model"]), open_dataset(trained["data"])
+    table = score_dataset(model, dataset, batch_size=7, progress=False, margin=False)
+    weight = F.normalize(torch.load(trained["model"], weights_only=True)["classifier"], dim=1)
+    p = torch.softmax(SCALE * trained["embeddings"] @ weight.T, dim=1)
+    labels = torch.from_numpy(dataset.labels)
+    expected = p.gather(1, labels[:, None]).squeeze(1).numpy()
+    np.testing.assert_allclose(table.p_true, expected, rtol=1e-4, atol=1e-6)
+    with_margin = score_dataset(model, dataset, batch_size=7, progress=False)
+    assert (table.p_true >= with_margin.p_true - 1e-6).all()  # the margin only ever lowers p_gt
+    assert (table.p_true > with_margin.p_true + 1e-3).any()

@@ -100,6 +100,10 @@ def hard_samples(
     drop_above: float | None = typer.Option(None, "--drop-above",
                                             help="With --write-clean: drop every image with SDS above X."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --write-clean directory."),
+    margin: bool = typer.Option(True, "--margin/--no-margin",
+                                help="Probabilities from the training margin logits (REFERENCE §1.3, default) "
+                                "or from the scaled cosines alone (--no-margin, as at inference; better for "
+                                "finding mislabels when the margin is large)."),
 ) -> None:
     """Rank every image by structure damage score (SDS = w1 · w2, REFERENCE §1.3) to find label noise."""
     from topofr_cli.data import open_dataset
@@ -120,7 +124,7 @@ def hard_samples(
     dataset = open_dataset(data)
     check_inputs(loaded, dataset, str(model), str(data))
     table = score_dataset(loaded, dataset, batch_size=batch_size, gum_scope=gum_scope.value,
-                          device=_resolve_device(device), num_workers=workers)
+                          device=_resolve_device(device), num_workers=workers, margin=margin)
 
     with console.status("writing the ranking and figures"), staged_directory(out) as staging:
         write_table(table, dataset, staging)

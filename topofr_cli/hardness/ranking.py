@@ -8,7 +8,7 @@ The GUM is then fitted over the whole dataset (default) or was fitted per batch,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -138,10 +138,14 @@ def score_dataset(
     num_workers: int = 0,
     class_block: int = DEFAULT_CLASS_BLOCK,
     progress: bool = True,
+    margin: bool = True,
 ) -> HardnessTable:
     """Compute p_gt, prediction, entropy, γ, w1, w2 and SDS for every image of `dataset`.
 
     `model` is an `evaluation.model_io.LoadedModel` with a classifier (see `check_inputs`).
+    `margin=False` takes the probabilities from the scaled cosines alone (as at inference) instead of
+    the training margin logits of REFERENCE §1.3: a large margin pushes p_gt of clean images towards 0,
+    and then w1 (uncertainty) rather than w2 (label agreement) orders the ranking.
     """
     from topofr_cli.data.loader import make_eval_loader, normalize
     from topofr_cli.models.heads import CombinedMarginHead
@@ -150,6 +154,8 @@ def score_dataset(
         raise TopofrError(f"--gum-scope: expected 'dataset' or 'batch', got {gum_scope!r}")
     device = torch.device(device)
     settings = HeadSettings.from_recipe(getattr(model, "recipe", None))
+    if not margin:
+        settings = replace(settings, m1=1.0, m2=0.0, m3=0.0)
     head = CombinedMarginHead(scale=settings.scale, m1=settings.m1, m2=settings.m2, m3=settings.m3)
     head = head.to(device).eval()
     backbone = model.backbone.to(device).eval()

@@ -8,7 +8,7 @@ unchanged. Only the forward pass adds features: per-stage gradient checkpointing
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import nn
@@ -84,6 +84,22 @@ def frozen_batchnorm_statistics(module: nn.Module) -> Iterator[None]:
                 m.num_batches_tracked.copy_(tracked)
 
 
+
+def run_stages(stages: Iterable[nn.Module], x: torch.Tensor, checkpointed: bool) -> torch.Tensor:
+    """Apply `stages` in order; with `checkpointed`, each keeps only its input for backward and is
+    recomputed there (with its BatchNorm statistics frozen, so they are updated once per step)."""
+    for stage in stages:
+        if checkpointed:
+            x = checkpoint(
+                stage,
+                x,
+                use_reentrant=False,
+                context_fn=lambda stage=stage: (contextlib.nullcontext(), frozen_batchnorm_statistics(stage)),
+            )
+        else:
+            x = stage(x)
+    return x
+
 class IResNet(nn.Module):
     """insightface IResNet: 3×3 stem (64 ch, stride 1), four stride-2 stages, BN → FC → BN1d head."""
 
@@ -128,19 +144,7 @@ class IResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.prelu(self.bn1(self.conv1(x)))
         use_checkpoint = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
-        for stage in self.stages:
-            if use_checkpoint:
-                x = checkpoint(
-                    stage,
-                    x,
-                    use_reentrant=False,
-                    context_fn=lambda stage=stage: (
-                        contextlib.nullcontext(),
-                        frozen_batchnorm_statistics(stage),
-                    ),
-                )
-            else:
-                x = stage(x)
+        x = run_stages(self.stages, x, use_checkpoint)
         x = self.dropout(self.bn2(x))
         x = self.fc(torch.flatten(x, 1))
         return self.features(x)

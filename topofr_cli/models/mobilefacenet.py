@@ -7,13 +7,10 @@ Module nesting and attribute names follow insightface's `backbones/mobilefacenet
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from topofr_cli.models.iresnet import frozen_batchnorm_statistics
+from topofr_cli.models.iresnet import run_stages
 
 Kernel = tuple[int, int]
 
@@ -146,17 +143,5 @@ class MobileFaceNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         use_checkpoint = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
-        for layer in self.layers:
-            if use_checkpoint:
-                x = checkpoint(
-                    layer,
-                    x,
-                    use_reentrant=False,
-                    context_fn=lambda layer=layer: (
-                        contextlib.nullcontext(),
-                        frozen_batchnorm_statistics(layer),
-                    ),
-                )
-            else:
-                x = layer(x)
+        x = run_stages(self.layers, x, use_checkpoint)
         return self.features(self.conv_sep(x))

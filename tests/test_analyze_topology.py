@@ -186,7 +186,7 @@ def test_two_runs_give_collapse_curves_matching_independent_truth(dataset, runs,
     curve = pd.read_csv(out / "distances.csv")
     assert len(curve) == (3 + 2) * 2 * 2  # checkpoints × (latent, latent_l2) × (H0, H1)
     for name in ("arcface_persistence_diagrams", "topofr_barcodes", "arcface_death_histograms",
-                 "topofr_latent_pca", "collapse_curve"):
+                 "topofr_latent_pca", "collapse_curve", "collapse_curve_l2"):
         assert_png(out / f"{name}.png")
 
     # Independent truth for run A's last checkpoint: embed here, distances / λ, plain gudhi.

@@ -19,7 +19,7 @@ import pandas as pd
 from topofr_cli import __version__
 from topofr_cli.analysis.collapse import CURVE_COLUMNS, curve_rows
 from topofr_cli.analysis.pipeline import AnalysisResult, ModelPoint
-from topofr_cli.analysis.spaces import INPUT_SPACE, LATENT_SPACE
+from topofr_cli.analysis.spaces import INPUT_SPACE, LATENT_L2_SPACE, LATENT_SPACE
 from topofr_cli.errors import TopofrError
 from topofr_cli.plots.collapse import plot_collapse_curves
 from topofr_cli.plots.diagrams import (
@@ -135,8 +135,12 @@ def _write_figures(result: AnalysisResult, folder: Path) -> list[str]:
                         f"{target.label}{step}: L2-normalised embeddings, PCA")
         written += names
     if any(t.is_run for t in result.targets):
-        plot_collapse_curves(curve_rows([t for t in result.targets if t.is_run]), folder / "collapse_curve.png")
-        written.append("collapse_curve.png")
+        rows = curve_rows([t for t in result.targets if t.is_run])
+        plot_collapse_curves(rows, folder / "collapse_curve.png", space=LATENT_SPACE)
+        # λ rescales the raw latent space, so runs with different λ also differ there by scale alone;
+        # the L2-normalised space compares their shapes only.
+        plot_collapse_curves(rows, folder / "collapse_curve_l2.png", space=LATENT_L2_SPACE)
+        written += ["collapse_curve.png", "collapse_curve_l2.png"]
     return written
 
 

@@ -7,7 +7,6 @@ once complete. An existing output directory is replaced only if it is empty or a
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,6 +19,7 @@ from topofr_cli import __version__
 from topofr_cli.analysis.collapse import CURVE_COLUMNS, curve_rows
 from topofr_cli.analysis.pipeline import AnalysisResult, ModelPoint
 from topofr_cli.analysis.spaces import INPUT_SPACE, LATENT_L2_SPACE, LATENT_SPACE
+from topofr_cli.data.packed import replace_dir
 from topofr_cli.errors import TopofrError
 from topofr_cli.plots.collapse import plot_collapse_curves
 from topofr_cli.plots.diagrams import (
@@ -179,13 +179,7 @@ def write_outputs(result: AnalysisResult, out_dir: str | Path) -> dict[str, Any]
         data = summary(result)
         data["files"] = [*files, SUMMARY_FILE]
         (tmp / SUMMARY_FILE).write_text(json.dumps(data, indent=2) + "\n")
-        if out_dir.exists():
-            trash = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, trash)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
+        replace_dir(tmp, out_dir, overwrite=True)  # whether out_dir may be replaced was checked up front
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

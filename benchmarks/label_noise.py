@@ -30,6 +30,7 @@ from topofr_cli.data import open_dataset
 from topofr_cli.data.packed import PackedWriter
 from topofr_cli.data.synthetic import generate_synthetic
 from topofr_cli.engine.checkpoint import latest_checkpoint
+from topofr_cli.evaluation.baseline import pixel_baseline
 
 console = Console()
 
@@ -101,7 +102,8 @@ def main() -> None:
     started = time.perf_counter()
     if not clean_dir.exists():
         generate_synthetic(clean_dir, identities=args.identities, images_per_identity=args.images_per_identity,
-                           heldout_identities=args.heldout_identities, pairs=args.pairs, seed=args.seed)
+                           heldout_identities=args.heldout_identities, pairs=args.pairs, seed=args.seed,
+                           baseline=pixel_baseline)
     if not noisy_dir.exists():
         flipped = write_noisy_copy(clean_dir, noisy_dir, args.noise, args.seed + 1)
         np.save(work / "flipped.npy", flipped)

@@ -25,6 +25,7 @@ from topofr_cli.data import open_dataset
 from topofr_cli.data.bins import read_bin
 from topofr_cli.data.images import decode_image
 from topofr_cli.data.synthetic import generate_synthetic
+from topofr_cli.evaluation.baseline import pixel_baseline
 from topofr_cli.evaluation.protocol import verification_metrics
 
 
@@ -94,7 +95,7 @@ def main() -> None:
         report = generate_synthetic(Path(tmp) / "synthetic", identities=args.identities,
                                     images_per_identity=args.images_per_identity,
                                     heldout_identities=args.heldout_identities, pairs=args.pairs, seed=args.seed,
-                                    difficulty=args.difficulty, workers=args.workers)
+                                    difficulty=args.difficulty, workers=args.workers, baseline=pixel_baseline)
         cpu_after = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = sum(a.ru_utime + a.ru_stime - b.ru_utime - b.ru_stime for a, b in zip(cpu_after, cpu_before, strict=True))
         total = (args.identities + args.heldout_identities) * args.images_per_identity

@@ -62,11 +62,12 @@ def main() -> None:
         data = args.data
         if data is None:
             from topofr_cli.data.synthetic import generate_synthetic
+            from topofr_cli.evaluation.baseline import pixel_baseline
 
             data = Path(tmp) / "synthetic"
             timed("generate synthetic set (256 × 16)", lambda: generate_synthetic(
                 data, identities=256, images_per_identity=16, heldout_identities=4, pairs=20, seed=0,
-                progress=False))
+                progress=False, baseline=pixel_baseline))
         sample = timed(f"decode sample of {args.samples}", lambda: load_sample(
             data, samples=args.samples, per_identity=8, seed=0))
         z = timed(f"embed (calibrated {args.network}, untimed by the issue)", lambda: calibrated_embeddings(sample.images, device, args.network))

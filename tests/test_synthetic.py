@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from topofr_cli.cli.app import app
 from topofr_cli.data import open_dataset
 from topofr_cli.data.bins import read_bin
+from topofr_cli.data.folds import kfold_splits
 from topofr_cli.data.images import decode_image
 from topofr_cli.data.synthetic import (
     BIN_NAME,
@@ -20,14 +21,13 @@ from topofr_cli.data.synthetic import (
     draw_pairs,
     generate_synthetic,
     identity_parameters,
-    pixel_baseline,
-    pixel_baseline_accuracy,
     render_identity,
 )
 from topofr_cli.data.synthetic_nuisance import draw_nuisance
 from topofr_cli.data.synthetic_render import IMAGE_SIZE, draw_identity, render_pixels
 from topofr_cli.errors import TopofrError
-from topofr_cli.evaluation.protocol import kfold_splits, verification_metrics
+from topofr_cli.evaluation.baseline import pixel_baseline, pixel_baseline_accuracy
+from topofr_cli.evaluation.protocol import verification_metrics
 
 TINY = {"identities": 4, "images_per_identity": 3, "heldout_identities": 5, "pairs": 20}
 
@@ -152,10 +152,17 @@ def test_pixel_baseline_matches_direct_computation_and_detects_identical_pairs(t
 
 def test_raw_pixels_stay_below_75_percent(tmp_path):
     report = generate_synthetic(tmp_path / "hard", identities=2, images_per_identity=6, heldout_identities=60,
-                                pairs=300, seed=11, progress=False)
+                                pairs=300, seed=11, progress=False, baseline=pixel_baseline)
     assert 0.4 < report.pixel_baseline_accuracy < 0.75
     meta = json.loads((report.out_dir / "meta.json").read_text())
     assert meta["synthetic"]["pixel_baseline_accuracy"] == pytest.approx(report.pixel_baseline_accuracy)
+
+
+def test_without_a_baseline_function_meta_records_no_baseline(tiny_set):
+    out, report = tiny_set
+    meta = json.loads((out / "meta.json").read_text())
+    assert report.pixel_baseline is None and report.pixel_baseline_accuracy is None
+    assert "pixel_baseline_accuracy" not in meta["synthetic"] and meta["synthetic"]["seed"] == 7
 
 
 @pytest.mark.parametrize("bad", [{"images_per_identity": 1}, {"heldout_identities": 1}, {"pairs": 21},

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.progress import Progress
 
 from topofr_cli.analysis.collapse import run_checkpoints
 from topofr_cli.analysis.sampling import draw_sample
@@ -31,6 +29,7 @@ from topofr_cli.data.loader import normalize
 from topofr_cli.errors import TopofrError
 from topofr_cli.evaluation.embed import embed_images
 from topofr_cli.evaluation.model_io import CHECKPOINT_FORMAT, load_model
+from topofr_cli.progress import Progress, resolve_progress, stage, track
 from topofr_cli.topology import input_distances, latent_distances
 
 MODEL_IMAGE_SIZE = (112, 112)
@@ -79,39 +78,13 @@ class AnalysisResult:
     seconds: dict[str, float]
 
 
-def _track(progress: Progress | None, items: Iterable[Any], description: str, total: int, *,
-           keep: bool = True) -> Iterator[Any]:
-    if progress is None:
-        yield from items
-        return
-    task = progress.add_task(description, total=total)
-    for item in items:
-        yield item
-        progress.advance(task)
-    if not keep:  # one bar per checkpoint would bury the run's own bar
-        progress.remove_task(task)
-
-
-@contextlib.contextmanager
-def _stage(progress: Progress | None, description: str, *, keep: bool = True) -> Iterator[None]:
-    """An indeterminate bar for a step without countable parts (persistence of a whole space)."""
-    if progress is None:
-        yield
-        return
-    task = progress.add_task(description, total=None)
-    yield
-    progress.update(task, total=1, completed=1)
-    if not keep:
-        progress.remove_task(task)
-
-
 def load_sample(dataset_path: str | Path, *, samples: int, per_identity: int | None, seed: int,
-                progress: Progress | None = None) -> Sample:
+                progress: Progress | bool | None = None) -> Sample:
     """Draw the sample (see `draw_sample`) and decode its images into one uint8 tensor."""
     dataset = open_dataset(dataset_path)
     indices = draw_sample(dataset.labels, samples, per_identity=per_identity, seed=seed, source=str(dataset_path))
     images = []
-    for index in _track(progress, indices.tolist(), "decoding sample", len(indices)):
+    for index in track(resolve_progress(progress), indices.tolist(), "decoding sample", len(indices)):
         rgb, _ = dataset[index]
         if images and rgb.shape != images[0].shape:
             raise TopofrError(
@@ -140,7 +113,7 @@ def checkpoint_latent_scale(path: Path) -> float | None:
 
 def analyze_model(path: Path, sample: Sample, input_topology: SpaceTopology, dims: Sequence[int], *,
                   step: int | None, batch_size: int, device: torch.device,
-                  progress: Progress | None = None, description: str = "embedding",
+                  progress: Progress | bool | None = None, description: str = "embedding",
                   keep_bars: bool = True) -> ModelPoint:
     """Embed the sample with one model (eval mode, no flip) and compare its latent spaces to the input."""
     if tuple(sample.images.shape[2:]) != MODEL_IMAGE_SIZE:
@@ -148,6 +121,7 @@ def analyze_model(path: Path, sample: Sample, input_topology: SpaceTopology, dim
             f"{sample.dataset}: images are {sample.images.shape[3]}x{sample.images.shape[2]}, "
             f"face models take {MODEL_IMAGE_SIZE[1]}x{MODEL_IMAGE_SIZE[0]}"
         )
+    progress = resolve_progress(progress)
     start = time.perf_counter()
     loaded = load_model(path)
     scale = checkpoint_latent_scale(path) if loaded.kind == CHECKPOINT_FORMAT else None
@@ -158,7 +132,8 @@ def analyze_model(path: Path, sample: Sample, input_topology: SpaceTopology, dim
     batches = (images[i : i + batch_size] for i in range(0, len(images), batch_size))
     total = -(-len(images) // batch_size)
     embeddings = torch.from_numpy(
-        embed_images(loaded.backbone, _track(progress, batches, description, total, keep=keep_bars), flip=False,
+        embed_images(loaded.backbone, track(progress, batches, description, total, transient=not keep_bars),
+                     flip=False,
                      device=device)
     )
     if embeddings.ndim != 2 or (loaded.embedding_size and embeddings.shape[1] != loaded.embedding_size):
@@ -171,7 +146,7 @@ def analyze_model(path: Path, sample: Sample, input_topology: SpaceTopology, dim
     embed_seconds = time.perf_counter() - start
     normalized = F.normalize(embeddings, dim=1)
     start = time.perf_counter()
-    with _stage(progress, f"{description}: persistence and distances", keep=keep_bars):
+    with stage(progress, f"{description}: persistence and distances", transient=not keep_bars):
         topologies = space_topologies(
             {LATENT_SPACE: latent_distances(embeddings, scale), LATENT_L2_SPACE: latent_distances(normalized, 1.0)},
             dims,
@@ -201,7 +176,7 @@ def _unique_labels(paths: Sequence[Path]) -> list[str]:
 def analyze(dataset_path: str | Path, models: Sequence[str | Path], *, samples: int = 512,
             per_identity: int | None = None, dims: Sequence[int] = (0, 1), seed: int = 0,
             batch_size: int = 128, device: str | torch.device = "cpu",
-            progress: Progress | None = None) -> AnalysisResult:
+            progress: Progress | bool | None = None) -> AnalysisResult:
     """Input-space topology of a dataset sample and, for each model file or run directory, the
     topology of its latent spaces and their distances to the input space.
 
@@ -212,6 +187,7 @@ def analyze(dataset_path: str | Path, models: Sequence[str | Path], *, samples: 
         raise TopofrError(f"--batch-size must be at least 1, got {batch_size}")
     dims = tuple(sorted(set(dims)))
     device = torch.device(device)
+    progress = resolve_progress(progress)
     paths = [Path(m) for m in models]
     # Fail on a bad run directory before the expensive work starts.
     plans = [(path, run_checkpoints(path) if path.is_dir() else None) for path in paths]
@@ -226,7 +202,7 @@ def analyze(dataset_path: str | Path, models: Sequence[str | Path], *, samples: 
     a_x = input_space_distances(sample, device)
     seconds["input_distances"] = time.perf_counter() - start
     start = time.perf_counter()
-    with _stage(progress, "input space: persistence"):
+    with stage(progress, "input space: persistence"):
         input_topology = space_topologies({INPUT_SPACE: a_x}, dims)[INPUT_SPACE]
     seconds["input_topology"] = time.perf_counter() - start
 
@@ -240,7 +216,7 @@ def analyze(dataset_path: str | Path, models: Sequence[str | Path], *, samples: 
         points = [
             analyze_model(ckpt, sample, input_topology, dims, step=step, batch_size=batch_size, device=device,
                           progress=progress, description=f"{label} step {step}", keep_bars=False)
-            for step, ckpt in _track(progress, checkpoints, f"checkpoints of {label}", len(checkpoints))
+            for step, ckpt in track(progress, checkpoints, f"checkpoints of {label}", len(checkpoints))
         ]
         targets.append(Target(label, path, True, points))
     return AnalysisResult(sample, dims, seed, per_identity, input_topology, targets, seconds)

@@ -6,14 +6,15 @@ from pathlib import Path
 
 import torch
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from topofr_cli.analysis.outputs import check_output_dir, write_outputs
 from topofr_cli.analysis.pipeline import AnalysisResult, analyze
 from topofr_cli.analysis.spaces import parse_dims
 from topofr_cli.cli.common import console, user_errors
+from topofr_cli.cli.render import RichProgress
 from topofr_cli.errors import TopofrError
+from topofr_cli.progress import stage
 
 MAX_TABLE_POINTS = 12  # a long run shows its first and last checkpoints on screen; all are in the files
 
@@ -116,13 +117,11 @@ def analyze_topology(
     dimensions = parse_dims(dims)
     torch_device = resolve_device(device)
     check_output_dir(out)  # before minutes of work, not after
-    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console) as progress:
-        result = analyze(data, models, samples=samples, per_identity=per_identity, dims=dimensions, seed=seed,
-                         batch_size=batch_size, device=torch_device, progress=progress)
-        task = progress.add_task("writing outputs", total=None)
+    progress = RichProgress(console, elapsed=True)
+    result = analyze(data, models, samples=samples, per_identity=per_identity, dims=dimensions, seed=seed,
+                     batch_size=batch_size, device=torch_device, progress=progress)
+    with stage(progress, "writing outputs"):
         written = write_outputs(result, out)
-        progress.update(task, total=1, completed=1)
     console.print(_input_table(result))
     if result.targets:
         console.print(_distance_table(result))

@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 import typer
 from rich.table import Table
 
 from topofr_cli.cli.common import console, user_errors
+from topofr_cli.cli.render import bars
 from topofr_cli.errors import TopofrError
+from topofr_cli.hardness.report import DISTRIBUTIONS_PNG, GALLERY_MAX_ROWS, GALLERY_PNG, SUMMARY_JSON
 
 if TYPE_CHECKING:
     from topofr_cli.hardness.ranking import HardnessTable
-
-DISTRIBUTIONS_PNG = "distributions.png"
-GALLERY_PNG = "gallery.png"
-GALLERY_MAX_ROWS = 32  # a taller figure is no longer something a person looks at
-SUMMARY_JSON = "summary.json"
 
 
 class GumScopeChoice(str, Enum):
@@ -60,21 +55,6 @@ def _top_table(table: HardnessTable, dataset: Any, top: int) -> Table:
     return view
 
 
-def _summary(table: HardnessTable, model_path: Path, data_path: Path) -> dict[str, Any]:
-    fit = table.gum
-    return {
-        "model": str(model_path),
-        "data": str(data_path),
-        "num_images": len(table),
-        "gum_scope": table.gum_scope,
-        "gum": None if fit is None else {"pi": fit.pi, "sigma2": fit.sigma2, "c": fit.c,
-                                         "iterations": fit.iterations},
-        "misclassified": int(np.sum(table.predicted != table.labels)),
-        "sds_mean": float(np.mean(table.sds)),
-        "sds_max": float(np.max(table.sds)),
-    }
-
-
 @user_errors
 def hard_samples(
     model: Path = typer.Argument(..., help="Trained checkpoint with its classifier (checkpoints/step_*.pt)."),
@@ -108,33 +88,25 @@ def hard_samples(
     """Rank every image by structure damage score (SDS = w1 · w2, REFERENCE §1.3) to find label noise."""
     from topofr_cli.data import open_dataset
     from topofr_cli.evaluation.model_io import load_model
-    from topofr_cli.hardness.clean import write_clean_dataset
+    from topofr_cli.hardness.clean import check_clean_options, write_clean_dataset
     from topofr_cli.hardness.ranking import check_inputs, score_dataset
-    from topofr_cli.hardness.table_io import staged_directory, write_table
-    from topofr_cli.plots.hardness import plot_distributions, plot_gallery
+    from topofr_cli.hardness.report import write_report
 
-    if write_clean is None and (drop_top is not None or drop_above is not None):
-        raise TopofrError("--drop-top/--drop-above: only meaningful with --write-clean OUT")
-    if write_clean is not None and (drop_top is None) == (drop_above is None):
-        raise TopofrError("--write-clean: give exactly one of --drop-top K or --drop-above X")
-    if write_clean is not None and write_clean.exists() and not overwrite:
-        raise TopofrError(f"{write_clean}: already exists (pass --overwrite to replace it)")
+    check_clean_options(write_clean, drop_top=drop_top, drop_above=drop_above, overwrite=overwrite)
 
     loaded = load_model(model)
     dataset = open_dataset(data)
     check_inputs(loaded, dataset, str(model), str(data))
     table = score_dataset(loaded, dataset, batch_size=batch_size, gum_scope=gum_scope.value,
-                          device=_resolve_device(device), num_workers=workers, margin=margin)
+                          device=_resolve_device(device), num_workers=workers, margin=margin,
+                          progress=bars(console))
 
-    with console.status("writing the ranking and figures"), staged_directory(out) as staging:
-        write_table(table, dataset, staging)
-        plot_distributions(table, staging / DISTRIBUTIONS_PNG)
-        plot_gallery(table, dataset, staging / GALLERY_PNG, top=min(top, GALLERY_MAX_ROWS), typical=typical)
-        (staging / SUMMARY_JSON).write_text(json.dumps(_summary(table, model, data), indent=2) + "\n")
+    with console.status("writing the ranking and figures"):
+        write_report(table, dataset, out, model_path=model, data_path=data, top=top, typical=typical)
     console.print(_top_table(table, dataset, top))
     console.print(f"wrote {out}/{{sds.parquet, sds.csv, {DISTRIBUTIONS_PNG}, {GALLERY_PNG}, {SUMMARY_JSON}}}")
 
     if write_clean is not None:
         report = write_clean_dataset(dataset, table, write_clean, drop_top=drop_top,
-                                     drop_above=drop_above, overwrite=overwrite)
+                                     drop_above=drop_above, overwrite=overwrite, progress=bars(console))
         console.print(f"wrote {report.path}: kept {report.kept:,} images, dropped {report.dropped:,}")

@@ -8,6 +8,7 @@ import numpy as np
 import typer
 
 from topofr_cli.cli.common import console, user_errors
+from topofr_cli.cli.render import bars
 from topofr_cli.errors import TopofrError
 
 app = typer.Typer(help="Bring datasets in: pack RecordIO or image folders, build .bin pair files, "
@@ -68,7 +69,7 @@ def prepare_folder(
         extra = {"aligned": True, "landmarks": str(landmarks)}
     report = pack_dataset(dataset, out, source=str(source), verify=not no_verify, skip_bad=skip_bad,
                           transform=transform, num_classes=dataset.num_classes, overwrite=overwrite,
-                          extra_meta={**extra, "identities": dataset.identities})
+                          extra_meta={**extra, "identities": dataset.identities}, progress=bars(console))
     _report_skipped(report.skipped, "images")
     console.print(f"packed {report.num_images} images of {report.num_classes} identities into {report.out_dir}",
                   highlight=False)
@@ -92,7 +93,7 @@ def prepare_rec(
 
     dataset = RecordIODataset(source)
     report = pack_dataset(dataset, out, source=str(dataset.rec_path), verify=not no_verify, skip_bad=skip_bad,
-                          num_classes=dataset.num_classes, overwrite=overwrite)
+                          num_classes=dataset.num_classes, overwrite=overwrite, progress=bars(console))
     _report_skipped(report.skipped, "images")
     console.print(f"packed {report.num_images} images of {report.num_classes} classes into {report.out_dir}",
                   highlight=False)
@@ -116,7 +117,8 @@ def prepare_bin(
 
     if not pairs.is_file():
         raise TopofrError(f"{pairs}: no such file")
-    report = build_bin(pairs, out, size=size, verify=not no_verify, skip_bad=skip_bad, overwrite=overwrite)
+    report = build_bin(pairs, out, size=size, verify=not no_verify, skip_bad=skip_bad, overwrite=overwrite,
+                       progress=bars(console))
     _report_skipped(report.skipped, "pairs (by CSV line)")
     console.print(f"wrote {report.num_pairs} pairs to {report.path}", highlight=False)
 
@@ -143,11 +145,12 @@ def synthetic(
 ) -> None:
     """Generate procedural face-like images: a packed training set plus a held-out verification .bin."""
     from topofr_cli.data.synthetic import generate_synthetic
+    from topofr_cli.evaluation.baseline import pixel_baseline
 
     report = generate_synthetic(out, identities=identities, images_per_identity=images_per_identity,
                                 heldout_identities=heldout_identities, pairs=pairs, seed=seed,
-                                progress=progress, difficulty=difficulty, quality=quality, workers=workers,
-                                overwrite=overwrite)
+                                progress=bars(console, enabled=progress, elapsed=True), difficulty=difficulty,
+                                quality=quality, workers=workers, overwrite=overwrite, baseline=pixel_baseline)
     baseline = report.pixel_baseline
     console.print(f"wrote {report.num_images} images of {report.num_classes} identities to {report.out_dir} "
                   f"in {report.seconds:.1f} s", highlight=False)

@@ -7,16 +7,17 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from topofr_cli.cli.common import console, user_errors
+from topofr_cli.cli.common import console, err_console, user_errors
+from topofr_cli.cli.render import RichProgress
 
 
-def _summary(result) -> Table:
+def _summary(result, pixel_baselines: dict[str, float]) -> Table:
     table = Table(title=f"Verification after {result.steps} steps (10-fold accuracy, %)")
     table.add_column("set")
     table.add_column("model", justify="right")
     table.add_column("raw-pixel baseline", justify="right")
     for score in result.verification:
-        baseline = result.pixel_baselines.get(score.name)
+        baseline = pixel_baselines.get(score.name)
         table.add_row(score.name, f"{100 * score.accuracy:.2f} ± {100 * score.accuracy_std:.2f}",
                       "-" if baseline is None else f"{100 * baseline:.2f}")
     return table
@@ -62,11 +63,13 @@ def train(
 
     from topofr_cli.engine.trainer import train as run_training
 
-    result = run_training(loaded, resume=resume, overwrite=overwrite)
+    result = run_training(loaded, resume=resume, overwrite=overwrite, progress=RichProgress(err_console))
     if result.rank != 0:
         return
     if result.verification:
-        console.print(_summary(result))
+        from topofr_cli.evaluation.baseline import pixel_baselines
+
+        console.print(_summary(result, pixel_baselines([score.path for score in result.verification])))
     console.print(f"{result.steps} steps in {result.wall_seconds:.0f} s ({result.images_per_second:.1f} img/s), "
                   f"{result.bad_steps} non-finite steps skipped; run directory {result.run_dir}"
                   + (f"; last checkpoint {result.checkpoint.name}" if result.checkpoint else ""))

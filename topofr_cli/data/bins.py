@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.progress import track
 
 from topofr_cli.data.images import ImageDecodeError, decode_image, encode_jpeg, resize_rgb
 from topofr_cli.errors import TopofrError
+from topofr_cli.progress import Progress, resolve_progress, track
 
 # (module, name) pairs a numpy array/dtype/scalar pickle needs, across numpy 1.x and 2.x module names
 # and pickle protocols 2-5. `_codecs.encode` is how protocol-2 pickles written by Python 3 store bytes.
@@ -166,7 +166,8 @@ def read_pairs_csv(csv_path: Path) -> list[tuple[int, Path, Path, bool]]:
 
 
 def build_bin(csv_path: str | Path, out_path: str | Path, *, size: int | None = None, verify: bool = True,
-              skip_bad: bool = False, overwrite: bool = False, progress: bool = True) -> BinReport:
+              skip_bad: bool = False, overwrite: bool = False,
+              progress: Progress | bool | None = None) -> BinReport:
     """Build a `.bin` from a pairs CSV. Images are stored as their file bytes, or resized and re-encoded
     to JPEG when `size` is given."""
     csv_path, out_path = Path(csv_path), Path(out_path)
@@ -177,7 +178,8 @@ def build_bin(csv_path: str | Path, out_path: str | Path, *, size: int | None = 
     flags: list[bool] = []
     skipped: list[tuple[int, str]] = []
     cache: dict[Path, bytes] = {}
-    for number, first, second, issame in track(rows, description="reading pairs", disable=not progress):
+    for number, first, second, issame in track(resolve_progress(progress), rows, "reading pairs",
+                                                        len(rows)):
         pair = []
         try:
             for image_path in (first, second):

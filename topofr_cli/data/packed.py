@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from rich.progress import track
 
 from topofr_cli import __version__
 from topofr_cli.data.images import ImageDecodeError, decode_image, image_size
 from topofr_cli.errors import TopofrError
+from topofr_cli.progress import Progress, resolve_progress, track
 
 FORMAT_NAME = "topofr-packed"
 META_FILE = "meta.json"
@@ -268,7 +268,7 @@ def _describe(dataset: Any, index: int) -> str:
 def pack_dataset(dataset: Any, out_dir: str | Path, *, source: str, verify: bool = True, skip_bad: bool = False,
                  transform: Callable[[int, np.ndarray], bytes] | None = None, num_classes: int | None = None,
                  overwrite: bool = False, extra_meta: dict[str, Any] | None = None,
-                 progress: bool = True) -> PackReport:
+                 progress: Progress | bool | None = None) -> PackReport:
     """Copy every image of `dataset` into a packed directory.
 
     Without `transform` the stored bytes are copied as they are (never re-encoded); `verify` decodes
@@ -278,7 +278,7 @@ def pack_dataset(dataset: Any, out_dir: str | Path, *, source: str, verify: bool
     """
     skipped: list[tuple[str, str]] = []
     with PackedWriter(out_dir, source=source, overwrite=overwrite) as writer:
-        for index in track(range(len(dataset)), description="packing", disable=not progress):
+        for index in track(resolve_progress(progress), range(len(dataset)), "packing", len(dataset)):
             encoded = dataset.encoded(index)
             try:
                 if transform is not None:

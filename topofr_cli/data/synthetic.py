@@ -2,7 +2,9 @@
 
 Every identity (training or held-out) has its own random stream derived from (seed, role, index),
 so the output bytes depend only on the arguments, not on the number of worker processes.
-Rendering lives in `synthetic_render` (the person) and `synthetic_nuisance` (the photo).
+Rendering lives in `synthetic_render` (the person) and `synthetic_nuisance` (the photo). How hard
+the pairs are for raw pixels is measured by a `baseline` function the caller passes in
+(`topofr_cli.evaluation.baseline.pixel_baseline`): data sits below evaluation and does not import it.
 """
 
 from __future__ import annotations
@@ -10,25 +12,20 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from topofr_cli.data.bins import read_bin, write_bin
-from topofr_cli.data.images import decode_image
+from topofr_cli.data.bins import write_bin
+from topofr_cli.data.folds import NUM_FOLDS, kfold_splits
 from topofr_cli.data.packed import PackedWriter
 from topofr_cli.data.synthetic_nuisance import draw_nuisance
 from topofr_cli.data.synthetic_render import Identity, draw_identity, encode_photos, render_pixels
 from topofr_cli.errors import TopofrError
-from topofr_cli.evaluation.protocol import (
-    NUM_FOLDS,
-    VerificationResult,
-    kfold_splits,
-    verification_metrics_from_distances,
-)
+from topofr_cli.progress import Progress, resolve_progress
 
 BIN_NAME = "synthetic_val.bin"
 GENERATOR_VERSION = 1  # bump when the drawing changes, so old datasets can be told apart
@@ -37,9 +34,16 @@ ROLE_TRAIN, ROLE_HELDOUT, ROLE_PAIRS = 0, 1, 2
 _POOL_MIN_IMAGES = 2000
 
 
+class PairScore(Protocol):
+    """What a baseline reports about a `.bin` (an `evaluation.protocol.VerificationResult` is one)."""
+
+    accuracy_mean: float
+    accuracy_std: float
+
+
 @dataclass
 class SyntheticReport:
-    """What `generate_synthetic` wrote and how hard it is for raw pixels."""
+    """What `generate_synthetic` wrote and, when a baseline was given, how hard it is for raw pixels."""
 
     out_dir: Path
     bin_path: Path
@@ -47,12 +51,12 @@ class SyntheticReport:
     num_classes: int
     heldout_identities: int
     pairs: int
-    pixel_baseline: VerificationResult
+    pixel_baseline: PairScore | None
     seconds: float
 
     @property
-    def pixel_baseline_accuracy(self) -> float:
-        return self.pixel_baseline.accuracy_mean
+    def pixel_baseline_accuracy(self) -> float | None:
+        return None if self.pixel_baseline is None else self.pixel_baseline.accuracy_mean
 
 
 def stream(seed: int, role: int, index: int) -> np.random.Generator:
@@ -94,33 +98,6 @@ def draw_pairs(rng: np.random.Generator, identities: int, per_identity: int, pai
     return np.stack([first_id, first_photo], 1), np.stack([second_id, second_photo], 1), issame
 
 
-def pixel_baseline(bin_path: str | Path, chunk_pairs: int = 256) -> VerificationResult:
-    """Verification of raw pixels as embeddings (REFERENCE §3.3).
-
-    Each image in model input scale [-1, 1] plus its horizontal flip is the "embedding"; pairs are
-    compared by squared L2 distance after L2 normalisation (i.e. by cosine). Done in chunks of
-    pairs so memory stays small for large pair lists.
-    """
-    pairs = read_bin(bin_path)
-    distances = np.empty(len(pairs), dtype=np.float64)
-    for start in range(0, len(pairs), chunk_pairs):
-        stop = min(start + chunk_pairs, len(pairs))
-        try:
-            pixels = np.stack([decode_image(pairs.images[i]) for i in range(2 * start, 2 * stop)])
-        except (TopofrError, ValueError) as exc:
-            raise TopofrError(f"{bin_path}: images {2 * start}..{2 * stop - 1}: {exc}") from None
-        x = pixels.astype(np.float32) / 127.5 - 1.0
-        features = (x + x[:, :, ::-1]).reshape(len(x), -1)
-        features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-        distances[start:stop] = np.sum(np.square(features[0::2] - features[1::2]), axis=1)
-    return verification_metrics_from_distances(distances, pairs.issame)
-
-
-def pixel_baseline_accuracy(bin_path: str | Path) -> float:
-    """Mean 10-fold accuracy of the raw-pixel baseline on a `.bin` (see `pixel_baseline`)."""
-    return pixel_baseline(bin_path).accuracy_mean
-
-
 def _check_arguments(out_dir: Path, identities: int, images_per_identity: int, heldout_identities: int,
                      pairs: int, difficulty: float, quality: int) -> None:
     problems = []
@@ -151,13 +128,15 @@ def _results(jobs: list[tuple], workers: int) -> Iterator[list[bytes]]:
 
 
 def generate_synthetic(out_dir: str | Path, *, identities: int, images_per_identity: int,
-                       heldout_identities: int, pairs: int, seed: int, progress: bool = True,
-                       difficulty: float = 1.0, quality: int = 90, workers: int | None = None,
-                       overwrite: bool = False) -> SyntheticReport:
+                       heldout_identities: int, pairs: int, seed: int,
+                       progress: Progress | bool | None = None, difficulty: float = 1.0, quality: int = 90,
+                       workers: int | None = None, overwrite: bool = False,
+                       baseline: Callable[[Path], PairScore] | None = None) -> SyntheticReport:
     """Write a packed set of `identities` × `images_per_identity` photos (labels 0..N−1, keys
     "id00012/img0003") with `synthetic_val.bin` inside it: `pairs` pairs of `heldout_identities`
     identities never seen in training. `quality` is the best JPEG quality (photos draw theirs
-    below it); `difficulty` scales the nuisance."""
+    below it); `difficulty` scales the nuisance. `baseline(bin_path)` (e.g.
+    `evaluation.baseline.pixel_baseline`) scores the pairs; its accuracy goes into meta.json."""
     start_time = time.perf_counter()
     out_dir = Path(out_dir)
     _check_arguments(out_dir, identities, images_per_identity, heldout_identities, pairs, difficulty, quality)
@@ -169,10 +148,8 @@ def generate_synthetic(out_dir: str | Path, *, identities: int, images_per_ident
 
     heldout_photos: list[list[bytes]] = []
     with PackedWriter(out_dir, source=f"synthetic(seed={seed})", overwrite=overwrite) as writer:
-        bar = Progress(TextColumn("[bold]synthetic faces"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("images"), TimeElapsedColumn(), disable=not progress, transient=False)
-        with bar:
-            task = bar.add_task("render", total=total_images)
+        task = resolve_progress(progress).start("synthetic faces", total_images)
+        try:
             for job, photos in zip(jobs, _results(jobs, workers), strict=True):
                 _, role, index = job[:3]
                 if role == ROLE_TRAIN:
@@ -180,7 +157,9 @@ def generate_synthetic(out_dir: str | Path, *, identities: int, images_per_ident
                         writer.add(encoded, index, f"id{index:05d}/img{k:04d}")
                 else:
                     heldout_photos.append(photos)
-                bar.advance(task, len(photos))
+                task.advance(len(photos))
+        finally:
+            task.close()
 
         first, second, issame = draw_pairs(stream(seed, ROLE_PAIRS, 0), heldout_identities,
                                            images_per_identity, pairs)
@@ -188,20 +167,19 @@ def generate_synthetic(out_dir: str | Path, *, identities: int, images_per_ident
         for (id_a, photo_a), (id_b, photo_b) in zip(first, second, strict=True):
             images += [heldout_photos[id_a][photo_a], heldout_photos[id_b][photo_b]]
         write_bin(writer.tmp_dir / BIN_NAME, images, issame)
-        baseline = pixel_baseline(writer.tmp_dir / BIN_NAME)
-        final_dir = writer.finish(extra_meta={
-            "num_classes": identities,
-            "verification_bins": [BIN_NAME],
-            "synthetic": {
-                "generator_version": GENERATOR_VERSION, "seed": seed, "identities": identities,
-                "images_per_identity": images_per_identity, "heldout_identities": heldout_identities,
-                "pairs": pairs, "difficulty": difficulty, "quality": quality,
-                "pixel_baseline_accuracy": baseline.accuracy_mean,
-                "pixel_baseline_accuracy_std": baseline.accuracy_std,
-            },
-        })
+        score = None if baseline is None else baseline(writer.tmp_dir / BIN_NAME)
+        settings = {
+            "generator_version": GENERATOR_VERSION, "seed": seed, "identities": identities,
+            "images_per_identity": images_per_identity, "heldout_identities": heldout_identities,
+            "pairs": pairs, "difficulty": difficulty, "quality": quality,
+        }
+        if score is not None:
+            settings.update(pixel_baseline_accuracy=score.accuracy_mean,
+                            pixel_baseline_accuracy_std=score.accuracy_std)
+        final_dir = writer.finish(extra_meta={"num_classes": identities, "verification_bins": [BIN_NAME],
+                                              "synthetic": settings})
     return SyntheticReport(
         out_dir=final_dir, bin_path=final_dir / BIN_NAME, num_images=identities * images_per_identity,
         num_classes=identities, heldout_identities=heldout_identities, pairs=pairs,
-        pixel_baseline=baseline, seconds=time.perf_counter() - start_time,
+        pixel_baseline=score, seconds=time.perf_counter() - start_time,
     )

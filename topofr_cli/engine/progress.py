@@ -1,50 +1,36 @@
-"""The rank-0 progress bar: step, epoch, loss, lr, img/s and ETA."""
+"""The training bar (step, epoch, loss, lr, img/s) as calls on a `topofr_cli.progress.Progress`."""
 
 from __future__ import annotations
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from topofr_cli.progress import SILENT, Progress
 
 
 class TrainProgress:
-    def __init__(self, *, total_steps: int, start_step: int, enabled: bool, console: Console | None = None):
+    """Rank 0 reports through `progress`; the other ranks stay silent (`enabled=False`)."""
+
+    def __init__(self, *, total_steps: int, start_step: int, enabled: bool, progress: Progress) -> None:
         self.enabled = enabled
-        self._progress = None
-        if not enabled:
-            return
-        self._progress = Progress(
-            TextColumn("[bold]train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("epoch {task.fields[epoch]}"),
-            TextColumn("loss {task.fields[loss]}"),
-            TextColumn("lr {task.fields[lr]}"),
-            TextColumn("{task.fields[speed]} img/s"),
-            TimeRemainingColumn(),
-            console=console or Console(stderr=True),
-            transient=False,
-        )
-        self._task = self._progress.add_task("train", total=total_steps, completed=start_step, epoch="-",
-                                             loss="-", lr="-", speed="-")
+        self._progress = progress if enabled else SILENT
+        self._total, self._start = total_steps, start_step
+        self._task = None
 
     def __enter__(self) -> TrainProgress:
-        if self._progress is not None:
-            self._progress.start()
+        self._task = self._progress.start("train", self._total, completed=self._start)
+        self._task.status("epoch - loss - lr - - img/s")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+        if self._task is not None:
+            self._task.close()
 
     def advance(self) -> None:
-        if self._progress is not None:
-            self._progress.advance(self._task)
+        self._task.advance()
 
     def show(self, *, epoch: int, loss: float, lr: float, images_per_second: float) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, epoch=str(epoch), loss=f"{loss:.4f}", lr=f"{lr:.3g}",
-                                  speed=f"{images_per_second:.1f}")
+        self._task.status(f"epoch {epoch} loss {loss:.4f} lr {lr:.3g} {images_per_second:.1f} img/s")
 
     def print(self, message: str) -> None:
-        if self._progress is not None:
-            self._progress.console.print(message, highlight=False)
+        self._progress.message("info", message)
+
+    def note(self, message: str) -> None:
+        self._progress.message("note", message)

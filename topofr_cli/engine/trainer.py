@@ -35,6 +35,7 @@ from topofr_cli.engine.state import (
 from topofr_cli.engine.step import TrainStep
 from topofr_cli.engine.validation import BinScore, verification_bins, verify
 from topofr_cli.errors import TopofrError
+from topofr_cli.progress import Progress, resolve_progress
 
 EVAL_BATCH_SIZE = 64
 
@@ -46,12 +47,11 @@ class RunResult:
     epochs_completed: int
     checkpoint: Path | None
     verification: list[BinScore] = field(default_factory=list)
-    pixel_baselines: dict[str, float] = field(default_factory=dict)
     bad_steps: int = 0
     wall_seconds: float = 0.0
     images_per_second: float = 0.0
     generated_data: bool = False
-    rank: int = 0  # results (verification, baselines) are filled on rank 0 only
+    rank: int = 0  # verification results are filled on rank 0 only
 
 
 def _make_optimizer(recipe: Recipe, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
@@ -98,19 +98,20 @@ def _wrap_backbone(recipe: Recipe, backbone: nn.Module, ctx: D.DistContext) -> n
     return model
 
 
-def _prepare_data(plan: RunPlan, ctx: D.DistContext) -> tuple[Any, bool]:
+def _prepare_data(plan: RunPlan, ctx: D.DistContext, progress: Progress) -> tuple[Any, bool]:
     """Generate the synthetic set on rank 0 when it is missing, then open the dataset on every rank."""
     from topofr_cli.data import open_dataset
 
     generated = False
     if plan.generate_data and ctx.is_main:
         from topofr_cli.data.synthetic import generate_synthetic
+        from topofr_cli.evaluation.baseline import pixel_baseline
 
         spec = plan.recipe.data.synthetic
         generate_synthetic(plan.data_path, identities=spec.identities,
                            images_per_identity=spec.images_per_identity,
                            heldout_identities=spec.heldout_identities, pairs=spec.pairs, seed=spec.seed,
-                           progress=True)
+                           progress=progress, baseline=pixel_baseline)
         generated = True
     D.barrier(ctx)
     dataset = open_dataset(plan.data_path)
@@ -124,23 +125,28 @@ def _log_columns(objective: nn.Module, bins: list[Path]) -> list[str]:
     return columns
 
 
-def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False) -> RunResult:
-    """Run (or resume) the training the recipe describes; see the module docstring."""
+def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False,
+          progress: Progress | bool | None = None) -> RunResult:
+    """Run (or resume) the training the recipe describes; see the module docstring.
+
+    `progress`: where rank 0 reports (see `topofr_cli.progress.resolve_progress`)."""
     started = time.perf_counter()
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
     ctx = D.setup_distributed(recipe.train.device)
     try:
-        return _train(recipe, ctx, resume=resume, overwrite=overwrite, started=started)
+        return _train(recipe, ctx, resume=resume, overwrite=overwrite, started=started,
+                      progress=resolve_progress(progress))
     finally:
         D.teardown_distributed(ctx)
 
 
-def _train(recipe: Recipe, ctx: D.DistContext, *, resume: bool, overwrite: bool, started: float) -> RunResult:
+def _train(recipe: Recipe, ctx: D.DistContext, *, resume: bool, overwrite: bool, started: float,
+           progress: Progress) -> RunResult:
     plan = plan_run(recipe, resume=resume, overwrite=overwrite)
     D.barrier(ctx)  # every rank has checked the run dir before rank 0 clears it for --overwrite
     if ctx.is_main:
         prepare_run_dir(plan)
-    dataset, generated = _prepare_data(plan, ctx)
+    dataset, generated = _prepare_data(plan, ctx, progress)
     num_classes = dataset_class_count(recipe, dataset)
     bins = verification_bins(recipe.data.val_bins, Path(dataset.path), dataset.meta)
 
@@ -184,7 +190,7 @@ def _train(recipe: Recipe, ctx: D.DistContext, *, resume: bool, overwrite: bool,
     metrics = MetricsLog(plan.run_dir, _log_columns(objective, bins), enabled=ctx.is_main,
                          resume_step=position.step if payload is not None else None)
     loop = _Loop(recipe, ctx, parts, model, step_fn, loader, schedule, metrics, bins, num_classes,
-                 steps_per_epoch, stop_step, plan.run_dir)
+                 steps_per_epoch, stop_step, plan.run_dir, progress=progress)
     try:
         result = loop.run(position, payload)
     finally:
@@ -192,10 +198,6 @@ def _train(recipe: Recipe, ctx: D.DistContext, *, resume: bool, overwrite: bool,
     result.generated_data = generated
     result.rank = ctx.rank
     result.wall_seconds = time.perf_counter() - started
-    if ctx.is_main:
-        from topofr_cli.data.synthetic import pixel_baseline_accuracy
-
-        result.pixel_baselines = {p.stem: pixel_baseline_accuracy(p) for p in bins}
     return result
 
 
@@ -203,11 +205,11 @@ class _Loop:
     """The epoch/step loop with its side duties (logging, checkpoints, verification, bad-step policy)."""
 
     def __init__(self, recipe, ctx, parts, model, step_fn, loader, schedule, metrics, bins, num_classes,
-                 steps_per_epoch, stop_step, run_dir) -> None:
+                 steps_per_epoch, stop_step, run_dir, *, progress: Progress) -> None:
         self.recipe, self.ctx, self.parts, self.model, self.step_fn = recipe, ctx, parts, model, step_fn
         self.loader, self.schedule, self.metrics, self.bins = loader, schedule, metrics, bins
         self.num_classes, self.steps_per_epoch, self.stop_step = num_classes, steps_per_epoch, stop_step
-        self.run_dir = run_dir
+        self.run_dir, self.progress = run_dir, progress
         self.global_batch = recipe.data.batch_size * ctx.world_size
         self.last_checkpoint: Path | None = None
         self.scores: list[BinScore] = []
@@ -247,7 +249,8 @@ class _Loop:
         step = position.step
         last_log_time, last_log_step = time.perf_counter(), step
         speeds: list[float] = []
-        with TrainProgress(total_steps=self.stop_step, start_step=step, enabled=self.ctx.is_main) as progress:
+        with TrainProgress(total_steps=self.stop_step, start_step=step, enabled=self.ctx.is_main,
+                           progress=self.progress) as progress:
             epoch = position.epoch
             while epoch < epochs and step < self.stop_step:
                 start_batch = position.batch_in_epoch if epoch == position.epoch else 0
@@ -309,7 +312,7 @@ class _Loop:
 
     def _restore_rng(self, payload: dict[str, Any], progress: TrainProgress) -> None:
         if not restore_rng_for_rank(payload, self.ctx):
-            progress.print("[yellow]note:[/] checkpoint written with another world size; RNG streams differ")
+            progress.note("checkpoint written with another world size; RNG streams differ")
 
     def _log(self, step: int, epoch: int, lr: float, speed: float, result: Any, bad_total: torch.Tensor,
              progress: TrainProgress) -> None:

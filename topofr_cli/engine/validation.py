@@ -33,6 +33,7 @@ class BinScore:
     name: str
     accuracy: float
     accuracy_std: float
+    path: Path  # the `.bin` scored
 
 
 def verify(backbone: torch.nn.Module, bins: list[Path], *, device: torch.device,
@@ -45,7 +46,7 @@ def verify(backbone: torch.nn.Module, bins: list[Path], *, device: torch.device,
         for path in bins:
             result: VerificationResult = evaluate_bin(backbone, path, batch_size=batch_size, flip=True,
                                                       device=device)
-            scores.append(BinScore(bin_label(path), result.accuracy_mean, result.accuracy_std))
+            scores.append(BinScore(bin_label(path), result.accuracy_mean, result.accuracy_std, path))
         return scores
     finally:
         backbone.train(was_training)

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from topofr_cli.data.folds import kfold_splits
+
 # REFERENCE §3.3: accuracy thresholds 0, 0.01, …, 3.99; VAL thresholds 0, 0.001, …, 3.999.
 # Built with np.arange exactly like insightface so the float threshold values are bit-identical.
 ACCURACY_THRESHOLDS = np.arange(0, 4, 0.01)
 VAL_THRESHOLDS = np.arange(0, 4, 0.001)
-NUM_FOLDS = 10
 FAR_TARGET = 1e-3
 
 
@@ -53,19 +54,6 @@ class VerificationResult:
             "far": self.far,
             "auc": self.auc,
         }
-
-
-def kfold_splits(num_items: int, num_folds: int = NUM_FOLDS) -> list[np.ndarray]:
-    """Contiguous test folds, no shuffle; the first `num_items % num_folds` folds are one larger.
-
-    This is the split of sklearn's `KFold(num_folds, shuffle=False)`, which insightface uses.
-    """
-    if num_items < num_folds:
-        raise ValueError(f"{num_items} pairs cannot be split into {num_folds} folds")
-    sizes = np.full(num_folds, num_items // num_folds, dtype=np.int64)
-    sizes[: num_items % num_folds] += 1
-    bounds = np.concatenate([[0], np.cumsum(sizes)])
-    return [np.arange(bounds[k], bounds[k + 1]) for k in range(num_folds)]
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:

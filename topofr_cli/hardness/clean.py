@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from topofr_cli.errors import TopofrError
 from topofr_cli.hardness.ranking import HardnessTable
+from topofr_cli.progress import Progress, resolve_progress, track
 
 
 @dataclass
@@ -26,10 +26,26 @@ class CleanReport:
     dropped: int
 
 
-def flagged_mask(table: HardnessTable, *, drop_top: int | None, drop_above: float | None) -> np.ndarray:
-    """Boolean [N]: the `drop_top` highest-SDS images, or those with SDS > `drop_above`."""
+def _check_rule(drop_top: int | None, drop_above: float | None) -> None:
     if (drop_top is None) == (drop_above is None):
         raise TopofrError("--write-clean: give exactly one of --drop-top K or --drop-above X")
+
+
+def check_clean_options(out_dir: Path | None, *, drop_top: int | None, drop_above: float | None,
+                        overwrite: bool) -> None:
+    """Refuse a clean-set request that cannot be written, before any scoring (`out_dir` None: no clean set)."""
+    if out_dir is None:
+        if drop_top is not None or drop_above is not None:
+            raise TopofrError("--drop-top/--drop-above: only meaningful with --write-clean OUT")
+        return
+    _check_rule(drop_top, drop_above)
+    if out_dir.exists() and not overwrite:
+        raise TopofrError(f"{out_dir}: already exists (pass --overwrite to replace it)")
+
+
+def flagged_mask(table: HardnessTable, *, drop_top: int | None, drop_above: float | None) -> np.ndarray:
+    """Boolean [N]: the `drop_top` highest-SDS images, or those with SDS > `drop_above`."""
+    _check_rule(drop_top, drop_above)
     flagged = np.zeros(len(table), dtype=bool)
     if drop_top is not None:
         if drop_top < 0:
@@ -48,7 +64,7 @@ def write_clean_dataset(
     drop_top: int | None = None,
     drop_above: float | None = None,
     overwrite: bool = False,
-    progress: bool = True,
+    progress: Progress | bool | None = None,
 ) -> CleanReport:
     """Pack every image of `dataset` that is not flagged into `out_dir` (same order, same labels)."""
     from topofr_cli.data.packed import PackedWriter
@@ -60,14 +76,8 @@ def write_clean_dataset(
     source = f"{dataset.path} without its {int(flagged.sum())} highest-SDS images"
     bins = [str(b) for b in (getattr(dataset, "meta", None) or {}).get("verification_bins", [])]
     with PackedWriter(out_dir, source=source, overwrite=overwrite) as writer:
-        progress_bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeRemainingColumn(), disable=not progress)
-        with progress_bar:
-            task = progress_bar.add_task("writing clean set", total=int(keep.size))
-            for index in keep:
-                i = int(index)
-                writer.add(dataset.encoded(i), int(dataset.labels[i]), dataset.source_key(i))
-                progress_bar.advance(task)
+        for i in track(resolve_progress(progress), keep.tolist(), "writing clean set", int(keep.size)):
+            writer.add(dataset.encoded(i), int(dataset.labels[i]), dataset.source_key(i))
         copied = []
         for name in bins:  # held-out verification pairs are not training images: carry them over
             bin_path = Path(dataset.path) / name

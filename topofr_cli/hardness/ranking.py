@@ -13,7 +13,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from topofr_cli.errors import TopofrError
 from topofr_cli.hardness import gum_posterior
@@ -23,6 +22,7 @@ from topofr_cli.hardness.class_softmax import (
     normalized_classifier,
 )
 from topofr_cli.hardness.sds import sample_weights, sde_statistic
+from topofr_cli.progress import Progress, resolve_progress
 
 GumScope = Literal["dataset", "batch"]
 # Ranking wants the paper's weights as written; the "reference" mode would make w2 ≡ 1 (§2.1).
@@ -111,16 +111,6 @@ def check_inputs(model: Any, dataset: Any, model_path: str, data_path: str) -> N
         )
 
 
-def _progress_bar(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        disable=not enabled,
-    )
-
-
 def _fit_batch_gum(entropy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The training-time fit: GUM input and γ from this batch alone."""
     statistic = sde_statistic(entropy.double())
@@ -137,7 +127,7 @@ def score_dataset(
     device: str | torch.device = "cpu",
     num_workers: int = 0,
     class_block: int = DEFAULT_CLASS_BLOCK,
-    progress: bool = True,
+    progress: Progress | bool | None = None,
     margin: bool = True,
 ) -> HardnessTable:
     """Compute p_gt, prediction, entropy, γ, w1, w2 and SDS for every image of `dataset`.
@@ -182,8 +172,8 @@ def score_dataset(
         pending.clear()
 
     loader = make_eval_loader(dataset, batch_size, num_workers=num_workers)
-    with _progress_bar(progress) as bar:
-        task = bar.add_task("scoring images", total=n)
+    task = resolve_progress(progress).start("scoring images", n)
+    try:
         for images, batch_labels, indices in loader:
             images = normalize(images.to(device, non_blocking=True))
             batch_labels = batch_labels.to(device, non_blocking=True)
@@ -202,8 +192,10 @@ def score_dataset(
             ))
             if len(pending) >= _FLUSH_EVERY:
                 flush()
-            bar.advance(task, len(indices))
+            task.advance(len(indices))
         flush()
+    finally:
+        task.close()
     return finish_table(
         labels=labels, predicted=predicted, runner_up=runner_up, p_true=p_true,
         p_predicted=p_predicted, p_runner_up=p_runner_up, margin=margin, entropy=entropy,

@@ -1,0 +1,87 @@
+"""How the CLI shows the core's progress (`topofr_cli.progress`): rich bars on a console.
+
+A renderer is any `topofr_cli.progress.Progress`; `RichProgress` is the terminal one. One live
+display is open while at least one bar is: when the last bar closes the display stops, so the
+finished bars stay on screen above whatever the command prints next (a table, another bar).
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.progress import Progress as RichBars
+from rich.text import Text
+
+from topofr_cli.progress import SILENT, Level, Progress, ProgressTask
+
+
+class _RichTask:
+    def __init__(self, owner: RichProgress, task: TaskID, transient: bool) -> None:
+        self._owner, self._task, self.transient = owner, task, transient
+        self._closed = False
+
+    def advance(self, n: int = 1) -> None:
+        self._owner.bars.advance(self._task, n)
+
+    def status(self, text: str) -> None:
+        self._owner.bars.update(self._task, status=text)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._owner.finish(self)
+
+
+class RichProgress:
+    """Rich bars: description, bar, done/total, status text, time remaining (or elapsed)."""
+
+    def __init__(self, console: Console, *, elapsed: bool = False) -> None:
+        self.console = console
+        self._elapsed = elapsed
+        self.bars: RichBars | None = None
+        self._open: list[_RichTask] = []
+
+    def _new_bars(self) -> RichBars:
+        clock = TimeElapsedColumn() if self._elapsed else TimeRemainingColumn()
+        return RichBars(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[status]}", markup=False), clock, console=self.console)
+
+    def start(self, description: str, total: int | None = None, *, completed: int = 0,
+              transient: bool = False) -> ProgressTask:
+        if self.bars is None:
+            self.bars = self._new_bars()
+            self.bars.start()
+        task = _RichTask(self, self.bars.add_task(description, total=total, completed=completed, status=""),
+                         transient)
+        self._open.append(task)
+        return task
+
+    def finish(self, task: _RichTask) -> None:
+        bars = self.bars
+        if bars is None:
+            return
+        if next(t for t in bars.tasks if t.id == task._task).total is None:
+            bars.update(task._task, total=1, completed=1)  # a stage without countable parts: done
+        if task.transient:
+            bars.remove_task(task._task)
+        self._open.remove(task)
+        if not self._open:
+            bars.live.transient = not bars.tasks  # nothing left to keep on screen
+            bars.stop()
+            self.bars = None
+
+    def message(self, level: Level, text: str) -> None:
+        line = Text.assemble(("note:", "yellow"), " ", text) if level == "note" else Text(text)
+        self.console.print(line, highlight=False)
+
+
+def bars(console: Console, *, enabled: bool = True, elapsed: bool = False) -> Progress:
+    """Rich bars on `console`, or nothing (`--no-progress`)."""
+    return RichProgress(console, elapsed=elapsed) if enabled else SILENT

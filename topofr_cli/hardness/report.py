@@ -1,0 +1,53 @@
+"""What `topofr hard-samples` leaves in its output folder: the ranking, two figures and summary.json.
+
+The folder is staged and swapped in whole (`table_io.staged_directory`), so an interrupted run
+leaves the previous report as it was.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from topofr_cli.data.dataset import FaceDataset
+from topofr_cli.hardness.ranking import HardnessTable
+from topofr_cli.hardness.table_io import CSV_NAME, PARQUET_NAME, staged_directory, write_table
+
+DISTRIBUTIONS_PNG = "distributions.png"
+GALLERY_PNG = "gallery.png"
+GALLERY_MAX_ROWS = 32  # a taller figure is no longer something a person looks at
+SUMMARY_JSON = "summary.json"
+REPORT_FILES = (PARQUET_NAME, CSV_NAME, DISTRIBUTIONS_PNG, GALLERY_PNG, SUMMARY_JSON)
+
+
+def summary(table: HardnessTable, model_path: Path, data_path: Path) -> dict[str, Any]:
+    """The run's inputs, the dataset-wide GUM fit and a few figures of the ranking (summary.json)."""
+    fit = table.gum
+    return {
+        "model": str(model_path),
+        "data": str(data_path),
+        "num_images": len(table),
+        "gum_scope": table.gum_scope,
+        "gum": None if fit is None else {"pi": fit.pi, "sigma2": fit.sigma2, "c": fit.c,
+                                         "iterations": fit.iterations},
+        "misclassified": int(np.sum(table.predicted != table.labels)),
+        "sds_mean": float(np.mean(table.sds)),
+        "sds_max": float(np.max(table.sds)),
+    }
+
+
+def write_report(table: HardnessTable, dataset: FaceDataset, out: Path, *, model_path: Path, data_path: Path,
+                 top: int, typical: int) -> Path:
+    """Write every file of `REPORT_FILES` into `out` (replaced whole); the gallery shows at most
+    `GALLERY_MAX_ROWS` of the `top` highest-SDS images, each beside `typical` images of its identity."""
+    from topofr_cli.plots.hardness import plot_distributions, plot_gallery
+
+    with staged_directory(out) as staging:
+        write_table(table, dataset, staging)
+        plot_distributions(table, staging / DISTRIBUTIONS_PNG)
+        plot_gallery(table, dataset, staging / GALLERY_PNG, top=min(top, GALLERY_MAX_ROWS), typical=typical)
+        (staging / SUMMARY_JSON).write_text(json.dumps(summary(table, model_path, data_path), indent=2) + "\n")
+    return out

@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import io
-import os
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from topofr_cli.cli.common import console, user_errors
+from topofr_cli.cli.render import RichProgress
 from topofr_cli.errors import TopofrError
-
-
-@contextlib.contextmanager
-def _image_progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
-    """A rich bar over images; yields the `on_images(n)` callback the evaluators call per batch."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console, transient=True) as progress:
-        task = progress.add_task(description, total=total)
-        yield lambda n: progress.advance(task, n)
+from topofr_cli.evaluation.report import IJBReport, VerificationReport
 
 
 def _resolve_device(device: str) -> str:
@@ -39,103 +25,28 @@ def _resolve_device(device: str) -> str:
     return device
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write via a temporary sibling and rename (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_npy(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npy")
-    try:
-        np.save(tmp, array)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _csv_text(header: list[str], rows: list[list]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def _run_verification(loaded, bins: list[Path], *, batch_size, flip, device, num_workers, out: Path) -> None:
-    from topofr_cli.data.bins import read_bin
-    from topofr_cli.evaluation.verification import evaluate_pairs
-    from topofr_cli.plots.roc import plot_roc
-
-    results = {}
-    for path in bins:
-        pairs = read_bin(path)
-        with _image_progress(f"verify {path.name}", len(pairs.images)) as on_images:
-            name = path.stem if path.stem not in results else str(path)  # same file name twice
-            results[name] = evaluate_pairs(loaded.backbone, pairs, path, batch_size=batch_size, flip=flip,
-                                           device=device, num_workers=num_workers, on_images=on_images)
+def _show_verification(report: VerificationReport) -> None:
     table = Table(title="verification (10-fold, REFERENCE §3.3)")
     for column in ("set", "pairs", "accuracy", "best threshold", "VAL@FAR=1e-3", "AUC"):
         table.add_column(column, justify="left" if column == "set" else "right")
-    rows = []
-    for name, result in results.items():
+    for name, result in report.results.items():
         table.add_row(name, str(result.num_pairs), f"{100 * result.accuracy_mean:.2f} ± {100 * result.accuracy_std:.2f}",
                       f"{result.best_threshold:.3f}", f"{100 * result.val:.2f} ± {100 * result.val_std:.2f}",
                       f"{result.auc:.4f}")
-        s = result.summary()
-        rows.append([name] + [f"{s[k]:.6g}" if isinstance(s[k], float) else s[k] for k in s])
     console.print(table)
-    header = ["set", *results[next(iter(results))].summary()]
-    _write_text(out / "verification.csv", _csv_text(header, rows))
-    plot_roc({name: (r.fpr, r.tpr) for name, r in results.items()}, out / "verification_roc.png",
-             title="verification ROC (mean over folds)")
-    console.print(f"wrote {out / 'verification.csv'} and {out / 'verification_roc.png'}", highlight=False)
+    console.print(f"wrote {report.csv_path} and {report.roc_path}", highlight=False)
 
 
-def _run_ijb(loaded, root: Path, target: str, *, flip, use_norm_score, use_detector_score, batch_size, device,
-             num_workers, out: Path) -> None:
-    from topofr_cli.evaluation.ijb import check_target, evaluate_ijb
-    from topofr_cli.evaluation.ijb_protocol import read_ijb_meta
-    from topofr_cli.plots.roc import plot_roc
-
-    target = check_target(target)
-    meta = read_ijb_meta(root, target)
-    with _image_progress(f"{target} images", len(meta.image_names)) as on_images:
-        result = evaluate_ijb(loaded.backbone, root, target, flip=flip, use_norm_score=use_norm_score,
-                              use_detector_score=use_detector_score, batch_size=batch_size,
-                              num_workers=num_workers, device=device, meta=meta, on_images=on_images)
-    table = Table(title=f"{target} 1:1 — {result.num_images} images, {result.num_templates} templates, "
+def _show_ijb(report: IJBReport) -> None:
+    result = report.result
+    table = Table(title=f"{report.target} 1:1 — {result.num_images} images, {result.num_templates} templates, "
                   f"{len(result.scores)} pairs")
     for far in result.tar_at_far:
         table.add_column(f"TAR@FAR={far:.0e}", justify="right")
     table.add_row(*(f"{100 * tar:.2f}" for tar in result.tar_at_far.values()))
     console.print(table)
     console.print(f"AUC {result.auc:.5f}", highlight=False)
-    prefix = target.lower()
-    _write_npy(out / f"{prefix}_scores.npy", result.scores)
-    _write_text(out / f"{prefix}_tar_far.csv", _csv_text(
-        ["far", "tar"], [[f"{far:g}", f"{tar:.6f}"] for far, tar in result.tar_at_far.items()]))
-    plot_roc({target: (result.fpr, result.tpr)}, out / f"{prefix}_roc.png", title=f"{target} 1:1 ROC",
-             log_far=True, far_marks={target: result.tar_at_far})
-    console.print(f"wrote {out / (prefix + '_scores.npy')}, {prefix}_tar_far.csv and {prefix}_roc.png",
-                  highlight=False)
-
-
-def _run_embeddings(loaded, data: Path, embeddings: Path, *, flip, batch_size, device, num_workers) -> None:
-    from topofr_cli.data import open_dataset
-    from topofr_cli.evaluation.embeddings_out import write_embeddings
-
-    dataset = open_dataset(data)
-    with _image_progress(f"embed {Path(data).name}", len(dataset)) as on_images:
-        report = write_embeddings(loaded.backbone, dataset, embeddings, flip=flip, batch_size=batch_size,
-                                  num_workers=num_workers, device=device, on_images=on_images)
-    console.print(f"wrote {report.count} embeddings of size {report.embedding_size} to {report.path}",
+    console.print(f"wrote {report.scores_path}, {report.tar_far_path.name} and {report.roc_path.name}",
                   highlight=False)
 
 
@@ -167,6 +78,7 @@ def evaluate(
 ) -> None:
     """Evaluate a face model: verification .bin files, IJB-B/C 1:1, or write dataset embeddings."""
     from topofr_cli.evaluation.model_io import load_model
+    from topofr_cli.evaluation.report import embeddings_report, ijb_report, verification_report
     from topofr_cli.evaluation.verification import default_verification_bins
 
     if (data is None) != (embeddings is None):
@@ -181,16 +93,19 @@ def evaluate(
     flip = not no_flip
     if not bins and ijb is None and data is None:
         bins = default_verification_bins(loaded.recipe, model)
+    progress = RichProgress(console)
     if bins:
-        _run_verification(loaded, list(bins), batch_size=batch_size, flip=flip, device=device,
-                          num_workers=num_workers, out=out)
+        _show_verification(verification_report(loaded.backbone, list(bins), out, batch_size=batch_size, flip=flip,
+                                               device=device, num_workers=num_workers, progress=progress))
     if ijb is not None:
-        _run_ijb(loaded, ijb, target, flip=flip, use_norm_score=not no_norm,
-                 use_detector_score=not no_detector_score, batch_size=batch_size, device=device,
-                 num_workers=num_workers, out=out)
+        _show_ijb(ijb_report(loaded.backbone, ijb, target, out, flip=flip, use_norm_score=not no_norm,
+                             use_detector_score=not no_detector_score, batch_size=batch_size, device=device,
+                             num_workers=num_workers, progress=progress))
     if data is not None:
-        _run_embeddings(loaded, data, embeddings, flip=flip, batch_size=batch_size, device=device,
-                        num_workers=num_workers)
+        written = embeddings_report(loaded.backbone, data, embeddings, flip=flip, batch_size=batch_size,
+                                    device=device, num_workers=num_workers, progress=progress)
+        console.print(f"wrote {written.count} embeddings of size {written.embedding_size} to {written.path}",
+                      highlight=False)
 
 
 @user_errors

@@ -1,0 +1,141 @@
+"""What `topofr eval` leaves on disk: verification CSV + ROC, IJB scores/TAR@FAR/ROC, dataset embeddings.
+
+Each `*_report` function evaluates, writes its files (each to a temporary sibling, then renamed) and
+returns the numbers and the paths, so the CLI only has to show them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from topofr_cli.evaluation.embeddings_out import EmbeddingsReport
+from topofr_cli.evaluation.ijb import IJBResult
+from topofr_cli.evaluation.protocol import VerificationResult
+from topofr_cli.progress import SILENT, Progress
+
+VERIFICATION_CSV = "verification.csv"
+VERIFICATION_ROC = "verification_roc.png"
+
+
+@dataclass
+class VerificationReport:
+    results: dict[str, VerificationResult]  # by set name (the file stem; the path when two stems clash)
+    csv_path: Path
+    roc_path: Path
+
+
+@dataclass
+class IJBReport:
+    target: str  # IJBB or IJBC
+    result: IJBResult
+    scores_path: Path
+    tar_far_path: Path
+    roc_path: Path
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write via a temporary sibling and rename (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_npy(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npy")
+    try:
+        np.save(tmp, array)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _csv_text(header: list[str], rows: list[list]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def verification_report(backbone: Any, bins: list[Path], out: Path, *, batch_size: int, flip: bool, device: Any,
+                        num_workers: int, progress: Progress = SILENT) -> VerificationReport:
+    """The 10-fold protocol on each `.bin`; writes `verification.csv` and `verification_roc.png` in `out`."""
+    from topofr_cli.data.bins import read_bin
+    from topofr_cli.evaluation.verification import evaluate_pairs
+    from topofr_cli.plots.roc import plot_roc
+
+    results: dict[str, VerificationResult] = {}
+    for path in bins:
+        pairs = read_bin(path)
+        task = progress.start(f"verify {path.name}", len(pairs.images), transient=True)
+        try:
+            name = path.stem if path.stem not in results else str(path)  # same file name twice
+            results[name] = evaluate_pairs(backbone, pairs, path, batch_size=batch_size, flip=flip,
+                                           device=device, num_workers=num_workers, on_images=task.advance)
+        finally:
+            task.close()
+    rows = []
+    for name, result in results.items():
+        s = result.summary()
+        rows.append([name] + [f"{s[k]:.6g}" if isinstance(s[k], float) else s[k] for k in s])
+    header = ["set", *results[next(iter(results))].summary()]
+    report = VerificationReport(results, out / VERIFICATION_CSV, out / VERIFICATION_ROC)
+    _write_text(report.csv_path, _csv_text(header, rows))
+    plot_roc({name: (r.fpr, r.tpr) for name, r in results.items()}, report.roc_path,
+             title="verification ROC (mean over folds)")
+    return report
+
+
+def ijb_report(backbone: Any, root: Path, target: str, out: Path, *, flip: bool, use_norm_score: bool,
+               use_detector_score: bool, batch_size: int, device: Any, num_workers: int,
+               progress: Progress = SILENT) -> IJBReport:
+    """IJB-B/C 1:1 verification; writes `<target>_scores.npy`, `_tar_far.csv` and `_roc.png` in `out`."""
+    from topofr_cli.evaluation.ijb import check_target, evaluate_ijb
+    from topofr_cli.evaluation.ijb_protocol import read_ijb_meta
+    from topofr_cli.plots.roc import plot_roc
+
+    target = check_target(target)
+    meta = read_ijb_meta(root, target)
+    task = progress.start(f"{target} images", len(meta.image_names), transient=True)
+    try:
+        result = evaluate_ijb(backbone, root, target, flip=flip, use_norm_score=use_norm_score,
+                              use_detector_score=use_detector_score, batch_size=batch_size,
+                              num_workers=num_workers, device=device, meta=meta, on_images=task.advance)
+    finally:
+        task.close()
+    prefix = target.lower()
+    report = IJBReport(target, result, out / f"{prefix}_scores.npy", out / f"{prefix}_tar_far.csv",
+                       out / f"{prefix}_roc.png")
+    _write_npy(report.scores_path, result.scores)
+    _write_text(report.tar_far_path, _csv_text(
+        ["far", "tar"], [[f"{far:g}", f"{tar:.6f}"] for far, tar in result.tar_at_far.items()]))
+    plot_roc({target: (result.fpr, result.tpr)}, report.roc_path, title=f"{target} 1:1 ROC",
+             log_far=True, far_marks={target: result.tar_at_far})
+    return report
+
+
+def embeddings_report(backbone: Any, data: Path, embeddings: Path, *, flip: bool, batch_size: int, device: Any,
+                      num_workers: int, progress: Progress = SILENT) -> EmbeddingsReport:
+    """Embed every image of the dataset at `data` into `embeddings` (.parquet or .npy)."""
+    from topofr_cli.data import open_dataset
+    from topofr_cli.evaluation.embeddings_out import write_embeddings
+
+    dataset = open_dataset(data)
+    task = progress.start(f"embed {Path(data).name}", len(dataset), transient=True)
+    try:
+        return write_embeddings(backbone, dataset, embeddings, flip=flip, batch_size=batch_size,
+                                num_workers=num_workers, device=device, on_images=task.advance)
+    finally:
+        task.close()

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
+from topofr_cli.devices import DEVICE_NAMES, is_device_name
 from topofr_cli.errors import TopofrError
 
 
@@ -118,7 +119,7 @@ class TrainConfig:
     deterministic: bool = False
     precision: Literal["fp32", "fp16", "bf16"] = "bf16"
     compile: bool = False
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: str = "auto"  # auto, cpu, cuda or cuda:N (topofr_cli.devices)
     log_every: int = 10
     save_every: int = 1000
     eval_every: int = 0  # steps between periodic verifications (0: none besides the epoch ends)
@@ -236,7 +237,10 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def recipe_from_dict(tree: dict[str, Any], source: str = "<recipe>") -> Recipe:
-    return _build(Recipe, tree, "", source)
+    recipe = _build(Recipe, tree, "", source)
+    if not is_device_name(recipe.train.device):
+        raise TopofrError(f"{source}: key 'train.device' must be one of {DEVICE_NAMES}, got {recipe.train.device!r}")
+    return recipe
 
 
 def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> Recipe:

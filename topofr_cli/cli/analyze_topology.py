@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 import typer
 from rich.table import Table
 
@@ -13,22 +12,11 @@ from topofr_cli.analysis.pipeline import AnalysisResult, analyze
 from topofr_cli.analysis.spaces import parse_dims
 from topofr_cli.cli.common import console, user_errors
 from topofr_cli.cli.render import RichProgress
+from topofr_cli.devices import resolve_device
 from topofr_cli.errors import TopofrError
 from topofr_cli.progress import stage
 
 MAX_TABLE_POINTS = 12  # a long run shows its first and last checkpoints on screen; all are in the files
-
-
-def resolve_device(text: str) -> torch.device:
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise TopofrError(f"--device: not a torch device: {text!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TopofrError(f"--device {text}: CUDA is not available on this machine")
-    return device
 
 
 def _number(value: float) -> str:
@@ -105,7 +93,7 @@ def analyze_topology(
     ),
     no_model: bool = typer.Option(False, "--no-model", help="Analyse the input space of the dataset alone."),
     batch_size: int = typer.Option(128, "--batch-size", help="Images per forward pass when embedding."),
-    device: str = typer.Option("auto", "--device", help="Torch device for embedding and distances: auto, cpu, cuda, cuda:1."),
+    device: str = typer.Option("auto", "--device", help="Device for embedding and distances: auto, cpu, cuda or cuda:N."),
 ) -> None:
     """Persistence diagrams (H0, H1) of a dataset sample in input and latent space, their distances, and
     the structure collapse curve of a training run."""

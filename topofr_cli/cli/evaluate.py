@@ -13,18 +13,6 @@ from topofr_cli.errors import TopofrError
 from topofr_cli.evaluation.report import IJBReport, VerificationReport
 
 
-def _resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise TopofrError(f"--device {device}: no CUDA device is available")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise TopofrError(f"--device {device}: expected auto, cpu, cuda or cuda:N")
-    return device
-
-
 def _show_verification(report: VerificationReport) -> None:
     table = Table(title="verification (10-fold, REFERENCE §3.3)")
     for column in ("set", "pairs", "accuracy", "best threshold", "VAL@FAR=1e-3", "AUC"):
@@ -83,7 +71,9 @@ def evaluate(
 
     if (data is None) != (embeddings is None):
         raise TopofrError("--data and --embeddings go together (dataset in, embeddings file out)")
-    device = _resolve_device(device)
+    from topofr_cli.devices import resolve_device
+
+    torch_device = resolve_device(device)
     loaded = load_model(model, network)
     console.print(f"model {model}: {loaded.kind}, {loaded.network}, embedding {loaded.embedding_size}"
                   + (f", step {loaded.step}" if loaded.step is not None else ""), highlight=False)
@@ -96,14 +86,14 @@ def evaluate(
     progress = RichProgress(console)
     if bins:
         _show_verification(verification_report(loaded.backbone, list(bins), out, batch_size=batch_size, flip=flip,
-                                               device=device, num_workers=num_workers, progress=progress))
+                                               device=torch_device, num_workers=num_workers, progress=progress))
     if ijb is not None:
         _show_ijb(ijb_report(loaded.backbone, ijb, target, out, flip=flip, use_norm_score=not no_norm,
-                             use_detector_score=not no_detector_score, batch_size=batch_size, device=device,
+                             use_detector_score=not no_detector_score, batch_size=batch_size, device=torch_device,
                              num_workers=num_workers, progress=progress))
     if data is not None:
         written = embeddings_report(loaded.backbone, data, embeddings, flip=flip, batch_size=batch_size,
-                                    device=device, num_workers=num_workers, progress=progress)
+                                    device=torch_device, num_workers=num_workers, progress=progress)
         console.print(f"wrote {written.count} embeddings of size {written.embedding_size} to {written.path}",
                       highlight=False)
 

@@ -6,13 +6,12 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 import typer
 from rich.table import Table
 
 from topofr_cli.cli.common import console, user_errors
 from topofr_cli.cli.render import bars
-from topofr_cli.errors import TopofrError
+from topofr_cli.devices import resolve_device
 from topofr_cli.hardness.report import DISTRIBUTIONS_PNG, GALLERY_MAX_ROWS, GALLERY_PNG, SUMMARY_JSON
 
 if TYPE_CHECKING:
@@ -22,20 +21,6 @@ if TYPE_CHECKING:
 class GumScopeChoice(str, Enum):
     dataset = "dataset"
     batch = "batch"
-
-
-class DeviceChoice(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-def _resolve_device(choice: DeviceChoice) -> str:
-    if choice is DeviceChoice.cuda and not torch.cuda.is_available():
-        raise TopofrError("--device cuda: no CUDA device is available")
-    if choice is DeviceChoice.auto:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return choice.value
 
 
 def _top_table(table: HardnessTable, dataset: Any, top: int) -> Table:
@@ -68,7 +53,7 @@ def hard_samples(
         GumScopeChoice.dataset, "--gum-scope",
         help="Fit the Gaussian–uniform mixture over the whole dataset, or per batch as in training."),
     batch_size: int = typer.Option(256, "--batch-size", "-b", min=1, help="Images per forward pass."),
-    device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device", help="Where to run the model."),
+    device: str = typer.Option("auto", "--device", help="Where to run the model: auto, cpu, cuda or cuda:N."),
     workers: int = typer.Option(2, "--workers", min=0, help="Data-loading worker processes."),
     typical: int = typer.Option(3, "--typical", min=1,
                                 help="Typical images per identity beside each gallery image."),
@@ -94,11 +79,12 @@ def hard_samples(
 
     check_clean_options(write_clean, drop_top=drop_top, drop_above=drop_above, overwrite=overwrite)
 
+    torch_device = resolve_device(device)
     loaded = load_model(model)
     dataset = open_dataset(data)
     check_inputs(loaded, dataset, str(model), str(data))
     table = score_dataset(loaded, dataset, batch_size=batch_size, gum_scope=gum_scope.value,
-                          device=_resolve_device(device), num_workers=workers, margin=margin,
+                          device=torch_device, num_workers=workers, margin=margin,
                           progress=bars(console))
 
     with console.status("writing the ranking and figures"):

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from topofr_cli.devices import resolve_device
 from topofr_cli.errors import TopofrError
 
 
@@ -47,20 +48,12 @@ def launched_by_torchrun() -> bool:
     return _env_int("WORLD_SIZE", 1) > 1
 
 
-def choose_device(preference: str, local_rank: int) -> torch.device:
-    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise TopofrError("train.device: cuda requested but no CUDA device is available")
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
-
-
 def setup_distributed(device_preference: str) -> DistContext:
     """Read the torchrun environment, pick the device and join the process group if there is one."""
     world_size = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)
-    device = choose_device(device_preference, local_rank)
+    device = resolve_device(device_preference, option="train.device", local_rank=local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world_size <= 1:

@@ -8,8 +8,9 @@ import torch
 from data.rec_writer import smooth_jpeg
 
 from topofr_cli.data import open_dataset
-from topofr_cli.data.images import decode_image
-from topofr_cli.data.loader import EpochBatchSampler, make_eval_loader, make_train_loader, normalize
+from topofr_cli.data.images import decode_image, resize_rgb
+from topofr_cli.data.loader import EpochBatchSampler, make_train_loader, normalize
+from topofr_cli.data.ordered import MODEL_INPUT_SIZE, dataset_batches
 from topofr_cli.data.packed import PackedWriter
 from topofr_cli.errors import TopofrError
 
@@ -101,15 +102,17 @@ def test_two_workers_match_the_main_process(tiny_packed):
     assert not torch.equal(next(iter(loader))[0], in_process[0][0])  # persistent workers see the new epoch
 
 
-def test_eval_loader_in_order(tiny_packed):
-    batches = list(make_eval_loader(tiny_packed, 10, num_workers=0))
+def test_ordered_loader_in_order_at_the_model_input_size(tiny_packed):
+    batches = list(dataset_batches(tiny_packed, 10, num_workers=0))
     assert [len(b[2]) for b in batches] == [10, 10, 4]
     indices = torch.cat([b[2] for b in batches])
     assert indices.tolist() == list(range(24))
     images = torch.cat([b[0] for b in batches])
-    expected = decode_image(tiny_packed.encoded(17))
-    assert torch.equal(images[17], torch.from_numpy(expected).permute(2, 0, 1))
-    assert torch.cat([b[1] for b in batches]).tolist() == tiny_packed.labels.tolist()
+    assert images.shape[1:] == (3, MODEL_INPUT_SIZE, MODEL_INPUT_SIZE) and images.dtype == torch.uint8
+    expected = resize_rgb(decode_image(tiny_packed.encoded(17)), MODEL_INPUT_SIZE, MODEL_INPUT_SIZE)
+    assert torch.equal(images[17], torch.from_numpy(expected.copy()).permute(2, 0, 1))
+    labels = torch.cat([b[1] for b in batches])
+    assert labels.dtype == torch.int64 and labels.tolist() == tiny_packed.labels.tolist()
 
 
 def test_normalize():
@@ -129,8 +132,7 @@ def test_bad_record_is_one_line_error_naming_it(tmp_path, workers):
             good = smooth_jpeg(i, size=16)
             writer.add(good[:-60] if i == 5 else good, 0, f"img{i}")  # image 5 is a truncated JPEG
         writer.finish()
-    loader = make_eval_loader(open_dataset(out), 4, num_workers=workers)
     with pytest.raises(TopofrError) as caught:
-        list(loader)
+        list(dataset_batches(open_dataset(out), 4, num_workers=workers))
     message = str(caught.value)
     assert "image 5 (img5): not a decodable image" in message and "\n" not in message

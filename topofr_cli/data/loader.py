@@ -1,8 +1,9 @@
-"""DataLoaders: uint8 batches decoded on workers, normalised on the device.
+"""The training DataLoader: uint8 batches decoded on workers, normalised on the device.
 
 The train sampler draws one permutation per (seed, epoch), the same on every rank, and gives each
 rank a disjoint strided slice of it, so the order depends only on seed, epoch and world size.
 Resuming mid-epoch skips whole batches by index arithmetic: skipped images are never decoded.
+In-order reading for evaluation and scoring is `topofr_cli.data.ordered`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from topofr_cli.data.dataset import FaceDataset
 from topofr_cli.errors import TopofrError
 
 
@@ -89,9 +91,8 @@ class _Failure:
 class _Guarded:
     """Wraps a dataset so a bad record becomes a _Failure instead of an exception on the worker."""
 
-    def __init__(self, dataset: Any, with_index: bool) -> None:
+    def __init__(self, dataset: FaceDataset) -> None:
         self.dataset = dataset
-        self.with_index = with_index
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -101,7 +102,7 @@ class _Guarded:
             image, label = self.dataset[index]
         except TopofrError as exc:
             return _Failure(str(exc))
-        return (image, label, index) if self.with_index else (image, label)
+        return image, label
 
 
 class FaceLoader(DataLoader):
@@ -135,15 +136,6 @@ def collate_train(items: Sequence[Any]) -> Any:
     return _stack_images(images), torch.tensor(labels, dtype=torch.int64)
 
 
-def collate_eval(items: Sequence[Any]) -> Any:
-    failure = _first_failure(items)
-    if failure is not None:
-        return failure
-    images, labels, indices = zip(*items, strict=True)
-    return (_stack_images(images), torch.tensor(labels, dtype=torch.int64),
-            torch.tensor(indices, dtype=torch.int64))
-
-
 def seed_worker(worker_id: int) -> None:
     """Seed numpy and `random` in each worker from torch's per-worker seed (set from the loader generator)."""
     worker_seed = torch.initial_seed() % 2**32
@@ -159,7 +151,7 @@ def _loader_options(num_workers: int) -> dict[str, Any]:
     return options
 
 
-def make_train_loader(dataset: Any, batch_size: int, *, num_workers: int, seed: int, rank: int = 0,
+def make_train_loader(dataset: FaceDataset, batch_size: int, *, num_workers: int, seed: int, rank: int = 0,
                       world_size: int = 1, drop_last: bool = True) -> FaceLoader:
     """Shuffled, epoch-seeded, rank-sharded loader of `(uint8 [B, 3, H, W], int64 [B])`.
 
@@ -168,18 +160,11 @@ def make_train_loader(dataset: Any, batch_size: int, *, num_workers: int, seed: 
     batch_sampler = EpochBatchSampler(len(dataset), batch_size, seed=seed, rank=rank, world_size=world_size,
                                       drop_last=drop_last)
     generator = torch.Generator().manual_seed(seed * 1000 + rank)
-    loader = FaceLoader(_Guarded(dataset, with_index=False), batch_sampler=batch_sampler,
+    loader = FaceLoader(_Guarded(dataset), batch_sampler=batch_sampler,
                         collate_fn=collate_train, generator=generator, **_loader_options(num_workers))
     # DataLoader.sampler is its internal SequentialSampler when a batch_sampler is given; expose ours.
     loader.__dict__["sampler"] = batch_sampler
     return loader
-
-
-def make_eval_loader(dataset: Any, batch_size: int, *, num_workers: int) -> FaceLoader:
-    """In-order loader of `(uint8 [B, 3, H, W], int64 labels, int64 indices)`; the last batch may be short."""
-    batch_sampler = EpochBatchSampler(len(dataset), batch_size, seed=0, drop_last=False, shuffle=False)
-    return FaceLoader(_Guarded(dataset, with_index=True), batch_sampler=batch_sampler, collate_fn=collate_eval,
-                      **_loader_options(num_workers))
 
 
 def normalize(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:

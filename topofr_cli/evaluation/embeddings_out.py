@@ -10,21 +10,11 @@ from typing import Any
 
 import numpy as np
 
+from topofr_cli.data.ordered import DatasetImages, GuardedImages, iterate_batches
 from topofr_cli.errors import TopofrError
 from topofr_cli.evaluation.embed import stream_embeddings
-from topofr_cli.evaluation.image_batches import GuardedImages, iterate_batches
 
 FORMATS = (".parquet", ".npy")
-
-
-class DatasetImageLoader:
-    """Picklable `load(i)` over a FaceDataset (its own errors already name the file and record)."""
-
-    def __init__(self, dataset: Any):
-        self.dataset = dataset
-
-    def __call__(self, index: int) -> np.ndarray:
-        return self.dataset[index][0]
 
 
 @dataclass
@@ -100,7 +90,7 @@ def write_embeddings(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
     sink = _ParquetSink(tmp, dataset) if out_path.suffix.lower() == ".parquet" else _NpySink(tmp, len(dataset))
-    images = GuardedImages(DatasetImageLoader(dataset), len(dataset))
+    images = GuardedImages(DatasetImages(dataset), len(dataset))
     batches = iterate_batches(images, batch_size=batch_size, num_workers=num_workers, on_images=on_images)
     written, embedding_size = 0, 0
     try:

@@ -11,6 +11,7 @@ import numpy as np
 
 from topofr_cli.data.align import align_face
 from topofr_cli.data.images import ImageDecodeError, decode_image
+from topofr_cli.data.ordered import GuardedImages, iterate_batches
 from topofr_cli.errors import TopofrError
 from topofr_cli.evaluation.embed import stream_embeddings
 from topofr_cli.evaluation.ijb_protocol import (
@@ -25,7 +26,6 @@ from topofr_cli.evaluation.ijb_protocol import (
     score_pairs,
     tar_at_far,
 )
-from topofr_cli.evaluation.image_batches import GuardedImages, iterate_batches
 
 TARGETS = ("IJBC", "IJBB")
 

@@ -12,9 +12,9 @@ import numpy as np
 from topofr_cli.data.bins import VerificationPairs, read_bin
 from topofr_cli.data.folds import NUM_FOLDS
 from topofr_cli.data.images import ImageDecodeError, decode_image
+from topofr_cli.data.ordered import GuardedImages, iterate_batches
 from topofr_cli.errors import TopofrError
 from topofr_cli.evaluation.embed import embed_images
-from topofr_cli.evaluation.image_batches import GuardedImages, iterate_batches
 from topofr_cli.evaluation.protocol import VerificationResult, verification_metrics
 
 

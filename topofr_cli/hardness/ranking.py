@@ -137,7 +137,8 @@ def score_dataset(
     the training margin logits of REFERENCE §1.3: a large margin pushes p_gt of clean images towards 0,
     and then w1 (uncertainty) rather than w2 (label agreement) orders the ranking.
     """
-    from topofr_cli.data.loader import make_eval_loader, normalize
+    from topofr_cli.data.loader import normalize
+    from topofr_cli.data.ordered import dataset_batches
     from topofr_cli.models.heads import CombinedMarginHead
 
     if gum_scope not in ("dataset", "batch"):
@@ -171,10 +172,9 @@ def score_dataset(
             batch_fit[index] = torch.cat([p[3] for p in pending]).cpu().numpy()
         pending.clear()
 
-    loader = make_eval_loader(dataset, batch_size, num_workers=num_workers)
     task = resolve_progress(progress).start("scoring images", n)
     try:
-        for images, batch_labels, indices in loader:
+        for images, batch_labels, indices in dataset_batches(dataset, batch_size, num_workers=num_workers):
             images = normalize(images.to(device, non_blocking=True))
             batch_labels = batch_labels.to(device, non_blocking=True)
             stats = margin_softmax_stats(

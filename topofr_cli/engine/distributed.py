@@ -15,6 +15,7 @@ import torch.distributed as dist
 
 from topofr_cli.devices import resolve_device
 from topofr_cli.errors import TopofrError
+from topofr_cli.models.distributed_ops import gather_parts
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,5 @@ def gather_rows(ctx: DistContext, local: torch.Tensor, sizes: list[int]) -> torc
     largest = max(sizes)
     padded = local.new_zeros((largest, *local.shape[1:]))
     padded[: local.shape[0]] = local
-    parts = [torch.empty_like(padded) for _ in range(ctx.world_size)]
-    dist.all_gather(parts, padded.contiguous())
+    parts = gather_parts(padded)
     return torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)], dim=0)

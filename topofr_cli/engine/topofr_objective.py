@@ -23,6 +23,7 @@ from torch import nn
 from topofr_cli.augment.rsp import OPS, RandomStructurePerturbation
 from topofr_cli.config import TopoFRConfig
 from topofr_cli.hardness.sds import sde_weights
+from topofr_cli.models.distributed_ops import gather_parts
 from topofr_cli.topology.ptsa import PTSALoss
 
 ERASING = OPS.index("erasing")
@@ -32,8 +33,7 @@ def gather_with_local_grad(tensor: torch.Tensor, world_size: int) -> torch.Tenso
     """Every rank's rows in rank order; only this rank's rows carry gradient (the others are copies)."""
     if world_size == 1:
         return tensor
-    parts = [torch.empty_like(tensor) for _ in range(world_size)]
-    dist.all_gather(parts, tensor.detach().contiguous())
+    parts = gather_parts(tensor.detach())
     parts[dist.get_rank()] = tensor
     return torch.cat(parts, dim=0)
 

@@ -24,6 +24,21 @@ def _all_reduce(tensor: torch.Tensor, op: dist.ReduceOp.RedOpType = dist.ReduceO
     return tensor
 
 
+def gather_parts(tensor: torch.Tensor) -> list[torch.Tensor]:
+    """Every rank's copy of an equal-sized tensor, in rank order (`[tensor]` outside a process group).
+
+    The one all-gather of the library: the classifier, the objective's batch and the checkpoint's
+    classifier shards all gather through it.
+    """
+    world_size = distributed_world()[1]
+    if world_size == 1:
+        return [tensor]
+    tensor = tensor.contiguous()
+    parts = [torch.empty_like(tensor) for _ in range(world_size)]
+    dist.all_gather(parts, tensor)
+    return parts
+
+
 class _AllGather(torch.autograd.Function):
     """Concatenate every rank's [b, …] tensor in rank order (all ranks must have the same b).
 
@@ -33,12 +48,8 @@ class _AllGather(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
-        rank, world_size = distributed_world()
-        ctx.rank, ctx.rows = rank, tensor.shape[0]
-        tensor = tensor.contiguous()
-        parts = [torch.empty_like(tensor) for _ in range(world_size)]
-        dist.all_gather(parts, tensor)
-        return torch.cat(parts, dim=0)
+        ctx.rank, ctx.rows = distributed_world()[0], tensor.shape[0]
+        return torch.cat(gather_parts(tensor), dim=0)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
@@ -55,13 +66,9 @@ def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
 
 def all_gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
     """Gather equal-sized tensors (labels) in rank order; no gradient."""
-    world_size = distributed_world()[1]
-    if world_size == 1:
+    if distributed_world()[1] == 1:
         return tensor
-    tensor = tensor.contiguous()
-    parts = [torch.empty_like(tensor) for _ in range(world_size)]
-    dist.all_gather(parts, tensor)
-    return torch.cat(parts, dim=0)
+    return torch.cat(gather_parts(tensor), dim=0)
 
 
 class _ShardedCrossEntropy(torch.autograd.Function):

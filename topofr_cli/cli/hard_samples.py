@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from topofr_cli.cli.common import console, user_errors
 from topofr_cli.cli.render import bars
+from topofr_cli.data.dataset import FaceDataset
 from topofr_cli.devices import resolve_device
 from topofr_cli.hardness.report import DISTRIBUTIONS_PNG, GALLERY_MAX_ROWS, GALLERY_PNG, SUMMARY_JSON
 
@@ -23,7 +24,7 @@ class GumScopeChoice(str, Enum):
     batch = "batch"
 
 
-def _top_table(table: HardnessTable, dataset: Any, top: int) -> Table:
+def _top_table(table: HardnessTable, dataset: FaceDataset, top: int) -> Table:
     view = Table(title=f"Top {top} images by structure damage score", header_style="bold")
     for name, justify in (("rank", "right"), ("index", "right"), ("key", "left"), ("label", "right"),
                           ("pred", "right"), ("p_gt", "right"), ("entropy", "right"), ("γ", "right"),

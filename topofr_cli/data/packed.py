@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from topofr_cli import __version__
+from topofr_cli.data.dataset import FaceDataset
 from topofr_cli.data.images import ImageDecodeError, decode_image, image_size
 from topofr_cli.errors import TopofrError
 from topofr_cli.progress import Progress, resolve_progress, track
@@ -258,14 +259,14 @@ class PackReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (source key, reason)
 
 
-def _describe(dataset: Any, index: int) -> str:
+def _describe(dataset: FaceDataset, index: int) -> str:
     key = dataset.source_key(index)
     if dataset.path.is_dir() and (dataset.path / key).is_file():
         return str(dataset.path / key)
     return f"{dataset.path} record {key}"
 
 
-def pack_dataset(dataset: Any, out_dir: str | Path, *, source: str, verify: bool = True, skip_bad: bool = False,
+def pack_dataset(dataset: FaceDataset, out_dir: str | Path, *, source: str, verify: bool = True, skip_bad: bool = False,
                  transform: Callable[[int, np.ndarray], bytes] | None = None, num_classes: int | None = None,
                  overwrite: bool = False, extra_meta: dict[str, Any] | None = None,
                  progress: Progress | bool | None = None) -> PackReport:

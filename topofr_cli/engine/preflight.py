@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from topofr_cli.config import Recipe, save_recipe
+from topofr_cli.data.dataset import FaceDataset
 from topofr_cli.engine.checkpoint import check_same_model, latest_checkpoint, load_checkpoint
 from topofr_cli.errors import TopofrError
 
@@ -46,7 +47,7 @@ def _check_writable(run_dir: Path) -> None:
         raise TopofrError(f"{run_dir}: run directory is not writable ({anchor} does not allow writing)")
 
 
-def dataset_class_count(recipe: Recipe, dataset: Any) -> int:
+def dataset_class_count(recipe: Recipe, dataset: FaceDataset) -> int:
     """The class count the classifier is built with; the recipe's `head.num_classes` must agree."""
     found = int(dataset.num_classes)
     wanted = recipe.head.num_classes

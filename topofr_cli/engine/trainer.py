@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from topofr_cli.config import Recipe
+from topofr_cli.data.dataset import FaceDataset
 from topofr_cli.engine import distributed as D
 from topofr_cli.engine.checkpoint import checkpoint_path, save_checkpoint
 from topofr_cli.engine.metrics import MetricsLog
@@ -98,7 +99,7 @@ def _wrap_backbone(recipe: Recipe, backbone: nn.Module, ctx: D.DistContext) -> n
     return model
 
 
-def _prepare_data(plan: RunPlan, ctx: D.DistContext, progress: Progress) -> tuple[Any, bool]:
+def _prepare_data(plan: RunPlan, ctx: D.DistContext, progress: Progress) -> tuple[FaceDataset, bool]:
     """Generate the synthetic set on rank 0 when it is missing, then open the dataset on every rank."""
     from topofr_cli.data import open_dataset
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from topofr_cli.data.dataset import FaceDataset
 from topofr_cli.data.ordered import DatasetImages, GuardedImages, iterate_batches
 from topofr_cli.errors import TopofrError
 from topofr_cli.evaluation.embed import stream_embeddings
@@ -27,7 +28,7 @@ class EmbeddingsReport:
 class _ParquetSink:
     """Row groups of (index, label, source_key, embedding list<float32>)."""
 
-    def __init__(self, tmp: Path, dataset: Any):
+    def __init__(self, tmp: Path, dataset: FaceDataset):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -74,7 +75,7 @@ class _NpySink:
 
 
 def write_embeddings(
-    backbone: Any, dataset: Any, out_path: str | Path, *, flip: bool = True, batch_size: int = 128,
+    backbone: Any, dataset: FaceDataset, out_path: str | Path, *, flip: bool = True, batch_size: int = 128,
     num_workers: int = 2, device="cpu", on_images: Callable[[int], None] | None = None,
 ) -> EmbeddingsReport:
     """Flip-summed, *not* L2-normalised embeddings of every image of `dataset`, in dataset order.

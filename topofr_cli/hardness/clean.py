@@ -10,10 +10,10 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from topofr_cli.data.dataset import FaceDataset
 from topofr_cli.errors import TopofrError
 from topofr_cli.hardness.ranking import HardnessTable
 from topofr_cli.progress import Progress, resolve_progress, track
@@ -57,7 +57,7 @@ def flagged_mask(table: HardnessTable, *, drop_top: int | None, drop_above: floa
 
 
 def write_clean_dataset(
-    dataset: Any,
+    dataset: FaceDataset,
     table: HardnessTable,
     out_dir: str | Path,
     *,

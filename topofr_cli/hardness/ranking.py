@@ -14,6 +14,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from topofr_cli.data.dataset import FaceDataset
 from topofr_cli.errors import TopofrError
 from topofr_cli.hardness import gum_posterior
 from topofr_cli.hardness.class_softmax import (
@@ -94,7 +95,7 @@ class HardnessTable:
         return np.argsort(-self.sds, kind="stable")
 
 
-def check_inputs(model: Any, dataset: Any, model_path: str, data_path: str) -> None:
+def check_inputs(model: Any, dataset: FaceDataset, model_path: str, data_path: str) -> None:
     """Refuse inputs that cannot give class probabilities for this dataset."""
     if model.classifier_weight is None:
         raise TopofrError(
@@ -120,7 +121,7 @@ def _fit_batch_gum(entropy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 @torch.inference_mode()
 def score_dataset(
     model: Any,
-    dataset: Any,
+    dataset: FaceDataset,
     *,
     batch_size: int = 256,
     gum_scope: GumScope = "dataset",

@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from topofr_cli.data.dataset import FaceDataset
-from topofr_cli.hardness.ranking import HardnessTable
-from topofr_cli.hardness.table_io import CSV_NAME, PARQUET_NAME, staged_directory, write_table
+if TYPE_CHECKING:  # the CLI reads the names below at start-up; pyarrow and torch load on use
+    from topofr_cli.data.dataset import FaceDataset
+    from topofr_cli.hardness.ranking import HardnessTable
 
 DISTRIBUTIONS_PNG = "distributions.png"
 GALLERY_PNG = "gallery.png"
 GALLERY_MAX_ROWS = 32  # a taller figure is no longer something a person looks at
 SUMMARY_JSON = "summary.json"
-REPORT_FILES = (PARQUET_NAME, CSV_NAME, DISTRIBUTIONS_PNG, GALLERY_PNG, SUMMARY_JSON)
 
 
 def summary(table: HardnessTable, model_path: Path, data_path: Path) -> dict[str, Any]:
@@ -41,8 +40,10 @@ def summary(table: HardnessTable, model_path: Path, data_path: Path) -> dict[str
 
 def write_report(table: HardnessTable, dataset: FaceDataset, out: Path, *, model_path: Path, data_path: Path,
                  top: int, typical: int) -> Path:
-    """Write every file of `REPORT_FILES` into `out` (replaced whole); the gallery shows at most
-    `GALLERY_MAX_ROWS` of the `top` highest-SDS images, each beside `typical` images of its identity."""
+    """Write sds.parquet, sds.csv, the two figures and summary.json into `out` (replaced whole); the
+    gallery shows at most `GALLERY_MAX_ROWS` of the `top` highest-SDS images, each beside `typical`
+    images of its identity."""
+    from topofr_cli.hardness.table_io import staged_directory, write_table
     from topofr_cli.plots.hardness import plot_distributions, plot_gallery
 
     with staged_directory(out) as staging:

@@ -12,13 +12,13 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from topofr_cli.data.dataset import FaceDataset
 from topofr_cli.errors import TopofrError
 from topofr_cli.hardness.ranking import HardnessTable
 
@@ -41,7 +41,7 @@ SCHEMA = pa.schema([
 
 
 def ranked_slices(
-    table: HardnessTable, dataset: Any, rows_per_slice: int = ROWS_PER_SLICE
+    table: HardnessTable, dataset: FaceDataset, rows_per_slice: int = ROWS_PER_SLICE
 ) -> Iterator[pa.RecordBatch]:
     """Record batches of the table in SDS order (highest first)."""
     order = table.ranking()
@@ -67,7 +67,7 @@ def ranked_slices(
         yield pa.RecordBatch.from_pydict(columns, schema=SCHEMA)
 
 
-def write_table(table: HardnessTable, dataset: Any, directory: Path) -> tuple[Path, Path]:
+def write_table(table: HardnessTable, dataset: FaceDataset, directory: Path) -> tuple[Path, Path]:
     """Write `sds.parquet` and `sds.csv` into `directory` (one row per image, ranked)."""
     parquet_path, csv_path = directory / PARQUET_NAME, directory / CSV_NAME
     with pq.ParquetWriter(parquet_path, SCHEMA) as parquet, pacsv.CSVWriter(csv_path, SCHEMA) as csv:

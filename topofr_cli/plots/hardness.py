@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from topofr_cli.data.dataset import FaceDataset
 from topofr_cli.hardness.ranking import HardnessTable
 
 FLAGGED_COLOR = "#d62728"
@@ -80,7 +81,7 @@ def _show(axes: Any, image: np.ndarray, title: str, color: str) -> None:
 
 
 def plot_gallery(
-    table: HardnessTable, dataset: Any, path: Path, *, top: int = 16, typical: int = 3
+    table: HardnessTable, dataset: FaceDataset, path: Path, *, top: int = 16, typical: int = 3
 ) -> Path:
     """Rows: a top-`top` image | `typical` images of its label | of its predicted identity.
 

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from data.rec_writer import smooth_jpeg
+from writers.rec_writer import smooth_jpeg
 
 from topofr_cli.data.bins import build_bin, read_bin, write_bin
 from topofr_cli.data.images import decode_image

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_eval_support import calibrated_backbone
 from typer.testing import CliRunner
 
 from topofr_cli.cli.app import app
@@ -42,7 +41,7 @@ def _embed_by_hand(model, rgb_list):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def checkpoint(calibrated_backbone, tmp_path_factory):
     """An mbf checkpoint in the docs/interfaces.md format, recipe pointing at a packed-style set."""
     root = tmp_path_factory.mktemp("eval_cli")
     model = calibrated_backbone("mbf", EMBEDDING)

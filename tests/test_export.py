@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_eval_support import calibrated_backbone
 from typer.testing import CliRunner
 
 from topofr_cli.cli.app import app
@@ -18,7 +17,7 @@ ort = pytest.importorskip("onnxruntime")
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(calibrated_backbone, tmp_path_factory):
     """One export (the slow part) through `topofr export`, shared by the checks below."""
     root = tmp_path_factory.mktemp("export")
     model = calibrated_backbone("mbf", 64)

@@ -6,8 +6,8 @@ import io
 
 import numpy as np
 import pytest
-from data.rec_writer import smooth_jpeg
 from PIL import Image
+from writers.rec_writer import smooth_jpeg
 
 from topofr_cli.data import ImageFolderDataset, open_dataset
 from topofr_cli.errors import TopofrError

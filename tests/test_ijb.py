@@ -11,7 +11,6 @@ import sklearn.metrics
 import sklearn.preprocessing
 import torch
 from PIL import Image
-from test_eval_support import calibrated_backbone
 from typer.testing import CliRunner
 
 from topofr_cli.cli.app import app
@@ -164,15 +163,15 @@ def _write_ijb(root, *, landmark_rows=None):
     return truth
 
 
-def _checkpoint(path, seed=0):
+def _checkpoint(path, calibrated_backbone, seed=0):
     model = calibrated_backbone("mbf", 16, seed)
     torch.save(model.state_dict(), path)
     return model
 
 
-def test_ijb_end_to_end_through_the_cli(tmp_path):
+def test_ijb_end_to_end_through_the_cli(calibrated_backbone, tmp_path):
     truth = _write_ijb(tmp_path / "IJBC")
-    model = _checkpoint(tmp_path / "backbone.pth")
+    model = _checkpoint(tmp_path / "backbone.pth", calibrated_backbone)
     out = tmp_path / "out"
     result = runner_invoke(["eval", str(tmp_path / "backbone.pth"), "--ijb", str(tmp_path / "IJBC"), "--target",
                             "IJBC", "--out", str(out), "--batch-size", "4", "--num-workers", "1", "--device", "cpu",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from data.rec_writer import smooth_jpeg
+from writers.rec_writer import smooth_jpeg
 
 from topofr_cli.data import open_dataset
 from topofr_cli.data.images import decode_image, resize_rgb

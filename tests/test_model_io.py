@@ -6,7 +6,6 @@ import collections
 
 import pytest
 import torch
-from test_eval_support import calibrated_backbone
 
 from topofr_cli.errors import TopofrError
 from topofr_cli.evaluation.model_io import infer_network, load_model
@@ -29,7 +28,7 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_our_checkpoint_round_trip(tmp_path):
+def test_our_checkpoint_round_trip(calibrated_backbone, tmp_path):
     model = calibrated_backbone("mbf", 128)
     classifier = torch.randn(7, 128)
     path = tmp_path / "step_00000010.pt"
@@ -114,3 +113,11 @@ def test_garbage_and_missing_files(tmp_path):
         load_model(path)
     with pytest.raises(TopofrError, match="nope.pt"):
         load_model(tmp_path / "nope.pt")
+
+
+def test_calibrated_embeddings_differ_between_images(calibrated_backbone):
+    """The conftest backbone really depends on its input (else the round trips above prove little)."""
+    model = calibrated_backbone()
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 112, 112) * 2 - 1)
+    assert (out[0] - out[1]).abs().max() > 0.1 * out.abs().max()

@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from data.rec_writer import smooth_jpeg
+from writers.rec_writer import smooth_jpeg
 
 from topofr_cli import __version__
 from topofr_cli.data import PackedDataset, open_dataset

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from data.rec_writer import jpeg_with_magic, smooth_jpeg, write_rec
 from typer.testing import CliRunner
+from writers.rec_writer import jpeg_with_magic, smooth_jpeg, write_rec
 
 from topofr_cli.cli.app import app
 from topofr_cli.data import open_dataset

@@ -1,4 +1,4 @@
-"""RecordIO reading against files from an independent writer (tests/data/rec_writer.py, REFERENCE §3.1)."""
+"""RecordIO reading against files from an independent writer (tests/writers/rec_writer.py, REFERENCE §3.1)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import struct
 
 import numpy as np
 import pytest
-from data.rec_writer import jpeg_with_magic, smooth_jpeg, write_rec
+from writers.rec_writer import jpeg_with_magic, smooth_jpeg, write_rec
 
 from topofr_cli.data import RecordIODataset, open_dataset
 from topofr_cli.data.images import decode_image

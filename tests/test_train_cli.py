@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train_support import make_tiny_dataset, tiny_recipe_file
 from typer.testing import CliRunner
 
 from topofr_cli.cli.app import app
@@ -16,7 +15,7 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
+def data(make_tiny_dataset, tmp_path_factory) -> Path:
     return make_tiny_dataset(tmp_path_factory.mktemp("d") / "data", classes=4, per_class=4, pairs=0)
 
 
@@ -39,20 +38,20 @@ def test_missing_data_path_says_set_data_path(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_nonexistent_data_path(tmp_path):
+def test_nonexistent_data_path(tiny_recipe_file, tmp_path):
     recipe = tiny_recipe_file(tmp_path, tmp_path / "nowhere", tmp_path / "run")
     code, out = invoke(str(recipe))
     assert code == 2 and "nowhere: data.path does not exist" in out
 
 
-def test_class_count_mismatch(tmp_path, data):
+def test_class_count_mismatch(tiny_recipe_file, tmp_path, data):
     recipe = tiny_recipe_file(tmp_path, data, tmp_path / "run")
     code, out = invoke(str(recipe), "--set", "head.num_classes=7")
     assert code == 2 and "dataset has 4 classes but the recipe's head.num_classes is 7" in out
     assert not (tmp_path / "run").exists()
 
 
-def test_unwritable_run_directory(tmp_path, data):
+def test_unwritable_run_directory(tiny_recipe_file, tmp_path, data):
     blocker = tmp_path / "file.txt"
     blocker.write_text("x")
     recipe = tiny_recipe_file(tmp_path, data, blocker / "run")
@@ -61,7 +60,7 @@ def test_unwritable_run_directory(tmp_path, data):
     assert blocker.read_text() == "x"
 
 
-def test_non_empty_run_dir_is_refused_without_overwrite(tmp_path, data):
+def test_non_empty_run_dir_is_refused_without_overwrite(tiny_recipe_file, tmp_path, data):
     run = tmp_path / "run"
     run.mkdir()
     (run / "notes.txt").write_text("keep me")
@@ -71,7 +70,7 @@ def test_non_empty_run_dir_is_refused_without_overwrite(tmp_path, data):
     assert snapshot(run) == {"notes.txt": b"keep me"}
 
 
-def test_resume_without_checkpoint(tmp_path, data):
+def test_resume_without_checkpoint(tiny_recipe_file, tmp_path, data):
     run = tmp_path / "run"
     run.mkdir()
     (run / "metrics.csv").write_text("step\n")
@@ -81,7 +80,7 @@ def test_resume_without_checkpoint(tmp_path, data):
     assert snapshot(run) == {"metrics.csv": b"step\n"}
 
 
-def test_resume_from_another_architecture(tmp_path, data):
+def test_resume_from_another_architecture(tiny_recipe_file, tmp_path, data):
     run = tmp_path / "run"
     save_checkpoint({"format": CHECKPOINT_FORMAT, "model": {"network": "r18", "embedding_size": 32,
                                                             "num_classes": 4},
@@ -94,7 +93,7 @@ def test_resume_from_another_architecture(tmp_path, data):
     assert snapshot(run) == before
 
 
-def test_launcher_options_are_checked(tmp_path, data):
+def test_launcher_options_are_checked(tiny_recipe_file, tmp_path, data):
     recipe = tiny_recipe_file(tmp_path, data, tmp_path / "run")
     code, out = invoke(str(recipe), "--nnodes", "2")
     assert code == 2 and "--rdzv-endpoint" in out
@@ -102,7 +101,7 @@ def test_launcher_options_are_checked(tmp_path, data):
     assert code == 2 and "head.num_classes is 9" in out  # checked in the parent, before any worker starts
 
 
-def test_bad_recipe_key(tmp_path, data):
+def test_bad_recipe_key(tiny_recipe_file, tmp_path, data):
     recipe = tiny_recipe_file(tmp_path, data, tmp_path / "run")
     code, out = invoke(str(recipe), "--set", "optim.lr=fast")
     assert code == 2 and "optim.lr" in out
@@ -116,7 +115,7 @@ def test_reference_recipes_ask_for_the_data_path(name):
     assert code == 2 and "set data.path" in out
 
 
-def test_train_prints_verification_next_to_the_pixel_baseline(tmp_path):
+def test_train_prints_verification_next_to_the_pixel_baseline(make_tiny_dataset, tiny_recipe_file, tmp_path):
     data = make_tiny_dataset(tmp_path / "data", classes=4, per_class=4, pairs=20)
     run = tmp_path / "run"
     run.mkdir()

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
-from test_train_support import make_tiny_dataset, tiny_recipe_file
 from torch import nn
 
 from topofr_cli.config import PTSAConfig, RSPConfig, TopoFRConfig, load_recipe
@@ -124,7 +123,7 @@ def test_two_rank_steps_equal_one_process_steps(tmp_path):
     assert expected["local"]["scale"][0].item() != 0.0  # λ moved: its gradient is compared too
 
 
-def test_torchrun_two_processes_checkpoint_and_resume(tmp_path):
+def test_torchrun_two_processes_checkpoint_and_resume(make_tiny_dataset, tiny_recipe_file, tmp_path):
     data = make_tiny_dataset(tmp_path / "data", classes=5, per_class=7, pairs=0)  # 35 images: 2 steps/epoch
     recipe = tiny_recipe_file(tmp_path, data, tmp_path / "run", extra="")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

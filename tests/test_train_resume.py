@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from test_train_support import make_tiny_dataset, tiny_recipe_file
 
 from topofr_cli.config import load_recipe
 from topofr_cli.engine.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
@@ -26,7 +25,7 @@ def _assert_trees_equal(a, b, where="checkpoint"):
         assert a == b, where
 
 
-def test_resumed_run_is_bit_identical(tmp_path):
+def test_resumed_run_is_bit_identical(make_tiny_dataset, tiny_recipe_file, tmp_path):
     torch.set_num_threads(1)
     # 24 images in batches of 8: 3 steps per epoch; stop at step 2 (mid-epoch), finish at 5 (next epoch).
     data = make_tiny_dataset(tmp_path / "data", classes=4, per_class=6, pairs=0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_train_support import make_tiny_dataset, tiny_recipe_file
 from torch import nn
 
 from topofr_cli.config import load_recipe
@@ -67,7 +66,7 @@ def test_flip_and_first_update_are_a_function_of_seed_and_step():
     assert torch.equal(a, b)
 
 
-def test_persistent_non_finite_loss_stops_the_run(tmp_path, monkeypatch):
+def test_persistent_non_finite_loss_stops_the_run(make_tiny_dataset, tiny_recipe_file, tmp_path, monkeypatch):
     data = make_tiny_dataset(tmp_path / "data", classes=4, per_class=4, pairs=0)
     recipe = load_recipe(tiny_recipe_file(tmp_path, data, tmp_path / "run"), ["train.max_bad_steps=2"])
     monkeypatch.setattr(trainer, "build_objective", lambda recipe, ctx: SometimesNaN(set(range(100))))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_train_support import make_tiny_dataset, tiny_recipe_file
 
 from topofr_cli.config import PTSAConfig, RSPConfig, SDEConfig, TopoFRConfig, load_recipe
 from topofr_cli.engine.checkpoint import latest_checkpoint, load_checkpoint
@@ -70,7 +69,7 @@ def test_loss_is_weighted_ce_plus_alpha_ptsa(compat):
     assert len(list(objective.parameters())) == (1 if compat == "fixed" else 0)  # λ learnable when fixed
 
 
-def test_training_with_topofr_logs_every_term_and_saves_lambda(tmp_path):
+def test_training_with_topofr_logs_every_term_and_saves_lambda(make_tiny_dataset, tiny_recipe_file, tmp_path):
     data = make_tiny_dataset(tmp_path / "data", classes=4, per_class=4, pairs=0)
     recipe = load_recipe(tiny_recipe_file(tmp_path, data, tmp_path / "run"),
                          ["topofr.enabled=true", "schedule.max_steps=2"])

@@ -7,8 +7,6 @@ once complete. An existing output directory is replaced only if it is empty or a
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +17,8 @@ from topofr_cli import __version__
 from topofr_cli.analysis.collapse import CURVE_COLUMNS, curve_rows
 from topofr_cli.analysis.pipeline import AnalysisResult, ModelPoint
 from topofr_cli.analysis.spaces import INPUT_SPACE, LATENT_L2_SPACE, LATENT_SPACE
-from topofr_cli.data.packed import replace_dir
-from topofr_cli.errors import TopofrError
+from topofr_cli.artifacts.atomic import StagedDir, write_json
+from topofr_cli.artifacts.outputs import OutputPolicy, check_output
 from topofr_cli.plots.collapse import plot_collapse_curves
 from topofr_cli.plots.diagrams import (
     pca_from_distances,
@@ -144,31 +142,29 @@ def _write_figures(result: AnalysisResult, folder: Path) -> list[str]:
     return written
 
 
+def _is_earlier_analysis(out_dir: Path) -> bool:
+    try:
+        return json.loads((out_dir / SUMMARY_FILE).read_text()).get("format") == SUMMARY_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+# An analysis folder is replaced whole, but only if it is empty or an earlier analysis.
+OUTPUT_POLICY = OutputPolicy("dir", "replace_own", is_own=_is_earlier_analysis,
+                             refused=f"{{path}}: exists and is not an earlier analysis (no {SUMMARY_FILE}); "
+                                     "choose another --out")
+
+
 def check_output_dir(out_dir: Path) -> None:
     """Raise unless `out_dir` is absent, empty, or an earlier analysis (which will be replaced)."""
-    if not out_dir.exists():
-        return
-    if not out_dir.is_dir():
-        raise TopofrError(f"{out_dir}: exists and is not a directory")
-    if not any(out_dir.iterdir()):
-        return
-    try:
-        earlier = json.loads((out_dir / SUMMARY_FILE).read_text()).get("format")
-    except (OSError, ValueError, AttributeError):
-        earlier = None
-    if earlier != SUMMARY_FORMAT:
-        raise TopofrError(f"{out_dir}: exists and is not an earlier analysis (no {SUMMARY_FILE}); "
-                          f"choose another --out")
+    check_output(out_dir, OUTPUT_POLICY)
 
 
 def write_outputs(result: AnalysisResult, out_dir: str | Path) -> dict[str, Any]:
     """Write every output; returns the summary (with the list of files) that went to summary.json."""
     out_dir = Path(out_dir)
     check_output_dir(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    tmp.chmod(0o755)  # mkdtemp's 0700 would otherwise become the output directory's mode
-    try:
+    with StagedDir(out_dir) as tmp:
         diagram_frame(result).to_parquet(tmp / "diagrams.parquet", index=False)
         files = ["diagrams.parquet"]
         if result.targets:
@@ -178,9 +174,5 @@ def write_outputs(result: AnalysisResult, out_dir: str | Path) -> dict[str, Any]
         files += _write_figures(result, tmp)
         data = summary(result)
         data["files"] = [*files, SUMMARY_FILE]
-        (tmp / SUMMARY_FILE).write_text(json.dumps(data, indent=2) + "\n")
-        replace_dir(tmp, out_dir, overwrite=True)  # whether out_dir may be replaced was checked up front
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        write_json(tmp / SUMMARY_FILE, data)
     return data

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from topofr_cli.artifacts.outputs import REPORT, check_output
 from topofr_cli.cli.common import console, user_errors
 from topofr_cli.cli.render import RichProgress
 from topofr_cli.errors import TopofrError
@@ -80,6 +81,7 @@ def evaluate(
     for note in loaded.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
     out = out if out is not None else Path("topofr-eval") / model.stem
+    check_output(out, REPORT)
     flip = not no_flip
     if not bins and ijb is None and data is None:
         bins = default_verification_bins(loaded.recipe, model)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from topofr_cli.artifacts.atomic import atomic_path
+from topofr_cli.artifacts.outputs import BIN, check_output
 from topofr_cli.data.images import ImageDecodeError, decode_image, encode_jpeg, resize_rgb
 from topofr_cli.errors import TopofrError
 from topofr_cli.progress import Progress, resolve_progress, track
@@ -120,14 +121,8 @@ def write_bin(path: str | Path, images: list[bytes], issame: Any) -> Path:
     if len(images) != 2 * len(flags):
         raise ValueError(f"write_bin: {len(images)} images for {len(flags)} pairs")
     payload = ([bytes(image) if not isinstance(image, np.ndarray) else image for image in images], flags)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            pickle.dump(payload, handle, protocol=4)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        pickle.dump(payload, handle, protocol=4)
     return path
 
 
@@ -171,8 +166,7 @@ def build_bin(csv_path: str | Path, out_path: str | Path, *, size: int | None = 
     """Build a `.bin` from a pairs CSV. Images are stored as their file bytes, or resized and re-encoded
     to JPEG when `size` is given."""
     csv_path, out_path = Path(csv_path), Path(out_path)
-    if out_path.exists() and not overwrite:
-        raise TopofrError(f"{out_path}: already exists (pass --overwrite to replace it)")
+    check_output(out_path, BIN, overwrite=overwrite)
     rows = read_pairs_csv(csv_path)
     images: list[bytes] = []
     flags: list[bool] = []

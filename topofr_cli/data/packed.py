@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import mmap
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from topofr_cli import __version__
+from topofr_cli.artifacts.atomic import StagedDir, write_json
+from topofr_cli.artifacts.outputs import DATASET, check_output
 from topofr_cli.data.dataset import FaceDataset
 from topofr_cli.data.images import ImageDecodeError, decode_image, image_size
 from topofr_cli.errors import TopofrError
@@ -49,21 +50,8 @@ def is_packed_dir(path: str | Path) -> bool:
         return False
 
 
-def replace_dir(tmp_dir: Path, out_dir: Path, overwrite: bool) -> None:
-    """Move a finished temp directory onto `out_dir`; an old `out_dir` goes only once the new one is in place."""
-    if out_dir.exists():
-        if not overwrite:
-            raise TopofrError(f"{out_dir}: already exists (pass --overwrite to replace it)")
-        trash = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.replace(out_dir, trash)
-        os.replace(tmp_dir, out_dir)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp_dir, out_dir)
-
-
 class PackedWriter:
-    """Write a packed dataset into a temp sibling directory, renamed onto `out_dir` by `finish`."""
+    """Write a packed dataset into a staged sibling folder, moved onto `out_dir` by `finish`."""
 
     def __init__(self, out_dir: str | Path, source: str, *, shard_bytes: int = DEFAULT_SHARD_BYTES,
                  overwrite: bool = False) -> None:
@@ -71,13 +59,9 @@ class PackedWriter:
         self.source = source
         self.shard_bytes = shard_bytes
         self.overwrite = overwrite
-        if self.out_dir.exists() and not overwrite:
-            raise TopofrError(f"{self.out_dir}: already exists (pass --overwrite to replace it)")
-        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp_dir = self.out_dir.with_name(f".{self.out_dir.name}.tmp-{os.getpid()}")
-        if self.tmp_dir.exists():
-            shutil.rmtree(self.tmp_dir)
-        self.tmp_dir.mkdir()
+        check_output(self.out_dir, DATASET, overwrite=overwrite)
+        self._staged = StagedDir(self.out_dir)
+        self.tmp_dir = self._staged.path
         self._shard_number = 0
         self._shard_file = open(self.tmp_dir / shard_name(0), "wb")  # noqa: SIM115 - closed in finish/abort
         self._shard_used = 0
@@ -151,15 +135,15 @@ class PackedWriter:
             "topofr_version": __version__,
         }
         meta.update(extra)
-        (self.tmp_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        replace_dir(self.tmp_dir, self.out_dir, self.overwrite)
+        write_json(self.tmp_dir / META_FILE, meta)
+        self._staged.commit(replace=self.overwrite)
         self._finished = True
         return self.out_dir
 
     def abort(self) -> None:
         """Drop everything written so far."""
         self._shard_file.close()
-        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        self._staged.discard()
         self._finished = True
 
 

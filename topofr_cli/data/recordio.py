@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from topofr_cli.artifacts.atomic import atomic_path, write_text
 from topofr_cli.data.images import ImageDecodeError, decode_image
 from topofr_cli.errors import TopofrError
 
@@ -298,7 +299,7 @@ def write_recordio(prefix: str | Path, images: list[bytes], labels: list[int], *
     rec_path, idx_path = prefix.with_name(prefix.name + ".rec"), prefix.with_name(prefix.name + ".idx")
     first = 1 if header_record else 0
     lines, offset = [], 0
-    with open(rec_path, "wb") as rec:
+    with atomic_path(rec_path) as tmp, open(tmp, "wb") as rec:
         if header_record:
             last_key = first + len(images)
             payload = PAYLOAD_HEADER.pack(2, 0.0, 0, 0) + struct.pack("<ff", last_key, last_key)
@@ -311,7 +312,7 @@ def write_recordio(prefix: str | Path, images: list[bytes], labels: list[int], *
             rec.write(record)
             lines.append(f"{key}\t{offset}\n")
             offset += len(record)
-    idx_path.write_text("".join(lines))
+    write_text(idx_path, "".join(lines))
     classes = num_classes if num_classes is not None else max(labels) + 1
-    (prefix.parent / "property").write_text(f"{classes},112,112\n")
+    write_text(prefix.parent / "property", f"{classes},112,112\n")
     return rec_path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from topofr_cli.artifacts.atomic import atomic_path
 from topofr_cli.data.dataset import FaceDataset
 from topofr_cli.data.ordered import DatasetImages, GuardedImages, iterate_batches
 from topofr_cli.errors import TopofrError
@@ -88,20 +88,16 @@ def write_embeddings(
         raise TopofrError(f"{out_path}: --embeddings must end in {' or '.join(FORMATS)}")
     if len(dataset) == 0:
         raise TopofrError(f"{dataset.path}: the dataset has no images")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
-    sink = _ParquetSink(tmp, dataset) if out_path.suffix.lower() == ".parquet" else _NpySink(tmp, len(dataset))
     images = GuardedImages(DatasetImages(dataset), len(dataset))
     batches = iterate_batches(images, batch_size=batch_size, num_workers=num_workers, on_images=on_images)
     written, embedding_size = 0, 0
-    try:
-        for chunk in stream_embeddings(backbone, batches, flip=flip, device=device):
-            sink.write(written, chunk)
-            written += len(chunk)
-            embedding_size = chunk.shape[1]
-        sink.close()
-        os.replace(tmp, out_path)
-    finally:
-        sink.close()
-        tmp.unlink(missing_ok=True)
+    with atomic_path(out_path) as tmp:
+        sink = _ParquetSink(tmp, dataset) if out_path.suffix.lower() == ".parquet" else _NpySink(tmp, len(dataset))
+        try:
+            for chunk in stream_embeddings(backbone, batches, flip=flip, device=device):
+                sink.write(written, chunk)
+                written += len(chunk)
+                embedding_size = chunk.shape[1]
+        finally:
+            sink.close()
     return EmbeddingsReport(path=out_path, count=written, embedding_size=embedding_size)

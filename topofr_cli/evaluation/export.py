@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from topofr_cli.artifacts.atomic import atomic_path
 from topofr_cli.errors import TopofrError
 
 INPUT_NAME = "input"
@@ -98,19 +98,14 @@ def export_onnx(
     if not isinstance(backbone, torch.nn.Module):
         raise TopofrError(f"{out_path}: only PyTorch models can be exported (the input is already ONNX)")
     backbone = backbone.to("cpu", torch.float32).eval()
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
     generator = torch.Generator().manual_seed(seed)
     example = torch.rand(2, 3, 112, 112, generator=generator) * 2 - 1
     check = torch.rand(3, 3, 112, 112, generator=generator) * 2 - 1
-    try:
+    with atomic_path(out_path) as tmp:
         exporter = _export(backbone, example, tmp)
         diff, scale = onnx_max_abs_diff(tmp, backbone, check)
         if not diff <= tolerance * max(1.0, scale):
             raise TopofrError(f"{out_path}: ONNX output differs from PyTorch by {diff:.3g} "
                               f"(> {tolerance:g} × max(1, output magnitude {scale:.3g})); file not written")
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return ExportReport(path=out_path, exporter=exporter, max_abs_diff=diff, output_scale=scale,
                         check_batch_size=len(check), size_bytes=out_path.stat().st_size)

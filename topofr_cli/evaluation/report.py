@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from topofr_cli.artifacts.atomic import write_npy, write_text
 from topofr_cli.evaluation.embeddings_out import EmbeddingsReport
 from topofr_cli.evaluation.ijb import IJBResult
 from topofr_cli.evaluation.protocol import VerificationResult
@@ -38,27 +36,6 @@ class IJBReport:
     scores_path: Path
     tar_far_path: Path
     roc_path: Path
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write via a temporary sibling and rename (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_npy(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npy")
-    try:
-        np.save(tmp, array)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _csv_text(header: list[str], rows: list[list]) -> str:
@@ -92,7 +69,7 @@ def verification_report(backbone: Any, bins: list[Path], out: Path, *, batch_siz
         rows.append([name] + [f"{s[k]:.6g}" if isinstance(s[k], float) else s[k] for k in s])
     header = ["set", *results[next(iter(results))].summary()]
     report = VerificationReport(results, out / VERIFICATION_CSV, out / VERIFICATION_ROC)
-    _write_text(report.csv_path, _csv_text(header, rows))
+    write_text(report.csv_path, _csv_text(header, rows))
     plot_roc({name: (r.fpr, r.tpr) for name, r in results.items()}, report.roc_path,
              title="verification ROC (mean over folds)")
     return report
@@ -118,8 +95,8 @@ def ijb_report(backbone: Any, root: Path, target: str, out: Path, *, flip: bool,
     prefix = target.lower()
     report = IJBReport(target, result, out / f"{prefix}_scores.npy", out / f"{prefix}_tar_far.csv",
                        out / f"{prefix}_roc.png")
-    _write_npy(report.scores_path, result.scores)
-    _write_text(report.tar_far_path, _csv_text(
+    write_npy(report.scores_path, result.scores)
+    write_text(report.tar_far_path, _csv_text(
         ["far", "tar"], [[f"{far:g}", f"{tar:.6f}"] for far, tar in result.tar_at_far.items()]))
     plot_roc({target: (result.fpr, result.tpr)}, report.roc_path, title=f"{target} 1:1 ROC",
              log_far=True, far_marks={target: result.tar_at_far})

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from topofr_cli.artifacts.outputs import DATASET, check_output
 from topofr_cli.data.dataset import FaceDataset
 from topofr_cli.errors import TopofrError
 from topofr_cli.hardness.ranking import HardnessTable
@@ -39,8 +40,7 @@ def check_clean_options(out_dir: Path | None, *, drop_top: int | None, drop_abov
             raise TopofrError("--drop-top/--drop-above: only meaningful with --write-clean OUT")
         return
     _check_rule(drop_top, drop_above)
-    if out_dir.exists() and not overwrite:
-        raise TopofrError(f"{out_dir}: already exists (pass --overwrite to replace it)")
+    check_output(out_dir, DATASET, overwrite=overwrite)
 
 
 def flagged_mask(table: HardnessTable, *, drop_top: int | None, drop_above: float | None) -> np.ndarray:

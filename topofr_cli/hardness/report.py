@@ -6,7 +6,6 @@ leaves the previous report as it was.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +42,7 @@ def write_report(table: HardnessTable, dataset: FaceDataset, out: Path, *, model
     """Write sds.parquet, sds.csv, the two figures and summary.json into `out` (replaced whole); the
     gallery shows at most `GALLERY_MAX_ROWS` of the `top` highest-SDS images, each beside `typical`
     images of its identity."""
+    from topofr_cli.artifacts.atomic import write_json
     from topofr_cli.hardness.table_io import staged_directory, write_table
     from topofr_cli.plots.hardness import plot_distributions, plot_gallery
 
@@ -50,5 +50,5 @@ def write_report(table: HardnessTable, dataset: FaceDataset, out: Path, *, model
         write_table(table, dataset, staging)
         plot_distributions(table, staging / DISTRIBUTIONS_PNG)
         plot_gallery(table, dataset, staging / GALLERY_PNG, top=min(top, GALLERY_MAX_ROWS), typical=typical)
-        (staging / SUMMARY_JSON).write_text(json.dumps(summary(table, model_path, data_path), indent=2) + "\n")
+        write_json(staging / SUMMARY_JSON, summary(table, model_path, data_path))
     return out

@@ -6,11 +6,7 @@ exists at a time, however many images the dataset holds.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +14,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from topofr_cli.artifacts.atomic import StagedDir
+from topofr_cli.artifacts.outputs import REPORT, check_output
 from topofr_cli.data.dataset import FaceDataset
-from topofr_cli.errors import TopofrError
 from topofr_cli.hardness.ranking import HardnessTable
 
 PARQUET_NAME = "sds.parquet"
@@ -77,22 +74,10 @@ def write_table(table: HardnessTable, dataset: FaceDataset, directory: Path) -> 
     return parquet_path, csv_path
 
 
-@contextmanager
-def staged_directory(out_dir: Path) -> Iterator[Path]:
-    """Yield a temporary sibling of `out_dir`; on success move each file into `out_dir`.
+def staged_directory(out_dir: Path) -> StagedDir:
+    """A staged sibling of `out_dir` whose files, on success, each replace their namesake in `out_dir`.
 
-    Files already in `out_dir` that this run does not write are left alone; each one it writes is
-    replaced atomically, so a crash never leaves a half-written report.
+    Files already in `out_dir` that this run does not write are left alone (the REPORT policy).
     """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise TopofrError(f"{out_dir}: --out must be a directory, and this is a file")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        yield staging
-        out_dir.mkdir(exist_ok=True)
-        for item in sorted(staging.iterdir()):
-            os.replace(item, out_dir / item.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    check_output(out_dir, REPORT)
+    return StagedDir(out_dir, merge=True)

@@ -13,6 +13,8 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from topofr_cli.artifacts.atomic import write_figure
+
 DISTANCE_PANELS = (("bottleneck", "bottleneck"), ("wasserstein_1", "Wasserstein p=1"),
                    ("wasserstein_2", "Wasserstein p=2"))
 PTSA_PANELS = (("ptsa_official", "PTSA loss (official form)"), ("ptsa_symmetric", "PTSA loss (symmetric form)"),
@@ -45,6 +47,4 @@ def plot_collapse_curves(rows: Sequence[dict[str, Any]], path: Path, *, space: s
         axes.grid(alpha=0.3)
     grid.flat[0].legend(loc="best")
     figure.suptitle(f"structure collapse curve: input space vs {space} space")
-    path = Path(path)
-    figure.savefig(path, dpi=110)
-    return path
+    return write_figure(figure, path, dpi=110)

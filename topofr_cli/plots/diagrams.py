@@ -15,6 +15,8 @@ import scipy.sparse.linalg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from topofr_cli.artifacts.atomic import write_figure
+
 DIM_COLORS = {0: "#1f77b4", 1: "#d62728", 2: "#2ca02c"}
 SPACE_TITLES = {
     "input": "input space (pixels, A^X)",
@@ -28,9 +30,7 @@ def _title(space: str) -> str:
 
 
 def _save(figure: Figure, path: Path) -> Path:
-    path = Path(path)
-    figure.savefig(path, dpi=110)
-    return path
+    return write_figure(figure, path, dpi=110)
 
 
 def plot_persistence_diagrams(diagrams: dict[str, dict[int, np.ndarray]], path: Path) -> Path:

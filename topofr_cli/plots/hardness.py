@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from topofr_cli.artifacts.atomic import write_figure
 from topofr_cli.data.dataset import FaceDataset
 from topofr_cli.hardness.ranking import HardnessTable
 
@@ -52,8 +53,7 @@ def plot_distributions(table: HardnessTable, path: Path) -> Path:
     gum_axes.set_xlabel("standardised, sign-alternated entropy (GUM input)")
     gum_axes.set_ylabel("density")
     gum_axes.legend(fontsize=7, loc="upper right")
-    figure.savefig(path, dpi=110)
-    return path
+    return write_figure(figure, path, dpi=110)
 
 
 def typical_members(
@@ -120,5 +120,4 @@ def plot_gallery(
                       color)
     figure.suptitle("flagged (red) | typical of its label (blue) | typical of its prediction (green)",
                     fontsize=9)
-    figure.savefig(path, dpi=100)
-    return path
+    return write_figure(figure, path, dpi=100)

@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
-
-def save_figure(figure: Figure, path: str | Path, dpi: int = 120) -> Path:
-    """PNG written beside `path` and renamed onto it (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    try:
-        figure.savefig(tmp, dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+from topofr_cli.artifacts.atomic import write_figure
 
 
 def plot_roc(
@@ -49,4 +37,4 @@ def plot_roc(
     axes.set_title(title)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(loc="lower right")
-    return save_figure(figure, path)
+    return write_figure(figure, path, dpi=120, tight=True)

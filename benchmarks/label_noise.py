@@ -26,10 +26,10 @@ from rich.console import Console
 from rich.table import Table
 from scipy.stats import rankdata
 
+from topofr_cli.artifacts.checkpoint import latest_checkpoint
 from topofr_cli.data import open_dataset
 from topofr_cli.data.packed import PackedWriter
 from topofr_cli.data.synthetic import generate_synthetic
-from topofr_cli.engine.checkpoint import latest_checkpoint
 from topofr_cli.evaluation.baseline import pixel_baseline
 
 console = Console()

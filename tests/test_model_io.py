@@ -41,7 +41,8 @@ def test_our_checkpoint_round_trip(calibrated_backbone, tmp_path):
     loaded = load_model(path)
     assert (loaded.kind, loaded.network, loaded.embedding_size, loaded.num_classes, loaded.step) == (
         "topofr-checkpoint", "mbf", 128, 7, 10)
-    assert loaded.recipe == {"data": {"path": "somewhere"}}
+    assert loaded.recipe.data.path == "somewhere"  # parsed into the typed recipe, defaults filled in
+    assert loaded.recipe.head.scale == 64.0
     assert torch.equal(loaded.classifier_weight, classifier)
     x = torch.rand(2, 3, 112, 112) * 2 - 1
     with torch.no_grad():

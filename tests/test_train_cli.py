@@ -8,8 +8,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from topofr_cli.artifacts.checkpoint import Checkpoint, checkpoint_path
 from topofr_cli.cli.app import app
-from topofr_cli.engine.checkpoint import CHECKPOINT_FORMAT, checkpoint_path, save_checkpoint
 
 runner = CliRunner()
 
@@ -82,10 +82,8 @@ def test_resume_without_checkpoint(tiny_recipe_file, tmp_path, data):
 
 def test_resume_from_another_architecture(tiny_recipe_file, tmp_path, data):
     run = tmp_path / "run"
-    save_checkpoint({"format": CHECKPOINT_FORMAT, "model": {"network": "r18", "embedding_size": 32,
-                                                            "num_classes": 4},
-                     "step": 3, "backbone": {}, "classifier": torch.zeros(4, 32), "training": {}},
-                    checkpoint_path(run, 3))
+    Checkpoint(network="r18", embedding_size=32, num_classes=4, backbone={}, classifier=torch.zeros(4, 32),
+               step=3, training={}).write(checkpoint_path(run, 3))
     before = snapshot(run)
     recipe = tiny_recipe_file(tmp_path, data, run)
     code, out = invoke(str(recipe), "--resume")

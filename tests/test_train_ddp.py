@@ -12,8 +12,8 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
+from topofr_cli.artifacts.checkpoint import Checkpoint, latest_checkpoint, list_checkpoints
 from topofr_cli.config import PTSAConfig, RSPConfig, TopoFRConfig, load_recipe
-from topofr_cli.engine.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from topofr_cli.engine.distributed import DistContext, setup_distributed, teardown_distributed
 from topofr_cli.engine.metrics import read_metrics
 from topofr_cli.engine.objective import PlainObjective
@@ -134,13 +134,13 @@ def test_torchrun_two_processes_checkpoint_and_resume(make_tiny_dataset, tiny_re
 
     first = run("--set", "schedule.max_steps=1")
     assert first.returncode == 0, first.stderr[-3000:]
-    assert [s for s, _ in list_checkpoints(tmp_path / "run")] == [1]
+    assert [s for s, _ in list_checkpoints(tmp_path / "run")] == [0, 1]
     second = run("--set", "schedule.max_steps=3", "--resume")
     assert second.returncode == 0, second.stderr[-3000:]
-    ckpt = load_checkpoint(latest_checkpoint(tmp_path / "run"))
-    assert ckpt["step"] == 3 and ckpt["training"]["world_size"] == 2
-    assert ckpt["classifier"].shape == (5, 32)  # merged from both shards (3 + 2 rows)
-    momentum = ckpt["training"]["classifier_optimizer"]["state"][0]["momentum_buffer"]
+    ckpt = Checkpoint.read(latest_checkpoint(tmp_path / "run"))
+    assert ckpt.step == 3 and ckpt.training["world_size"] == 2
+    assert ckpt.classifier.shape == (5, 32)  # merged from both shards (3 + 2 rows)
+    momentum = ckpt.training["classifier_optimizer"]["state"][0]["momentum_buffer"]
     assert momentum.shape == (5, 32) and momentum.abs().sum(1).gt(0).all()  # both shards' rows were trained
-    assert len(ckpt["training"]["rng"]) == 2
+    assert len(ckpt.training["rng"]) == 2
     assert [r["step"] for r in read_metrics(tmp_path / "run/metrics.csv")] == ["1", "2", "3"]

@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from topofr_cli.artifacts.checkpoint import LATENT_LOG_SCALE_KEY, Checkpoint, latest_checkpoint
 from topofr_cli.config import PTSAConfig, RSPConfig, SDEConfig, TopoFRConfig, load_recipe
-from topofr_cli.engine.checkpoint import latest_checkpoint, load_checkpoint
 from topofr_cli.engine.metrics import read_metrics
 from topofr_cli.engine.topofr_objective import TopoFRObjective
 from topofr_cli.engine.trainer import train
@@ -78,6 +78,8 @@ def test_training_with_topofr_logs_every_term_and_saves_lambda(make_tiny_dataset
     assert len(rows) == 2
     for name in ("loss_cls", "loss_topo", "gum_pi", "gamma_mean", "sds_mean", "latent_scale"):
         assert all(float(r[name]) == float(r[name]) for r in rows), name  # present and not NaN
-    ckpt = load_checkpoint(latest_checkpoint(tmp_path / "run"))
-    assert isinstance(ckpt["latent_scale"], float) and ckpt["latent_scale"] != 1.0
+    ckpt = Checkpoint.read(latest_checkpoint(tmp_path / "run"))
+    assert isinstance(ckpt.latent_scale, float) and ckpt.latent_scale != 1.0
+    # λ is stored once, as the objective's parameter; the float is derived from it as the objective does
+    assert ckpt.latent_scale == float(ckpt.objective[LATENT_LOG_SCALE_KEY].exp())
     assert float(rows[-1]["latent_scale"]) != 1.0

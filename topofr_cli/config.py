@@ -243,6 +243,17 @@ def recipe_from_dict(tree: dict[str, Any], source: str = "<recipe>") -> Recipe:
     return recipe
 
 
+def _check_values(recipe: Recipe) -> None:
+    """Values the types cannot express; the recipe key names live here, not in the maths or models."""
+    from topofr_cli.models import BACKBONE_NAMES  # deferred: the recipe schema does not need torch
+
+    if recipe.model.network not in BACKBONE_NAMES:
+        raise TopofrError(f"model.network: unknown backbone {recipe.model.network!r}; valid names: "
+                          f"{', '.join(BACKBONE_NAMES)}")
+    if not 0.0 <= recipe.topofr.rsp.prob <= 1.0:
+        raise TopofrError(f"topofr.rsp.prob: expected a probability in [0, 1], got {recipe.topofr.rsp.prob}")
+
+
 def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> Recipe:
     """Read a YAML recipe (or the defaults when `path` is None) and apply `--set` overrides."""
     tree: dict[str, Any] = {}
@@ -266,6 +277,7 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
         merged = recipe.to_dict()
         _set_dotted(merged, key, value, f"--set {key}")
         recipe = recipe_from_dict(merged, f"--set {key} (recipe {source})")
+    _check_values(recipe)
     return recipe
 
 

@@ -5,16 +5,15 @@ A run directory holds `checkpoints/step_XXXXXXXX.pt` (docs/interfaces.md, Engine
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from topofr_cli.artifacts.checkpoint import list_checkpoints
 from topofr_cli.errors import TopofrError
 
 if TYPE_CHECKING:  # the pipeline imports this module; annotations only, no import cycle at runtime
     from topofr_cli.analysis.pipeline import Target
 
-CHECKPOINT_NAME = re.compile(r"^step_(\d+)\.pt$")
 CURVE_METRICS = ("bottleneck", "wasserstein_1", "wasserstein_2")
 CURVE_COLUMNS = ("run", "step", "space", "dim", *CURVE_METRICS,
                  "ptsa_official", "ptsa_symmetric", "shared_h0_fraction")
@@ -22,13 +21,7 @@ CURVE_COLUMNS = ("run", "step", "space", "dim", *CURVE_METRICS,
 
 def run_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     """(step, path) of every `checkpoints/step_*.pt` in `run_dir`, by step; an error if there are none."""
-    folder = Path(run_dir) / "checkpoints"
-    found = []
-    if folder.is_dir():
-        for path in folder.iterdir():
-            match = CHECKPOINT_NAME.match(path.name)
-            if match and path.is_file():
-                found.append((int(match.group(1)), path))
+    found = list_checkpoints(run_dir)
     if not found:
         raise TopofrError(f"{run_dir}: run directory has no checkpoints/step_*.pt")
     return sorted(found)

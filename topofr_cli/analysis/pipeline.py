@@ -3,7 +3,6 @@ topology of the latent spaces with that of the input space (REFERENCE §1.2)."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from topofr_cli.data import open_dataset
 from topofr_cli.data.loader import normalize
 from topofr_cli.errors import TopofrError
 from topofr_cli.evaluation.embed import embed_images
-from topofr_cli.evaluation.model_io import CHECKPOINT_FORMAT, load_model
+from topofr_cli.evaluation.model_io import load_model
 from topofr_cli.progress import Progress, resolve_progress, stage, track
 from topofr_cli.topology import input_distances, latent_distances
 
@@ -101,16 +100,6 @@ def input_space_distances(sample: Sample, device: torch.device) -> torch.Tensor:
     return input_distances(normalize(sample.images.to(device))).cpu()
 
 
-def checkpoint_latent_scale(path: Path) -> float | None:
-    """λ saved in a topofr checkpoint (None when the run used REF's constant 1 or it is absent)."""
-    with contextlib.suppress(RuntimeError, ValueError, OSError):
-        # mmap: only the one scalar is read from disk, not the weights.
-        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        value = payload.get("latent_scale") if isinstance(payload, dict) else None
-        return float(value) if value is not None else None
-    return None
-
-
 def analyze_model(path: Path, sample: Sample, input_topology: SpaceTopology, dims: Sequence[int], *,
                   step: int | None, batch_size: int, device: torch.device,
                   progress: Progress | bool | None = None, description: str = "embedding",
@@ -124,8 +113,7 @@ def analyze_model(path: Path, sample: Sample, input_topology: SpaceTopology, dim
     progress = resolve_progress(progress)
     start = time.perf_counter()
     loaded = load_model(path)
-    scale = checkpoint_latent_scale(path) if loaded.kind == CHECKPOINT_FORMAT else None
-    scale = 1.0 if scale is None else scale
+    scale = 1.0 if loaded.latent_scale is None else loaded.latent_scale  # REF's constant λ = 1 otherwise
     if not scale > 0:
         raise TopofrError(f"{path}: key 'latent_scale' is {scale}, a latent scale must be positive")
     images = sample.images

@@ -153,7 +153,7 @@ class RandomStructurePerturbation:
 
     def __init__(self, prob: float = 0.2, *, compact: bool | None = None) -> None:
         if not 0.0 <= prob <= 1.0:
-            raise TopofrError(f"topofr.rsp.prob: expected a probability in [0, 1], got {prob}")
+            raise TopofrError(f"RSP probability: expected a value in [0, 1], got {prob}")
         self.prob = prob
         self.compact = compact
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-METRICS_FILE = "metrics.csv"
-TENSORBOARD_DIR = "tensorboard"
+from topofr_cli.artifacts.atomic import atomic_path
+from topofr_cli.artifacts.run_dir import RunDir
 
 
 def _open_tensorboard(log_dir: Path) -> Any | None:
@@ -40,7 +39,7 @@ class MetricsLog:
                  resume_step: int | None = None, tensorboard: bool = True) -> None:
         self.enabled = enabled
         self.columns = ["step", *[c for c in columns if c != "step"]]
-        self.path = Path(run_dir) / METRICS_FILE
+        self.path = RunDir(Path(run_dir)).metrics
         self._handle = None
         self._writer: csv.DictWriter | None = None
         self._tensorboard = None
@@ -57,16 +56,14 @@ class MetricsLog:
                         continue
             for row in kept:  # keep columns the earlier run had even if this run does not log them
                 self.columns.extend(k for k in row if k not in self.columns)
-        tmp = self.path.with_name(f".{METRICS_FILE}.tmp-{os.getpid()}")
-        with open(tmp, "w", newline="") as handle:
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=self.columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(kept)
-        os.replace(tmp, self.path)
         self._handle = open(self.path, "a", newline="")
         self._writer = csv.DictWriter(self._handle, fieldnames=self.columns, extrasaction="ignore")
         if tensorboard:
-            self._tensorboard = _open_tensorboard(Path(run_dir) / TENSORBOARD_DIR)
+            self._tensorboard = _open_tensorboard(RunDir(Path(run_dir)).tensorboard)
 
     def log(self, step: int, values: Mapping[str, Any]) -> None:
         if not self.enabled or self._writer is None:

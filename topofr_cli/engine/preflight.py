@@ -7,29 +7,26 @@ one line from one process instead of a failure in every worker.
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from topofr_cli.config import Recipe, save_recipe
+from topofr_cli.artifacts.checkpoint import Checkpoint
+from topofr_cli.artifacts.outputs import RUN, check_kind, check_output
+from topofr_cli.artifacts.run_dir import RunDir
+from topofr_cli.config import Recipe
 from topofr_cli.data.dataset import FaceDataset
-from topofr_cli.engine.checkpoint import check_same_model, latest_checkpoint, load_checkpoint
 from topofr_cli.errors import TopofrError
-
-RECIPE_FILE = "recipe.yaml"
 
 
 @dataclass
 class RunPlan:
     recipe: Recipe
-    run_dir: Path
+    run: RunDir
     data_path: Path
     generate_data: bool  # the synthetic set must be generated at data_path first
     num_classes: int | None  # None until the data exists
-    resume_from: Path | None
+    resume_from: Checkpoint | None  # read once, here
     overwrite: bool
-    resume_payload: dict[str, Any] | None = None  # the checkpoint, loaded once
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -40,8 +37,7 @@ def _nearest_existing(path: Path) -> Path:
 
 
 def _check_writable(run_dir: Path) -> None:
-    if run_dir.exists() and not run_dir.is_dir():
-        raise TopofrError(f"{run_dir}: train.output exists and is not a directory")
+    check_kind(run_dir, RUN)
     anchor = _nearest_existing(run_dir)
     if not anchor.is_dir() or not os.access(anchor, os.W_OK | os.X_OK):
         raise TopofrError(f"{run_dir}: run directory is not writable ({anchor} does not allow writing)")
@@ -88,27 +84,16 @@ def plan_run(recipe: Recipe, *, resume: bool, overwrite: bool) -> RunPlan:
 
     run_dir = Path(recipe.train.output)
     _check_writable(run_dir)
-    resume_from, payload = None, None
+    run = RunDir(run_dir)
+    checkpoint = None
     if resume:
-        resume_from = latest_checkpoint(run_dir)
-        if resume_from is None:
+        latest = run.latest()
+        if latest is None:
             raise TopofrError(f"{run_dir}: --resume given but the run directory holds no checkpoint "
                               "(checkpoints/step_*.pt)")
-        payload = load_checkpoint(resume_from)
-        check_same_model(payload, resume_from, network=recipe.model.network,
-                         embedding_size=recipe.model.embedding_size, num_classes=num_classes)
-    elif run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
-        raise TopofrError(f"{run_dir}: run directory is not empty; pass --resume to continue that run or "
-                          "--overwrite to replace it")
-    return RunPlan(recipe, run_dir, data_path, generate, num_classes, resume_from, overwrite,
-                   payload if resume else None)
-
-
-def prepare_run_dir(plan: RunPlan) -> None:
-    """(Rank 0) empty the directory for --overwrite, create it and record the recipe atomically."""
-    if plan.overwrite and plan.resume_from is None and plan.run_dir.is_dir():
-        shutil.rmtree(plan.run_dir)
-    plan.run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = plan.run_dir / f".{RECIPE_FILE}.tmp-{os.getpid()}"
-    save_recipe(plan.recipe, tmp)
-    os.replace(tmp, plan.run_dir / RECIPE_FILE)
+        checkpoint = Checkpoint.read(latest)
+        checkpoint.check_resumable(network=recipe.model.network, embedding_size=recipe.model.embedding_size,
+                                   num_classes=num_classes)
+    else:
+        check_output(run_dir, RUN, overwrite=overwrite)
+    return RunPlan(recipe, run, data_path, generate, num_classes, checkpoint, overwrite)

@@ -1,48 +1,34 @@
-"""Training state ⇄ checkpoint dict (docs/interfaces.md, Engine).
+"""Training state ⇄ `artifacts.Checkpoint` (docs/interfaces.md, Artifacts).
 
 The classifier is stored whole ([C, E], merged from every rank's shard) and so is its optimizer state
 (momentum rows gathered the same way), so a checkpoint does not depend on the world size it was written
-with. RNG states are per rank.
+with. RNG states are per rank. The training loop's hooks add their own states (`hook_states`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from topofr_cli import __version__
+from topofr_cli.artifacts.checkpoint import Checkpoint
 from topofr_cli.config import Recipe
-from topofr_cli.engine.checkpoint import CHECKPOINT_FORMAT, capture_rng_state, restore_rng_state
 from topofr_cli.engine.distributed import DistContext, gather_objects, gather_rows
+from topofr_cli.engine.objective import Objective
+from topofr_cli.engine.rng import capture_rng_state, restore_rng_state
 from topofr_cli.models.partial_fc import PartialFC, shard_bounds
-
-
-@dataclass
-class LoopPosition:
-    step: int = 0  # optimizer steps taken (global)
-    epoch: int = 0  # epoch of the next batch
-    batch_in_epoch: int = 0  # batches of `epoch` already consumed
-    bad_steps: int = 0  # non-finite losses so far
-    consecutive_bad: int = 0
 
 
 @dataclass
 class TrainingParts:
     backbone: nn.Module  # the plain module (not DDP, not compiled)
     classifier: PartialFC
-    objective: nn.Module  # owns TopoFR's latent scale λ, if any
+    objective: Objective  # owns TopoFR's latent scale λ, if any
     backbone_optimizer: torch.optim.Optimizer
     classifier_optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler | None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _latent_scale(objective: nn.Module) -> float | None:
-    value = getattr(objective, "latent_scale_value", None)
-    return value() if callable(value) else None
+    scaler: torch.amp.GradScaler | None = None  # set once the step (which owns precision) exists
 
 
 def _shard_sizes(classifier: PartialFC) -> list[int]:
@@ -80,67 +66,53 @@ def shard_classifier_optimizer(state: dict[str, Any], classifier: PartialFC) -> 
     return {"state": sharded, "param_groups": state["param_groups"]}
 
 
-def build_checkpoint(ctx: DistContext, recipe: Recipe, parts: TrainingParts, position: LoopPosition,
-                     num_classes: int) -> dict[str, Any] | None:
-    """Call on every rank (collectives); returns the payload on rank 0, None elsewhere."""
+def build_checkpoint(ctx: DistContext, recipe: Recipe, parts: TrainingParts, *, num_classes: int,
+                     step: int, epoch: int, hook_states: dict[str, Any]) -> Checkpoint | None:
+    """Call on every rank (collectives); returns the checkpoint on rank 0, None elsewhere.
+
+    `epoch` is the epoch of the next batch, as `hook_states["loop"]` records it."""
     classifier_weight = parts.classifier.full_weight().float().cpu()
     classifier_optimizer = gather_classifier_optimizer(ctx, parts)
     rng_states = gather_objects(ctx, capture_rng_state())
     if not ctx.is_main:
         return None
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "topofr_version": __version__,
-        "model": {"network": recipe.model.network, "embedding_size": recipe.model.embedding_size,
-                  "num_classes": num_classes},
-        "recipe": recipe.to_dict(),
-        "step": position.step,
-        "epoch": position.epoch,
-        "backbone": {k: v.detach().cpu() for k, v in parts.backbone.state_dict().items()},
-        "classifier": classifier_weight,
-        "latent_scale": _latent_scale(parts.objective),
-        "training": {
-            "position": {"epoch": position.epoch, "batch_in_epoch": position.batch_in_epoch},
-            "bad_steps": position.bad_steps,
-            "consecutive_bad": position.consecutive_bad,
+    return Checkpoint(
+        network=recipe.model.network, embedding_size=recipe.model.embedding_size, num_classes=num_classes,
+        backbone={k: v.detach().cpu() for k, v in parts.backbone.state_dict().items()},
+        classifier=classifier_weight, step=step, epoch=epoch, recipe=recipe,
+        # λ exactly, as the parameter (a float does not survive exp/log round trips bit for bit)
+        objective={k: v.detach().cpu() for k, v in parts.objective.state_dict().items()},
+        training={
             "backbone_optimizer": parts.backbone_optimizer.state_dict(),
             "classifier_optimizer": classifier_optimizer,
             "scaler": None if parts.scaler is None else parts.scaler.state_dict(),
             "world_size": ctx.world_size,
-            # λ exactly (the top-level `latent_scale` float does not survive exp/log round trips bit for bit)
-            "objective": {k: v.detach().cpu() for k, v in parts.objective.state_dict().items()},
             "rng": rng_states,
+            "hooks": hook_states,
         },
-    }
+    )
 
 
-def restore_weights(payload: dict[str, Any], parts: TrainingParts) -> None:
-    parts.backbone.load_state_dict(payload["backbone"])
-    parts.classifier.load_full_weight(payload["classifier"].to(parts.classifier.weight.device))
-    if hasattr(parts.objective, "load_latent_scale"):
-        parts.objective.load_latent_scale(payload.get("latent_scale"))
-
-
-def restore_training(payload: dict[str, Any], parts: TrainingParts, ctx: DistContext) -> LoopPosition:
-    """Weights, optimizers and scaler; returns where the loop continues. RNG is restored separately
-    (`restore_rng_for_rank`) because its moment matters (see trainer)."""
-    restore_weights(payload, parts)
-    training = payload["training"]
+def restore_parts(checkpoint: Checkpoint, parts: TrainingParts) -> None:
+    """Weights, objective state, optimizers and (when the parts have one) the gradient scaler."""
+    parts.backbone.load_state_dict(checkpoint.backbone)
+    parts.classifier.load_full_weight(checkpoint.classifier.to(parts.classifier.weight.device))
+    if checkpoint.objective:
+        parts.objective.load_state_dict(checkpoint.objective)
+    training = checkpoint.training
     parts.backbone_optimizer.load_state_dict(training["backbone_optimizer"])
     parts.classifier_optimizer.load_state_dict(
         shard_classifier_optimizer(training["classifier_optimizer"], parts.classifier))
-    if training.get("objective"):
-        parts.objective.load_state_dict(training["objective"])
-    if parts.scaler is not None and training.get("scaler"):
-        parts.scaler.load_state_dict(training["scaler"])
-    return LoopPosition(step=int(payload["step"]), epoch=int(training["position"]["epoch"]),
-                        batch_in_epoch=int(training["position"]["batch_in_epoch"]),
-                        bad_steps=int(training["bad_steps"]), consecutive_bad=int(training["consecutive_bad"]))
 
 
-def restore_rng_for_rank(payload: dict[str, Any], ctx: DistContext) -> bool:
+def restore_scaler(checkpoint: Checkpoint, scaler: torch.amp.GradScaler | None) -> None:
+    if scaler is not None and checkpoint.training.get("scaler"):
+        scaler.load_state_dict(checkpoint.training["scaler"])
+
+
+def restore_rng_for_rank(checkpoint: Checkpoint, ctx: DistContext) -> bool:
     """Restore this rank's RNG states; False when the checkpoint was written with another world size."""
-    states = payload["training"]["rng"]
+    states = checkpoint.training["rng"]
     if len(states) != ctx.world_size:
         restore_rng_state(states[0])
         return False

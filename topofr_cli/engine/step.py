@@ -14,6 +14,7 @@ from torch import nn
 
 from topofr_cli.data.loader import normalize
 from topofr_cli.engine.distributed import DistContext, all_reduce_max_
+from topofr_cli.engine.objective import Objective
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -57,7 +58,7 @@ class StepResult:
 
 class TrainStep:
     def __init__(self, *, backbone: nn.Module, backbone_params: list[nn.Parameter], classifier: nn.Module,
-                 objective: nn.Module, optimizers: list[torch.optim.Optimizer], precision: str,
+                 objective: Objective, optimizers: list[torch.optim.Optimizer], precision: str,
                  dist_ctx: DistContext, clip_grad_norm: float | None, channels_last: bool,
                  horizontal_flip: bool, seed: int) -> None:
         self.backbone = backbone
@@ -120,31 +121,35 @@ class TrainStep:
 
         bad = (~torch.isfinite(loss.detach())).float()  # 0-dim, as fused optimizers expect
         all_reduce_max_(self.ctx, bad)  # every rank must skip together or DDP replicas drift apart
+        grad_norm = self._backward(loss)
+        found_inf = torch.maximum(bad, (~torch.isfinite(grad_norm)).float())
+        self._update(found_inf)  # may raise found_inf in place (fp16 scaler overflow)
+        return StepResult(loss=loss.detach(), bad=bad, skipped=found_inf, grad_norm=grad_norm.detach(),
+                          terms={k: v.detach() for k, v in terms.items()})
+
+    def _backward(self, loss: torch.Tensor) -> torch.Tensor:
+        """Gradients (unscaled, summed over ranks, clipped); returns the backbone's norm before clipping."""
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             for optimizer in self.optimizers:
                 self.scaler.unscale_(optimizer)
         else:
             loss.backward()
-        sync = getattr(self.objective, "synchronize_gradients", None)
-        if sync is not None:
-            sync()
-
-        grads = [p.grad for p in self.backbone_params if p.grad is not None]
+        self.objective.synchronize_gradients()
         if self.clip_grad_norm is not None:
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.backbone_params, self.clip_grad_norm, foreach=True)
-        else:
-            grad_norm = torch.nn.utils.get_total_norm(grads, foreach=True)
-        found_inf = torch.maximum(bad, (~torch.isfinite(grad_norm)).float())
+            return torch.nn.utils.clip_grad_norm_(self.backbone_params, self.clip_grad_norm, foreach=True)
+        grads = [p.grad for p in self.backbone_params if p.grad is not None]
+        return torch.nn.utils.get_total_norm(grads, foreach=True)
+
+    def _update(self, found_inf: torch.Tensor) -> None:
+        """Step every optimizer; on the device, each skips its update where `found_inf` is 1."""
         if self.scaler is not None:
             self._share_scaler_overflow(found_inf)
             for optimizer in self.optimizers:
                 self.scaler.step(optimizer)
             self.scaler.update()
-        else:
-            for optimizer in self.optimizers:
-                optimizer.grad_scale = None
-                optimizer.found_inf = found_inf
-                optimizer.step()
-        return StepResult(loss=loss.detach(), bad=bad, skipped=found_inf, grad_norm=grad_norm.detach(),
-                          terms={k: v.detach() for k, v in terms.items()})
+            return
+        for optimizer in self.optimizers:
+            optimizer.grad_scale = None
+            optimizer.found_inf = found_inf
+            optimizer.step()

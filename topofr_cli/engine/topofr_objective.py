@@ -55,15 +55,6 @@ class TopoFRObjective(nn.Module):
             names += ["gum_pi", "gamma_mean", "sds_mean"]
         self.term_names = tuple(names)
 
-    # -- latent scale λ (checkpoint key `latent_scale`) -------------------------------------------
-    def latent_scale_value(self) -> float | None:
-        return self.ptsa.latent_scale_value() if self.ptsa is not None else None
-
-    @torch.no_grad()
-    def load_latent_scale(self, value: float | None) -> None:
-        if value is not None and self.ptsa is not None and self.ptsa.log_scale is not None:
-            self.ptsa.log_scale.fill_(float(torch.tensor(value, dtype=torch.float64).log()))
-
     # -- the step's hooks ----------------------------------------------------------------------------
     def perturb(self, x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(backbone input x̃ = RSP(x), PTSA's input space): x itself, or REF's leaky version."""

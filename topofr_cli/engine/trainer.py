@@ -20,28 +20,20 @@ from torch.nn.parallel import DistributedDataParallel
 from topofr_cli.config import Recipe
 from topofr_cli.data.dataset import FaceDataset
 from topofr_cli.engine import distributed as D
-from topofr_cli.engine.checkpoint import checkpoint_path, save_checkpoint
+from topofr_cli.engine.hooks import BadStepGuard, CheckpointHook, Hook, MetricsHook, VerificationHook
+from topofr_cli.engine.loop import LoopSetup, TrainLoop
 from topofr_cli.engine.metrics import MetricsLog
-from topofr_cli.engine.objective import build_objective
-from topofr_cli.engine.preflight import RunPlan, dataset_class_count, plan_run, prepare_run_dir
-from topofr_cli.engine.progress import TrainProgress
+from topofr_cli.engine.objective import Objective, build_objective
+from topofr_cli.engine.preflight import RunPlan, dataset_class_count, plan_run
 from topofr_cli.engine.schedule import PolySchedule
-from topofr_cli.engine.state import (
-    LoopPosition,
-    TrainingParts,
-    build_checkpoint,
-    restore_rng_for_rank,
-    restore_training,
-)
+from topofr_cli.engine.state import TrainingParts, build_checkpoint, restore_parts, restore_scaler
 from topofr_cli.engine.step import TrainStep
-from topofr_cli.engine.validation import BinScore, verification_bins, verify
+from topofr_cli.engine.validation import BinScore, verification_bins
 from topofr_cli.errors import TopofrError
 from topofr_cli.progress import Progress, resolve_progress
 
-EVAL_BATCH_SIZE = 64
 
-
-@dataclass
+@dataclass(kw_only=True)
 class RunResult:
     run_dir: Path
     steps: int
@@ -63,7 +55,7 @@ def _make_optimizer(recipe: Recipe, groups: list[dict[str, Any]]) -> torch.optim
     return torch.optim.AdamW(groups, lr=opt.lr, weight_decay=opt.weight_decay, fused=True)
 
 
-def _build_parts(recipe: Recipe, num_classes: int, ctx: D.DistContext, objective: nn.Module) -> TrainingParts:
+def _build_parts(recipe: Recipe, num_classes: int, ctx: D.DistContext, objective: Objective) -> TrainingParts:
     from topofr_cli.models import CombinedMarginHead, PartialFC, create_backbone
 
     torch.manual_seed(recipe.train.seed)  # identical backbone on every rank (DDP also broadcasts it)
@@ -85,7 +77,7 @@ def _build_parts(recipe: Recipe, num_classes: int, ctx: D.DistContext, objective
                        "lr_multiplier": recipe.topofr.ptsa.scale_lr_multiplier})
     backbone_optimizer = _make_optimizer(recipe, groups)
     classifier_optimizer = _make_optimizer(recipe, [{"params": [classifier.weight]}])
-    return TrainingParts(backbone, classifier, objective, backbone_optimizer, classifier_optimizer, None)
+    return TrainingParts(backbone, classifier, objective, backbone_optimizer, classifier_optimizer)
 
 
 def _wrap_backbone(recipe: Recipe, backbone: nn.Module, ctx: D.DistContext) -> nn.Module:
@@ -119,7 +111,7 @@ def _prepare_data(plan: RunPlan, ctx: D.DistContext, progress: Progress) -> tupl
     return dataset, generated
 
 
-def _log_columns(objective: nn.Module, bins: list[Path]) -> list[str]:
+def _log_columns(objective: Objective, bins: list[Path]) -> list[str]:
     columns = ["epoch", "loss", "lr", "img_per_s", "grad_norm", "bad_steps"]
     columns += list(objective.term_names)
     columns += [f"val_{p.stem}_acc" for p in bins] + [f"val_{p.stem}_std" for p in bins]
@@ -141,39 +133,57 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False,
         D.teardown_distributed(ctx)
 
 
-def _train(recipe: Recipe, ctx: D.DistContext, *, resume: bool, overwrite: bool, started: float,
-           progress: Progress) -> RunResult:
-    plan = plan_run(recipe, resume=resume, overwrite=overwrite)
-    D.barrier(ctx)  # every rank has checked the run dir before rank 0 clears it for --overwrite
-    if ctx.is_main:
-        prepare_run_dir(plan)
-    dataset, generated = _prepare_data(plan, ctx, progress)
-    num_classes = dataset_class_count(recipe, dataset)
-    bins = verification_bins(recipe.data.val_bins, Path(dataset.path), dataset.meta)
-
+def _set_determinism(recipe: Recipe) -> None:
     if recipe.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     else:
         torch.backends.cudnn.benchmark = True
 
-    objective = build_objective(recipe, ctx)
-    parts = _build_parts(recipe, num_classes, ctx, objective)
-    payload = plan.resume_payload
-    position = restore_training(payload, parts, ctx) if payload is not None else LoopPosition()
-    torch.manual_seed(recipe.train.seed + ctx.rank)  # per-rank streams (dropout, class sampling)
 
-    model = _wrap_backbone(recipe, parts.backbone, ctx)
-    step_fn = TrainStep(backbone=model, backbone_params=list(parts.backbone.parameters()),
-                        classifier=parts.classifier, objective=objective,
+def _train(recipe: Recipe, ctx: D.DistContext, *, resume: bool, overwrite: bool, started: float,
+           progress: Progress) -> RunResult:
+    plan = plan_run(recipe, resume=resume, overwrite=overwrite)
+    D.barrier(ctx)  # every rank has checked the run dir before rank 0 clears it for --overwrite
+    if ctx.is_main:
+        plan.run.prepare(recipe, overwrite=plan.overwrite and plan.resume_from is None)
+    dataset, generated = _prepare_data(plan, ctx, progress)
+    num_classes = dataset_class_count(recipe, dataset)
+    bins = verification_bins(recipe.data.val_bins, Path(dataset.path), dataset.meta)
+    _set_determinism(recipe)
+    parts = _build_parts(recipe, num_classes, ctx, build_objective(recipe, ctx))
+    checkpoint = plan.resume_from
+    if checkpoint is not None:
+        restore_parts(checkpoint, parts)
+    torch.manual_seed(recipe.train.seed + ctx.rank)  # per-rank streams (dropout, class sampling)
+    step_fn = _make_step(recipe, parts, ctx)
+    if checkpoint is not None:
+        restore_scaler(checkpoint, parts.scaler)
+    setup = _loop_setup(recipe, ctx, parts, step_fn, dataset, plan, bins)
+    loop = TrainLoop(setup, _hooks(recipe, ctx, setup, plan, bins, num_classes), reporter=progress)
+    if checkpoint is not None:
+        loop.load_state_dict(checkpoint)
+    try:
+        loop.run()
+    finally:
+        setup.metrics.close()
+    return _result(loop, plan, ctx, generated=generated, started=started)
+
+
+def _make_step(recipe: Recipe, parts: TrainingParts, ctx: D.DistContext) -> TrainStep:
+    step_fn = TrainStep(backbone=_wrap_backbone(recipe, parts.backbone, ctx),
+                        backbone_params=list(parts.backbone.parameters()),
+                        classifier=parts.classifier, objective=parts.objective,
                         optimizers=[parts.backbone_optimizer, parts.classifier_optimizer],
                         precision=recipe.train.precision, dist_ctx=ctx,
                         clip_grad_norm=recipe.optim.clip_grad_norm, channels_last=recipe.model.channels_last,
                         horizontal_flip=recipe.data.horizontal_flip, seed=recipe.train.seed)
     parts.scaler = step_fn.scaler
-    if payload is not None and parts.scaler is not None and payload["training"].get("scaler"):
-        parts.scaler.load_state_dict(payload["training"]["scaler"])
+    return step_fn
 
+
+def _loop_setup(recipe: Recipe, ctx: D.DistContext, parts: TrainingParts, step_fn: TrainStep, dataset: FaceDataset,
+                plan: RunPlan, bins: list[Path]) -> LoopSetup:
     from topofr_cli.data.loader import make_train_loader
 
     loader = make_train_loader(dataset, recipe.data.batch_size, num_workers=recipe.data.num_workers,
@@ -185,141 +195,40 @@ def _train(recipe: Recipe, ctx: D.DistContext, *, resume: bool, overwrite: bool,
                           f"{recipe.data.batch_size} × {ctx.world_size} processes (lower data.batch_size)")
     sched = recipe.schedule
     total_steps = sched.epochs * steps_per_epoch
-    schedule = PolySchedule(recipe.optim.lr, total_steps, min(total_steps, round(sched.warmup_epochs
-                                                                                  * steps_per_epoch)), sched.power)
-    stop_step = total_steps if sched.max_steps is None else min(total_steps, sched.max_steps)
-    metrics = MetricsLog(plan.run_dir, _log_columns(objective, bins), enabled=ctx.is_main,
-                         resume_step=position.step if payload is not None else None)
-    loop = _Loop(recipe, ctx, parts, model, step_fn, loader, schedule, metrics, bins, num_classes,
-                 steps_per_epoch, stop_step, plan.run_dir, progress=progress)
-    try:
-        result = loop.run(position, payload)
-    finally:
-        metrics.close()
-    result.generated_data = generated
-    result.rank = ctx.rank
+    warmup = min(total_steps, round(sched.warmup_epochs * steps_per_epoch))
+    resume_step = None if plan.resume_from is None else plan.resume_from.step
+    metrics = MetricsLog(plan.run.root, _log_columns(parts.objective, bins), enabled=ctx.is_main,
+                         resume_step=resume_step)
+    return LoopSetup(ctx=ctx, parts=parts, step_fn=step_fn, loader=loader,
+                     schedule=PolySchedule(recipe.optim.lr, total_steps, warmup, sched.power), metrics=metrics,
+                     steps_per_epoch=steps_per_epoch, epochs=sched.epochs,
+                     stop_step=total_steps if sched.max_steps is None else min(total_steps, sched.max_steps))
+
+
+def _hooks(recipe: Recipe, ctx: D.DistContext, setup: LoopSetup, plan: RunPlan, bins: list[Path],
+           num_classes: int) -> list[Hook]:
+    def save(loop: TrainLoop) -> Path | None:
+        states = loop.state_dict()
+        checkpoint = build_checkpoint(ctx, recipe, setup.parts, num_classes=num_classes, step=loop.step,
+                                      epoch=states["loop"]["epoch"], hook_states=states)
+        path = None if checkpoint is None else checkpoint.write(plan.run.checkpoint(loop.step))
+        D.barrier(ctx)
+        return path
+
+    train = recipe.train
+    return [
+        MetricsHook(setup.metrics, train.log_every, recipe.data.batch_size * ctx.world_size),
+        BadStepGuard(train.max_bad_steps, train.log_every, plan.run.root),
+        CheckpointHook(save, train.save_every, fresh=plan.resume_from is None),
+        VerificationHook(bins, train.eval_every, train.eval_at_epoch_end, ctx),
+    ]
+
+
+def _result(loop: TrainLoop, plan: RunPlan, ctx: D.DistContext, *, generated: bool, started: float) -> RunResult:
+    metrics, _, checkpointer, verification = loop.hooks
+    result = RunResult(run_dir=plan.run.root, steps=loop.step, epochs_completed=loop.epoch,
+                       checkpoint=checkpointer.last, verification=verification.scores,
+                       bad_steps=metrics.bad_steps, images_per_second=metrics.images_per_second(),
+                       generated_data=generated, rank=ctx.rank)
     result.wall_seconds = time.perf_counter() - started
     return result
-
-
-class _Loop:
-    """The epoch/step loop with its side duties (logging, checkpoints, verification, bad-step policy)."""
-
-    def __init__(self, recipe, ctx, parts, model, step_fn, loader, schedule, metrics, bins, num_classes,
-                 steps_per_epoch, stop_step, run_dir, *, progress: Progress) -> None:
-        self.recipe, self.ctx, self.parts, self.model, self.step_fn = recipe, ctx, parts, model, step_fn
-        self.loader, self.schedule, self.metrics, self.bins = loader, schedule, metrics, bins
-        self.num_classes, self.steps_per_epoch, self.stop_step = num_classes, steps_per_epoch, stop_step
-        self.run_dir, self.progress = run_dir, progress
-        self.global_batch = recipe.data.batch_size * ctx.world_size
-        self.last_checkpoint: Path | None = None
-        self.scores: list[BinScore] = []
-        self.scored_at = -1
-
-    def save(self, position: LoopPosition) -> None:
-        payload = build_checkpoint(self.ctx, self.recipe, self.parts, position, self.num_classes)
-        if payload is not None:
-            self.last_checkpoint = save_checkpoint(payload, checkpoint_path(self.run_dir, position.step))
-        D.barrier(self.ctx)
-
-    def evaluate(self, step: int, epoch: int, progress: TrainProgress) -> None:
-        if not self.bins:
-            return
-        if self.ctx.is_main:
-            self.scores = verify(self.parts.backbone, self.bins, device=self.ctx.device,
-                                 batch_size=EVAL_BATCH_SIZE)
-            row: dict[str, Any] = {"epoch": epoch}
-            for score in self.scores:
-                row[f"val_{score.name}_acc"] = score.accuracy
-                row[f"val_{score.name}_std"] = score.accuracy_std
-            self.metrics.log(step, row)
-            progress.print(f"step {step}: " + ", ".join(
-                f"{s.name} {100 * s.accuracy:.2f}% ± {100 * s.accuracy_std:.2f}" for s in self.scores))
-        self.scored_at = step
-        D.barrier(self.ctx)
-
-    def run(self, position: LoopPosition, payload: dict[str, Any] | None) -> RunResult:
-        device = self.ctx.device
-        consecutive = torch.tensor(float(position.consecutive_bad), device=device)
-        worst = consecutive.clone()
-        bad_total = torch.tensor(float(position.bad_steps), device=device)
-        train_cfg = self.recipe.train
-        sampler = self.loader.sampler
-        rng_pending = payload is not None
-        epochs = self.recipe.schedule.epochs
-        step = position.step
-        last_log_time, last_log_step = time.perf_counter(), step
-        speeds: list[float] = []
-        with TrainProgress(total_steps=self.stop_step, start_step=step, enabled=self.ctx.is_main,
-                           progress=self.progress) as progress:
-            epoch = position.epoch
-            while epoch < epochs and step < self.stop_step:
-                start_batch = position.batch_in_epoch if epoch == position.epoch else 0
-                sampler.set_epoch(epoch)
-                sampler.set_start_batch(start_batch)
-                # Creating a DataLoader iterator draws from the global torch RNG. The uninterrupted run
-                # drew it at the epoch start, before the state a mid-epoch checkpoint recorded: so restore
-                # the state before the iterator at an epoch boundary and after it mid-epoch.
-                if rng_pending and start_batch == 0:
-                    self._restore_rng(payload, progress)
-                    rng_pending = False
-                batches = iter(self.loader)
-                if rng_pending:
-                    self._restore_rng(payload, progress)
-                    rng_pending = False
-                batch_in_epoch = start_batch
-                for images, labels in batches:
-                    lr = self.schedule.apply(self.parts.backbone_optimizer, step)
-                    self.schedule.apply(self.parts.classifier_optimizer, step)
-                    result = self.step_fn(images, labels, step)
-                    step += 1
-                    batch_in_epoch += 1
-                    consecutive.add_(1).mul_(result.bad)
-                    torch.maximum(worst, consecutive, out=worst)
-                    bad_total.add_(result.bad)
-                    progress.advance()
-                    at_end = step >= self.stop_step or batch_in_epoch >= self.steps_per_epoch
-                    if step % train_cfg.log_every == 0 or at_end:
-                        now = time.perf_counter()
-                        speed = (step - last_log_step) * self.global_batch / max(now - last_log_time, 1e-9)
-                        speeds.append(speed)
-                        last_log_time, last_log_step = now, step
-                        self._log(step, epoch, lr, speed, result, bad_total, progress)
-                        if int(worst.item()) >= train_cfg.max_bad_steps:
-                            raise TopofrError(
-                                f"{self.run_dir}: the loss was not finite for {train_cfg.max_bad_steps} "
-                                f"consecutive steps (by step {step}); lower optim.lr, raise "
-                                "optim.clip_grad_norm's strictness or use train.precision fp32/bf16")
-                    epoch_done = batch_in_epoch >= self.steps_per_epoch
-                    periodic_save = train_cfg.save_every > 0 and step % train_cfg.save_every == 0
-                    if epoch_done or step >= self.stop_step or periodic_save:
-                        self.save(LoopPosition(step, epoch + 1 if epoch_done else epoch,
-                                               0 if epoch_done else batch_in_epoch,
-                                               int(bad_total.item()), int(consecutive.item())))
-                    if (epoch_done and train_cfg.eval_at_epoch_end) or (
-                            train_cfg.eval_every and step % train_cfg.eval_every == 0):
-                        self.evaluate(step, epoch, progress)
-                    if epoch_done or step >= self.stop_step:
-                        break
-                epoch += 1 if batch_in_epoch >= self.steps_per_epoch else 0
-                if step >= self.stop_step:
-                    break
-            if self.scored_at != step:
-                self.evaluate(step, epoch, progress)
-        return RunResult(run_dir=self.run_dir, steps=step, epochs_completed=epoch, checkpoint=self.last_checkpoint,
-                         verification=self.scores, bad_steps=int(bad_total.item()),
-                         images_per_second=sum(speeds[1:]) / len(speeds[1:]) if len(speeds) > 1 else
-                         (speeds[0] if speeds else 0.0))
-
-    def _restore_rng(self, payload: dict[str, Any], progress: TrainProgress) -> None:
-        if not restore_rng_for_rank(payload, self.ctx):
-            progress.note("checkpoint written with another world size; RNG streams differ")
-
-    def _log(self, step: int, epoch: int, lr: float, speed: float, result: Any, bad_total: torch.Tensor,
-             progress: TrainProgress) -> None:
-        loss = float(result.loss.item())
-        row: dict[str, Any] = {"epoch": epoch, "loss": loss, "lr": lr, "img_per_s": speed,
-                               "grad_norm": float(result.grad_norm.item()), "bad_steps": int(bad_total.item())}
-        row.update({name: float(value.item()) for name, value in result.terms.items()})
-        self.metrics.log(step, row)
-        progress.show(epoch=epoch, loss=loss, lr=lr, images_per_second=speed)

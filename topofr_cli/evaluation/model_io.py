@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-import re
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,15 +9,26 @@ from typing import Any
 import numpy as np
 import torch
 
+from topofr_cli.artifacts.checkpoint import (
+    CHECKPOINT_FORMAT,
+    Checkpoint,
+    is_checkpoint_payload,
+    load_weights_file,
+)
+from topofr_cli.config import Recipe
 from topofr_cli.errors import TopofrError
-from topofr_cli.models import BACKBONE_NAMES, create_backbone
-from topofr_cli.models.iresnet import STAGE_DEPTHS
+from topofr_cli.models import (
+    BACKBONE_NAMES,
+    checkpoint_filter_fn,
+    create_backbone,
+    embedding_key,
+    embedding_size_of,
+)
+from topofr_cli.models.iresnet import network_of as iresnet_network_of
+from topofr_cli.models.iresnet import stage_depths_of, strip_ddp_prefix
+from topofr_cli.models.mobilefacenet import is_mobilefacenet_state
 
-CHECKPOINT_FORMAT = "topofr-checkpoint"
 ONNX_SUFFIXES = (".onnx",)
-# keys that only a MobileFaceNet state dict has (insightface names)
-MBF_MARKER = "conv_sep.layers.0.weight"
-_STAGE_BLOCK_KEY = re.compile(r"^layer([1-4])\.(\d+)\.")
 
 
 @dataclass
@@ -31,9 +39,10 @@ class LoadedModel:
     embedding_size: int
     num_classes: int | None
     kind: str  # "topofr-checkpoint", "reference", "insightface", "onnx"
-    recipe: dict | None
+    recipe: Recipe | None
     step: int | None
     notes: list[str] = field(default_factory=list)  # e.g. "architecture inferred from the keys: r50"
+    latent_scale: float | None = None  # TopoFR's learned λ (our checkpoints only)
 
 
 class OnnxBackbone:
@@ -74,48 +83,19 @@ def _is_onnx(path: Path) -> bool:
     return path.suffix.lower() in ONNX_SUFFIXES
 
 
-def _torch_load(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TopofrError(f"{path}: refused or unreadable with torch.load(weights_only=True) ({first})") from None
-    except (RuntimeError, zipfile.BadZipFile, EOFError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TopofrError(f"{path}: not a PyTorch model file ({first})") from None
-
-
-def _strip_prefix(state: dict[str, Any]) -> dict[str, Any]:
-    """Drop the `module.` prefix DistributedDataParallel adds to every key."""
-    if state and all(k.startswith("module.") for k in state):
-        return {k[len("module."):]: v for k, v in state.items()}
-    return state
-
-
 def infer_network(state: dict[str, torch.Tensor], path: Path) -> str:
     """r18 … r200 from the number of blocks per stage, or mbf from its layer names."""
-    if MBF_MARKER in state:
+    if is_mobilefacenet_state(state):
         return "mbf"
-    depth = [0, 0, 0, 0]
-    for key in state:
-        match = _STAGE_BLOCK_KEY.match(key)
-        if match:
-            stage, block = int(match.group(1)) - 1, int(match.group(2))
-            depth[stage] = max(depth[stage], block + 1)
-    for name, stages in STAGE_DEPTHS.items():
-        if tuple(depth) == stages:
-            return name
+    network = iresnet_network_of(state)
+    if network is not None:
+        return network
+    depth = list(stage_depths_of(state))
     if any(depth):
         raise TopofrError(f"{path}: IResNet with {depth} blocks per stage matches no known network "
                           f"({', '.join(BACKBONE_NAMES)}); pass --network")
     raise TopofrError(f"{path}: cannot tell the architecture from the keys (no layer1…4 or mbf keys); "
                       f"pass --network")
-
-
-def _embedding_size(state: dict[str, torch.Tensor], network: str) -> int | None:
-    key = "features.layers.2.weight" if network == "mbf" else "features.weight"
-    tensor = state.get(key)
-    return int(tensor.shape[0]) if tensor is not None else None
 
 
 def build_backbone(state: dict[str, torch.Tensor], network: str, embedding_size: int, path: Path) -> torch.nn.Module:
@@ -139,26 +119,24 @@ def build_backbone(state: dict[str, torch.Tensor], network: str, embedding_size:
     return backbone.eval()
 
 
-def _load_checkpoint(payload: dict, path: Path, network: str | None) -> LoadedModel:
-    model_info = payload.get("model") or {}
-    state = payload.get("backbone")
-    if not isinstance(state, dict) or "network" not in model_info:
+def _load_checkpoint(checkpoint: Checkpoint, path: Path, network: str | None) -> LoadedModel:
+    state = checkpoint.backbone
+    if not isinstance(state, dict) or checkpoint.network is None:
         raise TopofrError(f"{path}: topofr checkpoint without 'backbone' state dict or 'model.network'")
-    net = network or model_info["network"]
-    notes = [] if network is None or network == model_info["network"] else [
-        f"--network {network} overrides the checkpoint's {model_info['network']}"]
-    embedding_size = int(model_info.get("embedding_size") or _embedding_size(state, net) or 512)
-    classifier = payload.get("classifier")
+    net = network or checkpoint.network
+    notes = [] if network is None or network == checkpoint.network else [
+        f"--network {network} overrides the checkpoint's {checkpoint.network}"]
+    embedding_size = int(checkpoint.embedding_size or embedding_size_of(state, net) or 512)
     return LoadedModel(
         backbone=build_backbone(state, net, embedding_size, path),
-        classifier_weight=classifier if isinstance(classifier, torch.Tensor) else None,
-        network=net, embedding_size=embedding_size, num_classes=model_info.get("num_classes"),
-        kind=CHECKPOINT_FORMAT, recipe=payload.get("recipe"), step=payload.get("step"), notes=notes,
+        classifier_weight=checkpoint.classifier, network=net, embedding_size=embedding_size,
+        num_classes=checkpoint.num_classes, kind=CHECKPOINT_FORMAT, recipe=checkpoint.recipe,
+        step=checkpoint.step, notes=notes, latent_scale=checkpoint.latent_scale,
     )
 
 
 def _load_state_dict(state: dict, path: Path, network: str | None) -> LoadedModel:
-    state = _strip_prefix(state)
+    state = strip_ddp_prefix(state)
     non_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if non_tensors:
         raise TopofrError(f"{path}: not a state dict or topofr checkpoint (key {non_tensors[0]!r} "
@@ -169,10 +147,10 @@ def _load_state_dict(state: dict, path: Path, network: str | None) -> LoadedMode
     if network is None:
         network = infer_network(state, path)
         notes.append(f"architecture inferred from the keys: {network}")
-    embedding_size = _embedding_size(state, network)
+    state = checkpoint_filter_fn(state, network)
+    embedding_size = embedding_size_of(state, network)
     if embedding_size is None:
-        raise TopofrError(f"{path}: no embedding layer ({'features.layers.2.weight' if network == 'mbf' else 'features.weight'}) "
-                          f"for {network}")
+        raise TopofrError(f"{path}: no embedding layer ({embedding_key(network)}) for {network}")
     if classifier is not None and (classifier.ndim != 2 or classifier.shape[1] != embedding_size):
         raise TopofrError(f"{path}: key 'weight' has shape {tuple(classifier.shape)}, expected a classifier "
                           f"[C, {embedding_size}]")
@@ -189,7 +167,8 @@ def load_model(path: str | Path, network: str | None = None) -> LoadedModel:
     insightface backbone files (plain IResNet/mbf state dict, `module.` prefixes allowed), or ONNX.
 
     The architecture is `network` if given, else our checkpoint's, else inferred from the keys
-    (the inference is recorded in `notes`). Files are read with `torch.load(weights_only=True)`.
+    (the inference is recorded in `notes`). Files are read with `artifacts.checkpoint.load_weights_file`
+    (weights only: no code in a file runs).
     """
     path = Path(path)
     if not path.is_file():
@@ -199,11 +178,11 @@ def load_model(path: str | Path, network: str | None = None) -> LoadedModel:
         return LoadedModel(backbone=backbone, classifier_weight=None, network="onnx",
                            embedding_size=backbone.embedding_size or 0, num_classes=None, kind="onnx",
                            recipe=None, step=None)
-    payload = _torch_load(path)
+    payload = load_weights_file(path)
     if not isinstance(payload, dict):
         raise TopofrError(f"{path}: expected a state dict or topofr checkpoint, found a {type(payload).__name__}")
-    if payload.get("format") == CHECKPOINT_FORMAT:
-        return _load_checkpoint(payload, path, network)
+    if is_checkpoint_payload(payload):
+        return _load_checkpoint(Checkpoint.from_payload(payload, path), path, network)
     if "format" in payload and not isinstance(payload["format"], torch.Tensor):
         raise TopofrError(f"{path}: unknown checkpoint format {payload['format']!r}")
     return _load_state_dict(dict(payload), path, network)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from topofr_cli.config import Recipe
 from topofr_cli.data.bins import VerificationPairs, read_bin
 from topofr_cli.data.folds import NUM_FOLDS
 from topofr_cli.data.images import ImageDecodeError, decode_image
@@ -59,11 +60,11 @@ def evaluate_bin(
                           num_workers=num_workers, on_images=on_images)
 
 
-def default_verification_bins(recipe: dict | None, model_path: str | Path) -> list[Path]:
+def default_verification_bins(recipe: Recipe | None, model_path: str | Path) -> list[Path]:
     """The held-out `.bin` files of the dataset a checkpoint was trained on (recipe → data.path →
     meta.json `verification_bins`), or a TopofrError saying why there are none."""
     hint = "pass --bin FILE (e.g. --bin lfw.bin)"
-    data_path = ((recipe or {}).get("data") or {}).get("path")
+    data_path = recipe.data.path if recipe is not None else None
     if not data_path:
         raise TopofrError(f"{model_path}: no --bin given and the model records no training dataset; {hint}")
     meta_file = Path(data_path) / "meta.json"

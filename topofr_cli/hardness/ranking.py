@@ -14,6 +14,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from topofr_cli.config import Recipe
 from topofr_cli.data.dataset import FaceDataset
 from topofr_cli.errors import TopofrError
 from topofr_cli.hardness import gum_posterior
@@ -29,32 +30,6 @@ GumScope = Literal["dataset", "batch"]
 # Ranking wants the paper's weights as written; the "reference" mode would make w2 ≡ 1 (§2.1).
 WEIGHT_MODE = "fixed"
 _FLUSH_EVERY = 32  # batches kept on the device between host copies (one sync per flush)
-
-
-@dataclass(frozen=True)
-class HeadSettings:
-    """The margin head and SDE temperature a checkpoint was trained with (REFERENCE §1.3 defaults)."""
-
-    scale: float = 64.0
-    m1: float = 1.0
-    m2: float = 0.5
-    m3: float = 0.0
-    temperature: float = 1.0
-
-    @classmethod
-    def from_recipe(cls, recipe: dict[str, Any] | None) -> HeadSettings:
-        """Read `head.{scale,m1,m2,m3}` and `topofr.sde.temperature`; missing keys keep defaults."""
-        recipe = recipe or {}
-        head = recipe.get("head") or {}
-        sde = (recipe.get("topofr") or {}).get("sde") or {}
-        defaults = cls()
-        return cls(
-            scale=float(head.get("scale", defaults.scale)),
-            m1=float(head.get("m1", defaults.m1)),
-            m2=float(head.get("m2", defaults.m2)),
-            m3=float(head.get("m3", defaults.m3)),
-            temperature=float(sde.get("temperature", defaults.temperature)),
-        )
 
 
 @dataclass
@@ -145,9 +120,8 @@ def score_dataset(
     if gum_scope not in ("dataset", "batch"):
         raise TopofrError(f"--gum-scope: expected 'dataset' or 'batch', got {gum_scope!r}")
     device = torch.device(device)
-    settings = HeadSettings.from_recipe(getattr(model, "recipe", None))
-    if not margin:
-        settings = replace(settings, m1=1.0, m2=0.0, m3=0.0)
+    recipe = model.recipe or Recipe()  # files without a recipe: the method's defaults (docs/method.md §1.3)
+    settings = recipe.head if margin else replace(recipe.head, m1=1.0, m2=0.0, m3=0.0)
     head = CombinedMarginHead(scale=settings.scale, m1=settings.m1, m2=settings.m2, m3=settings.m3)
     head = head.to(device).eval()
     backbone = model.backbone.to(device).eval()
@@ -200,7 +174,7 @@ def score_dataset(
     return finish_table(
         labels=labels, predicted=predicted, runner_up=runner_up, p_true=p_true,
         p_predicted=p_predicted, p_runner_up=p_runner_up, margin=margin, entropy=entropy,
-        gum_scope=gum_scope, batch_fit=batch_fit, temperature=settings.temperature,
+        gum_scope=gum_scope, batch_fit=batch_fit, temperature=recipe.topofr.sde.temperature,
     )
 
 

@@ -50,7 +50,7 @@ def sample_weights(
     floating dtype (float32 if p_true is not floating).
     """
     if compat not in COMPAT_MODES:
-        raise TopofrError(f"topofr.compat: expected one of {', '.join(COMPAT_MODES)}, got {compat!r}")
+        raise TopofrError(f"SDE compatibility mode: expected one of {', '.join(COMPAT_MODES)}, got {compat!r}")
     if gamma.shape != p_true.shape:
         raise TopofrError(f"sample_weights: gamma {tuple(gamma.shape)} and p_true {tuple(p_true.shape)} differ")
     dtype = p_true.dtype if p_true.is_floating_point() else torch.float32

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from topofr_cli.errors import TopofrError
+from topofr_cli.models import iresnet, mobilefacenet
 from topofr_cli.models.heads import CombinedMarginHead
 from topofr_cli.models.iresnet import STAGE_DEPTHS, build_iresnet
 from topofr_cli.models.mobilefacenet import MobileFaceNet
@@ -27,7 +28,23 @@ def create_backbone(
     if name == "mbf":
         # insightface's mbf has no dropout; a non-zero value is accepted and ignored there too.
         return MobileFaceNet(embedding_size, gradient_checkpointing=gradient_checkpointing)
-    raise TopofrError(f"model.network: unknown backbone {name!r}; valid names: {', '.join(BACKBONE_NAMES)}")
+    raise TopofrError(f"unknown backbone {name!r}; valid names: {', '.join(BACKBONE_NAMES)}")
 
 
-__all__ = ["BACKBONE_NAMES", "ClassifierOutput", "CombinedMarginHead", "PartialFC", "create_backbone"]
+def checkpoint_filter_fn(state: dict, network: str) -> dict:
+    """A foreign (insightface, REF) state dict of `network` in our key names (see each model's own)."""
+    module = mobilefacenet if network == "mbf" else iresnet
+    return module.checkpoint_filter_fn(state)
+
+
+def embedding_size_of(state: dict, network: str) -> int | None:
+    """The embedding size a state dict of `network` produces (None if its embedding layer is missing)."""
+    module = mobilefacenet if network == "mbf" else iresnet
+    return module.embedding_size_of(state)
+
+
+def embedding_key(network: str) -> str:
+    return (mobilefacenet if network == "mbf" else iresnet).EMBEDDING_KEY
+
+
+__all__ = ["BACKBONE_NAMES", "ClassifierOutput", "CombinedMarginHead", "PartialFC", "checkpoint_filter_fn", "create_backbone", "embedding_key", "embedding_size_of"]

@@ -8,7 +8,8 @@ unchanged. Only the forward pass adds features: per-stage gradient checkpointing
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -156,3 +157,44 @@ def build_iresnet(
     return IResNet(
         STAGE_DEPTHS[name], embedding_size, dropout=dropout, gradient_checkpointing=gradient_checkpointing
     )
+
+
+# -- foreign checkpoints (insightface, REF): their key names are this module's own -------------------
+_STAGE_BLOCK_KEY = re.compile(r"^layer([1-4])\.(\d+)\.")
+EMBEDDING_KEY = "features.weight"  # the final BatchNorm1d: [embedding_size]
+
+
+def stage_depths_of(state: Mapping[str, torch.Tensor]) -> tuple[int, int, int, int]:
+    """Blocks per stage in an IResNet state dict (zeros when it has no `layerN.i.` keys)."""
+    depth = [0, 0, 0, 0]
+    for key in state:
+        match = _STAGE_BLOCK_KEY.match(key)
+        if match:
+            stage, block = int(match.group(1)) - 1, int(match.group(2))
+            depth[stage] = max(depth[stage], block + 1)
+    return depth[0], depth[1], depth[2], depth[3]
+
+
+def network_of(state: Mapping[str, torch.Tensor]) -> str | None:
+    """r18 … r200 whose stage depths the state dict has, else None."""
+    depths = stage_depths_of(state)
+    return next((name for name, stages in STAGE_DEPTHS.items() if stages == depths), None)
+
+
+def embedding_size_of(state: Mapping[str, torch.Tensor]) -> int | None:
+    tensor = state.get(EMBEDDING_KEY)
+    return int(tensor.shape[0]) if tensor is not None else None
+
+
+def checkpoint_filter_fn(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An insightface/REF IResNet state dict in this module's key names.
+
+    They are the same names (the module tree mirrors insightface's), except the `module.` prefix
+    that DistributedDataParallel adds to every key when a wrapped model is saved."""
+    return strip_ddp_prefix(state)
+
+
+def strip_ddp_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module."):]: v for k, v in state.items()}
+    return dict(state)

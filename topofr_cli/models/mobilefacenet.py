@@ -7,10 +7,12 @@ Module nesting and attribute names follow insightface's `backbones/mobilefacenet
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
-from topofr_cli.models.iresnet import run_stages
+from topofr_cli.models.iresnet import run_stages, strip_ddp_prefix
 
 Kernel = tuple[int, int]
 
@@ -145,3 +147,22 @@ class MobileFaceNet(nn.Module):
         use_checkpoint = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         x = run_stages(self.layers, x, use_checkpoint)
         return self.features(self.conv_sep(x))
+
+
+# -- foreign checkpoints (insightface): their key names are this module's own ------------------------
+MARKER_KEY = "conv_sep.layers.0.weight"  # a key only a MobileFaceNet state dict has
+EMBEDDING_KEY = "features.layers.2.weight"  # the GDC head's linear layer: [embedding_size, 512]
+
+
+def is_mobilefacenet_state(state: Mapping[str, torch.Tensor]) -> bool:
+    return MARKER_KEY in state
+
+
+def embedding_size_of(state: Mapping[str, torch.Tensor]) -> int | None:
+    tensor = state.get(EMBEDDING_KEY)
+    return int(tensor.shape[0]) if tensor is not None else None
+
+
+def checkpoint_filter_fn(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An insightface `mbf` state dict in this module's key names (the same, less DDP's `module.`)."""
+    return strip_ddp_prefix(state)

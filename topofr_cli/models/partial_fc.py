@@ -90,9 +90,11 @@ class PartialFC(nn.Module):
         """Score this rank's [b, E] embeddings and labels as part of the global batch.
 
         Every rank must pass the same b (drop_last loaders). The embedding gradient returned to each
-        rank is the full ∂loss/∂z_local (contributions of all shards summed), so wrapping the
-        backbone in DDP, which averages, scales the backbone gradient by 1/world_size exactly as
-        insightface does. Keep this module out of DDP: its shards are not replicas.
+        rank is the full ∂loss/∂z_local (contributions of all shards summed), so the backbone
+        gradient of the global loss is the SUM of the ranks' contributions: the engine's DDP hook
+        sums (engine/distributed.py `sum_gradients_hook`) instead of DDP's default mean, which
+        would shrink it by the world size (as insightface's plain DDP does). Keep this module out
+        of DDP: its shards are not replicas.
         """
         embeddings = all_gather_with_grad(local_embeddings)
         labels = all_gather_no_grad(local_labels.long())

@@ -53,7 +53,7 @@ def latent_distances(z: torch.Tensor, scale: float | torch.Tensor = 1.0) -> torc
 
 def _check_inputs(x: torch.Tensor, z: torch.Tensor, form: str) -> None:
     if form not in FORMS:
-        raise TopofrError(f"topofr.ptsa.form: expected one of {', '.join(FORMS)}, got {form!r}")
+        raise TopofrError(f"PTSA form: expected one of {', '.join(FORMS)}, got {form!r}")
     if z.dim() != 2:
         raise TopofrError(f"ptsa_loss: embeddings z must be [B, E], got shape {tuple(z.shape)}")
     if x.shape[0] != z.shape[0]:
@@ -119,15 +119,15 @@ class PTSALoss(nn.Module):
 
     @classmethod
     def from_config(cls, form: str, compat: str) -> PTSALoss:
-        """From the recipe's `topofr.ptsa.form` and `topofr.compat` ("reference" keeps REF's fixed λ = 1)."""
+        """From a loss form and a compatibility mode ("reference" keeps REF's fixed λ = 1)."""
         if compat not in ("fixed", "reference"):
-            raise TopofrError(f"topofr.compat: expected one of fixed, reference, got {compat!r}")
+            raise TopofrError(f"PTSA compatibility mode: expected one of fixed, reference, got {compat!r}")
         return cls(form, learnable=compat == "fixed")  # type: ignore[arg-type]
 
     def __init__(self, form: Literal["official", "symmetric"] = "official", learnable: bool = True) -> None:
         super().__init__()
         if form not in FORMS:
-            raise TopofrError(f"topofr.ptsa.form: expected one of {', '.join(FORMS)}, got {form!r}")
+            raise TopofrError(f"PTSA form: expected one of {', '.join(FORMS)}, got {form!r}")
         self.form = form
         self.learnable = learnable
         if learnable:

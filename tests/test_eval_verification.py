@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from topofr_cli.config import Recipe
 from topofr_cli.data.bins import write_bin
 from topofr_cli.data.images import encode_jpeg
 from topofr_cli.errors import TopofrError
@@ -101,7 +102,8 @@ def test_default_bins_come_from_the_training_set_meta(tmp_path):
     data.mkdir()
     (data / "meta.json").write_text('{"format": "topofr-packed", "verification_bins": ["synthetic_val.bin"]}')
     (data / "synthetic_val.bin").write_bytes(b"")
-    recipe = {"data": {"path": str(data)}}
+    recipe = Recipe()
+    recipe.data.path = str(data)
     assert default_verification_bins(recipe, "m.pt") == [data / "synthetic_val.bin"]
     with pytest.raises(TopofrError, match="--bin"):
         default_verification_bins(None, "m.pt")

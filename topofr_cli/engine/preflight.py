@@ -18,7 +18,7 @@ from topofr_cli.data.dataset import FaceDataset
 from topofr_cli.errors import TopofrError
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunPlan:
     recipe: Recipe
     run: RunDir
@@ -96,4 +96,5 @@ def plan_run(recipe: Recipe, *, resume: bool, overwrite: bool) -> RunPlan:
                                    num_classes=num_classes)
     else:
         check_output(run_dir, RUN, overwrite=overwrite)
-    return RunPlan(recipe, run, data_path, generate, num_classes, checkpoint, overwrite)
+    return RunPlan(recipe=recipe, run=run, data_path=data_path, generate_data=generate, num_classes=num_classes,
+                   resume_from=checkpoint, overwrite=overwrite)

@@ -31,7 +31,7 @@ from topofr_cli.models.mobilefacenet import is_mobilefacenet_state
 ONNX_SUFFIXES = (".onnx",)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LoadedModel:
     backbone: Any  # nn.Module in eval mode, or OnnxBackbone
     classifier_weight: torch.Tensor | None  # [C, E]

@@ -25,6 +25,7 @@ class ConvBlock(nn.Module):
         self,
         in_channels: int,
         out_channels: int,
+        *,
         kernel: Kernel = (1, 1),
         stride: Kernel = (1, 1),
         padding: Kernel = (0, 0),

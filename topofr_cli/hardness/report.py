@@ -1,6 +1,6 @@
 """What `topofr hard-samples` leaves in its output folder: the ranking, two figures and summary.json.
 
-The folder is staged and swapped in whole (`table_io.staged_directory`), so an interrupted run
+The files are staged and moved in one by one (`table_io.staged_directory`), so an interrupted run
 leaves the previous report as it was.
 """
 
@@ -39,9 +39,9 @@ def summary(table: HardnessTable, model_path: Path, data_path: Path) -> dict[str
 
 def write_report(table: HardnessTable, dataset: FaceDataset, out: Path, *, model_path: Path, data_path: Path,
                  top: int, typical: int) -> Path:
-    """Write sds.parquet, sds.csv, the two figures and summary.json into `out` (replaced whole); the
-    gallery shows at most `GALLERY_MAX_ROWS` of the `top` highest-SDS images, each beside `typical`
-    images of its identity."""
+    """Write sds.parquet, sds.csv, the two figures and summary.json into `out` (each replaces its
+    namesake; other files stay); the gallery shows at most `GALLERY_MAX_ROWS` of the `top` highest-SDS
+    images, each beside `typical` images of its identity."""
     from topofr_cli.artifacts.atomic import write_json
     from topofr_cli.hardness.table_io import staged_directory, write_table
     from topofr_cli.plots.hardness import plot_distributions, plot_gallery

@@ -22,6 +22,7 @@ from torch import nn
 
 from topofr_cli.augment.rsp import OPS, RandomStructurePerturbation
 from topofr_cli.config import TopoFRConfig
+from topofr_cli.data.loader import normalize
 from topofr_cli.hardness.sds import sde_weights
 from topofr_cli.models.distributed_ops import gather_parts
 from topofr_cli.topology.ptsa import PTSALoss
@@ -35,6 +36,28 @@ def gather_with_local_grad(tensor: torch.Tensor, world_size: int) -> torch.Tenso
         return tensor
     parts = gather_parts(tensor.detach())
     parts[dist.get_rank()] = tensor
+    return torch.cat(parts, dim=0)
+
+
+def pixels_of(x: torch.Tensor) -> torch.Tensor:
+    """The uint8 images u with normalize(u) == x, for x made by `normalize` (and flips of it): the
+    inverse map is off by < 1e-4 of a grey level, so rounding recovers u exactly."""
+    return (x.float() * 127.5 + 127.5).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def gather_input_space(x: torch.Tensor, world_size: int, *, from_pixels: bool) -> torch.Tensor:
+    """Every rank's PTSA input batch in rank order (it needs no gradient).
+
+    from_pixels: x is normalize(uint8 images), so the ranks exchange the uint8 images (4× fewer bytes
+    than float32) and each normalises the others' again: bit-identical to gathering x itself.
+    REF's input space (compat=reference) can hold erased samples, which are not pixels: sent as float32.
+    """
+    if world_size == 1:
+        return x
+    if not from_pixels:
+        return gather_with_local_grad(x.float(), world_size)
+    parts = [normalize(part) for part in gather_with_local_grad(pixels_of(x), world_size).chunk(world_size)]
+    parts[dist.get_rank()] = x.float()
     return torch.cat(parts, dim=0)
 
 
@@ -98,7 +121,7 @@ class TopoFRObjective(nn.Module):
             alpha = self.config.ptsa.alpha
             if self.config.ptsa.scope == "global" and self.world_size > 1:
                 z = gather_with_local_grad(embeddings, self.world_size)
-                x = gather_with_local_grad(x_topology.float(), self.world_size)
+                x = gather_input_space(x_topology, self.world_size, from_pixels=not self.reference)
                 loss_topo = self.ptsa(x, z)
                 loss = loss + alpha * loss_topo
             else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from topofr_cli import __version__
-from topofr_cli.cli import analyze_topology, evaluate, hard_samples, prepare, train
+from topofr_cli.cli import analyze_topology, bench, evaluate, hard_samples, prepare, train
 
 app = typer.Typer(
     name="topofr",
@@ -38,6 +38,7 @@ app.command("eval")(evaluate.evaluate)
 app.command("export")(evaluate.export)
 app.command("analyze-topology")(analyze_topology.analyze_topology)
 app.command("hard-samples")(hard_samples.hard_samples)
+app.command("bench")(bench.bench)
 
 
 def main() -> None:

@@ -1,0 +1,91 @@
+"""What `topofr bench` runs: sizes per mode (full or --quick) and each section's time budget.
+
+The full CUDA plan is sized to finish in ≤ 8 minutes on one H200. Every section keeps a clock: once
+its budget is spent it starts no further measurement and marks the rows it skipped, so one slow part
+(a cold `torch.compile`) cannot push the whole command past its limit.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+
+# seconds per section on the full CUDA plan (sum 435 s; a row started in time may overrun a little)
+SECTION_BUDGETS_S = {
+    "correctness": 60,
+    "training steps": 240,
+    "step parts": 15,
+    "h0 pairs": 15,
+    "data loader": 45,
+    "multi-gpu": 60,
+}
+# a compiled row is not started with less than this left of its section's budget (a cold compile of r50)
+COMPILE_RESERVE_S = 60
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    device: str  # "cuda" or "cpu"
+    quick: bool
+    network: str
+    classes: int
+    batches: tuple[int, ...]
+    compile_modes: tuple[bool, ...]
+    warmup_steps: int
+    timed_steps: int
+    check_network: str  # the bf16/fp16 step checks
+    check_classes: int
+    check_batch: int
+    check_steps: int
+    h0_sizes: tuple[int, ...]
+    part_batch: int
+    repeats: int  # timed calls per small measurement (median)
+    loader_images: int
+    loader_workers: tuple[int, ...]
+    loader_batch: int
+    budgets_s: dict[str, float] = field(default_factory=lambda: dict(SECTION_BUDGETS_S))
+
+
+def make_plan(device: str, quick: bool, cpu_count: int) -> BenchPlan:
+    """The full plan is the one the GPU claims are about (r50, 85,742 classes, B 128/256, eager and
+    compiled); --quick keeps every section but shrinks it (a tiny network on the CPU, no compile)."""
+    workers = tuple(sorted({0, min(2, cpu_count), min(8, cpu_count)}))
+    if device == "cuda" and not quick:
+        return BenchPlan(device, quick, "r50", 85_742, (128, 256), (False, True), 5, 20, "r50", 85_742, 128, 3,
+                         (128, 512, 1024), 128, 20, 2_000, workers, 128)
+    if device == "cuda":
+        return BenchPlan(device, quick, "r50", 85_742, (128,), (False,), 3, 10, "r50", 85_742, 128, 3,
+                         (128, 512, 1024), 128, 10, 1_000, workers, 128)
+    if not quick:  # a CPU run without --quick: still r50-shaped, but small enough to finish
+        return BenchPlan(device, quick, "r18", 10_000, (32,), (False,), 1, 3, "r18", 1_000, 16, 3,
+                         (128, 512, 1024), 128, 5, 1_000, workers, 64)
+    return BenchPlan(device, quick, "mbf", 1_000, (8,), (False,), 1, 2, "mbf", 100, 4, 2,
+                     (128, 512), 32, 3, 192, (0, min(2, cpu_count)), 32)
+
+
+class Clock:
+    """A section's stopwatch against its budget."""
+
+    def __init__(self, budget_s: float) -> None:
+        self.budget_s = budget_s
+        self.start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def left(self) -> float:
+        return self.budget_s - self.elapsed()
+
+    def skip_reason(self, reserve_s: float = 0.0) -> str | None:
+        """Why the next measurement is not started, or None when there is time for it."""
+        if self.left() <= reserve_s:
+            return f"skipped: section budget {self.budget_s:.0f} s spent"
+        return None
+
+
+def describe_failure(exc: BaseException) -> str:
+    """The exception's first line and the innermost frame of this package that raised it."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "topofr_cli" in f.filename]
+    place = f" (at {frames[-1].filename.rsplit('topofr_cli', 1)[-1].lstrip('/')}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}{place}"

@@ -1,0 +1,86 @@
+"""`topofr bench` as one function: plan, run every section in order, return one JSON-ready dict."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from topofr_cli.bench.correctness import run_correctness
+from topofr_cli.bench.loader_speed import loader_throughput
+from topofr_cli.bench.multigpu import run_multigpu
+from topofr_cli.bench.plan import BenchPlan, make_plan
+from topofr_cli.bench.throughput import h0_pair_times, step_parts, training_steps
+from topofr_cli.bench.timing import device_name
+from topofr_cli.engine.distributed import DistContext
+from topofr_cli.errors import TopofrError
+
+FORMAT_VERSION = 1
+# (key in the result, what it runs); throughput's parts are nested under "throughput"
+SECTIONS: list[tuple[str, Callable[[BenchPlan, DistContext], dict[str, Any]]]] = [
+    ("correctness", run_correctness),
+    ("throughput.training_steps", training_steps),
+    ("throughput.step_parts", step_parts),
+    ("throughput.h0_pairs", h0_pair_times),
+    ("throughput.data_loader", lambda plan, ctx: loader_throughput(plan)),
+    ("multi_gpu", run_multigpu),
+]
+
+
+def resolve_device(choice: str) -> torch.device:
+    if choice == "cuda":
+        if not torch.cuda.is_available():
+            raise TopofrError("--device cuda: no CUDA device is available")
+        return torch.device("cuda", 0)
+    if choice == "auto":
+        return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    return torch.device("cpu")
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    return {
+        "device": device.type,
+        "device_name": device_name(device),
+        "visible_gpus": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+    }
+
+
+def run_bench(device_choice: str, quick: bool,
+              on_section: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Every section on one device; `on_section(key, section)` is called as each one finishes."""
+    started = time.perf_counter()
+    device = resolve_device(device_choice)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True  # as training would: fixed shapes, so tune the convolutions once
+    plan = make_plan(device.type, quick, os.cpu_count() or 1)
+    ctx = DistContext(0, 0, 1, device, None)
+    result: dict[str, Any] = {"topofr_bench": FORMAT_VERSION, "quick": quick, "environment": environment(device),
+                              "plan": {k: v for k, v in dataclasses.asdict(plan).items() if k != "budgets_s"},
+                              "budgets_s": plan.budgets_s}
+    for key, run in SECTIONS:
+        section = run(plan, ctx)
+        parent, _, child = key.partition(".")
+        if child:
+            result.setdefault(parent, {})[child] = section
+        else:
+            result[parent] = section
+        if on_section is not None:
+            on_section(key, section)
+    result["elapsed_s"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def section(result: dict[str, Any], key: str) -> dict[str, Any]:
+    parent, _, child = key.partition(".")
+    return result[parent][child] if child else result[parent]

@@ -114,20 +114,21 @@ def _compare(got: dict[str, Any], want: dict[str, Any]) -> tuple[bool, float]:
     return all(torch.allclose(got[k], want[k], rtol=EQUALITY_RTOL, atol=EQUALITY_ATOL) for k in keys), worst
 
 
-def _throughput(ctx: DistContext, network: str, classes: int, batch: int, steps: int) -> dict[str, Any]:
+def _throughput(ctx: DistContext, network: str, classes: int, batch: int, warmup: int, steps: int
+                ) -> dict[str, Any]:
     images, labels = synthetic_batch(batch, classes, ctx.device, seed=ctx.rank)
     rates = {}
     for kind, scope in (("plain", "local"), ("topofr", "global")):
         objective = make_objective(kind, world_size=ctx.world_size, scope=scope)
         step = make_train_step(network, classes, objective, "bf16", ctx, wrap=lambda b: _ddp(b, ctx))
-        times = step_times_ms(step, images, labels, warmup=2, steps=steps, time_cap_s=20.0)
+        times = step_times_ms(step, images, labels, warmup=warmup, steps=steps, time_cap_s=20.0)
         rates[f"{kind}_img_s_per_gpu"] = round(batch * 1e3 / statistics.median(times), 1)
         del step
     return rates
 
 
 def _worker(rank: int, port: int, out_dir: str, device_type: str, network: str, classes: int, batch: int,
-            steps: int) -> None:
+            warmup: int, steps: int) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     device = torch.device(device_type, rank) if device_type == "cuda" else torch.device("cpu")
     backend = "nccl" if device_type == "cuda" else "gloo"
@@ -141,7 +142,7 @@ def _worker(rank: int, port: int, out_dir: str, device_type: str, network: str, 
     try:
         out: dict[str, Any] = {"equality": _equality_step(ctx)}
         try:
-            out["throughput"] = _throughput(ctx, network, classes, batch, steps)
+            out["throughput"] = _throughput(ctx, network, classes, batch, warmup, steps)
         except Exception as exc:  # e.g. out of memory: the equality result still comes back
             out["throughput"] = {"status": f"error: {describe_failure(exc)}"}
         torch.save(out, Path(out_dir) / f"rank{rank}.pt")
@@ -156,14 +157,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_two_ranks(device_type: str, network: str, classes: int, batch: int, steps: int) -> dict[str, Any]:
+def run_two_ranks(device_type: str, network: str, classes: int, batch: int, steps: int, *, warmup: int = 2
+                  ) -> dict[str, Any]:
     """Spawn two ranks; compare their step with this process's one-process step; per-GPU img/s."""
     device = torch.device("cuda", 0) if device_type == "cuda" else torch.device("cpu")
     # PartialFC reads the process group when it is built, so the one-process reference runs here, before
     # (and outside) the ranks' group.
     want = _equality_step(DistContext(0, 0, 1, device, None))
     with tempfile.TemporaryDirectory(prefix="topofr-bench-ranks-") as tmp:
-        mp.spawn(_worker, args=(_free_port(), tmp, device_type, network, classes, batch, steps), nprocs=2,
+        mp.spawn(_worker, args=(_free_port(), tmp, device_type, network, classes, batch, warmup, steps), nprocs=2,
                  join=True)
         ranks = [torch.load(Path(tmp) / f"rank{r}.pt", weights_only=True) for r in range(2)]
     checks = [_compare(r["equality"], want) for r in ranks]

@@ -47,12 +47,13 @@ def correctness_table(section: dict[str, Any]) -> Table:
 
 def training_steps_table(section: dict[str, Any]) -> Table:
     table = _table(f"2a. Training step, median after warm-up ({_budget(section)})",
-                   ["network", "classes", "batch", "precision", "compile", "plain img/s", "TopoFR img/s",
-                    "TopoFR/plain", "peak GiB plain/TopoFR", "status"])
+                   ["configuration", "plain img/s", "TopoFR img/s", "TopoFR/plain", "peak GiB plain/TopoFR",
+                    "status"])
     for row in section["rows"]:
+        config = (f"{row['network']}, {row['classes']:,} classes, B {row['batch']}, {row['precision']}, "
+                  + ("compiled" if row["compile"] else "eager"))
         peaks = f"{_fmt(row.get('plain_peak_gib'), 2)} / {_fmt(row.get('topofr_peak_gib'), 2)}"
-        table.add_row(row["network"], f"{row['classes']:,}", str(row["batch"]), row["precision"],
-                      _fmt(row["compile"]), _fmt(row.get("plain_img_s")), _fmt(row.get("topofr_img_s")),
+        table.add_row(config, _fmt(row.get("plain_img_s")), _fmt(row.get("topofr_img_s")),
                       _fmt(row.get("topofr_over_plain"), 3), peaks, row["status"])
     return table
 

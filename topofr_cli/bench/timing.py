@@ -48,7 +48,7 @@ def free_device_memory(device: torch.device) -> None:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU ({torch.get_num_threads()} threads)"
+    return f"CPU ({torch.get_num_threads()} torch thread(s))"
 
 
 def synthetic_batch(batch: int, classes: int, device: torch.device, seed: int = 0

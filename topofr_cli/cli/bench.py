@@ -41,8 +41,9 @@ def bench(
 ) -> None:
     from topofr_cli.bench import run_bench
     from topofr_cli.bench.report import TABLES, heading, to_json, write_atomic
-    from topofr_cli.bench.runner import section
+    from topofr_cli.bench.runner import resolve_device, section
 
+    resolve_device(device.value)  # a missing GPU is one error line before anything starts
     shown = err_console if as_json else console
     shown.print("topofr bench: starting", highlight=False)
     result = run_bench(device.value, quick, on_section=lambda key, part: shown.print(TABLES[key](part)))

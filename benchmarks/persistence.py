@@ -10,8 +10,6 @@ torch.cuda.set_sync_debug_mode("error") to prove they never wait on the host.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import gudhi
@@ -22,6 +20,7 @@ from rich.table import Table
 from scipy.sparse.csgraph import minimum_spanning_tree
 
 from topofr_cli.augment import RandomStructurePerturbation
+from topofr_cli.bench.timing import median_ms, random_distances
 from topofr_cli.hardness import gum_posterior, sde_statistic
 from topofr_cli.topology import death_times, h0_pairs, ptsa_loss
 
@@ -67,23 +66,11 @@ def gudhi_deaths(dist: np.ndarray) -> np.ndarray:
 
 
 def timed(fn: Callable[[], object], repeats: int, cuda: bool = False) -> float:
-    """Median wall time of fn in milliseconds (after one warm-up call)."""
-    fn()
-    samples = []
-    for _ in range(repeats):
-        if cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if cuda:
-            torch.cuda.synchronize()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(samples)
+    """Median wall time of fn in milliseconds (after one warm-up call): topofr bench's timer."""
+    return median_ms(fn, repeats, torch.device("cuda" if cuda else "cpu"))
 
 
-def distance_matrix(n: int, seed: int) -> torch.Tensor:
-    points = torch.randn(n, 64, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    return torch.cdist(points, points, compute_mode="donot_use_mm_for_euclid_dist").float()
+distance_matrix = random_distances
 
 
 def persistence_table(sizes: list[int], repeats: int) -> None:

@@ -47,7 +47,7 @@ def main() -> None:
         for label, objective in (("plain", PlainObjective()),
                                  ("topofr", TopoFRObjective(TopoFRConfig(enabled=True, compat=args.compat)))):
             step = make_our_step(args.network, args.classes, args.precision, ctx, objective=objective)
-            rate = images_per_second(step, images, labels, warmup=args.warmup, steps=args.steps, device=device)
+            rate = images_per_second(step, images, labels, warmup=args.warmup, steps=args.steps)
             timings[label] = 1000.0 * batch / rate
             del step
         print(f"{batch:>5} {timings['plain']:>9.1f} {timings['topofr']:>10.1f} "

@@ -1,5 +1,7 @@
 """Training-step throughput: our step vs the same step written the straightforward way.
 
+(`topofr bench` measures our plain and TopoFR steps; this script adds the straightforward baseline.)
+
     python benchmarks/train_throughput.py                        # CUDA: r50, 85,742 classes, B 128/256, bf16+fp16
     python benchmarks/train_throughput.py --device cpu --network r18 --classes 1000 --batch 16 --steps 3
 
@@ -17,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import time
 from dataclasses import dataclass
 
 import torch
@@ -26,11 +27,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from topofr_cli.bench.steps import ddp_wrap, images_per_second, make_train_step
+from topofr_cli.bench.timing import synthetic_batch
 from topofr_cli.data.loader import normalize
-from topofr_cli.engine.distributed import DistContext, sum_gradients_hook
+from topofr_cli.engine.distributed import DistContext
 from topofr_cli.engine.objective import PlainObjective
 from topofr_cli.engine.step import TrainStep, effective_precision
-from topofr_cli.models import CombinedMarginHead, PartialFC, create_backbone
+from topofr_cli.models import CombinedMarginHead, create_backbone
 
 
 def init_single_process_group(device: torch.device) -> DistContext:
@@ -43,30 +46,11 @@ def init_single_process_group(device: torch.device) -> DistContext:
     return DistContext(0, 0, 1, device, "nccl" if device.type == "cuda" else "gloo")
 
 
-def synthetic_batch(batch: int, classes: int, device: torch.device, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (batch, 3, 112, 112), dtype=torch.uint8, generator=g).to(device)
-    labels = torch.randint(0, classes, (batch,), generator=g).to(device)
-    return images, labels
-
-
 def make_our_step(network: str, classes: int, precision: str, ctx: DistContext, *, compile_backbone: bool = False,
                   objective: nn.Module | None = None) -> TrainStep:
-    torch.manual_seed(0)
-    backbone = create_backbone(network, 512).to(ctx.device).to(memory_format=torch.channels_last)
-    classifier = PartialFC(512, classes, CombinedMarginHead(64.0, 1.0, 0.5, 0.0)).to(ctx.device)
-    objective = (objective or PlainObjective()).to(ctx.device)
-    model: nn.Module = DistributedDataParallel(backbone, device_ids=[ctx.device] if ctx.device.type == "cuda" else None,
-                                               gradient_as_bucket_view=True)
-    model.register_comm_hook(None, sum_gradients_hook)
-    if compile_backbone:
-        model = torch.compile(model)
-    opts = [torch.optim.SGD([*backbone.parameters(), *objective.parameters()], lr=0.1, momentum=0.9,
-                            weight_decay=5e-4, fused=True),
-            torch.optim.SGD(classifier.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4, fused=True)]
-    return TrainStep(backbone=model, backbone_params=list(backbone.parameters()), classifier=classifier,
-                     objective=objective, optimizers=opts, precision=precision, dist_ctx=ctx, clip_grad_norm=5.0,
-                     channels_last=True, horizontal_flip=True, seed=0)
+    """topofr bench's step (topofr_cli.bench.steps), here inside the one-process DDP group as the baseline."""
+    return make_train_step(network, classes, objective or PlainObjective(), precision, ctx,
+                           compile_backbone=compile_backbone, wrap=lambda backbone: ddp_wrap(backbone, ctx))
 
 
 class _BackboneAndClassifier(nn.Module):
@@ -113,22 +97,6 @@ def make_baseline_step(network: str, classes: int, precision: str, ctx: DistCont
     return step
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def images_per_second(step, images, labels, *, warmup: int, steps: int, device: torch.device) -> float:
-    for i in range(warmup):
-        step(images, labels, i)
-    _sync(device)
-    start = time.perf_counter()
-    for i in range(steps):
-        step(images, labels, warmup + i)
-    _sync(device)
-    return steps * images.shape[0] / (time.perf_counter() - start)
-
-
 @dataclass
 class Row:
     batch: int
@@ -163,14 +131,14 @@ def main() -> None:
         for precision in args.precision:
             used = effective_precision(precision, device)
             ours = images_per_second(make_our_step(args.network, args.classes, precision, ctx), images, labels,
-                                     warmup=args.warmup, steps=args.steps, device=device)
+                                     warmup=args.warmup, steps=args.steps)
             base = images_per_second(make_baseline_step(args.network, args.classes, precision, ctx), images,
-                                     labels, warmup=args.warmup, steps=args.steps, device=device)
+                                     labels, warmup=args.warmup, steps=args.steps)
             line = f"{batch:>5} {used:>9} {ours:>11.1f} {base:>9.1f} {ours / base:>7.2f}×"
             if args.compile:
                 compiled = images_per_second(make_our_step(args.network, args.classes, precision, ctx,
                                                            compile_backbone=True), images, labels,
-                                             warmup=args.warmup, steps=args.steps, device=device)
+                                             warmup=args.warmup, steps=args.steps)
                 line += f" {compiled:>12.1f}"
             print(line, flush=True)
     dist.destroy_process_group()

@@ -12,6 +12,8 @@ import os
 import socket
 import statistics
 import tempfile
+import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +21,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from topofr_cli.bench.plan import BenchPlan, Clock, describe_failure
-from topofr_cli.bench.steps import make_objective, make_train_step, step_times_ms
+from topofr_cli.bench.steps import ddp_wrap, make_objective, make_train_step, step_times_ms
 from topofr_cli.bench.timing import synthetic_batch
 from topofr_cli.config import PTSAConfig, RSPConfig, TopoFRConfig
-from topofr_cli.engine.distributed import DistContext, sum_gradients_hook
+from topofr_cli.engine.distributed import DistContext
 from topofr_cli.engine.step import TrainStep
 from topofr_cli.engine.topofr_objective import TopoFRObjective
 from topofr_cli.models import CombinedMarginHead, PartialFC
@@ -33,6 +34,7 @@ from topofr_cli.models import CombinedMarginHead, PartialFC
 IMAGE_ELEMENTS = 3 * 112 * 112
 EQUALITY_RTOL, EQUALITY_ATOL = 1e-4, 1e-6
 TINY_CLASSES, TINY_EMBED, TINY_BATCH = 6, 8, 8  # the equality check: a linear backbone (no BatchNorm)
+COLLECTIVE_TIMEOUT = timedelta(seconds=120)
 
 
 def image_gather_bytes(world_size: int, batch_per_rank: int) -> dict[str, int]:
@@ -73,20 +75,13 @@ def _tiny_step(ctx: DistContext, weight: torch.Tensor) -> tuple[TrainStep, nn.Mo
     classifier.load_full_weight(weight.to(ctx.device))
     config = TopoFRConfig(enabled=True, ptsa=PTSAConfig(scope="global"), rsp=RSPConfig(enabled=False))
     objective = TopoFRObjective(config, world_size=ctx.world_size).to(ctx.device)
-    model = _ddp(backbone, ctx) if ctx.distributed else backbone
+    model = ddp_wrap(backbone, ctx) if ctx.distributed else backbone
     opts = [torch.optim.SGD([*backbone.parameters(), *objective.parameters()], lr=0.5, momentum=0.9, fused=True),
             torch.optim.SGD(classifier.parameters(), lr=0.5, momentum=0.9, fused=True)]
     step = TrainStep(backbone=model, backbone_params=list(backbone.parameters()), classifier=classifier,
                      objective=objective, optimizers=opts, precision="fp32", dist_ctx=ctx, clip_grad_norm=None,
                      channels_last=False, horizontal_flip=False, seed=0)
     return step, backbone, classifier
-
-
-def _ddp(backbone: nn.Module, ctx: DistContext) -> nn.Module:
-    model = DistributedDataParallel(backbone, device_ids=[ctx.device] if ctx.device.type == "cuda" else None,
-                                    gradient_as_bucket_view=True)
-    model.register_comm_hook(None, sum_gradients_hook)
-    return model
 
 
 def _equality_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -120,7 +115,7 @@ def _throughput(ctx: DistContext, network: str, classes: int, batch: int, warmup
     rates = {}
     for kind, scope in (("plain", "local"), ("topofr", "global")):
         objective = make_objective(kind, world_size=ctx.world_size, scope=scope)
-        step = make_train_step(network, classes, objective, "bf16", ctx, wrap=lambda b: _ddp(b, ctx))
+        step = make_train_step(network, classes, objective, "bf16", ctx, wrap=lambda b: ddp_wrap(b, ctx))
         times = step_times_ms(step, images, labels, warmup=warmup, steps=steps, time_cap_s=20.0)
         rates[f"{kind}_img_s_per_gpu"] = round(batch * 1e3 / statistics.median(times), 1)
         del step
@@ -134,10 +129,10 @@ def _worker(rank: int, port: int, out_dir: str, device_type: str, network: str, 
     backend = "nccl" if device_type == "cuda" else "gloo"
     if device_type == "cuda":
         torch.cuda.set_device(device)
-        dist.init_process_group(backend, rank=rank, world_size=2, device_id=device)
+        dist.init_process_group(backend, rank=rank, world_size=2, device_id=device, timeout=COLLECTIVE_TIMEOUT)
     else:
         torch.set_num_threads(1)
-        dist.init_process_group(backend, rank=rank, world_size=2)
+        dist.init_process_group(backend, rank=rank, world_size=2, timeout=COLLECTIVE_TIMEOUT)
     ctx = DistContext(rank, rank, 2, device, backend)
     try:
         out: dict[str, Any] = {"equality": _equality_step(ctx)}
@@ -157,16 +152,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_two_ranks(device_type: str, network: str, classes: int, batch: int, steps: int, *, warmup: int = 2
-                  ) -> dict[str, Any]:
+def _join_or_kill(ranks: mp.ProcessContext, timeout_s: float) -> None:
+    """Wait for both ranks (a failed rank raises here); a hung collective must not hang the bench."""
+    deadline = time.monotonic() + timeout_s
+    while not ranks.join(timeout=max(0.1, min(5.0, deadline - time.monotonic()))):
+        if time.monotonic() >= deadline:
+            for process in ranks.processes:
+                if process.is_alive():
+                    process.kill()
+            raise TimeoutError(f"the two ranks did not finish within {timeout_s:.0f} s (killed)")
+
+
+def run_two_ranks(device_type: str, network: str, classes: int, batch: int, steps: int, *, warmup: int = 2,
+                  timeout_s: float = 600.0) -> dict[str, Any]:
     """Spawn two ranks; compare their step with this process's one-process step; per-GPU img/s."""
     device = torch.device("cuda", 0) if device_type == "cuda" else torch.device("cpu")
     # PartialFC reads the process group when it is built, so the one-process reference runs here, before
     # (and outside) the ranks' group.
     want = _equality_step(DistContext(0, 0, 1, device, None))
     with tempfile.TemporaryDirectory(prefix="topofr-bench-ranks-") as tmp:
-        mp.spawn(_worker, args=(_free_port(), tmp, device_type, network, classes, batch, warmup, steps), nprocs=2,
-                 join=True)
+        ranks_running = mp.spawn(_worker, args=(_free_port(), tmp, device_type, network, classes, batch, warmup,
+                                                 steps), nprocs=2, join=False)
+        _join_or_kill(ranks_running, timeout_s)
         ranks = [torch.load(Path(tmp) / f"rank{r}.pt", weights_only=True) for r in range(2)]
     checks = [_compare(r["equality"], want) for r in ranks]
     image_bytes = ranks[0]["equality"]["image_gather_bytes"]
@@ -192,7 +199,8 @@ def run_multigpu(plan: BenchPlan, ctx: DistContext) -> dict[str, Any]:
         section["status"] = f"skipped: {devices} device"
     else:
         try:
-            section.update(run_two_ranks("cuda", plan.network, plan.classes, batch, plan.timed_steps))
+            section.update(run_two_ranks("cuda", plan.network, plan.classes, batch, plan.timed_steps,
+                                         timeout_s=max(30.0, clock.left())))
             section["status"] = "pass" if section["two_ranks_equal_one_process"] else "fail"
         except Exception as exc:
             section["status"] = f"error: {describe_failure(exc)}"

@@ -20,8 +20,10 @@ SECTION_BUDGETS_S = {
     "data loader": 45,
     "multi-gpu": 60,
 }
-# a compiled row is not started with less than this left of its section's budget (a cold compile of r50)
-COMPILE_RESERVE_S = 60
+# the whole command: a section never gets more than what is left of this (≤ 8 min with start-up)
+TOTAL_BUDGET_S = 450
+# a compiled row is not started with less than this left of its section's budget (cold compiles of r50)
+COMPILE_RESERVE_S = 90
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class BenchPlan:
     check_network: str  # the bf16/fp16 step checks
     check_classes: int
     check_batch: int
-    check_steps: int
+    check_steps: int  # updates each precision's step check must apply
     h0_sizes: tuple[int, ...]
     part_batch: int
     repeats: int  # timed calls per small measurement (median)

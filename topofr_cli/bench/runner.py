@@ -14,7 +14,7 @@ import torch
 from topofr_cli.bench.correctness import run_correctness
 from topofr_cli.bench.loader_speed import loader_throughput
 from topofr_cli.bench.multigpu import run_multigpu
-from topofr_cli.bench.plan import BenchPlan, make_plan
+from topofr_cli.bench.plan import TOTAL_BUDGET_S, BenchPlan, make_plan
 from topofr_cli.bench.throughput import h0_pair_times, step_parts, training_steps
 from topofr_cli.bench.timing import device_name
 from topofr_cli.engine.distributed import DistContext
@@ -22,13 +22,13 @@ from topofr_cli.errors import TopofrError
 
 FORMAT_VERSION = 1
 # (key in the result, what it runs); throughput's parts are nested under "throughput"
-SECTIONS: list[tuple[str, Callable[[BenchPlan, DistContext], dict[str, Any]]]] = [
-    ("correctness", run_correctness),
-    ("throughput.training_steps", training_steps),
-    ("throughput.step_parts", step_parts),
-    ("throughput.h0_pairs", h0_pair_times),
-    ("throughput.data_loader", lambda plan, ctx: loader_throughput(plan)),
-    ("multi_gpu", run_multigpu),
+SECTIONS: list[tuple[str, str, Callable[[BenchPlan, DistContext], dict[str, Any]]]] = [
+    ("correctness", "correctness", run_correctness),
+    ("throughput.training_steps", "training steps", training_steps),
+    ("throughput.step_parts", "step parts", step_parts),
+    ("throughput.h0_pairs", "h0 pairs", h0_pair_times),
+    ("throughput.data_loader", "data loader", lambda plan, ctx: loader_throughput(plan)),
+    ("multi_gpu", "multi-gpu", run_multigpu),
 ]
 
 
@@ -67,9 +67,11 @@ def run_bench(device_choice: str, quick: bool,
     ctx = DistContext(0, 0, 1, device, None)
     result: dict[str, Any] = {"topofr_bench": FORMAT_VERSION, "quick": quick, "environment": environment(device),
                               "plan": {k: v for k, v in dataclasses.asdict(plan).items() if k != "budgets_s"},
-                              "budgets_s": plan.budgets_s}
-    for key, run in SECTIONS:
-        section = run(plan, ctx)
+                              "budgets_s": plan.budgets_s, "total_budget_s": TOTAL_BUDGET_S}
+    for key, budget_name, run in SECTIONS:
+        left = max(0.0, TOTAL_BUDGET_S - (time.perf_counter() - started))
+        budgets = {**plan.budgets_s, budget_name: min(plan.budgets_s[budget_name], left)}
+        section = run(dataclasses.replace(plan, budgets_s=budgets), ctx)
         parent, _, child = key.partition(".")
         if child:
             result.setdefault(parent, {})[child] = section

@@ -8,19 +8,29 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from typing import Literal
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from topofr_cli.bench.timing import synchronize
 from topofr_cli.config import TopoFRConfig
-from topofr_cli.engine.distributed import DistContext
+from topofr_cli.engine.distributed import DistContext, sum_gradients_hook
 from topofr_cli.engine.objective import PlainObjective
 from topofr_cli.engine.step import TrainStep
 from topofr_cli.engine.topofr_objective import TopoFRObjective
 from topofr_cli.models import CombinedMarginHead, PartialFC, create_backbone
 
 EMBEDDING = 512
+
+
+def ddp_wrap(backbone: torch.nn.Module, ctx: DistContext) -> torch.nn.Module:
+    """The backbone in DDP as the trainer wraps it: gradients summed over ranks (Partial FC's global loss)."""
+    model = DistributedDataParallel(backbone, device_ids=[ctx.device] if ctx.device.type == "cuda" else None,
+                                    gradient_as_bucket_view=True)
+    model.register_comm_hook(None, sum_gradients_hook)
+    return model
 
 
 def make_objective(kind: Literal["plain", "topofr"], *, sde: bool = True, world_size: int = 1,
@@ -55,25 +65,25 @@ def make_train_step(network: str, classes: int, objective: torch.nn.Module, prec
                      clip_grad_norm=5.0, channels_last=True, horizontal_flip=True, seed=0)
 
 
-def step_times_ms(step: TrainStep, images: torch.Tensor, labels: torch.Tensor, *, warmup: int, steps: int,
+def step_times_ms(step: Callable[[torch.Tensor, torch.Tensor, int], object], images: torch.Tensor, labels: torch.Tensor, *, warmup: int, steps: int,
                   time_cap_s: float = float("inf")) -> list[float]:
     """Wall time of each timed step (synchronised), after `warmup` untimed ones; stops early past the cap."""
     for i in range(warmup):
         step(images, labels, i)
-    synchronize(step.device)
+    synchronize(images.device)
     times: list[float] = []
     started = time.perf_counter()
     for i in range(steps):
         begin = time.perf_counter()
         step(images, labels, warmup + i)
-        synchronize(step.device)
+        synchronize(images.device)
         times.append((time.perf_counter() - begin) * 1e3)
         if time.perf_counter() - started > time_cap_s:
             break
     return times
 
 
-def images_per_second(step: TrainStep, images: torch.Tensor, labels: torch.Tensor, *, warmup: int,
+def images_per_second(step: Callable[[torch.Tensor, torch.Tensor, int], object], images: torch.Tensor, labels: torch.Tensor, *, warmup: int,
                       steps: int) -> float:
     """Batch size over the median step time."""
     times = step_times_ms(step, images, labels, warmup=warmup, steps=steps)

@@ -120,3 +120,18 @@ def test_two_gloo_ranks_run_the_multi_gpu_section_code():
     measured = result["measured_image_gather_bytes"]
     assert measured["bytes"] == 2 * 4 * PIXELS and measured["float32_would_be"] == 4 * measured["bytes"]
     assert result["throughput"]["plain_img_s_per_gpu"] > 0 and result["throughput"]["topofr_img_s_per_gpu"] > 0
+
+
+def test_help_states_each_section_budget_and_the_root_help_lists_bench():
+    result = runner.invoke(app, ["bench", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    for name, seconds in SECTION_BUDGETS_S.items():
+        assert f"{name} {seconds} s" in text
+    assert "bench" in runner.invoke(app, ["--help"]).output
+
+
+def test_an_unknown_device_name_is_one_error_line():
+    result = runner.invoke(app, ["bench", "--device", "gpu"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: --device gpu: expected auto, cpu, cuda or cuda:N"

@@ -17,8 +17,8 @@ from topofr_cli.bench.multigpu import run_multigpu
 from topofr_cli.bench.plan import TOTAL_BUDGET_S, BenchPlan, make_plan
 from topofr_cli.bench.throughput import h0_pair_times, step_parts, training_steps
 from topofr_cli.bench.timing import device_name
+from topofr_cli.devices import resolve_device
 from topofr_cli.engine.distributed import DistContext
-from topofr_cli.errors import TopofrError
 
 FORMAT_VERSION = 1
 # (key in the result, what it runs); throughput's parts are nested under "throughput"
@@ -30,16 +30,6 @@ SECTIONS: list[tuple[str, str, Callable[[BenchPlan, DistContext], dict[str, Any]
     ("throughput.data_loader", "data loader", lambda plan, ctx: loader_throughput(plan)),
     ("multi_gpu", "multi-gpu", run_multigpu),
 ]
-
-
-def resolve_device(choice: str) -> torch.device:
-    if choice == "cuda":
-        if not torch.cuda.is_available():
-            raise TopofrError("--device cuda: no CUDA device is available")
-        return torch.device("cuda", 0)
-    if choice == "auto":
-        return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
-    return torch.device("cpu")
 
 
 def environment(device: torch.device) -> dict[str, Any]:

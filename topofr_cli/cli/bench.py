@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from enum import Enum
 from pathlib import Path
 
 import typer
@@ -11,6 +10,7 @@ from rich.console import Console
 
 from topofr_cli.bench.plan import SECTION_BUDGETS_S
 from topofr_cli.cli.common import console, err_console, fail, user_errors
+from topofr_cli.devices import DEVICE_NAMES
 
 BUDGETS_HELP = ", ".join(f"{name} {seconds} s" for name, seconds in SECTION_BUDGETS_S.items())
 JSON_NAME, TEXT_NAME = "bench.json", "bench.txt"
@@ -25,15 +25,9 @@ HELP = (
 )
 
 
-class BenchDevice(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
 @user_errors
 def bench(
-    device: BenchDevice = typer.Option(BenchDevice.auto, "--device", help="Where to run (auto: CUDA when present)."),
+    device: str = typer.Option("auto", "--device", help=f"Where to run: {DEVICE_NAMES} (auto: CUDA when present)."),
     quick: bool = typer.Option(False, "--quick", help="Every section, small: one batch size, no torch.compile; on "
                                "the CPU a MobileFaceNet and a few classes (well under a minute)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout (tables go to stderr)."),
@@ -41,12 +35,13 @@ def bench(
 ) -> None:
     from topofr_cli.bench import run_bench
     from topofr_cli.bench.report import TABLES, heading, to_json, write_atomic
-    from topofr_cli.bench.runner import resolve_device, section
+    from topofr_cli.bench.runner import section
+    from topofr_cli.devices import resolve_device
 
-    resolve_device(device.value)  # a missing GPU is one error line before anything starts
+    resolve_device(device)  # a missing GPU is one error line before anything starts
     shown = err_console if as_json else console
     shown.print("topofr bench: starting", highlight=False)
-    result = run_bench(device.value, quick, on_section=lambda key, part: shown.print(TABLES[key](part)))
+    result = run_bench(device, quick, on_section=lambda key, part: shown.print(TABLES[key](part)))
     shown.print(heading(result) + f" — {result['elapsed_s']:.0f} s", highlight=False)
     if out is not None:
         text = Console(file=io.StringIO(), width=200, color_system=None)

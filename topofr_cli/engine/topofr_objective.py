@@ -56,7 +56,7 @@ def gather_input_space(x: torch.Tensor, world_size: int, *, from_pixels: bool) -
         return x
     if not from_pixels:
         return gather_with_local_grad(x.float(), world_size)
-    parts = [normalize(part) for part in gather_with_local_grad(pixels_of(x), world_size).chunk(world_size)]
+    parts = [normalize(part) for part in gather_parts(pixels_of(x))]
     parts[dist.get_rank()] = x.float()
     return torch.cat(parts, dim=0)
 

@@ -79,7 +79,9 @@ def _gum_check(device: torch.device, batch: int) -> tuple[bool, str]:
         reference, versus = gum_posterior(h), "CPU"
     got = gum_posterior(h.to(device))
     delta = float((got.gamma.cpu() - reference.gamma).abs().max())
-    ok = delta <= GUM_ATOL and got.iterations == reference.iterations
+    # another device sums in another order: the 1e-10 stopping test may then fall one iteration apart
+    slack = 0 if device.type == "cpu" else 1
+    ok = delta <= GUM_ATOL and abs(got.iterations - reference.iterations) <= slack
     return ok, f"B={batch} vs {versus}: max|Δγ| {delta:.1e} (tolerance {GUM_ATOL:.0e}), " \
                f"iterations {got.iterations} vs {reference.iterations}"
 

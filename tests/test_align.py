@@ -10,6 +10,7 @@ from topofr_cli.data.align import (
     align_face,
     estimate_similarity,
     read_landmarks,
+    template_for,
     warp_affine,
 )
 from topofr_cli.errors import TopofrError
@@ -91,3 +92,41 @@ def test_read_landmarks(tmp_path):
     csv.write_text(f"bob/1.jpg, {points}\nbob/2.jpg, 1 2 3 4 5 6 7 8 9\n")
     with pytest.raises(TopofrError, match=r"lm\.csv line 2: expected a path and 10 coordinates .* got 9"):
         read_landmarks(csv, tmp_path)
+
+
+def test_template_sizes_follow_insightface():
+    # norm_crop: a multiple of 112 scales the template; a multiple of 128 scales by size/128 and adds 8·size/128 to x.
+    assert template_for(112)[0].tolist() == pytest.approx([38.2946, 51.6963])
+    assert template_for(128)[0].tolist() == pytest.approx([46.2946, 51.6963])
+    assert template_for(224)[4].tolist() == pytest.approx([141.4598, 184.4082])
+    assert template_for(256)[1].tolist() == pytest.approx([(73.5318 + 8) * 2, 51.5014 * 2])
+    with pytest.raises(ValueError, match="multiple of 112 or of 128"):
+        template_for(100)
+
+
+def _norm_crop_transcribed(cv2, image: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
+    """insightface `norm_crop`, re-derived: its template convention, a least-squares similarity, cv2.warpAffine."""
+    ratio, shift = (size / 112.0, 0.0) if size % 112 == 0 else (size / 128.0, 8.0 * size / 128.0)
+    target = ARCFACE_TEMPLATE * ratio + [shift, 0.0]
+    rows, rhs = [], []
+    for (x, y), (u, v) in zip(landmarks, target, strict=True):
+        rows += [[x, -y, 1, 0], [y, x, 0, 1]]
+        rhs += [u, v]
+    a, b, tx, ty = np.linalg.lstsq(np.array(rows), np.array(rhs), rcond=None)[0]
+    return cv2.warpAffine(image, np.array([[a, -b, tx], [b, a, ty]]), (size, size), borderValue=0.0)
+
+
+@pytest.mark.parametrize("size", [112, 128])
+@pytest.mark.parametrize("backend", ["numpy", "opencv"])
+def test_matches_insightface_norm_crop(size, backend):
+    cv2 = pytest.importorskip("cv2", reason="opencv-python-headless is not installed (pip install topofr[detect])")
+    rng = np.random.default_rng(size)
+    photo = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    photo = cv2.GaussianBlur(photo, (0, 0), 1.5)  # texture at several scales, not only pixel noise
+    for trial in range(4):  # the last trials put part of the crop outside the photo (black border)
+        forward = _similarity(rng.uniform(0.6, 2.2), rng.uniform(-40, 40), 60 + 60 * trial, rng.uniform(-30, 90))
+        landmarks = _apply(forward, ARCFACE_TEMPLATE) + rng.normal(0, 1.0, (5, 2))
+        ours = align_face(photo, landmarks, size=size, backend=backend)
+        truth = _norm_crop_transcribed(cv2, photo, landmarks, size)
+        assert ours.shape == truth.shape == (size, size, 3)
+        assert np.abs(ours.astype(int) - truth).max() <= 1

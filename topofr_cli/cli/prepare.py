@@ -35,20 +35,32 @@ def prepare_folder(
     landmarks: Path | None = typer.Option(
         None, "--landmarks", help="CSV of 'path, x1 y1 ... x5 y5' (path relative to SOURCE): align every "
         "image onto the ArcFace template before packing."),
-    size: int = typer.Option(112, "--size", help="Side of the aligned crop (with --landmarks)."),
+    size: int = typer.Option(112, "--size", help="Side of the aligned crop (with --landmarks or --detect): a "
+                             "multiple of 112, or of 128 (insightface's convention: the 112 face, 8 px margins)."),
+    detect: bool = typer.Option(False, "--detect", help="Raw photos: find the face in each, align it and pack it "
+                                "(needs pip install 'topofr[detect]'). Writes OUT/detections.csv."),
+    detector: str = typer.Option("dlib-hog", "--detector", help="With --detect: dlib-hog (fast), dlib-cnn (more "
+                                 "poses, slow on CPU), or package.module:factory for your own detector."),
+    pick: str = typer.Option("largest", "--pick", help="With --detect, the face kept when a photo has several: "
+                             "largest or central (box centre nearest the photo centre)."),
+    workers: int = typer.Option(1, "--workers", help="With --detect: detection processes."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave out undecodable images (and, with "
                                   "--landmarks, images without a row) and list them, instead of failing."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Do not decode each image to check it "
                                    "(without --landmarks)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
 ) -> None:
-    """Pack an image folder (optionally 5-point aligned) into the packed format."""
+    """Pack an image folder (optionally 5-point aligned, or detected and aligned) into the packed format."""
+    if detect:
+        _prepare_detected(source, out, landmarks, detector, pick, size, workers, skip_bad, overwrite)
+        return
     from topofr_cli.data.align import align_face, read_landmarks
     from topofr_cli.data.folder import ImageFolderDataset
     from topofr_cli.data.images import encode_jpeg
     from topofr_cli.data.packed import pack_dataset
 
     dataset = ImageFolderDataset(source)
+    _check_size(size)
     transform = None
     extra: dict[str, object] = {}
     if landmarks is not None:
@@ -73,6 +85,32 @@ def prepare_folder(
     _report_skipped(report.skipped, "images")
     console.print(f"packed {report.num_images} images of {report.num_classes} identities into {report.out_dir}",
                   highlight=False)
+
+
+def _check_size(size: int) -> None:
+    from topofr_cli.data.align import template_for
+
+    try:
+        template_for(size)
+    except ValueError as exc:
+        raise TopofrError(f"--size: {exc}") from None
+
+
+def _prepare_detected(source: Path, out: Path, landmarks: Path | None, detector: str, pick: str, size: int,
+                      workers: int, skip_bad: bool, overwrite: bool) -> None:
+    from topofr_cli.data.detect_folder import DETECTIONS_FILE, pack_detected_folder
+
+    if landmarks is not None:
+        raise TopofrError("--detect and --landmarks exclude each other (--detect finds the landmarks)")
+    report = pack_detected_folder(source, out, detector=detector, pick=pick, size=size, workers=workers,
+                                  skip_bad=skip_bad, overwrite=overwrite)
+    _report_skipped(report.unreadable, "unreadable images")
+    if report.no_face:
+        console.print(f"[yellow]no face found in {len(report.no_face)} photos[/] (listed in "
+                      f"{report.out_dir / DETECTIONS_FILE})", highlight=False)
+    total = report.num_images + len(report.no_face) + len(report.unreadable)
+    console.print(f"packed {report.num_images} aligned faces of {report.num_classes} identities into "
+                  f"{report.out_dir} ({total / report.seconds:.1f} photos/s)", highlight=False)
 
 
 @app.command("rec")

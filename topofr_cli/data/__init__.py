@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from topofr_cli.data.dataset import FaceDataset
+from topofr_cli.data.detect import DetectedFace, FaceDetector, align_faces, make_detector, register_detector
 from topofr_cli.data.folder import ImageFolderDataset
 from topofr_cli.data.packed import PackedDataset, is_packed_dir
 from topofr_cli.data.recordio import RecordIODataset, resolve_prefix
@@ -25,4 +26,5 @@ def open_dataset(path: str | Path) -> FaceDataset:
     raise TopofrError(f"{path}: not a dataset (expected a packed folder, a .rec, or an image folder)")
 
 
-__all__ = ["FaceDataset", "ImageFolderDataset", "PackedDataset", "RecordIODataset", "open_dataset"]
+__all__ = ["DetectedFace", "FaceDataset", "FaceDetector", "ImageFolderDataset", "PackedDataset", "RecordIODataset",
+           "align_faces", "make_detector", "open_dataset", "register_detector"]

@@ -3,6 +3,10 @@
 Every photo gets a row in `detections.csv` inside the packed set: how many faces were found, the
 chosen box, its score and five landmarks, or why the photo was skipped. Photos without a face are
 skipped and counted, never fatal. Work is spread over processes, each building its own detector.
+
+detections.csv columns: key (photo path relative to the folder), label, status (packed, no_face,
+unreadable), faces (how many found), score, box_x0 box_y0 box_x1 box_y1 (the chosen face), x1 y1 ...
+x5 y5 (its five ArcFace landmarks in photo pixels: eyes, nose tip, mouth corners), reason.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from topofr_cli.errors import TopofrError
 
 DETECTIONS_FILE = "detections.csv"
 STATUS_PACKED, STATUS_NO_FACE, STATUS_UNREADABLE = "packed", "no_face", "unreadable"
-_COLUMNS = (["key", "label", "status", "faces", "score", "x0", "y0", "x1", "y1"]
+_COLUMNS = (["key", "label", "status", "faces", "score", "box_x0", "box_y0", "box_x1", "box_y1"]
             + [f"{axis}{n}" for n in range(1, 6) for axis in ("x", "y")] + ["reason"])
 
 

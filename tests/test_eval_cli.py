@@ -160,3 +160,31 @@ def test_embeddings_out(checkpoint, tmp_path, suffix):
 def test_embeddings_needs_data(checkpoint, tmp_path):
     result = runner.invoke(app, ["eval", str(checkpoint["path"]), "--embeddings", str(tmp_path / "e.npy")])
     assert result.exit_code == 2 and "--data" in result.output
+
+
+def test_embeddings_of_raw_photos_with_detect(checkpoint, tmp_path):
+    """eval --data RAW --detect embeds the same aligned faces that prepare folder --detect packs."""
+    import pyarrow.parquet as pq
+    from test_prepare_detect_cli import DOTS, _dot_folder
+
+    _dot_folder(tmp_path / "raw")
+    packed = runner.invoke(app, ["prepare", "folder", str(tmp_path / "raw"), str(tmp_path / "aligned"), "--detect",
+                                 "--detector", DOTS])
+    assert packed.exit_code == 0, packed.output
+    common = ["--batch-size", "4", "--num-workers", "0", "--device", "cpu"]
+    result = runner.invoke(app, ["eval", str(checkpoint["path"]), "--data", str(tmp_path / "raw"), "--detect",
+                                 "--detector", DOTS, "--embeddings", str(tmp_path / "raw.parquet"), *common])
+    assert result.exit_code == 0, result.output
+    assert "no face found in 1 of 7 photos" in result.output
+    reference = runner.invoke(app, ["eval", str(checkpoint["path"]), "--data", str(tmp_path / "aligned"),
+                                    "--embeddings", str(tmp_path / "aligned.parquet"), *common])
+    assert reference.exit_code == 0, reference.output
+    raw, aligned = (pq.read_table(tmp_path / f"{name}.parquet").to_pydict() for name in ("raw", "aligned"))
+    assert raw["source_key"] == aligned["source_key"] and "p1/blank.png" not in raw["source_key"]
+    assert raw["label"] == [0, 0, 0, 1, 1, 1]
+    np.testing.assert_allclose(np.array(raw["embedding"]), np.array(aligned["embedding"]), atol=1e-5)
+
+
+def test_detect_needs_data(checkpoint, tmp_path):
+    result = runner.invoke(app, ["eval", str(checkpoint["path"]), "--detect"])
+    assert result.exit_code == 2 and "--detect applies to --data" in result.output

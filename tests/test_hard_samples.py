@@ -291,3 +291,14 @@ def test_no_margin_takes_probabilities_from_the_scaled_cosines(trained):
     with_margin = score_dataset(model, dataset, batch_size=7, progress=False)
     assert (table.p_true >= with_margin.p_true - 1e-6).all()  # the margin only ever lowers p_gt
     assert (table.p_true > with_margin.p_true + 1e-3).any()
+
+
+def test_cli_detect_reads_raw_photos(trained, tmp_path):
+    from data.dot_detector import dot_photo
+
+    (tmp_path / "raw" / "a").mkdir(parents=True)
+    (tmp_path / "raw" / "a" / "x.png").write_bytes(dot_photo(None))
+    result = runner.invoke(app, ["hard-samples", str(trained["model"]), "--data", str(tmp_path / "raw"), "--detect",
+                                 "--detector", "data.dot_detector:make", "--out", str(tmp_path / "hs")])
+    assert result.exit_code == 2 and "no face found in any of its 1 photos" in result.output
+    assert not (tmp_path / "hs").exists()

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from topofr_cli.artifacts.outputs import REPORT, check_output
 from topofr_cli.cli.common import console, user_errors
+from topofr_cli.cli.raw_photos import DETECT_HELP, DETECTOR_HELP, open_data
 from topofr_cli.cli.render import RichProgress
 from topofr_cli.errors import TopofrError
 from topofr_cli.evaluation.report import IJBReport, VerificationReport
@@ -52,6 +53,8 @@ def evaluate(
                                      "folder); needs --embeddings."),
     embeddings: Path | None = typer.Option(None, "--embeddings", help="Output .parquet (index, label, "
                                            "source_key, embedding) or .npy [N, E] for --data."),
+    detect: bool = typer.Option(False, "--detect", help=DETECT_HELP),
+    detector: str = typer.Option("dlib-hog", "--detector", help=DETECTOR_HELP),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per forward pass (twice that with flip)."),
     no_flip: bool = typer.Option(False, "--no-flip", help="Embed the image only, not image + mirror."),
     no_norm: bool = typer.Option(False, "--no-norm", help="IJB: L2-normalise each image feature before "
@@ -72,6 +75,8 @@ def evaluate(
 
     if (data is None) != (embeddings is None):
         raise TopofrError("--data and --embeddings go together (dataset in, embeddings file out)")
+    if detect and data is None:
+        raise TopofrError("--detect applies to --data (a folder of raw photos)")
     from topofr_cli.devices import resolve_device
 
     torch_device = resolve_device(device)
@@ -94,7 +99,9 @@ def evaluate(
                              use_detector_score=not no_detector_score, batch_size=batch_size, device=torch_device,
                              num_workers=num_workers, progress=progress))
     if data is not None:
-        written = embeddings_report(loaded.backbone, data, embeddings, flip=flip, batch_size=batch_size,
+        dataset = open_data(data, detector if detect else None, workers=max(1, num_workers), progress=progress)
+        written = embeddings_report(loaded.backbone, data, embeddings, dataset=dataset, flip=flip,
+                                    batch_size=batch_size,
                                     device=torch_device, num_workers=num_workers, progress=progress)
         console.print(f"wrote {written.count} embeddings of size {written.embedding_size} to {written.path}",
                       highlight=False)

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from topofr_cli.cli.common import console, user_errors
+from topofr_cli.cli.raw_photos import DETECT_HELP, DETECTOR_HELP, open_data
 from topofr_cli.cli.render import bars
 from topofr_cli.data.dataset import FaceDataset
 from topofr_cli.devices import resolve_device
@@ -66,13 +67,14 @@ def hard_samples(
     drop_above: float | None = typer.Option(None, "--drop-above",
                                             help="With --write-clean: drop every image with SDS above X."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --write-clean directory."),
+    detect: bool = typer.Option(False, "--detect", help=DETECT_HELP),
+    detector: str = typer.Option("dlib-hog", "--detector", help=DETECTOR_HELP),
     margin: bool = typer.Option(True, "--margin/--no-margin",
                                 help="Probabilities from the training margin logits (REFERENCE §1.3, default) "
                                 "or from the scaled cosines alone (--no-margin, as at inference; better for "
                                 "finding mislabels when the margin is large)."),
 ) -> None:
     """Rank every image by structure damage score (SDS = w1 · w2, REFERENCE §1.3) to find label noise."""
-    from topofr_cli.data import open_dataset
     from topofr_cli.evaluation.model_io import load_model
     from topofr_cli.hardness.clean import check_clean_options, write_clean_dataset
     from topofr_cli.hardness.ranking import check_inputs, score_dataset
@@ -82,7 +84,7 @@ def hard_samples(
 
     torch_device = resolve_device(device)
     loaded = load_model(model)
-    dataset = open_dataset(data)
+    dataset = open_data(data, detector if detect else None, workers=max(1, workers), progress=bars(console))
     check_inputs(loaded, dataset, str(model), str(data))
     table = score_dataset(loaded, dataset, batch_size=batch_size, gum_scope=gum_scope.value,
                           device=torch_device, num_workers=workers, margin=margin,

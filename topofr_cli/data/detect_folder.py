@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import multiprocessing
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from topofr_cli.data.align import align_face, template_for
 from topofr_cli.data.detect import PICKS, FaceDetector, make_detector, pick_face
 from topofr_cli.data.folder import ImageFolderDataset
 from topofr_cli.data.images import ImageDecodeError, decode_image, encode_jpeg
-from topofr_cli.data.packed import PackedWriter
+from topofr_cli.data.packed import PackedDataset, PackedWriter
 from topofr_cli.errors import TopofrError
 
 DETECTIONS_FILE = "detections.csv"
@@ -153,3 +154,31 @@ def pack_detected_folder(source: str | Path, out_dir: str | Path, *, detector: s
     report.num_images = len(writer)
     report.seconds = time.perf_counter() - start
     return report
+
+
+class DetectedPhotoDataset(PackedDataset):
+    """Aligned faces packed into a temporary folder that is deleted with this object (not with copies
+    pickled into worker processes, which do not own it)."""
+
+    def __init__(self, path: Path, temporary: tempfile.TemporaryDirectory) -> None:
+        super().__init__(path)
+        self._temporary: tempfile.TemporaryDirectory | None = temporary
+
+    def __getstate__(self) -> dict[str, object]:
+        state = super().__getstate__()
+        state["_temporary"] = None
+        return state
+
+
+def open_detected_folder(source: str | Path, *, detector: str = "dlib-hog", pick: str = "largest",
+                         workers: int = 1, progress: bool = True) -> tuple[DetectedPhotoDataset, DetectPackReport]:
+    """A raw photo folder as a dataset of aligned 112 x 112 faces (keys stay the photos' paths; photos
+    without a face are left out and listed in the report)."""
+    temporary = tempfile.TemporaryDirectory(prefix="topofr-detect-")
+    try:
+        report = pack_detected_folder(source, Path(temporary.name) / "aligned", detector=detector, pick=pick,
+                                      workers=workers, progress=progress)
+        return DetectedPhotoDataset(report.out_dir, temporary), report
+    except BaseException:
+        temporary.cleanup()
+        raise

@@ -104,12 +104,13 @@ def ijb_report(backbone: Any, root: Path, target: str, out: Path, *, flip: bool,
 
 
 def embeddings_report(backbone: Any, data: Path, embeddings: Path, *, flip: bool, batch_size: int, device: Any,
-                      num_workers: int, progress: Progress = SILENT) -> EmbeddingsReport:
-    """Embed every image of the dataset at `data` into `embeddings` (.parquet or .npy)."""
+                      num_workers: int, progress: Progress = SILENT, dataset: Any = None) -> EmbeddingsReport:
+    """Embed every image of the dataset at `data` (or of `dataset`, already opened from it) into
+    `embeddings` (.parquet or .npy)."""
     from topofr_cli.data import open_dataset
     from topofr_cli.evaluation.embeddings_out import write_embeddings
 
-    dataset = open_dataset(data)
+    dataset = open_dataset(data) if dataset is None else dataset
     task = progress.start(f"embed {Path(data).name}", len(dataset), transient=True)
     try:
         return write_embeddings(backbone, dataset, embeddings, flip=flip, batch_size=batch_size,

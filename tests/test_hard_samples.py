@@ -294,11 +294,25 @@ def test_no_margin_takes_probabilities_from_the_scaled_cosines(trained):
 
 
 def test_cli_detect_reads_raw_photos(trained, tmp_path):
+    import pandas as pd
     from data.dot_detector import dot_photo
+    from test_prepare_detect_cli import DOTS, _landmarks
 
     (tmp_path / "raw" / "a").mkdir(parents=True)
     (tmp_path / "raw" / "a" / "x.png").write_bytes(dot_photo(None))
-    result = runner.invoke(app, ["hard-samples", str(trained["model"]), "--data", str(tmp_path / "raw"), "--detect",
-                                 "--detector", "data.dot_detector:make", "--out", str(tmp_path / "hs")])
+    command = ["hard-samples", str(trained["model"]), "--data", str(tmp_path / "raw"), "--detect", "--detector",
+               DOTS, "--out", str(tmp_path / "hs"), "--device", "cpu", "--workers", "0", "--top", "3"]
+    result = runner.invoke(app, command)
     assert result.exit_code == 2 and "no face found in any of its 1 photos" in result.output
     assert not (tmp_path / "hs").exists()
+    for identity in range(CLASSES):  # as many identities as the model's classifier has
+        (tmp_path / "raw" / f"p{identity}").mkdir(exist_ok=True)
+        for k in range(2):
+            photo = dot_photo(_landmarks(10 * identity + k), seed=k)
+            (tmp_path / "raw" / f"p{identity}" / f"{k}.png").write_bytes(photo)
+    (tmp_path / "raw" / "a" / "x.png").unlink()
+    (tmp_path / "raw" / "a").rmdir()
+    result = runner.invoke(app, command)
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "hs" / "sds.csv")
+    assert sorted(table["key"]) == sorted(f"p{i}/{k}.png" for i in range(CLASSES) for k in range(2))

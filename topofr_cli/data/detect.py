@@ -1,8 +1,8 @@
 """Face detection behind a small interface: a detector finds faces with a box, a score and the five
 ArcFace landmarks; one face per photo is picked and aligned (docs/method.md §3.4).
 
-Any object with `name` and `detect(rgb) -> list[DetectedFace]` is a detector. Built in: "dlib-hog"
-and "dlib-cnn" (topofr_cli/data/detect_dlib.py). Another one (e.g. insightface's SCRFD, if you have
+Any object with `name` and `detect(rgb) -> list[DetectedFace]` is a detector. Built in: "dlib-hog",
+"dlib-hog-small" (faces down to ~40 px, 3x slower) and "dlib-cnn" (topofr_cli/data/detect_dlib.py). Another one (e.g. insightface's SCRFD, if you have
 its models) plugs in through `register_detector`, or on the command line as `--detector
 package.module:factory`, a callable taking no arguments that returns the detector.
 """
@@ -44,13 +44,20 @@ def _dlib_hog() -> FaceDetector:
     return DlibDetector("hog")
 
 
+def _dlib_hog_small() -> FaceDetector:
+    from topofr_cli.data.detect_dlib import DlibDetector
+
+    return DlibDetector("hog", upsample=1)
+
+
 def _dlib_cnn() -> FaceDetector:
     from topofr_cli.data.detect_dlib import DlibDetector
 
     return DlibDetector("cnn")
 
 
-_REGISTRY: dict[str, Callable[[], FaceDetector]] = {"dlib-hog": _dlib_hog, "dlib-cnn": _dlib_cnn}
+_REGISTRY: dict[str, Callable[[], FaceDetector]] = {"dlib-hog": _dlib_hog, "dlib-hog-small": _dlib_hog_small,
+                                                     "dlib-cnn": _dlib_cnn}
 DEFAULT_DETECTOR = "dlib-hog"
 
 

@@ -60,18 +60,19 @@ class DlibDetector:
     """`kind` "hog" (fast on CPU, frontal faces) or "cnn" (more poses, slow without CUDA).
 
     Photos are shrunk so that their longer side is at most `max_side` for detection (the search
-    cost grows with the area); landmarks are found on the full-resolution photo. `upsample` doubles
-    the image that many times first, finding faces down to about 40 px (HOG, once) instead of 80.
+    cost grows with the area); landmarks are found on the full-resolution photo. HOG finds faces of
+    about 80 px and more in that image; `upsample` doubles it that many times first (down to ~40 px
+    once, at about 3x the time).
     """
 
-    def __init__(self, kind: str = "hog", upsample: int = 1, max_side: int = 1024) -> None:
+    def __init__(self, kind: str = "hog", upsample: int = 0, max_side: int = 1024) -> None:
         try:
             import dlib
         except ImportError:
             raise TopofrError(f"face detection needs dlib: {_INSTALL_HINT}") from None
         if kind not in ("hog", "cnn"):
             raise TopofrError(f"dlib detector kind must be hog or cnn, got {kind!r}")
-        self.name = f"dlib-{kind}"
+        self.name = f"dlib-{kind}" + ("-small" if upsample else "")
         self.kind, self.upsample, self.max_side = kind, upsample, max_side
         self._dlib = dlib
         self._landmarks = dlib.shape_predictor(str(model_path("shape_predictor_5_face_landmarks.dat")))

@@ -97,6 +97,17 @@ def test_detect_bad_options(tmp_path, args, message):
     assert not (tmp_path / "out").exists()
 
 
+def test_detect_without_the_extra_says_how_to_install_it(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "dlib", None)  # import dlib now raises ImportError
+    _dot_folder(tmp_path / "raw")
+    result = invoke(tmp_path / "raw", tmp_path / "out", "--detect")
+    assert result.exit_code == 2
+    assert "error: face detection needs dlib: pip install 'topofr[detect]'" in result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_detect_no_face_anywhere(tmp_path):
     (tmp_path / "raw" / "a").mkdir(parents=True)
     (tmp_path / "raw" / "a" / "x.png").write_bytes(dot_photo(None))

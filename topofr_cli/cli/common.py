@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from topofr_cli.errors import TopofrError
 
@@ -20,7 +21,7 @@ EXIT_USER_ERROR = 2
 
 def fail(message: str) -> typer.Exit:
     """Print a one-line error to stderr and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # paths may hold [..]
     return typer.Exit(EXIT_USER_ERROR)
 
 

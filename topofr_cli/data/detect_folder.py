@@ -59,8 +59,9 @@ class _Outcome:
 _worker_state: dict[str, object] = {}
 
 
-def _start_worker(detector_name: str, root: str, pick: str, size: int) -> None:
-    _worker_state.update(detector=make_detector(detector_name), root=Path(root), pick=pick, size=size)
+def _start_worker(detector: str | FaceDetector, root: str, pick: str, size: int) -> None:
+    built = make_detector(detector) if isinstance(detector, str) else detector
+    _worker_state.update(detector=built, root=Path(root), pick=pick, size=size)
 
 
 def _process(key: str) -> _Outcome:
@@ -82,9 +83,9 @@ def _process(key: str) -> _Outcome:
                     np.asarray(face.landmarks, dtype=float).reshape(5, 2))
 
 
-def _outcomes(keys: list[str], workers: int, initargs: tuple) -> Iterator[_Outcome]:
+def _outcomes(keys: list[str], workers: int, initargs: tuple, detector: FaceDetector) -> Iterator[_Outcome]:
     if workers <= 1:
-        _start_worker(*initargs)
+        _start_worker(detector, *initargs[1:])  # the detector already built here: load its models once
         yield from map(_process, keys)
         return
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
@@ -123,9 +124,9 @@ def pack_detected_folder(source: str | Path, out_dir: str | Path, *, detector: s
     if workers < 1:
         raise TopofrError(f"--workers must be at least 1, got {workers}")
     dataset = ImageFolderDataset(source)
-    make_detector(detector)
+    built = make_detector(detector)  # fails here, before any work, when a package is missing
     report = DetectPackReport(out_dir=Path(out_dir), num_images=0, num_classes=dataset.num_classes)
-    outcomes = _outcomes(dataset.keys, min(workers, len(dataset)), (detector, str(source), pick, size))
+    outcomes = _outcomes(dataset.keys, min(workers, len(dataset)), (detector, str(source), pick, size), built)
     with PackedWriter(out_dir, source=str(source), overwrite=overwrite) as writer:
         with open(writer.tmp_dir / DETECTIONS_FILE, "w", newline="", encoding="utf-8") as handle:
             table = csv.writer(handle)

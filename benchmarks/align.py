@@ -2,7 +2,7 @@
 
     PYTHONPATH=$PWD python3 benchmarks/align.py [--workers N] [--repeat R]
 
-Photos: the real portraits and group photo from tests/data/photos.py (fetched from the registry).
+Photos: the real portraits and group photo from tests/writers/photos.py (fetched from the registry).
 Detection is dlib's HOG detector with the 5-point model (photos shrunk to 1024 px for the search);
 alignment is one 112 x 112 crop per face from the full-size photo, landmarks fixed beforehand.
 """
@@ -21,7 +21,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.data.photos import fetch_photos  # noqa: E402
+from tests.writers.photos import fetch_photos  # noqa: E402
 from topofr_cli.data.align import align_face, opencv_available  # noqa: E402
 from topofr_cli.data.detect import make_detector  # noqa: E402
 

@@ -21,7 +21,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.data.photos import fetch_photos  # noqa: E402
+from tests.writers.photos import fetch_photos  # noqa: E402
 from topofr_cli.data.align import ARCFACE_TEMPLATE, estimate_similarity  # noqa: E402
 from topofr_cli.data.detect_dlib import DLIB5_TEMPLATE, model_path  # noqa: E402
 

@@ -10,9 +10,9 @@ import importlib.util
 
 import numpy as np
 import pytest
-from data.dot_detector import DotDetector, dot_photo
-from data.photos import PhotosUnavailable, fetch_photos
 from PIL import Image
+from writers.dot_detector import DotDetector, dot_photo
+from writers.photos import PhotosUnavailable, fetch_photos
 
 from topofr_cli.data import align_faces
 from topofr_cli.data.align import ARCFACE_TEMPLATE
@@ -121,7 +121,7 @@ def test_pick_largest_or_central():
 
 
 def test_detector_by_name_import_path_and_registration():
-    assert isinstance(make_detector("data.dot_detector:make"), DotDetector)
+    assert isinstance(make_detector("writers.dot_detector:make"), DotDetector)
     register_detector("dots-test", DotDetector)
     assert make_detector("dots-test").name == "dots"
     with pytest.raises(TopofrError, match="--detector nope: unknown"):

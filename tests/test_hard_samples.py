@@ -295,8 +295,8 @@ def test_no_margin_takes_probabilities_from_the_scaled_cosines(trained):
 
 def test_cli_detect_reads_raw_photos(trained, tmp_path):
     import pandas as pd
-    from data.dot_detector import dot_photo
     from test_prepare_detect_cli import DOTS, _landmarks
+    from writers.dot_detector import dot_photo
 
     (tmp_path / "raw" / "a").mkdir(parents=True)
     (tmp_path / "raw" / "a" / "x.png").write_bytes(dot_photo(None))

@@ -9,17 +9,17 @@ import json
 
 import numpy as np
 import pytest
-from data.dot_detector import dot_photo
-from data.photos import PhotosUnavailable, fetch_photos
 from PIL import Image, ImageOps
 from typer.testing import CliRunner
+from writers.dot_detector import dot_photo
+from writers.photos import PhotosUnavailable, fetch_photos
 
 from topofr_cli.cli.app import app
 from topofr_cli.data import open_dataset
 from topofr_cli.data.align import template_for
 
 runner = CliRunner()
-DOTS = "data.dot_detector:make"
+DOTS = "writers.dot_detector:make"
 
 
 def invoke(*args):

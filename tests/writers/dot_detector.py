@@ -1,7 +1,7 @@
 """A toy detector for tests that need no detection package: a "face" is five white dots on a darker photo.
 
 The dots are the five landmarks (eyes above, nose, mouth corners below); `dot_photo` draws them.
-`make` is the factory used as `--detector data.dot_detector:make`.
+`make` is the factory used as `--detector writers.dot_detector:make`.
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ def _prepare_detected(source: Path, out: Path, landmarks: Path | None, detector:
     if landmarks is not None:
         raise TopofrError("--detect and --landmarks exclude each other (--detect finds the landmarks)")
     report = pack_detected_folder(source, out, detector=detector, pick=pick, size=size, workers=workers,
-                                  skip_bad=skip_bad, overwrite=overwrite)
+                                  skip_bad=skip_bad, overwrite=overwrite, progress=bars(console))
     _report_skipped(report.unreadable, "unreadable images")
     if report.no_face:
         console.print(f"[yellow]no face found in {len(report.no_face)} photos[/] (listed in "

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from rich.progress import track
 
 from topofr_cli.data.align import align_face, template_for
 from topofr_cli.data.detect import PICKS, FaceDetector, make_detector, pick_face
@@ -28,6 +27,7 @@ from topofr_cli.data.folder import ImageFolderDataset
 from topofr_cli.data.images import ImageDecodeError, decode_image, encode_jpeg
 from topofr_cli.data.packed import PackedDataset, PackedWriter
 from topofr_cli.errors import TopofrError
+from topofr_cli.progress import Progress, resolve_progress, track
 
 DETECTIONS_FILE = "detections.csv"
 STATUS_PACKED, STATUS_NO_FACE, STATUS_UNREADABLE = "packed", "no_face", "unreadable"
@@ -107,7 +107,7 @@ def _number(value: object) -> str:
 
 def pack_detected_folder(source: str | Path, out_dir: str | Path, *, detector: str = "dlib-hog",
                          pick: str = "largest", size: int = 112, workers: int = 1, skip_bad: bool = False,
-                         overwrite: bool = False, progress: bool = True) -> DetectPackReport:
+                         overwrite: bool = False, progress: Progress | bool | None = None) -> DetectPackReport:
     """Detect, align (size x size, insightface's template convention) and pack one face per photo.
 
     An unreadable photo is an error naming it, or with `skip_bad` a skipped row. The detector is
@@ -131,8 +131,7 @@ def pack_detected_folder(source: str | Path, out_dir: str | Path, *, detector: s
         with open(writer.tmp_dir / DETECTIONS_FILE, "w", newline="", encoding="utf-8") as handle:
             table = csv.writer(handle)
             table.writerow(_COLUMNS)
-            for index, outcome in enumerate(track(outcomes, total=len(dataset), description="detecting",
-                                                  disable=not progress)):
+            for index, outcome in enumerate(track(resolve_progress(progress), outcomes, "detecting", len(dataset))):
                 key, label = dataset.keys[index], int(dataset.labels[index])
                 if outcome.status == STATUS_UNREADABLE:
                     if not skip_bad:
@@ -172,7 +171,8 @@ class DetectedPhotoDataset(PackedDataset):
 
 
 def open_detected_folder(source: str | Path, *, detector: str = "dlib-hog", pick: str = "largest",
-                         workers: int = 1, progress: bool = True) -> tuple[DetectedPhotoDataset, DetectPackReport]:
+                         workers: int = 1, progress: Progress | bool | None = None,
+                         ) -> tuple[DetectedPhotoDataset, DetectPackReport]:
     """A raw photo folder as a dataset of aligned 112 x 112 faces (keys stay the photos' paths; photos
     without a face are left out and listed in the report)."""
     temporary = tempfile.TemporaryDirectory(prefix="topofr-detect-")

@@ -77,7 +77,7 @@ def test_iteration_cap_and_long_vector():
 
 def test_bad_inputs():
     with pytest.raises(TopofrError, match="1-D"):
-        gum_posterior(torch.zeros(3, 3))
+        gum_posterior(torch.zeros(2, 3, 3))
     with pytest.raises(TopofrError, match="1-D"):
         gum_posterior(torch.zeros(0))
     with pytest.raises(TopofrError, match="NaN"):

@@ -106,6 +106,13 @@ def all_reduce_max_(ctx: DistContext, tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def all_reduce_sum_(ctx: DistContext, tensor: torch.Tensor) -> torch.Tensor:
+    """In-place sum over ranks (a collective, not a host sync)."""
+    if ctx.distributed:
+        dist.all_reduce(tensor)
+    return tensor
+
+
 def sum_gradients_hook(_state, bucket):  # unannotated: DDP rejects string (postponed) annotations here
     """DDP communication hook: all-reduce SUM instead of DDP's mean (bucket: dist.GradBucket).
 

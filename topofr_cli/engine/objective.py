@@ -60,7 +60,9 @@ class PlainObjective(torch.nn.Module):
 def build_objective(recipe: Any, ctx: Any) -> Objective:
     """The objective the recipe asks for (plain margin loss until TopoFR is enabled)."""
     if recipe.topofr.enabled:
+        from topofr_cli.engine.step import AUTOCAST_DTYPES, effective_precision
         from topofr_cli.engine.topofr_objective import TopoFRObjective
 
-        return TopoFRObjective(recipe.topofr, world_size=ctx.world_size)
+        autocast_dtype = AUTOCAST_DTYPES[effective_precision(recipe.train.precision, ctx.device)]
+        return TopoFRObjective(recipe.topofr, world_size=ctx.world_size, autocast_dtype=autocast_dtype)
     return PlainObjective()

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from topofr_cli.data.loader import normalize
-from topofr_cli.engine.distributed import DistContext, all_reduce_max_
+from topofr_cli.engine.distributed import DistContext, all_reduce_max_, all_reduce_sum_
 from topofr_cli.engine.objective import Objective
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -52,7 +52,7 @@ class StepResult:
     loss: torch.Tensor
     bad: torch.Tensor  # 1.0 when the loss was not finite
     skipped: torch.Tensor  # 1.0 when the optimizers did not update (bad loss or gradients)
-    grad_norm: torch.Tensor  # backbone gradient norm before clipping
+    grad_norm: torch.Tensor  # gradient norm before clipping: backbone (and classifier with clip_classifier)
     terms: dict[str, torch.Tensor]
 
 
@@ -60,7 +60,8 @@ class TrainStep:
     def __init__(self, *, backbone: nn.Module, backbone_params: list[nn.Parameter], classifier: nn.Module,
                  objective: Objective, optimizers: list[torch.optim.Optimizer], precision: str,
                  dist_ctx: DistContext, clip_grad_norm: float | None, channels_last: bool,
-                 horizontal_flip: bool, seed: int) -> None:
+                 horizontal_flip: bool, seed: int, clip_classifier: bool = False,
+                 scaler_growth_interval: int = 2000) -> None:
         self.backbone = backbone
         self.backbone_params = backbone_params
         self.classifier = classifier
@@ -70,8 +71,10 @@ class TrainStep:
         self.device = dist_ctx.device
         self.precision = effective_precision(precision, self.device)
         self.autocast_dtype = AUTOCAST_DTYPES[self.precision]
-        self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
+        self.scaler = (torch.amp.GradScaler(self.device.type, growth_interval=scaler_growth_interval)
+                       if self.precision == "fp16" else None)
         self.clip_grad_norm = clip_grad_norm
+        self.clip_classifier = clip_classifier
         self.channels_last = channels_last
         self.horizontal_flip = horizontal_flip
         self.seed = seed
@@ -128,7 +131,7 @@ class TrainStep:
                           terms={k: v.detach() for k, v in terms.items()})
 
     def _backward(self, loss: torch.Tensor) -> torch.Tensor:
-        """Gradients (unscaled, summed over ranks, clipped); returns the backbone's norm before clipping."""
+        """Gradients (unscaled, summed over ranks, clipped); returns the norm before clipping."""
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             for optimizer in self.optimizers:
@@ -136,10 +139,26 @@ class TrainStep:
         else:
             loss.backward()
         self.objective.synchronize_gradients()
+        return self._clip_gradients()
+
+    def _clip_gradients(self) -> torch.Tensor:
+        """Clip to `clip_grad_norm`; returns the norm before clipping.
+
+        Default: the backbone alone (as insightface; the classifier has its own optimizer and no cap).
+        clip_classifier: backbone and classifier as one vector, as the reference does (its classifier
+        weight is a backbone parameter; docs/method.md §2). Partial FC shards the classifier, so its
+        squared norm is summed over ranks (a collective, not a host sync).
+        """
+        params = list(self.backbone_params)
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None], foreach=True)
+        if self.clip_classifier:
+            shard = [p for p in self.classifier.parameters() if p.grad is not None]
+            shard_sq = torch.nn.utils.get_total_norm([p.grad for p in shard], foreach=True).square()
+            grad_norm = (grad_norm.square() + all_reduce_sum_(self.ctx, shard_sq)).sqrt()
+            params += shard
         if self.clip_grad_norm is not None:
-            return torch.nn.utils.clip_grad_norm_(self.backbone_params, self.clip_grad_norm, foreach=True)
-        grads = [p.grad for p in self.backbone_params if p.grad is not None]
-        return torch.nn.utils.get_total_norm(grads, foreach=True)
+            torch.nn.utils.clip_grads_with_norm_(params, self.clip_grad_norm, grad_norm, foreach=True)
+        return grad_norm
 
     def _update(self, found_inf: torch.Tensor) -> None:
         """Step every optimizer; on the device, each skips its update where `found_inf` is 1."""

@@ -3,7 +3,10 @@
 Modes (`topofr.compat`):
 - `fixed` (default): w2 = 1 − p_gt as a float, PTSA's input space is the clean batch x, λ is learned.
 - `reference`: REF's arithmetic, defects 1–3 of REFERENCE §2 included: w2 truncated to an integer
-  (≡ 1), randomly erased samples leak into the input space x, λ fixed at 1.
+  after p_gt is rounded to the autocast dtype (a gate at p_gt ≥ 0.99976 under fp16), randomly erased
+  samples leak into the input space x, λ fixed at 1, one GUM per rank's local batch, the entropy
+  negation pattern of REF for odd batches. (The engine side of reference mode — trainable embedding
+  BatchNorm scale, joint clipping, scaler growth interval — is in engine/compat.py.)
 
 Distributed semantics (the engine sums backbone gradients over ranks, see distributed.sum_gradients_hook):
 L_cls is over the global batch on every rank (Partial FC), so it needs nothing more. A local-scope
@@ -62,11 +65,17 @@ def gather_input_space(x: torch.Tensor, world_size: int, *, from_pixels: bool) -
 
 
 class TopoFRObjective(nn.Module):
-    def __init__(self, config: TopoFRConfig, *, world_size: int = 1) -> None:
+    def __init__(self, config: TopoFRConfig, *, world_size: int = 1,
+                 autocast_dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.config = config
         self.world_size = world_size
         self.reference = config.compat == "reference"
+        # Reference mode rounds p_gt to the dtype REF's softmax ran in before its integer cast.
+        self.softmax_dtype = autocast_dtype if self.reference else None
+        # Reference mode fits one GUM per rank's local batch (REF has no Partial FC: each process
+        # scores its own batch); fixed mode fits one over the global batch that every rank holds.
+        self.gum_groups = world_size if self.reference else 1
         self.rsp = RandomStructurePerturbation(config.rsp.prob) if config.rsp.enabled else None
         self.ptsa = PTSALoss.from_config(config.ptsa.form, config.compat) if config.ptsa.enabled else None
         names = ["loss_cls"]
@@ -107,12 +116,13 @@ class TopoFRObjective(nn.Module):
         ce = output.ce.float()
         terms: dict[str, torch.Tensor] = {}
         if self.config.sde.enabled:
-            # REFERENCE §1.3: GUM on the global batch's entropies; L_cls = mean(w1 · w2 · CE).
+            # REFERENCE §1.3: L_cls = mean(w1 · w2 · CE) over the global batch.
             w1, w2, gum = sde_weights(output.entropy, output.p_true, self.config.sde.temperature,
-                                      self.config.compat)
+                                      self.config.compat, groups=self.gum_groups,
+                                      softmax_dtype=self.softmax_dtype)
             sds = (w1 * w2).to(ce.dtype)
             loss_cls = (sds * ce).mean()
-            terms.update(gum_pi=gum.pi, gamma_mean=gum.gamma.mean(), sds_mean=sds.mean())
+            terms.update(gum_pi=gum.pi.mean(), gamma_mean=gum.gamma.mean(), sds_mean=sds.mean())
         else:
             loss_cls = ce.mean()
         terms["loss_cls"] = loss_cls.detach()

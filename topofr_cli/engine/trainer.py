@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from topofr_cli.config import Recipe
 from topofr_cli.data.dataset import FaceDataset
+from topofr_cli.engine import compat
 from topofr_cli.engine import distributed as D
 from topofr_cli.engine.hooks import BadStepGuard, CheckpointHook, Hook, MetricsHook, VerificationHook
 from topofr_cli.engine.loop import LoopSetup, TrainLoop
@@ -61,7 +62,8 @@ def _build_parts(recipe: Recipe, num_classes: int, ctx: D.DistContext, objective
     torch.manual_seed(recipe.train.seed)  # identical backbone on every rank (DDP also broadcasts it)
     backbone = create_backbone(recipe.model.network, recipe.model.embedding_size,
                                dropout=recipe.model.dropout,
-                               gradient_checkpointing=recipe.model.gradient_checkpointing)
+                               gradient_checkpointing=recipe.model.gradient_checkpointing,
+                               **compat.backbone_options(recipe))
     backbone = backbone.to(ctx.device)
     if recipe.model.channels_last:
         backbone = backbone.to(memory_format=torch.channels_last)
@@ -177,7 +179,8 @@ def _make_step(recipe: Recipe, parts: TrainingParts, ctx: D.DistContext) -> Trai
                         optimizers=[parts.backbone_optimizer, parts.classifier_optimizer],
                         precision=recipe.train.precision, dist_ctx=ctx,
                         clip_grad_norm=recipe.optim.clip_grad_norm, channels_last=recipe.model.channels_last,
-                        horizontal_flip=recipe.data.horizontal_flip, seed=recipe.train.seed)
+                        horizontal_flip=recipe.data.horizontal_flip, seed=recipe.train.seed,
+                        **compat.step_options(recipe))
     parts.scaler = step_fn.scaler
     return step_fn
 

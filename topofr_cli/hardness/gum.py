@@ -45,26 +45,27 @@ class GUMResult:
 def _em_iteration(
     h: torch.Tensor, h2: torch.Tensor, pi: torch.Tensor, sigma2: torch.Tensor, c: torch.Tensor
 ) -> tuple[torch.Tensor, ...]:
-    """One EM iteration of REFERENCE §1.3; returns (γ, π', σ²', c', stop quantity)."""
-    n = h.shape[0]
+    """One EM iteration of REFERENCE §1.3 over the last dimension (the parameters are [..., 1]);
+    returns (γ, π', σ²', c', stop quantity)."""
+    n = h.shape[-1]
     variance = sigma2 + VARIANCE_FLOOR
     phi = torch.exp(-0.5 * h2 / variance) / torch.sqrt(2.0 * math.pi * variance)
     gaussian = pi * phi
     gamma = gaussian / (gaussian + (1.0 - pi) * c)
-    n1 = gamma.sum()
-    new_sigma2 = (gamma * h2).sum() / n1
+    n1 = gamma.sum(-1, keepdim=True)
+    new_sigma2 = (gamma * h2).sum(-1, keepdim=True) / n1
     new_pi = torch.clamp(n1 / n, max=PI_CAP)
     outlier = 1.0 - gamma
     norm = n1 * (1.0 - new_pi + SMALL)
-    c1 = (outlier * h).sum() / norm
-    c2 = (outlier * h2).sum() / norm
+    c1 = (outlier * h).sum(-1, keepdim=True) / norm
+    c2 = (outlier * h2).sum(-1, keepdim=True) / norm
     spread = 3.0 * c2 - c1 * c1
     # A negative spread gives NaN exactly as REF's np.sqrt does (REF has no guard either).
     new_c = torch.where(
         spread.abs() < 0.001, torch.full_like(spread, 0.001), 1.0 / (2.0 * torch.sqrt(spread) + SMALL)
     )
     # The stop quantity uses this iteration's φ with the just-updated π and c (as REF).
-    likelihood = (new_pi * phi + (1.0 - new_pi) * new_c).sum()
+    likelihood = (new_pi * phi + (1.0 - new_pi) * new_c).sum(-1, keepdim=True)
     return gamma, new_pi, new_sigma2, new_c, likelihood
 
 
@@ -80,23 +81,27 @@ def gum_posterior(
     init π = 0.1, μ = 0 (fixed), σ² = mean(h²), c = 0.2; stop when the stop quantity changes by less
     than 1e-10 (its "previous" value starts at 0) or after `max_iterations`. Computed in float64 on
     h's device. `validate=False` skips the finiteness check (a host–device sync).
+
+    A 2-D `h` [R, n] fits R independent mixtures at once, one per row, each stopping on its own
+    (REF's multi-GPU setting: one fit per rank's local batch); π, σ², c are then [R] and
+    `iterations` is the largest row's count.
     """
-    if h.dim() != 1 or h.shape[0] == 0:
-        raise TopofrError(f"gum_posterior: expected a non-empty 1-D statistic, got shape {tuple(h.shape)}")
+    if h.dim() not in (1, 2) or h.shape[-1] == 0:
+        raise TopofrError(f"gum_posterior: expected a non-empty 1-D statistic (or one per row), got shape {tuple(h.shape)}")
     if check_every < 1:
         raise TopofrError(f"gum_posterior: check_every must be ≥ 1, got {check_every}")
     h = h.detach().to(torch.float64)
     if validate and not bool(torch.isfinite(h).all()):
         raise TopofrError("gum_posterior: the statistic contains NaN/inf")
     h2 = h * h
-    zero = h.new_zeros(())
+    zero = h.new_zeros((*h.shape[:-1], 1))
     pi = zero + 0.1
-    sigma2 = h2.mean()
+    sigma2 = h2.mean(-1, keepdim=True)
     c = zero + 0.2
     previous = zero.clone()
     gamma = torch.zeros_like(h)
-    done = torch.zeros((), dtype=torch.bool, device=h.device)
-    iterations = torch.zeros((), dtype=torch.long, device=h.device)
+    done = torch.zeros_like(zero, dtype=torch.bool)
+    iterations = torch.zeros_like(zero, dtype=torch.long)
 
     run = 0
     while run < max_iterations:
@@ -111,6 +116,7 @@ def gum_posterior(
             done = done | ((likelihood - previous).abs() < TOLERANCE)
             previous = torch.where(active, likelihood, previous)
             run += 1
-        if bool(done):  # the only sync: once per chunk
+        if bool(done.all()):  # the only sync: once per chunk
             break
-    return GUMResult(gamma=gamma, pi=pi, sigma2=sigma2, c=c, iterations=int(iterations))
+    return GUMResult(gamma=gamma, pi=pi.squeeze(-1), sigma2=sigma2.squeeze(-1), c=c.squeeze(-1),
+                     iterations=int(iterations.max()))

@@ -15,15 +15,19 @@ BACKBONE_NAMES = (*STAGE_DEPTHS, "mbf")
 
 
 def create_backbone(
-    name: str, embedding_size: int = 512, *, dropout: float = 0.0, gradient_checkpointing: bool = False
+    name: str, embedding_size: int = 512, *, dropout: float = 0.0, gradient_checkpointing: bool = False,
+    trainable_embedding_scale: bool = False,
 ) -> nn.Module:
     """Build a face backbone: float [B, 3, 112, 112] in [-1, 1] -> embeddings [B, embedding_size].
 
-    The output is the final BatchNorm1d, before L2 normalisation.
+    The output is the final BatchNorm1d, before L2 normalisation. `trainable_embedding_scale`
+    unfreezes IResNet's embedding BatchNorm weight (REF's choice; insightface freezes it).
+    MobileFaceNet's is trainable either way, as in insightface and REF.
     """
     if name in STAGE_DEPTHS:
         return build_iresnet(
-            name, embedding_size, dropout=dropout, gradient_checkpointing=gradient_checkpointing
+            name, embedding_size, dropout=dropout, gradient_checkpointing=gradient_checkpointing,
+            trainable_embedding_scale=trainable_embedding_scale,
         )
     if name == "mbf":
         # insightface's mbf has no dropout; a non-zero value is accepted and ignored there too.

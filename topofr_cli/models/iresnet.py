@@ -111,9 +111,11 @@ class IResNet(nn.Module):
         *,
         dropout: float = 0.0,
         gradient_checkpointing: bool = False,
+        trainable_embedding_scale: bool = False,
     ):
         super().__init__()
         self.gradient_checkpointing = gradient_checkpointing
+        self.trainable_embedding_scale = trainable_embedding_scale
         self.conv1 = nn.Conv2d(3, STAGE_WIDTHS[0], kernel_size=3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(STAGE_WIDTHS[0], eps=BN_EPS)
         self.prelu = nn.PReLU(STAGE_WIDTHS[0])
@@ -136,7 +138,9 @@ class IResNet(nn.Module):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
         # The embedding BatchNorm's scale is fixed at 1 in insightface (a pure standardisation + shift).
-        self.features.weight.requires_grad_(False)
+        # REF leaves it trainable (its freeze line is commented out): `trainable_embedding_scale`
+        # reproduces that for compat "reference" (docs/method.md §2).
+        self.features.weight.requires_grad_(self.trainable_embedding_scale)
 
     @property
     def stages(self) -> list[nn.Sequential]:
@@ -152,10 +156,12 @@ class IResNet(nn.Module):
 
 
 def build_iresnet(
-    name: str, embedding_size: int = 512, *, dropout: float = 0.0, gradient_checkpointing: bool = False
+    name: str, embedding_size: int = 512, *, dropout: float = 0.0, gradient_checkpointing: bool = False,
+    trainable_embedding_scale: bool = False,
 ) -> IResNet:
     return IResNet(
-        STAGE_DEPTHS[name], embedding_size, dropout=dropout, gradient_checkpointing=gradient_checkpointing
+        STAGE_DEPTHS[name], embedding_size, dropout=dropout, gradient_checkpointing=gradient_checkpointing,
+        trainable_embedding_scale=trainable_embedding_scale,
     )
 
 

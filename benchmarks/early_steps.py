@@ -1,0 +1,142 @@
+"""The first training steps, step by step: does the embedding collapse, and what drives it?
+
+    python benchmarks/early_steps.py recipes/quickstart_topofr.yaml --steps 15 --out runs/early/mbf_fixed.csv
+    python benchmarks/early_steps.py recipes/quickstart_topofr.yaml --steps 15 --set topofr.compat=reference
+    python benchmarks/early_steps.py recipes/quickstart_topofr.yaml --set model.network=r18 \
+        --set model.embedding_size=512
+
+Builds the same parts as `topofr train` (backbone with its compat options, Partial FC, objective,
+optimizers, TrainStep) and after every step records: the classification loss, the PTSA term and
+α·PTSA, λ, the gradient norm, the mean |weight| of the embedding BatchNorm, and on a fixed probe of
+64 held-out images (eval mode, as verification sees them) the mean cosine between different images
+and the mean embedding norm. It ends with the verification accuracy on the dataset's `.bin`.
+Run it at `nice` with OMP_NUM_THREADS=1 on a shared CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from topofr_cli.config import load_recipe
+from topofr_cli.data import open_dataset
+from topofr_cli.data.bins import read_bin
+from topofr_cli.data.images import decode_image
+from topofr_cli.data.loader import make_train_loader, normalize
+from topofr_cli.engine import compat
+from topofr_cli.engine.distributed import setup_distributed
+from topofr_cli.engine.objective import build_objective
+from topofr_cli.engine.schedule import PolySchedule
+from topofr_cli.engine.step import TrainStep
+from topofr_cli.evaluation.verification import evaluate_bin
+from topofr_cli.models import CombinedMarginHead, PartialFC, create_backbone
+from topofr_cli.models.iresnet import frozen_batchnorm_statistics
+
+PROBE_IMAGES = 64
+
+
+def build(recipe: Any, num_classes: int, ctx: Any) -> tuple[torch.nn.Module, TrainStep, list[Any]]:
+    torch.manual_seed(recipe.train.seed)
+    backbone = create_backbone(recipe.model.network, recipe.model.embedding_size, **compat.backbone_options(recipe))
+    h = recipe.head
+    classifier = PartialFC(recipe.model.embedding_size, num_classes, CombinedMarginHead(h.scale, h.m1, h.m2, h.m3))
+    objective = build_objective(recipe, ctx)
+    opt = recipe.optim
+    groups: list[dict[str, Any]] = [{"params": list(backbone.parameters())}]
+    extra = [p for p in objective.parameters() if p.requires_grad]
+    if extra:
+        groups.append({"params": extra, "weight_decay": 0.0, "lr_multiplier": recipe.topofr.ptsa.scale_lr_multiplier})
+    optimizers = [torch.optim.SGD(g, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay, fused=True)
+                  for g in (groups, [{"params": [classifier.weight]}])]
+    step = TrainStep(backbone=backbone, backbone_params=list(backbone.parameters()), classifier=classifier,
+                     objective=objective, optimizers=optimizers, precision=recipe.train.precision, dist_ctx=ctx,
+                     clip_grad_norm=opt.clip_grad_norm, channels_last=False,
+                     horizontal_flip=recipe.data.horizontal_flip, seed=recipe.train.seed,
+                     **compat.step_options(recipe))
+    return backbone, step, optimizers
+
+
+def mean_offdiagonal_cosine(z: torch.Tensor) -> float:
+    unit = torch.nn.functional.normalize(z.float(), dim=1)
+    cos = unit @ unit.T
+    n = cos.shape[0]
+    return float((cos.sum() - cos.diagonal().sum()) / (n * (n - 1)))
+
+
+@torch.no_grad()
+def probe(backbone: torch.nn.Module, images: torch.Tensor) -> dict[str, float]:
+    """Mean cosine between different probe images and mean embedding norm in eval mode (running
+    BatchNorm statistics, what verification sees), and the cosine in train mode (the probe batch's
+    own statistics; running statistics left untouched)."""
+    backbone.eval()
+    z = backbone(images).float()
+    backbone.train()
+    with frozen_batchnorm_statistics(backbone):
+        z_train = backbone(images)
+    return {"probe_cos": mean_offdiagonal_cosine(z), "probe_norm": float(z.norm(dim=1).mean()),
+            "probe_cos_batchstats": mean_offdiagonal_cosine(z_train)}
+
+
+def embedding_scale(backbone: torch.nn.Module) -> float:
+    norms = [m for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    return float(norms[-1].weight.detach().abs().mean())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("recipe")
+    parser.add_argument("--steps", type=int, default=15)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--no-verify", action="store_true")
+    args = parser.parse_args(argv)
+    recipe = load_recipe(args.recipe, args.overrides)
+    ctx = setup_distributed("cpu")
+    dataset = open_dataset(recipe.data.path)
+    bin_path = Path(dataset.path) / dataset.meta["verification_bins"][0]
+    pairs = read_bin(bin_path)
+    probe_images = normalize(torch.from_numpy(np.stack([decode_image(b) for b in pairs.images[:PROBE_IMAGES]]))
+                             .permute(0, 3, 1, 2).contiguous())
+    backbone, step_fn, optimizers = build(recipe, dataset.num_classes, ctx)
+    loader = make_train_loader(dataset, recipe.data.batch_size, num_workers=0, seed=recipe.train.seed, drop_last=True)
+    total = recipe.schedule.epochs * len(loader)
+    schedule = PolySchedule(recipe.optim.lr, total, round(recipe.schedule.warmup_epochs * len(loader)),
+                            recipe.schedule.power)
+    rows = []
+    rows.append({"step": 0, **probe(backbone, probe_images), "emb_bn_weight": embedding_scale(backbone)})
+    batches = iter(loader)
+    for step in range(args.steps):
+        images, labels = next(batches)
+        for optimizer in optimizers:
+            schedule.apply(optimizer, step)
+        result = step_fn(images, labels, step)
+        terms = {k: float(v) for k, v in result.terms.items()}
+        alpha_topo = recipe.topofr.ptsa.alpha * terms["loss_topo"] if "loss_topo" in terms else float("nan")
+        rows.append({"step": step + 1, "loss": float(result.loss), **terms, "alpha_topo": alpha_topo,
+                     "grad_norm": float(result.grad_norm), **probe(backbone, probe_images),
+                     "emb_bn_weight": embedding_scale(backbone)})
+        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items()),
+              flush=True)
+    if not args.no_verify:
+        result = evaluate_bin(backbone, bin_path, batch_size=64)
+        print(f"verification after {args.steps} steps: {100 * result.accuracy_mean:.2f} ± "
+              f"{100 * result.accuracy_std:.2f}", flush=True)
+        rows[-1]["val_acc"] = result.accuracy_mean
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        with args.out.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, columns)
+            writer.writeheader()
+            writer.writerows(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""What `topofr.compat` changes outside the objective: the backbone and the training step.
+
+`fixed` (default) keeps this project's choices; `reference` reproduces the reference implementation's
+(docs/method.md §2 lists each difference, why fixed mode differs and what it changes):
+- IResNet's embedding BatchNorm1d weight is trainable (and so weight-decayed), as REF leaves it;
+- gradient clipping (optim.clip_grad_norm) measures and scales backbone and classifier together,
+  because REF's classifier weight is a backbone parameter;
+- the fp16 GradScaler grows its scale every 100 good steps instead of torch's 2000.
+The objective's own reference arithmetic (w2, GUM, negation pattern, λ, RSP leak) lives in
+engine/topofr_objective.py and hardness/sds.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+REFERENCE_SCALER_GROWTH_INTERVAL = 100
+TORCH_SCALER_GROWTH_INTERVAL = 2000
+
+
+def reference_mode(recipe: Any) -> bool:
+    return recipe.topofr.compat == "reference"
+
+
+def backbone_options(recipe: Any) -> dict[str, Any]:
+    """Keyword arguments for `create_backbone`."""
+    return {"trainable_embedding_scale": reference_mode(recipe)}
+
+
+def step_options(recipe: Any) -> dict[str, Any]:
+    """Keyword arguments for `TrainStep`."""
+    reference = reference_mode(recipe)
+    return {"clip_classifier": reference,
+            "scaler_growth_interval": REFERENCE_SCALER_GROWTH_INTERVAL if reference
+            else TORCH_SCALER_GROWTH_INTERVAL}

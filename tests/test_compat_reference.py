@@ -193,3 +193,26 @@ def test_embedding_batchnorm_weight_trains_in_reference_mode_only(mode):
     else:
         assert not weight.requires_grad
         assert torch.equal(weight.detach(), torch.ones_like(before))
+
+
+# -- recipes: the reference's configs ----------------------------------------------------------------
+REFERENCE_CONFIGS = {  # configs/<name>.py of the reference: (epochs, weight decay, classes)
+    "ms1mv2_r50": (30, 5e-4, 85742), "ms1mv2_r100": (25, 5e-4, 85742), "ms1mv2_r200": (30, 5e-4, 85742),
+    "glint360k_r50": (25, 1e-4, 360232), "glint360k_r100": (25, 1e-4, 360232),
+    "glint360k_r200": (30, 1e-4, 360232),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_CONFIGS))
+def test_recipes_follow_the_reference_configs(name):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "recipes" / f"{name}.yaml"
+    run = load_recipe(path)
+    epochs, weight_decay, classes = REFERENCE_CONFIGS[name]
+    assert (run.schedule.epochs, run.optim.weight_decay, run.head.num_classes) == (epochs, weight_decay, classes)
+    assert run.model.network == name.split("_")[1] and run.model.embedding_size == 512
+    assert (run.optim.lr, run.optim.momentum, run.optim.clip_grad_norm, run.schedule.power) == (0.1, 0.9, 5.0, 2.0)
+    assert (run.schedule.warmup_epochs, run.data.batch_size, run.train.precision) == (0.0, 128, "fp16")
+    assert (run.head.scale, run.head.m1, run.head.m2, run.head.m3, run.head.sample_rate) == (64.0, 1.0, 0.5, 0.0, 1.0)
+    assert "follows the reference implementation's config" in path.read_text().lower()

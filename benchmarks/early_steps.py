@@ -9,7 +9,8 @@ Builds the same parts as `topofr train` (backbone with its compat options, Parti
 optimizers, TrainStep) and after every step records: the classification loss, the PTSA term and
 α·PTSA, λ, the gradient norm, the mean |weight| of the embedding BatchNorm, and on a fixed probe of
 64 held-out images (eval mode, as verification sees them) the mean cosine between different images
-and the mean embedding norm. It ends with the verification accuracy on the dataset's `.bin`.
+and the mean embedding norm, and in train mode (the probe's own batch statistics) the cosine and the
+effective number of dimensions of the cloud (participation ratio). It ends with the verification accuracy on the dataset's `.bin`.
 Run it at `nice` with OMP_NUM_THREADS=1 on a shared CPU.
 """
 
@@ -69,6 +70,14 @@ def mean_offdiagonal_cosine(z: torch.Tensor) -> float:
     return float((cos.sum() - cos.diagonal().sum()) / (n * (n - 1)))
 
 
+def participation_ratio(z: torch.Tensor) -> float:
+    """Effective number of dimensions of a cloud, (Σ e)² / Σ e² over its covariance eigenvalues e:
+    E for an isotropic cloud, 1 for points on a line (dimensional collapse)."""
+    centred = z.double() - z.double().mean(dim=0)
+    eig = torch.linalg.eigvalsh(centred.T @ centred / z.shape[0]).clamp_min(0)
+    return float(eig.sum() ** 2 / (eig**2).sum())
+
+
 @torch.no_grad()
 def probe(backbone: torch.nn.Module, images: torch.Tensor) -> dict[str, float]:
     """Mean cosine between different probe images and mean embedding norm in eval mode (running
@@ -80,7 +89,8 @@ def probe(backbone: torch.nn.Module, images: torch.Tensor) -> dict[str, float]:
     with frozen_batchnorm_statistics(backbone):
         z_train = backbone(images)
     return {"probe_cos": mean_offdiagonal_cosine(z), "probe_norm": float(z.norm(dim=1).mean()),
-            "probe_cos_batchstats": mean_offdiagonal_cosine(z_train)}
+            "probe_cos_batchstats": mean_offdiagonal_cosine(z_train),
+            "probe_dims_batchstats": participation_ratio(z_train)}
 
 
 def embedding_scale(backbone: torch.nn.Module) -> float:

@@ -93,6 +93,11 @@ def probe(backbone: torch.nn.Module, images: torch.Tensor) -> dict[str, float]:
             "probe_dims_batchstats": participation_ratio(z_train)}
 
 
+def grad_norm(params: Any) -> float:
+    """Norm of the gradients the optimizer used (after clipping)."""
+    return float(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
+
+
 def embedding_scale(backbone: torch.nn.Module) -> float:
     norms = [m for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm1d)]
     return float(norms[-1].weight.detach().abs().mean())
@@ -129,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         terms = {k: float(v) for k, v in result.terms.items()}
         alpha_topo = recipe.topofr.ptsa.alpha * terms["loss_topo"] if "loss_topo" in terms else float("nan")
         rows.append({"step": step + 1, "loss": float(result.loss), **terms, "alpha_topo": alpha_topo,
-                     "grad_norm": float(result.grad_norm), **probe(backbone, probe_images),
+                     "grad_norm": float(result.grad_norm), "backbone_grad_used": grad_norm(backbone.parameters()),
+                     "classifier_grad_used": grad_norm(step_fn.classifier.parameters()),
+                     **probe(backbone, probe_images),
                      "emb_bn_weight": embedding_scale(backbone)})
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items()),
               flush=True)

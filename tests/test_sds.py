@@ -81,4 +81,4 @@ def test_bad_inputs():
     with pytest.raises(TopofrError, match="differ"):
         sample_weights(torch.zeros(2), torch.zeros(3))
     with pytest.raises(TopofrError, match="1-D"):
-        sde_statistic(torch.zeros(2, 2))
+        sde_statistic(torch.zeros(2, 2, 2))

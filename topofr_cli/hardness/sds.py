@@ -46,7 +46,7 @@ def sde_statistic(entropy: torch.Tensor, compat: Literal["fixed", "reference"] =
     standardised on its own, as each REF process does with its local batch.
     """
     if entropy.dim() not in (1, 2):
-        raise TopofrError(f"sde_statistic: expected a 1-D entropy vector, got shape {tuple(entropy.shape)}")
+        raise TopofrError(f"sde_statistic: expected a 1-D entropy vector (or one per row), got shape {tuple(entropy.shape)}")
     _check_compat(compat)
     h = entropy.detach().to(torch.float64)
     h = torch.where(negated_positions(h.shape[-1], compat, h.device), -h, h)

@@ -106,6 +106,7 @@ class TopoFRConfig:
     """The paper's three mechanisms (REFERENCE §1). Off as a whole gives plain ArcFace."""
 
     enabled: bool = False
+    # fixed: this project's arithmetic; reference: the reference implementation's (docs/method.md §2)
     compat: Literal["fixed", "reference"] = "fixed"
     ptsa: PTSAConfig = field(default_factory=PTSAConfig)
     rsp: RSPConfig = field(default_factory=RSPConfig)

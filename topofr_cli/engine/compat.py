@@ -2,9 +2,9 @@
 
 `fixed` (default) keeps this project's choices; `reference` reproduces the reference implementation's
 (docs/method.md §2 lists each difference, why fixed mode differs and what it changes):
-- IResNet's embedding BatchNorm1d weight is trainable (and so weight-decayed), as REF leaves it;
+- IResNet's embedding BatchNorm1d weight is trainable (and so weight-decayed), as the reference leaves it;
 - gradient clipping (optim.clip_grad_norm) measures and scales backbone and classifier together,
-  because REF's classifier weight is a backbone parameter;
+  because the reference's classifier weight is a backbone parameter;
 - the fp16 GradScaler grows its scale every 100 good steps instead of torch's 2000.
 The objective's own reference arithmetic (w2, GUM, negation pattern, λ, RSP leak) lives in
 engine/topofr_objective.py and hardness/sds.py.

@@ -5,7 +5,7 @@ Modes (`topofr.compat`):
 - `reference`: REF's arithmetic, defects 1–3 of REFERENCE §2 included: w2 truncated to an integer
   after p_gt is rounded to the autocast dtype (a gate at p_gt ≥ 0.99976 under fp16), randomly erased
   samples leak into the input space x, λ fixed at 1, one GUM per rank's local batch, the entropy
-  negation pattern of REF for odd batches. (The engine side of reference mode — trainable embedding
+  the reference's negation pattern for odd batches. (The engine side of reference mode — trainable embedding
   BatchNorm scale, joint clipping, scaler growth interval — is in engine/compat.py.)
 
 Distributed semantics (the engine sums backbone gradients over ranks, see distributed.sum_gradients_hook):
@@ -71,9 +71,9 @@ class TopoFRObjective(nn.Module):
         self.config = config
         self.world_size = world_size
         self.reference = config.compat == "reference"
-        # Reference mode rounds p_gt to the dtype REF's softmax ran in before its integer cast.
+        # Reference mode rounds p_gt to the dtype the reference's softmax ran in before its integer cast.
         self.softmax_dtype = autocast_dtype if self.reference else None
-        # Reference mode fits one GUM per rank's local batch (REF has no Partial FC: each process
+        # Reference mode fits one GUM per rank's local batch (the reference has no Partial FC: each process
         # scores its own batch); fixed mode fits one over the global batch that every rank holds.
         self.gum_groups = world_size if self.reference else 1
         self.rsp = RandomStructurePerturbation(config.rsp.prob) if config.rsp.enabled else None
@@ -116,7 +116,7 @@ class TopoFRObjective(nn.Module):
         ce = output.ce.float()
         terms: dict[str, torch.Tensor] = {}
         if self.config.sde.enabled:
-            # REFERENCE §1.3: L_cls = mean(w1 · w2 · CE) over the global batch.
+            # docs/method.md §1.3: L_cls = mean(w1 · w2 · CE) over the global batch.
             w1, w2, gum = sde_weights(output.entropy, output.p_true, self.config.sde.temperature,
                                       self.config.compat, groups=self.gum_groups,
                                       softmax_dtype=self.softmax_dtype)

@@ -45,7 +45,7 @@ class GUMResult:
 def _em_iteration(
     h: torch.Tensor, h2: torch.Tensor, pi: torch.Tensor, sigma2: torch.Tensor, c: torch.Tensor
 ) -> tuple[torch.Tensor, ...]:
-    """One EM iteration of REFERENCE §1.3 over the last dimension (the parameters are [..., 1]);
+    """One EM iteration of docs/method.md §1.3 over the last dimension (the parameters are [..., 1]);
     returns (γ, π', σ²', c', stop quantity)."""
     n = h.shape[-1]
     variance = sigma2 + VARIANCE_FLOOR
@@ -83,7 +83,7 @@ def gum_posterior(
     h's device. `validate=False` skips the finiteness check (a host–device sync).
 
     A 2-D `h` [R, n] fits R independent mixtures at once, one per row, each stopping on its own
-    (REF's multi-GPU setting: one fit per rank's local batch); π, σ², c are then [R] and
+    (the reference's multi-GPU setting: one fit per rank's local batch); π, σ², c are then [R] and
     `iterations` is the largest row's count.
     """
     if h.dim() not in (1, 2) or h.shape[-1] == 0:

@@ -27,7 +27,7 @@ def negated_positions(n: int, compat: Literal["fixed", "reference"] = "fixed",
     """Bool mask [n] of the batch positions whose entropy is negated before the GUM fit.
 
     fixed: every even position 0, 2, 4, … (so a sample's sign depends on its parity alone).
-    reference: REF's `2·arange(n // 2)`, which for an odd n leaves the last even position, n − 1,
+    reference: the reference's `2·arange(n // 2)`, which for an odd n leaves the last even position, n − 1,
     positive (docs/method.md §2). The two agree for every even n.
     """
     position = torch.arange(n, device=device)
@@ -38,12 +38,12 @@ def negated_positions(n: int, compat: Literal["fixed", "reference"] = "fixed",
 
 
 def sde_statistic(entropy: torch.Tensor, compat: Literal["fixed", "reference"] = "fixed") -> torch.Tensor:
-    """REF's GUM input: entropy negated at even batch positions (see `negated_positions`), then standardised.
+    """The GUM input: entropy negated at even batch positions (see `negated_positions`), then standardised.
 
     Standardisation uses the population std (as sklearn's `scale`); a zero std leaves the centred
     vector unscaled instead of dividing by zero (sklearn's behaviour too). float64, no sync.
     A 2-D entropy [R, n] is treated as R separate batches (one per rank), each negated and
-    standardised on its own, as each REF process does with its local batch.
+    standardised on its own, as each of the reference's processes does with its local batch.
     """
     if entropy.dim() not in (1, 2):
         raise TopofrError(f"sde_statistic: expected a 1-D entropy vector (or one per row), got shape {tuple(entropy.shape)}")
@@ -70,8 +70,8 @@ def sample_weights(
     """(w1, w2) of REFERENCE §1.3: w1 = (2 − γ)^t; w2 = 1 − p_gt.
 
     compat="reference" reproduces REF's integer truncation (REFERENCE §2 defect 1): w2 = 1 − trunc(p_gt)
-    as an integer, i.e. 1 everywhere except 0 where p_gt is exactly 1.0. REF's softmax runs in its
-    autocast dtype: pass it as `softmax_dtype` (float16 under REF's fp16) and p_gt is rounded to it
+    as an integer, i.e. 1 everywhere except 0 where p_gt is exactly 1.0. The reference's softmax runs in
+    its autocast dtype: pass it as `softmax_dtype` (float16 under its fp16) and p_gt is rounded to it
     first, so that p_gt ≥ 0.99976 becomes 1.0 and the sample's classification loss is gated off
     (docs/method.md §2). Both are detached, in p_true's floating dtype (float32 if p_true is not floating).
     """
@@ -112,7 +112,7 @@ def sde_weights(
     """The whole SDE of one batch: statistic → GUM posterior → (w1, w2, GUM fit).
 
     `groups` > 1 splits the batch into that many equal contiguous parts (the ranks' local batches,
-    in rank order) and fits one GUM per part, as REF's processes do; 1 fits one GUM over the whole
+    in rank order) and fits one GUM per part, as the reference's processes do; 1 fits one GUM over the whole
     batch. With groups > 1 the fit's π, σ², c are per group.
     """
     if groups < 1 or entropy.shape[0] % groups:

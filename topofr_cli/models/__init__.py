@@ -21,7 +21,7 @@ def create_backbone(
     """Build a face backbone: float [B, 3, 112, 112] in [-1, 1] -> embeddings [B, embedding_size].
 
     The output is the final BatchNorm1d, before L2 normalisation. `trainable_embedding_scale`
-    unfreezes IResNet's embedding BatchNorm weight (REF's choice; insightface freezes it).
+    unfreezes IResNet's embedding BatchNorm weight (the reference's choice; insightface freezes it).
     MobileFaceNet's is trainable either way, as in insightface and REF.
     """
     if name in STAGE_DEPTHS:

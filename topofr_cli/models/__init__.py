@@ -22,7 +22,7 @@ def create_backbone(
 
     The output is the final BatchNorm1d, before L2 normalisation. `trainable_embedding_scale`
     unfreezes IResNet's embedding BatchNorm weight (the reference's choice; insightface freezes it).
-    MobileFaceNet's is trainable either way, as in insightface and REF.
+    MobileFaceNet's is trainable either way, as in insightface and the reference.
     """
     if name in STAGE_DEPTHS:
         return build_iresnet(

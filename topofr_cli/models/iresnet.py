@@ -138,7 +138,7 @@ class IResNet(nn.Module):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
         # The embedding BatchNorm's scale is fixed at 1 in insightface (a pure standardisation + shift).
-        # REF leaves it trainable (its freeze line is commented out): `trainable_embedding_scale`
+        # The reference leaves it trainable (its freeze line is commented out): `trainable_embedding_scale`
         # reproduces that for compat "reference" (docs/method.md §2).
         self.features.weight.requires_grad_(self.trainable_embedding_scale)
 

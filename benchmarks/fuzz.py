@@ -6,7 +6,8 @@ and an address-space limit, then prints how many inputs gave a project error (th
 message), were accepted, escaped as another exception (goal 0), hung, hit the memory limit or
 crashed the worker, and the worker's peak RSS.
 
-    nice -n 15 python benchmarks/fuzz.py --inputs 1500 --seed 1
+    nice -n 15 python benchmarks/fuzz.py --inputs 2000 --count folder=1000 --count packed=1500 \
+        --count checkpoint=300 --seed 1 --json fuzz.json
     python benchmarks/fuzz.py --inputs 200 --targets recipe,bin --json fuzz.json
 """
 
@@ -30,6 +31,8 @@ def main() -> None:
     parser.add_argument("--inputs", type=int, default=1500, help="Mutated inputs per target.")
     parser.add_argument("--targets", default=",".join(TARGETS), help="Comma-separated subset of: "
                         + ", ".join(TARGETS))
+    parser.add_argument("--count", action="append", default=[], metavar="TARGET=N",
+                        help="Inputs for one target instead of --inputs (e.g. checkpoint=300: each takes ~20x longer).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=30.0, help="Seconds per input before it counts as a hang.")
     parser.add_argument("--memory-mb", type=int, default=1536, help="Address space the worker may add to "
@@ -49,7 +52,13 @@ def main() -> None:
         if sum(done.values()) % 500 == 0:
             print(f"  {sum(done.values())} inputs, {time.perf_counter() - start:.0f} s: {dict(done)}", flush=True)
 
-    report = run_campaign({t: args.inputs for t in targets}, seed=args.seed, timeout_s=args.timeout,
+    counts = {t: args.inputs for t in targets}
+    for text in args.count:
+        name, _, number = text.partition("=")
+        if name not in counts or not number.isdigit():
+            parser.error(f"--count {text!r}: expected TARGET=N for one of {', '.join(targets)}")
+        counts[name] = int(number)
+    report = run_campaign(counts, seed=args.seed, timeout_s=args.timeout,
                           memory_mb=args.memory_mb, on_outcome=progress)
     print(report.summary())
     print(f"{len(report.outcomes)} inputs in {time.perf_counter() - start:.0f} s")
@@ -58,7 +67,7 @@ def main() -> None:
         print(f"  {count:5d} {target} {kind}: {detail}")
     if args.json:
         args.json.write_text(json.dumps({
-            "seed": args.seed, "inputs_per_target": args.inputs, "counts": {k: report.counts()[k] for k in KINDS},
+            "seed": args.seed, "inputs_per_target": counts, "counts": {k: report.counts()[k] for k in KINDS},
             "per_target": {t: dict(report.counts(t)) for t in targets},
             "peak_rss_mb": report.peak_rss_mb, "baseline_rss_mb": report.baseline_rss_mb,
             "failures": [vars(o) for o in report.failures()],

@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from data.rec_writer import smooth_jpeg, write_rec
 from PIL import Image
+from writers.rec_writer import smooth_jpeg, write_rec
 
 from topofr_cli.cli.common import printable_message
 from topofr_cli.config import Recipe

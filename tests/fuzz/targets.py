@@ -43,7 +43,7 @@ def _mutate_file(path: Path, rng: np.random.Generator, text: bool = False) -> No
 # -- RecordIO -------------------------------------------------------------------------------------
 
 def seed_recordio(folder: Path) -> None:
-    from data.rec_writer import write_rec  # the independent writer of the test suite
+    from writers.rec_writer import write_rec  # the independent writer of the test suite
 
     images = [_image(i) for i in range(4)]
     write_rec(folder, images, [0, 1, 1, 0], header=True, num_classes=2)

@@ -175,3 +175,13 @@ def test_checkpoint_declaring_a_huge_embedding_is_refused_before_building(tmp_pa
     torch.save(payload, tmp_path / "c.pt")
     with pytest.raises(TopofrError, match="without 'backbone' state dict or 'model.network'"):
         load_model(tmp_path / "c.pt")
+
+
+def test_bin_memo_index_cannot_size_the_memo_table(tmp_path):
+    """LONG_BINPUT 2**32-1: the C unpickler would grow its memo to 2**32 entries (32 GB) for 9 bytes."""
+    (tmp_path / "memo.bin").write_bytes(b"\x80\x02]r" + struct.pack("<I", 2**32 - 1) + b".")
+    before = _peak_rss_mb()
+    with pytest.raises(TopofrError, match=r"memo\.bin: not a readable \.bin pickle \(UnpicklingError: memo index "
+                                          r"4294967295 at opcode 2\)"):
+        read_bin(tmp_path / "memo.bin")
+    assert _peak_rss_mb() - before < 100

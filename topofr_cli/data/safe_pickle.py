@@ -116,12 +116,19 @@ class _Unpickler(pickle.Unpickler):
             raise PickleRefused(f"references {module}.{name}, which a .bin never needs (it could run code)") from None
 
 
+_MEMO_OPS = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"})
+
+
 def _check_lengths(data: bytes) -> None:
-    """Walk the opcodes: pickletools reads each length-prefixed argument, so a prefix that claims more
-    bytes than remain fails here instead of sizing a buffer in the C unpickler."""
+    """Walk the opcodes before the C unpickler sees them: pickletools reads each length-prefixed
+    argument, so a prefix that claims more bytes than remain fails here instead of sizing a buffer;
+    and a memo index must be small, because the C unpickler grows its memo table to the index
+    (LONG_BINPUT 2**32-1 asks for a 32 GB table in a 9-byte pickle)."""
     try:
-        for _ in pickletools.genops(io.BytesIO(data)):
-            pass
+        for count, (opcode, arg, _) in enumerate(pickletools.genops(io.BytesIO(data))):
+            # picklers number memo entries 0, 1, 2, ... as they go: an index beyond the opcodes so far is forged
+            if opcode.name in _MEMO_OPS and not 0 <= int(arg) <= count:
+                raise pickle.UnpicklingError(f"memo index {arg} at opcode {count}")
     except (ValueError, EOFError, UnicodeDecodeError) as exc:
         raise pickle.UnpicklingError(str(exc)) from None
 

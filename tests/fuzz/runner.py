@@ -2,7 +2,7 @@
 
 Outcomes: `project_error` (TopofrError: the one-line message users get), `accepted` (read without
 error), `other` (any other exception: a traceback for the user; goal 0), `hang` (over the per-input
-timeout: the worker is killed and replaced), `memory` (the worker's address-space limit was hit, even
+timeout, counted in the worker's CPU time; the worker is killed and replaced), `memory` (the worker's address-space limit was hit, even
 if a reader then turned the MemoryError into a TopofrError), `crash` (the worker died, e.g. a
 segfault in a C extension). The worker runs the readers' Python code directly (no CLI, no
 subprocess per input); it exists so that a hang or a crash cannot take the campaign down with it and
@@ -12,6 +12,7 @@ so that `resource.setrlimit` bounds its memory without limiting the caller.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import resource
 import shutil
 import tempfile
@@ -180,13 +181,28 @@ def run_campaign(inputs: dict[str, int], *, seed: int = 0, timeout_s: float = 20
     return report
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc; fields 14 and 15 of its stat line)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def _send(worker: _Worker, job: tuple, timeout_s: float) -> Outcome:
+    """Run one job; a hang is `timeout_s` of the worker's CPU time (a loop) or 10x that of wall time
+    (blocked): on a shared machine a starved worker is slow in wall time without being stuck."""
     target, index, _ = job
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), _cpu_seconds(worker.process.pid)
     try:
         worker.connection.send(job)
-        if not worker.connection.poll(timeout_s):
-            return Outcome(target, index, "hang", f"no answer within {timeout_s:g} s", 0.0, timeout_s)
+        while not worker.connection.poll(1.0):
+            cpu, wall = _cpu_seconds(worker.process.pid) - start_cpu, time.perf_counter() - start
+            if cpu > timeout_s or wall > 10 * timeout_s:
+                return Outcome(target, index, "hang", f"no answer after {cpu:.0f} s CPU, {wall:.0f} s wall",
+                               0.0, wall)
         return worker.connection.recv()
     except (EOFError, ConnectionError, OSError):
         worker.process.join(5)

@@ -284,6 +284,8 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def recipe_from_dict(tree: dict[str, Any], source: str = "<recipe>") -> Recipe:
+    if not isinstance(tree, dict):  # e.g. a checkpoint's stored recipe, damaged
+        raise TopofrError(f"{source}: a recipe must be a mapping of sections, got {_show(tree)}")
     recipe = _build(Recipe, tree, "", source)
     if not is_device_name(recipe.train.device):
         raise TopofrError(f"{source}: key 'train.device' must be one of {DEVICE_NAMES}, got {_show(recipe.train.device)}")

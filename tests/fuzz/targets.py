@@ -203,31 +203,28 @@ def run_recipe(case: Path, rng: np.random.Generator) -> None:
 # -- checkpoints ----------------------------------------------------------------------------------
 
 def _checkpoint_payload() -> dict:
+    """What training writes (artifacts.checkpoint.Checkpoint), for a tiny MobileFaceNet."""
+    from topofr_cli.artifacts.checkpoint import Checkpoint
     from topofr_cli.config import Recipe
     from topofr_cli.models import create_backbone
 
     torch.manual_seed(0)
-    recipe = Recipe().to_dict()
-    recipe["model"].update(network="mbf", embedding_size=8)
-    return {"format": "topofr-checkpoint", "topofr_version": "fuzz",
-            "model": {"network": "mbf", "embedding_size": 8, "num_classes": 3}, "recipe": recipe,
-            "step": 1, "epoch": 0, "backbone": create_backbone("mbf", 8).state_dict(),
-            "classifier": torch.randn(3, 8), "latent_scale": None}
+    recipe = Recipe()
+    recipe.model.network, recipe.model.embedding_size = "mbf", 8
+    return Checkpoint(network="mbf", embedding_size=8, num_classes=3, backbone=create_backbone("mbf", 8).state_dict(),
+                      classifier=torch.randn(3, 8), step=1, epoch=0, recipe=recipe).to_payload()
 
 
 def _save_checkpoint(payload: dict, path: Path) -> None:
-    """The project's own checkpoint writer (its home may move; a plain torch.save is the same format)."""
-    try:
-        from topofr_cli.engine.checkpoint import save_checkpoint
-    except ImportError:  # pragma: no cover - moved: fall back to the format itself
-        torch.save(payload, path)
-        return
-    save_checkpoint(payload, path)
+    """The bytes Checkpoint.write produces (torch.save of its payload), for payloads it would refuse to build."""
+    torch.save(payload, path)
 
 
 def seed_checkpoint(folder: Path) -> None:
+    from topofr_cli.artifacts.checkpoint import Checkpoint
+
     payload = _checkpoint_payload()
-    _save_checkpoint(payload, folder / "step_00000001.pt")
+    Checkpoint.from_payload(payload, folder / "step_00000001.pt").write(folder / "step_00000001.pt")
     torch.save(payload["backbone"], folder / "backbone.pt")  # an insightface-style bare state dict
 
 

@@ -148,6 +148,8 @@ class Checkpoint:
         if payload.get("version") is None:
             payload = _v1_to_v2(payload)
         model = payload.get("model") or {}
+        if not isinstance(model, dict):
+            raise TopofrError(f"{path}: key 'model' holds a {type(model).__name__}, expected a mapping")
         recipe = payload.get("recipe")
         return cls(
             network=model.get("network"), embedding_size=model.get("embedding_size"),

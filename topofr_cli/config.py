@@ -1,12 +1,15 @@
 """Training recipes: typed dataclasses, YAML loading, `--set section.key=value` overrides.
 
 A recipe is a YAML mapping whose top-level sections mirror the dataclasses below. Every key is
-checked: an unknown key or a value of the wrong type is a TopofrError naming the key and the file.
+checked: an unknown key, a value of the wrong type, or a number outside the range its field declares
+(`ranged`) is a TopofrError naming the key and the file.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,19 +18,45 @@ from typing import Any, Literal
 
 import yaml
 
+from topofr_cli import strict_yaml
 from topofr_cli.devices import DEVICE_NAMES, is_device_name
 from topofr_cli.errors import TopofrError
+
+_SEED_MAX = 2**63 - 1
+_COUNT_MAX = 10**12  # steps and intervals: far beyond any real run, and no overflow in step arithmetic
+
+
+@dataclass(frozen=True)
+class Range:
+    """Closed interval unless an end is open; NaN is never inside."""
+
+    low: float
+    high: float
+    low_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        return bool(above and value <= self.high)
+
+    def __str__(self) -> str:
+        low, high = (f"{end:g}" if isinstance(end, float) else str(end) for end in (self.low, self.high))
+        return f"{'(' if self.low_open else '['}{low}, {high}]"
+
+
+def ranged(default: Any, low: float, high: float, *, low_open: bool = False) -> Any:
+    """A numeric field with its valid range, checked whenever a recipe sets it."""
+    return field(default=default, metadata={"range": Range(low, high, low_open)})
 
 
 @dataclass
 class SyntheticSpec:
     """How to generate the synthetic set when `data.path` does not exist yet."""
 
-    identities: int = 200
-    images_per_identity: int = 20
-    heldout_identities: int = 100
-    pairs: int = 600
-    seed: int = 0
+    identities: int = ranged(200, 1, 10**7)
+    images_per_identity: int = ranged(20, 2, 10**5)
+    heldout_identities: int = ranged(100, 2, 10**7)
+    pairs: int = ranged(600, 20, 10**8)
+    seed: int = ranged(0, 0, _SEED_MAX)
 
 
 @dataclass
@@ -35,70 +64,70 @@ class DataConfig:
     path: str | None = None  # packed dir, RecordIO folder/prefix, or image folder
     synthetic: SyntheticSpec | None = None  # generate the synthetic set at `path` if missing
     val_bins: list[str] = field(default_factory=list)  # extra .bin files for periodic verification
-    num_workers: int = 2
-    batch_size: int = 128  # per process
+    num_workers: int = ranged(2, 0, 1024)
+    batch_size: int = ranged(128, 1, 2**20)  # per process
     horizontal_flip: bool = True
 
 
 @dataclass
 class ModelConfig:
     network: str = "r50"  # r18, r34, r50, r100, r200, mbf
-    embedding_size: int = 512
+    embedding_size: int = ranged(512, 1, 2**16)
     channels_last: bool = True
     gradient_checkpointing: bool = False
-    dropout: float = 0.0
+    dropout: float = ranged(0.0, 0.0, 0.99)
 
 
 @dataclass
 class HeadConfig:
     """Combined margin cos(m1·θ + m2) − m3, scaled by s (REFERENCE §1.3: s = 64, m2 = 0.5)."""
 
-    scale: float = 64.0
-    m1: float = 1.0
-    m2: float = 0.5
-    m3: float = 0.0
-    sample_rate: float = 1.0  # Partial FC negative-class sampling rate
-    num_classes: int | None = None  # None: read from the dataset
+    scale: float = ranged(64.0, 0.0, 1e4, low_open=True)
+    m1: float = ranged(1.0, 0.0, 10.0)
+    m2: float = ranged(0.5, 0.0, math.pi)
+    m3: float = ranged(0.0, 0.0, 2.0)
+    sample_rate: float = ranged(1.0, 0.0, 1.0, low_open=True)  # Partial FC negative-class sampling rate
+    num_classes: int | None = ranged(None, 1, 2**31 - 1)  # None: read from the dataset
 
 
 @dataclass
 class OptimConfig:
     name: Literal["sgd", "adamw"] = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    clip_grad_norm: float | None = 5.0  # backbone only
+    lr: float = ranged(0.1, 0.0, 1e6, low_open=True)
+    momentum: float = ranged(0.9, 0.0, 1.0)
+    weight_decay: float = ranged(5e-4, 0.0, 1.0)
+    clip_grad_norm: float | None = ranged(5.0, 0.0, 1e12, low_open=True)  # backbone only
 
 
 @dataclass
 class ScheduleConfig:
-    epochs: int = 30
-    warmup_epochs: float = 0.0
-    power: float = 2.0  # polynomial decay
-    max_steps: int | None = None  # stop early (smoke runs); the schedule still spans `epochs`
+    epochs: int = ranged(30, 1, 10**6)
+    warmup_epochs: float = ranged(0.0, 0.0, 1e6)
+    power: float = ranged(2.0, 0.0, 100.0)  # polynomial decay
+    max_steps: int | None = ranged(None, 1, _COUNT_MAX)  # stop early (smoke runs); the schedule still spans `epochs`
 
 
 @dataclass
 class PTSAConfig:
     enabled: bool = True
     form: Literal["official", "symmetric"] = "official"
-    alpha: float = 0.1
+    alpha: float = ranged(0.1, 0.0, 1e6)
     scope: Literal["local", "global"] = "local"
     # fixed mode learns λ; at the backbone's lr (and momentum) SGD overshoots it by orders of magnitude
     # within a few steps (its early gradient is ~100× the backbone's), after which PTSA is inert
-    scale_lr_multiplier: float = 0.01
+    scale_lr_multiplier: float = ranged(0.01, 0.0, 1e6)
 
 
 @dataclass
 class RSPConfig:
     enabled: bool = True
-    prob: float = 0.2
+    prob: float = ranged(0.2, 0.0, 1.0)
 
 
 @dataclass
 class SDEConfig:
     enabled: bool = True
-    temperature: float = 1.0
+    temperature: float = ranged(1.0, 0.0, 1e6, low_open=True)
 
 
 @dataclass
@@ -116,16 +145,16 @@ class TopoFRConfig:
 @dataclass
 class TrainConfig:
     output: str = "runs/default"
-    seed: int = 0
+    seed: int = ranged(0, 0, _SEED_MAX)
     deterministic: bool = False
     precision: Literal["fp32", "fp16", "bf16"] = "bf16"
     compile: bool = False
     device: str = "auto"  # auto, cpu, cuda or cuda:N (topofr_cli.devices)
-    log_every: int = 10
-    save_every: int = 1000
-    eval_every: int = 0  # steps between periodic verifications (0: none besides the epoch ends)
+    log_every: int = ranged(10, 1, _COUNT_MAX)
+    save_every: int = ranged(1000, 0, _COUNT_MAX)  # 0: only at epoch ends and the end
+    eval_every: int = ranged(0, 0, _COUNT_MAX)  # steps between periodic verifications (0: none besides the epoch ends)
     eval_at_epoch_end: bool = True  # verify at each epoch end (always once more at the end of training)
-    max_bad_steps: int = 20  # consecutive non-finite losses before training stops
+    max_bad_steps: int = ranged(20, 1, _COUNT_MAX)  # consecutive non-finite losses before training stops
 
 
 @dataclass
@@ -140,6 +169,15 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 3, 4, 4, 80, 80
+
+
+def _show(value: Any) -> str:
+    """A value for an error message, cut short (YAML aliases can make a small file a huge value)."""
+    return _SHORT.repr(value)
 
 
 def _type_name(tp: Any) -> str:
@@ -162,50 +200,58 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
             except TopofrError as exc:
                 errors.append(exc)
         raise errors[0] if len(errors) == 1 else TopofrError(
-            f"{source}: key '{key}' expects {_type_name(tp)}, got {value!r}"
+            f"{source}: key '{key}' expects {_type_name(tp)}, got {_show(value)}"
         )
     if origin is Literal:
         if value not in typing.get_args(tp):
             allowed = ", ".join(map(str, typing.get_args(tp)))
-            raise TopofrError(f"{source}: key '{key}' must be one of {allowed}, got {value!r}")
+            raise TopofrError(f"{source}: key '{key}' must be one of {allowed}, got {_show(value)}")
         return value
     if origin is list:
         if not isinstance(value, list):
-            raise TopofrError(f"{source}: key '{key}' expects a list, got {value!r}")
+            raise TopofrError(f"{source}: key '{key}' expects a list, got {_show(value)}")
         (item_tp,) = typing.get_args(tp)
         return [_convert(v, item_tp, f"{key}[{i}]", source) for i, v in enumerate(value)]
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise TopofrError(f"{source}: section '{key}' expects a mapping, got {value!r}")
+            raise TopofrError(f"{source}: section '{key}' expects a mapping, got {_show(value)}")
         return _build(tp, value, key, source)
     if tp is bool:
         if not isinstance(value, bool):
-            raise TopofrError(f"{source}: key '{key}' expects true/false, got {value!r}")
+            raise TopofrError(f"{source}: key '{key}' expects true/false, got {_show(value)}")
         return value
     if tp is int:
+        if isinstance(value, float) and value.is_integer():  # 1e4 written for an integer
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise TopofrError(f"{source}: key '{key}' expects an integer, got {value!r}")
+            raise TopofrError(f"{source}: key '{key}' expects an integer, got {_show(value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TopofrError(f"{source}: key '{key}' expects a number, got {value!r}")
-        return float(value)
+            raise TopofrError(f"{source}: key '{key}' expects a number, got {_show(value)}")
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond float's range
+            raise TopofrError(f"{source}: key '{key}' is too large a number ({_show(value)})") from None
     if tp is str:
         if not isinstance(value, str):
-            raise TopofrError(f"{source}: key '{key}' expects a string, got {value!r}")
+            raise TopofrError(f"{source}: key '{key}' expects a string, got {_show(value)}")
         return value
     raise TypeError(f"unsupported annotation {tp!r} for {key}")
 
 
 def _build(cls: type, mapping: dict[str, Any], prefix: str, source: str) -> Any:
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in mapping.items():
         dotted = f"{prefix}.{key}" if prefix else str(key)
-        if key not in names:
-            raise TopofrError(f"{source}: unknown key '{dotted}' (known: {', '.join(sorted(names))})")
+        if key not in fields:
+            raise TopofrError(f"{source}: unknown key '{_show(dotted)[1:-1]}' (known: {', '.join(sorted(fields))})")
         kwargs[key] = _convert(value, hints[key], dotted, source)
+        valid = fields[key].metadata.get("range")
+        if valid is not None and kwargs[key] is not None and kwargs[key] not in valid:
+            raise TopofrError(f"{source}: key '{dotted}' must be in {valid}, got {kwargs[key]}")
     return cls(**kwargs)
 
 
@@ -231,16 +277,18 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not key:
         raise TopofrError(f"--set {text!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = strict_yaml.load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     return key, value
 
 
 def recipe_from_dict(tree: dict[str, Any], source: str = "<recipe>") -> Recipe:
+    if not isinstance(tree, dict):  # e.g. a checkpoint's stored recipe, damaged
+        raise TopofrError(f"{source}: a recipe must be a mapping of sections, got {_show(tree)}")
     recipe = _build(Recipe, tree, "", source)
     if not is_device_name(recipe.train.device):
-        raise TopofrError(f"{source}: key 'train.device' must be one of {DEVICE_NAMES}, got {recipe.train.device!r}")
+        raise TopofrError(f"{source}: key 'train.device' must be one of {DEVICE_NAMES}, got {_show(recipe.train.device)}")
     return recipe
 
 
@@ -264,9 +312,13 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not path.is_file():
             raise TopofrError(f"{path}: recipe file not found")
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = strict_yaml.load(path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise TopofrError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        except OSError as exc:
+            raise TopofrError(f"{path}: cannot read ({exc.strerror or exc})") from None
         except yaml.YAMLError as exc:
-            raise TopofrError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+            raise TopofrError(f"{path}: not valid YAML ({strict_yaml.describe(exc)})") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

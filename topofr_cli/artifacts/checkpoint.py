@@ -145,6 +145,12 @@ class Checkpoint:
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any], path: Path) -> Checkpoint:
+        for key in ("model", "recipe", "objective", "training"):  # damaged or forged files: one clear line
+            if payload.get(key) is not None and not isinstance(payload[key], dict):
+                raise TopofrError(f"{path}: key '{key}' holds a {type(payload[key]).__name__}, expected a mapping")
+        if payload.get("latent_scale") is not None and not isinstance(payload["latent_scale"], (int, float)) and not (
+                isinstance(payload["latent_scale"], torch.Tensor) and payload["latent_scale"].numel() == 1):
+            raise TopofrError(f"{path}: key 'latent_scale' is not a number")
         if payload.get("version") is None:
             payload = _v1_to_v2(payload)
         model = payload.get("model") or {}

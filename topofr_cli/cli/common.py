@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -19,9 +20,23 @@ err_console = Console(stderr=True)
 EXIT_USER_ERROR = 2
 
 
+# C0/C1 control characters other than tab and newline (those two become spaces: the error is one line).
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable_message(message: str) -> str:
+    """A message safe to show on one line: names from data can hold control characters (terminal
+    escapes), undecodable bytes (surrogates from non-UTF-8 file names) and `[...]` that rich would
+    read as markup."""
+    text = message.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")  # any lone surrogate left over
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return escape(" ".join(text.splitlines()).replace("\t", " "))
+
+
 def fail(message: str) -> typer.Exit:
     """Print a one-line error to stderr and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # paths may hold [..]
+    err_console.print(f"[bold red]error:[/] {printable_message(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(EXIT_USER_ERROR)
 
 
@@ -36,6 +51,10 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             raise fail(str(exc)) from None
         except FileNotFoundError as exc:
             raise fail(f"{exc.filename}: no such file or directory") from None
+        except OSError as exc:
+            if exc.filename is None:  # not about a file the user named: a real fault, keep the traceback
+                raise
+            raise fail(f"{exc.filename}: {exc.strerror or exc}") from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
             sys.exit(130)

@@ -76,7 +76,7 @@ def hard_samples(
 ) -> None:
     """Rank every image by structure damage score (SDS = w1 · w2, REFERENCE §1.3) to find label noise."""
     from topofr_cli.evaluation.model_io import load_model
-    from topofr_cli.hardness.clean import check_clean_options, write_clean_dataset
+    from topofr_cli.hardness.clean import check_clean_options, verification_bins_to_copy, write_clean_dataset
     from topofr_cli.hardness.ranking import check_inputs, score_dataset
     from topofr_cli.hardness.report import write_report
 
@@ -86,6 +86,8 @@ def hard_samples(
     loaded = load_model(model)
     dataset = open_data(data, detector if detect else None, workers=max(1, workers), progress=bars(console))
     check_inputs(loaded, dataset, str(model), str(data))
+    if write_clean is not None:
+        verification_bins_to_copy(dataset)  # refuse unsafe names in meta.json before any output is written
     table = score_dataset(loaded, dataset, batch_size=batch_size, gum_scope=gum_scope.value,
                           device=torch_device, num_workers=workers, margin=margin,
                           progress=bars(console))

@@ -1,14 +1,13 @@
 """Verification pair files (`lfw.bin` and friends, REFERENCE §3.2), read without running code.
 
-A `.bin` is a pickle of `(images, issame)`. Unpickling can call any importable function, so the
-reader resolves only the few globals that rebuild numpy arrays, dtypes and scalars; anything else
-(os.system, builtins.eval, ...) is refused before it can be called.
+A `.bin` is a pickle of `(images, issame)`. It is unpickled by `safe_pickle`, which resolves only the
+few globals that rebuild numpy arrays, dtypes and scalars, checks their arguments (no object arrays,
+nothing larger than the file), and refuses anything else (os.system, builtins.eval, ...).
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,34 +18,9 @@ import numpy as np
 from topofr_cli.artifacts.atomic import atomic_path
 from topofr_cli.artifacts.outputs import BIN, check_output
 from topofr_cli.data.images import ImageDecodeError, decode_image, encode_jpeg, resize_rgb
+from topofr_cli.data.safe_pickle import PickleRefused, restricted_load
 from topofr_cli.errors import TopofrError
 from topofr_cli.progress import Progress, resolve_progress, track
-
-# (module, name) pairs a numpy array/dtype/scalar pickle needs, across numpy 1.x and 2.x module names
-# and pickle protocols 2-5. `_codecs.encode` is how protocol-2 pickles written by Python 3 store bytes.
-_ALLOWED_GLOBALS = frozenset({
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"),
-    ("numpy._core.numeric", "_frombuffer"),
-    ("_codecs", "encode"),
-})
-
-
-class _RefusedGlobal(Exception):
-    def __init__(self, module: str, name: str) -> None:
-        super().__init__(f"{module}.{name}")
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in _ALLOWED_GLOBALS:
-            raise _RefusedGlobal(module, name)
-        return super().find_class(module, name)
 
 
 @dataclass
@@ -60,14 +34,11 @@ class VerificationPairs:
         return len(self.issame)
 
 
-def _restricted_load(data: bytes, encoding: str) -> Any:
-    return _RestrictedUnpickler(io.BytesIO(data), encoding=encoding).load()
-
-
 def _as_image(item: Any, path: Path, index: int) -> bytes | np.ndarray:
     if isinstance(item, (bytes, bytearray)):
         return bytes(item)
     if isinstance(item, np.ndarray) and item.dtype == np.uint8:
+        item = item.view(np.ndarray)  # the loader's checked subclass → a plain array
         if item.ndim == 1:  # encoded bytes held in an array
             return item.tobytes()
         if item.ndim == 3 and item.shape[2] == 3:
@@ -87,23 +58,24 @@ def _as_bool(item: Any, path: Path, index: int) -> bool:
 def read_bin(path: str | Path) -> VerificationPairs:
     """Read a verification `.bin`; refuses any pickle that would call code other than numpy rebuilds."""
     path = Path(path)
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise TopofrError(f"{path}: cannot read ({exc.strerror or exc})") from None
     try:
         try:
-            loaded = _restricted_load(data, "ASCII")
+            loaded = restricted_load(data, "ASCII")
         except UnicodeDecodeError:  # written by Python 2: its str images must come back as bytes
-            loaded = _restricted_load(data, "bytes")
-    except _RefusedGlobal as exc:
-        raise TopofrError(f"{path}: refused to load: the pickle references {exc}, which a .bin never "
-                          f"needs (it could run code)") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
-            KeyError, MemoryError, OverflowError) as exc:
-        raise TopofrError(f"{path}: not a readable .bin pickle ({type(exc).__name__}: {exc})") from None
+            loaded = restricted_load(data, "bytes")
+    except PickleRefused as exc:
+        raise TopofrError(f"{path}: refused to load: the pickle {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - damaged pickles fail inside numpy/pickle in many ways
+        raise TopofrError(f"{path}: not a readable .bin pickle ({type(exc).__name__}: {str(exc)[:200]})") from None
     if not isinstance(loaded, (tuple, list)) or len(loaded) < 2:
         raise TopofrError(f"{path}: expected a pickled (images, issame) pair, got {type(loaded).__name__}")
     images_raw, issame_raw = loaded[0], loaded[1]
     if isinstance(issame_raw, np.ndarray):
-        issame_raw = issame_raw.reshape(-1).tolist()
+        issame_raw = issame_raw.view(np.ndarray).reshape(-1).tolist()
     if not isinstance(images_raw, (list, tuple)) or not isinstance(issame_raw, (list, tuple)):
         raise TopofrError(f"{path}: expected lists of images and issame flags")
     if len(images_raw) != 2 * len(issame_raw):
@@ -138,26 +110,48 @@ class BinReport:
 
 
 def read_pairs_csv(csv_path: Path) -> list[tuple[int, Path, Path, bool]]:
-    """Rows `path1,path2,issame` → (line, path1, path2, issame); relative paths from the CSV's folder."""
+    """Rows `path1,path2,issame` → (line, path1, path2, issame); paths relative to the CSV's folder.
+
+    Every image must lie inside the CSV's folder once symlinks are resolved: the `.bin` embeds the
+    files' bytes, so a CSV naming `../../home/me/.ssh/id_rsa` would otherwise copy that file out."""
     rows = []
-    with open(csv_path, newline="", encoding="utf-8") as handle:
-        for number, fields in enumerate(csv.reader(handle), start=1):
-            fields = [f.strip() for f in fields]
-            if not any(fields):
-                continue
-            if len(fields) != 3:
-                raise TopofrError(f"{csv_path} line {number}: expected 3 columns (path1, path2, issame), "
-                                  f"got {len(fields)}")
-            flag = fields[2].lower()
-            if flag not in _TRUE | _FALSE:
-                if number == 1:
-                    continue  # header
-                raise TopofrError(f"{csv_path} line {number}: issame must be 1/0/true/false, got {fields[2]!r}")
-            first, second = (csv_path.parent / fields[0]), (csv_path.parent / fields[1])
-            rows.append((number, first, second, flag in _TRUE))
+    root = csv_path.parent.resolve()
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as handle:
+            for number, fields in enumerate(csv.reader(handle), start=1):
+                row = _pairs_row(csv_path, root, number, [f.strip() for f in fields])
+                if row is not None:
+                    rows.append(row)
+    except UnicodeDecodeError as exc:
+        raise TopofrError(f"{csv_path}: not UTF-8 text (byte {exc.start})") from None
+    except csv.Error as exc:
+        raise TopofrError(f"{csv_path}: not a readable CSV ({exc})") from None
     if not rows:
         raise TopofrError(f"{csv_path}: no pairs")
     return rows
+
+
+def _pairs_row(csv_path: Path, root: Path, number: int, fields: list[str]) -> tuple[int, Path, Path, bool] | None:
+    if not any(fields):
+        return None
+    if len(fields) != 3:
+        raise TopofrError(f"{csv_path} line {number}: expected 3 columns (path1, path2, issame), got {len(fields)}")
+    flag = fields[2].lower()
+    if flag not in _TRUE | _FALSE:
+        if number == 1:
+            return None  # header
+        raise TopofrError(f"{csv_path} line {number}: issame must be 1/0/true/false, got {fields[2][:40]!r}")
+    images = []
+    for name in fields[:2]:
+        try:
+            inside = (root / name).resolve().is_relative_to(root)
+        except (OSError, RuntimeError, ValueError):  # symlink loop, NUL byte
+            inside = False
+        if not inside:
+            raise TopofrError(f"{csv_path} line {number}: image {name[:200]!r} is not inside the CSV's folder "
+                              f"{root} (image paths are relative to it and may not leave it)")
+        images.append(csv_path.parent / name)
+    return number, images[0], images[1], flag in _TRUE
 
 
 def build_bin(csv_path: str | Path, out_path: str | Path, *, size: int | None = None, verify: bool = True,
@@ -196,7 +190,10 @@ def build_bin(csv_path: str | Path, out_path: str | Path, *, size: int | None = 
 def _load_pair_image(path: Path, size: int | None, verify: bool) -> bytes:
     if not path.is_file():
         raise TopofrError(f"{path}: no such image")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise TopofrError(f"{path}: cannot read ({exc.strerror or exc})") from None
     try:
         if size is not None:
             return encode_jpeg(resize_rgb(decode_image(data), size, size))

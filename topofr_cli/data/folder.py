@@ -13,6 +13,12 @@ import numpy as np
 from topofr_cli.data.images import ImageDecodeError, decode_image
 from topofr_cli.errors import TopofrError
 
+
+def printable_name(name: str) -> str:
+    """A file name as valid UTF-8 text: undecodable bytes (held as surrogates by Python) become `\\xNN`."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
 
@@ -41,7 +47,11 @@ class ImageFolderDataset:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.identities, self.keys, self.labels = list_image_folder(self.path)
+        try:
+            identities, self.keys, self.labels = list_image_folder(self.path)
+        except OSError as exc:  # an unreadable sub-folder
+            raise TopofrError(f"{exc.filename or self.path}: cannot list ({exc.strerror or exc})") from None
+        self.identities = [printable_name(name) for name in identities]
         self.num_classes = len(self.identities)
         self.meta = {"format": "image-folder", "num_images": len(self.keys), "num_classes": self.num_classes,
                      "source": str(self.path)}
@@ -50,10 +60,15 @@ class ImageFolderDataset:
         return len(self.keys)
 
     def encoded(self, index: int) -> bytes:
-        return (self.path / self.keys[index]).read_bytes()
+        try:
+            return (self.path / self.keys[index]).read_bytes()
+        except OSError as exc:
+            raise TopofrError(f"{self.path / self.keys[index]}: cannot read ({exc.strerror or exc})") from None
 
     def source_key(self, index: int) -> str:
-        return self.keys[index]
+        """The relative path as text; bytes of a non-UTF-8 name are shown as `\\xNN` escapes (the
+        key goes into UTF-8 files such as index.parquet; `keys` keeps the name that opens the file)."""
+        return printable_name(self.keys[index])
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
         try:

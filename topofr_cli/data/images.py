@@ -5,9 +5,13 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from topofr_cli.errors import TopofrError
+
+# Decoding allocates 3 bytes per pixel whatever the file's size: a small compressed file can claim
+# gigapixels. 64 Mpixels (an 8000 x 8000 photo, 192 MB decoded) is far above any face crop.
+MAX_IMAGE_PIXELS = 1 << 26
 
 
 class ImageDecodeError(TopofrError):
@@ -32,14 +36,26 @@ def decode_image(data: bytes | bytearray | memoryview | np.ndarray) -> np.ndarra
         data = data.tobytes()
     try:
         with Image.open(io.BytesIO(data)) as image:
+            _check_pixels(image.size)
             # load() forces the full decode, so a truncated JPEG fails here and not later.
             image.load()
             # convert() copies even when already RGB; skipping it saves ~25% of a 112x112 decode.
             rgb = image if image.mode == "RGB" else image.convert("RGB")
             # np.array copies into a writable array (torch.from_numpy warns on read-only ones).
             return np.array(rgb, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise ImageDecodeError(f"not a decodable image ({exc})") from None
+    except ImageDecodeError:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageDecodeError(f"image larger than the limit of {MAX_IMAGE_PIXELS} pixels") from None
+    except Exception as exc:  # noqa: BLE001 - PIL's format plugins raise many types on malformed bytes
+        raise ImageDecodeError(f"not a decodable image ({type(exc).__name__}: {exc})") from None
+
+
+def _check_pixels(size: tuple[int, int]) -> None:
+    width, height = size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageDecodeError(f"image of {width} x {height} pixels is larger than the limit of "
+                               f"{MAX_IMAGE_PIXELS} pixels")
 
 
 def image_size(data: bytes) -> tuple[int, int]:
@@ -47,8 +63,11 @@ def image_size(data: bytes) -> tuple[int, int]:
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise ImageDecodeError(f"not a decodable image ({exc})") from None
+    except Image.DecompressionBombError:
+        raise ImageDecodeError(f"image larger than the limit of {MAX_IMAGE_PIXELS} pixels") from None
+    except Exception as exc:  # noqa: BLE001 - as in decode_image
+        raise ImageDecodeError(f"not a decodable image ({type(exc).__name__}: {exc})") from None
+    _check_pixels((width, height))
     return height, width
 
 

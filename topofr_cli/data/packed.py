@@ -45,8 +45,8 @@ def is_packed_dir(path: str | Path) -> bool:
     if not meta.is_file():
         return False
     try:
-        return json.loads(meta.read_text()).get("format") == FORMAT_NAME
-    except (json.JSONDecodeError, OSError, AttributeError):
+        return json.loads(meta.read_bytes()).get("format") == FORMAT_NAME
+    except (ValueError, OSError, AttributeError, RecursionError):  # a damaged meta.json is reported on open
         return False
 
 
@@ -147,55 +147,92 @@ class PackedWriter:
         self._finished = True
 
 
+_INDEX_COLUMNS = {"shard": pa.types.is_integer, "offset": pa.types.is_integer, "length": pa.types.is_integer,
+                  "label": pa.types.is_integer, "key": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)}
+
+
+def read_meta(meta_path: Path) -> dict[str, Any]:
+    """meta.json of a packed directory, with the keys the reader relies on checked."""
+    try:
+        meta = json.loads(meta_path.read_bytes())
+    except FileNotFoundError:
+        raise TopofrError(f"{meta_path}: missing (not a packed dataset)") from None
+    except OSError as exc:
+        raise TopofrError(f"{meta_path}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise TopofrError(f"{meta_path}: not UTF-8 text") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError; RecursionError: deep nesting
+        raise TopofrError(f"{meta_path}: not valid JSON ({str(exc)[:200]})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise TopofrError(f"{meta_path}: key 'format' is not '{FORMAT_NAME}'")
+    for key in ("num_images", "num_classes"):
+        value = meta.get(key)
+        if type(value) is not int or not 1 <= value < 2**31:
+            raise TopofrError(f"{meta_path}: key '{key}' must be an integer in [1, {2**31 - 1}], "
+                              f"got {str(value)[:40]!r}")
+    return meta
+
+
+def read_index(index_path: Path) -> dict[str, Any]:
+    """index.parquet's columns (numeric ones as int64 arrays, `key` as arrow strings), types checked."""
+    try:
+        table = pq.read_table(index_path, columns=list(_INDEX_COLUMNS))
+        for name, is_expected in _INDEX_COLUMNS.items():
+            column = table[name]
+            if not is_expected(column.type) or column.null_count:
+                raise TopofrError(f"{index_path}: column '{name}' has type {column.type} "
+                                  f"({column.null_count} nulls), expected {'string' if name == 'key' else 'integer'}")
+        columns: dict[str, Any] = {name: table[name].to_numpy().astype(np.int64)
+                                   for name in _INDEX_COLUMNS if name != "key"}
+        table["key"].validate(full=True)  # UTF-8 and offsets checked now, not when a key is first needed
+        columns["key"] = table["key"]
+    except FileNotFoundError:
+        raise TopofrError(f"{index_path}: missing") from None
+    except (pa.ArrowException, OSError, ValueError) as exc:  # damaged pages, bad UTF-8 in the key column
+        raise TopofrError(f"{index_path}: unreadable index ({(str(exc).splitlines() or [''])[0][:200]})") from None
+    return columns
+
+
 class PackedDataset:
     """Random access to a packed directory. Shards are memory-mapped lazily in each process."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        meta_path = self.path / META_FILE
-        try:
-            self.meta = json.loads(meta_path.read_text())
-        except FileNotFoundError:
-            raise TopofrError(f"{meta_path}: missing (not a packed dataset)") from None
-        except json.JSONDecodeError as exc:
-            raise TopofrError(f"{meta_path}: not valid JSON ({exc})") from None
-        if not isinstance(self.meta, dict) or self.meta.get("format") != FORMAT_NAME:
-            raise TopofrError(f"{meta_path}: key 'format' is not '{FORMAT_NAME}'")
+        self.meta = read_meta(self.path / META_FILE)
         index_path = self.path / INDEX_FILE
-        try:
-            columns = pq.read_table(index_path, columns=["shard", "offset", "length", "label"])
-        except FileNotFoundError:
-            raise TopofrError(f"{index_path}: missing") from None
-        except (pa.ArrowException, OSError) as exc:
-            raise TopofrError(f"{index_path}: unreadable index ({str(exc).splitlines()[0]})") from None
-        self._shard = columns["shard"].to_numpy().astype(np.int32)
-        self._offset = columns["offset"].to_numpy().astype(np.int64)
-        self._length = columns["length"].to_numpy().astype(np.int64)
-        self.labels = columns["label"].to_numpy().astype(np.int64)
-        self.num_classes = int(self.meta.get("num_classes") or 0)
+        columns = read_index(index_path)
+        self._shard = columns["shard"].astype(np.int32)
+        self._offset = columns["offset"]
+        self._length = columns["length"]
+        self.labels = columns["label"]
+        self.num_classes = self.meta["num_classes"]
         self._validate(index_path)
-        self._keys: pa.ChunkedArray | None = None
+        self._keys: pa.ChunkedArray | None = columns["key"]
         self._maps: dict[int, mmap.mmap] = {}
         self._pid = os.getpid()
 
     def _validate(self, index_path: Path) -> None:
-        if len(self.labels) != self.meta.get("num_images"):
+        if len(self.labels) != self.meta["num_images"]:
             raise TopofrError(f"{index_path}: {len(self.labels)} rows but meta.json says "
-                              f"num_images {self.meta.get('num_images')}")
+                              f"num_images {self.meta['num_images']}")
         if len(self.labels) == 0:
             raise TopofrError(f"{index_path}: no images")
         bad = np.flatnonzero((self.labels < 0) | (self.labels >= self.num_classes))
         if bad.size:
             raise TopofrError(f"{index_path}: row {bad[0]}: label {self.labels[bad[0]]} out of range "
                               f"(num_classes {self.num_classes})")
+        negative = np.flatnonzero((self._offset < 0) | (self._length < 0) | (self._shard < 0))
+        if negative.size:
+            raise TopofrError(f"{index_path}: row {negative[0]}: negative shard, offset or length")
         for number in np.unique(self._shard):
             shard_path = self.path / shard_name(int(number))
             if not shard_path.is_file():
                 raise TopofrError(f"{shard_path}: missing shard file")
             rows = self._shard == number
-            ends = self._offset[rows] + self._length[rows]
-            if ends.max() > shard_path.stat().st_size or self._offset[rows].min() < 0:
-                row = int(np.flatnonzero(rows)[np.argmax(ends)])
+            # compare offset with size - length: offset + length can wrap past int64
+            past = np.flatnonzero(self._offset[rows] > shard_path.stat().st_size - self._length[rows])
+            if past.size:
+                row = int(np.flatnonzero(rows)[past[0]])
                 raise TopofrError(f"{index_path}: row {row}: offset+length past the end of {shard_path.name}")
 
     def __len__(self) -> int:
@@ -223,8 +260,8 @@ class PackedDataset:
         return self._shard_map(int(self._shard[index]))[offset:offset + int(self._length[index])]
 
     def source_key(self, index: int) -> str:
-        if self._keys is None:
-            self._keys = pq.read_table(self.path / INDEX_FILE, columns=["key"])["key"]
+        if self._keys is None:  # dropped when pickled for a worker; checked once on open
+            self._keys = read_index(self.path / INDEX_FILE)["key"]
         return str(self._keys[int(index)].as_py())
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:

@@ -42,6 +42,11 @@ def resolve_prefix(path: str | Path) -> Path | None:
     return None
 
 
+_INT64_MAX = np.iinfo(np.int64).max
+# Class ids become int64 tensor indices and a classifier row each; keep them in int32's range.
+MAX_CLASS_ID = np.iinfo(np.int32).max - 1
+
+
 def read_idx(idx_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(keys, offsets) as int64 arrays, in file order, from `key\\toffset` lines."""
     try:
@@ -51,29 +56,44 @@ def read_idx(idx_path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise TopofrError(f"{idx_path}: missing (a .rec needs its .idx)") from None
     except pd.errors.EmptyDataError:
         raise TopofrError(f"{idx_path}: empty index") from None
-    except (ValueError, pd.errors.ParserError):
-        with open(idx_path, encoding="utf-8", errors="replace") as handle:
-            for number, line in enumerate(handle, start=1):
-                fields = line.split()
-                if len(fields) != 2 or not all(f.lstrip("-").isdigit() for f in fields):
-                    raise TopofrError(f"{idx_path} line {number}: expected 'key<TAB>offset', "
-                                      f"got {line.strip()!r}") from None
-        raise TopofrError(f"{idx_path}: unreadable index") from None
+    except (ValueError, OverflowError, pd.errors.ParserError):  # UnicodeDecodeError is a ValueError
+        raise TopofrError(_first_bad_idx_line(idx_path)) from None
+    except OSError as exc:
+        raise TopofrError(f"{idx_path}: cannot read ({exc.strerror or exc})") from None
     keys, offsets = table["key"].to_numpy(), table["offset"].to_numpy()
     if len(keys) == 0:
         raise TopofrError(f"{idx_path}: empty index")
     return keys, offsets
 
 
+def _first_bad_idx_line(idx_path: Path) -> str:
+    """The message for an index pandas could not parse: the first line that is not two int64 fields."""
+    with open(idx_path, encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            fields = line.split()
+            if len(fields) != 2 or not all(f.lstrip("-").isdigit() and f.isascii() for f in fields):
+                return f"{idx_path} line {number}: expected 'key<TAB>offset', got {line.strip()[:80]!r}"
+            if any(abs(int(f)) > _INT64_MAX for f in fields):
+                return f"{idx_path} line {number}: number out of range in {line.strip()[:80]!r}"
+    return f"{idx_path}: unreadable index"
+
+
 def read_property(property_path: Path) -> int | None:
     """num_classes from an insightface `property` file (`num_classes,112,112`), or None if absent."""
     if not property_path.is_file():
         return None
-    text = property_path.read_text().strip()
+    raw = property_path.read_bytes()[:4096]
     try:
-        return int(text.split(",")[0])
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise TopofrError(f"{property_path} line 1: not UTF-8 text (expected 'num_classes,height,width')") from None
+    try:
+        classes = int(text.split(",")[0])
     except ValueError:
-        raise TopofrError(f"{property_path} line 1: expected 'num_classes,height,width', got {text!r}") from None
+        raise TopofrError(f"{property_path} line 1: expected 'num_classes,height,width', got {text[:80]!r}") from None
+    if not 1 <= classes <= MAX_CLASS_ID + 1:
+        raise TopofrError(f"{property_path} line 1: num_classes {classes} is not in [1, {MAX_CLASS_ID + 1}]")
+    return classes
 
 
 def read_frames(buffer: Any, offset: int, size: int, where: str) -> bytes:
@@ -157,7 +177,7 @@ class RecordIODataset:
         return self._map
 
     def _check_offsets(self, keys: np.ndarray, offsets: np.ndarray) -> None:
-        past = np.flatnonzero((offsets < 0) | (offsets + 8 > self._size))
+        past = np.flatnonzero((offsets < 0) | (offsets > self._size - 8))  # no `offsets + 8`: it can wrap
         if past.size:
             i = past[0]
             raise TopofrError(f"{self.idx_path} line {i + 1} (key {keys[i]}): offset {offsets[i]} is past the "
@@ -206,10 +226,11 @@ class RecordIODataset:
         flag, labels, image = split_payload(payload, where)
         if flag == 0 or len(image) > 0:
             return False, np.sort(keys)
-        end = int(labels[0])
-        if end <= first_key + 1:
-            raise TopofrError(f"{where}: header record lists no images (label[0] = {labels[0]})")
-        return True, np.arange(first_key + 1, end, dtype=np.int64)
+        # label[0] is where the image keys end; it sizes an array, so it must fit the .idx it indexes
+        if not np.isfinite(labels[0]) or not first_key + 1 < labels[0] <= first_key + len(keys):
+            raise TopofrError(f"{where}: header record says image keys end at {labels[0]}, but the "
+                              f"{self.idx_path.name} has keys for {len(keys)} records from key {first_key}")
+        return True, np.arange(first_key + 1, int(labels[0]), dtype=np.int64)
 
     def _read_labels(self) -> np.ndarray:
         """Class ids: the scalar label, or label[0] when the record has a label vector (flag > 0)."""
@@ -220,7 +241,7 @@ class RecordIODataset:
         too_short = np.flatnonzero(whole & (length < PAYLOAD_HEADER.size))
         if too_short.size:
             raise TopofrError(f"{self.rec_path} key {self.keys[too_short[0]]}: record shorter than its header")
-        flag = words[np.minimum(at + 2, len(words) - 1)]
+        flag = words[np.minimum(at + 2, len(words) - 1)].astype(np.int64)  # 4 * flag must not wrap
         word_of_label = np.where(flag > 0, at + 8, at + 3)  # vector labels follow the 24-byte header
         labels = words[np.minimum(word_of_label, len(words) - 1)].view("<f4").astype(np.float64)
         bad_vector = np.flatnonzero(whole & (flag > 0) & (length < PAYLOAD_HEADER.size + 4 * flag))
@@ -230,11 +251,13 @@ class RecordIODataset:
             where = f"{self.rec_path} key {self.keys[i]}"
             labels[i] = split_payload(read_frames(self._buffer(), int(self.offsets[i]), self._size, where),
                                       where)[1][0]
-        invalid = np.flatnonzero(~np.isfinite(labels) | (labels < 0) | (labels != np.floor(labels)))
+        with np.errstate(invalid="ignore"):
+            invalid = np.flatnonzero(~np.isfinite(labels) | (labels < 0) | (labels != np.floor(labels))
+                                     | (labels > MAX_CLASS_ID))
         if invalid.size:
             i = invalid[0]
             raise TopofrError(f"{self.rec_path} key {self.keys[i]}: label {labels[i]} is not a class id "
-                              f"(a non-negative integer)")
+                              f"(an integer in [0, {MAX_CLASS_ID}])")
         return labels.astype(np.int64)
 
     # -- access -------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from topofr_cli.models.iresnet import stage_depths_of, strip_ddp_prefix
 from topofr_cli.models.mobilefacenet import is_mobilefacenet_state
 
 ONNX_SUFFIXES = (".onnx",)
+MAX_EMBEDDING_SIZE = 1 << 16
 
 
 @dataclass(kw_only=True)
@@ -126,13 +127,30 @@ def _load_checkpoint(checkpoint: Checkpoint, path: Path, network: str | None) ->
     net = network or checkpoint.network
     notes = [] if network is None or network == checkpoint.network else [
         f"--network {network} overrides the checkpoint's {checkpoint.network}"]
-    embedding_size = int(checkpoint.embedding_size or embedding_size_of(state, net) or 512)
+    embedding_size = _checked_embedding_size(checkpoint.embedding_size, state, net, path)
     return LoadedModel(
         backbone=build_backbone(state, net, embedding_size, path),
         classifier_weight=checkpoint.classifier, network=net, embedding_size=embedding_size,
         num_classes=checkpoint.num_classes, kind=CHECKPOINT_FORMAT, recipe=checkpoint.recipe,
         step=checkpoint.step, notes=notes, latent_scale=checkpoint.latent_scale,
     )
+
+
+def _checked_embedding_size(declared: Any, state: dict, network: Any, path: Path) -> int:
+    """The size the weights have; a declared size must agree: it sizes the model built before the
+    weights are compared with it (2**40 would be allocated first)."""
+    if not isinstance(network, str) or network not in BACKBONE_NAMES:
+        raise TopofrError(f"{path}: unknown network {str(network)[:40]!r}; valid: {', '.join(BACKBONE_NAMES)}")
+    try:
+        stored = embedding_size_of(state, network)
+    except (AttributeError, IndexError, TypeError):  # the embedding entry is not a [E, ...] tensor
+        stored = None
+    if declared is None:
+        return stored or 512
+    if type(declared) is not int or not 1 <= declared <= MAX_EMBEDDING_SIZE or stored not in (None, declared):
+        raise TopofrError(f"{path}: model.embedding_size {str(declared)[:40]} does not match the weights "
+                          f"({stored if stored is not None else 'no embedding layer'})")
+    return declared
 
 
 def _load_state_dict(state: dict, path: Path, network: str | None) -> LoadedModel:

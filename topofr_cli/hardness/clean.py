@@ -56,6 +56,38 @@ def flagged_mask(table: HardnessTable, *, drop_top: int | None, drop_above: floa
     return flagged
 
 
+def verification_bins_to_copy(dataset: FaceDataset) -> list[Path]:
+    """The `.bin` files that meta.json's `verification_bins` names, resolved inside the dataset folder.
+
+    The names come from a file, so they are checked before anything is copied: each must be a plain
+    name or relative path that, with symlinks resolved, stays inside the dataset folder and is a
+    file; the copy is written under its base name (never a path) in the output folder. Entries that
+    name no file are left out, as before."""
+    meta = getattr(dataset, "meta", None) or {}
+    names = meta.get("verification_bins", [])
+    where = f"{Path(dataset.path) / 'meta.json'}: verification_bins"
+    if not isinstance(names, list):
+        raise TopofrError(f"{where} must be a list of file names, got {type(names).__name__}")
+    root = Path(dataset.path).resolve()
+    found: dict[str, Path] = {}
+    for name in names:
+        if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+            raise TopofrError(f"{where} entry {str(name)[:200]!r} is not a relative name inside the dataset folder")
+        try:
+            resolved = (root / name).resolve(strict=True)
+        except FileNotFoundError:
+            continue
+        except (OSError, RuntimeError, ValueError) as exc:  # symlink loop, NUL byte
+            raise TopofrError(f"{where} entry {name[:200]!r}: cannot resolve ({exc})") from None
+        if not resolved.is_relative_to(root) or not resolved.is_file():
+            raise TopofrError(f"{where} entry {name[:200]!r} resolves to {resolved}, which is not a file "
+                              f"inside the dataset folder {root}")
+        if resolved.name in found and found[resolved.name] != resolved:
+            raise TopofrError(f"{where}: two entries share the file name {resolved.name!r}")
+        found[resolved.name] = resolved
+    return list(found.values())
+
+
 def write_clean_dataset(
     dataset: FaceDataset,
     table: HardnessTable,
@@ -74,18 +106,14 @@ def write_clean_dataset(
     if keep.size == 0:
         raise TopofrError(f"{out_dir}: every image would be dropped; nothing to write")
     source = f"{dataset.path} without its {int(flagged.sum())} highest-SDS images"
-    bins = [str(b) for b in (getattr(dataset, "meta", None) or {}).get("verification_bins", [])]
+    bins = verification_bins_to_copy(dataset)
     with PackedWriter(out_dir, source=source, overwrite=overwrite) as writer:
         for i in track(resolve_progress(progress), keep.tolist(), "writing clean set", int(keep.size)):
             writer.add(dataset.encoded(i), int(dataset.labels[i]), dataset.source_key(i))
         copied = []
-        for name in bins:  # held-out verification pairs are not training images: carry them over
-            bin_path = Path(dataset.path) / name
-            if bin_path.is_file():
-                target = writer.tmp_dir / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(bin_path, target)
-                copied.append(name)
+        for bin_path in bins:  # held-out verification pairs are not training images: carry them over
+            shutil.copyfile(bin_path, writer.tmp_dir / bin_path.name, follow_symlinks=False)
+            copied.append(bin_path.name)
         extra = {"num_classes": int(dataset.num_classes), "dropped_by_sds": int(flagged.sum())}
         if copied:
             extra["verification_bins"] = copied

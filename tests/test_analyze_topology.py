@@ -101,7 +101,7 @@ def runs(tmp_path_factory):
     """Run A with 3 checkpoints (weights drifting with the step) and run B with 2 (kept small: CPU time)."""
     root = tmp_path_factory.mktemp("runs")
     states = {}
-    for name, seed, steps in (("arcface", 0, (10, 20, 30)), ("topofr", 1, (10, 20))):
+    for name, seed, steps in (("arcface", 0, (0, 20, 30)), ("topofr", 1, (10, 20))):
         base = calibrated_mbf(seed).state_dict()
         generator = torch.Generator().manual_seed(seed + 100)
         for step in steps:
@@ -181,12 +181,14 @@ def test_two_runs_give_collapse_curves_matching_independent_truth(dataset, runs,
     assert "arcface" in result.output and "PTSA" in result.output
     summary = json.loads((out / "summary.json").read_text())
     assert [t["label"] for t in summary["targets"]] == ["arcface", "topofr"]
-    assert [p["step"] for p in summary["targets"][0]["points"]] == [10, 20, 30]
+    assert [p["step"] for p in summary["targets"][0]["points"]] == [0, 20, 30]
     assert summary["targets"][0]["points"][0]["latent_scale"] == LATENT_SCALE
     curve = pd.read_csv(out / "distances.csv")
     assert len(curve) == (3 + 2) * 2 * 2  # checkpoints × (latent, latent_l2) × (H0, H1)
-    for name in ("arcface_persistence_diagrams", "topofr_barcodes", "arcface_death_histograms",
-                 "topofr_latent_pca", "collapse_curve", "collapse_curve_l2"):
+    # A run is pictured at its last checkpoint, and at step 0 (the initial model) when it has one.
+    for name in ("arcface_step00000030_persistence_diagrams", "arcface_step00000000_persistence_diagrams",
+                 "topofr_step00000020_barcodes", "arcface_step00000030_death_histograms",
+                 "topofr_step00000020_latent_pca", "collapse_curve", "collapse_curve_l2"):
         assert_png(out / f"{name}.png")
 
     # Independent truth for run A's last checkpoint: embed here, distances / λ, plain gudhi.
@@ -225,7 +227,8 @@ def test_single_checkpoint_file(dataset, runs, tmp_path):
     assert target["kind"] == "model" and target["points"][0]["step"] == 20
     assert set(target["points"][0]["spaces"]) == {"latent", "latent_l2"}
     assert not (out / "collapse_curve.png").exists()
-    assert_png(out / "persistence_diagrams.png")
+    assert_png(out / "topofr_step00000020_persistence_diagrams.png")
+    assert not (out / "topofr_step00000010_persistence_diagrams.png").exists()
 
 
 def _one_line_error(result, fragment):
@@ -245,7 +248,7 @@ def test_bad_inputs(dataset, runs, tmp_path):
                            "--out", tmp_path / "a"), "fewer samples than requested")
     (tmp_path / "empty_run").mkdir()
     _one_line_error(invoke(tmp_path / "empty_run", "--data", data_dir, "--out", tmp_path / "a"), "no checkpoints")
-    wrong = write_checkpoint(tmp_path / "wrong.pt", states[("arcface", 10)], 10, embedding_size=32)
+    wrong = write_checkpoint(tmp_path / "wrong.pt", states[("arcface", 20)], 20, embedding_size=32)
     _one_line_error(invoke(wrong, "--data", data_dir, "--out", tmp_path / "a", *SAMPLE_ARGS), "wrong.pt")
     _one_line_error(invoke(root / "arcface", "--no-model", "--data", data_dir), "--no-model")
     _one_line_error(invoke("--data", data_dir), "MODEL_OR_RUN_DIR")
@@ -257,3 +260,15 @@ def test_bad_inputs(dataset, runs, tmp_path):
     _one_line_error(invoke("--no-model", "--data", data_dir, "--out", keep, *SAMPLE_ARGS), "not an earlier analysis")
     assert (keep / "notes.txt").read_text() == "mine"
     assert not (tmp_path / "a").exists()
+
+
+def test_figure_format_option(dataset, tmp_path):
+    data_dir, _, _ = dataset
+    out = tmp_path / "svg"
+    result = invoke("--no-model", "--data", data_dir, "--out", out, *SAMPLE_ARGS, "--dims", "0",
+                    "--figure-format", "svg")
+    assert result.exit_code == 0, result.output
+    assert "<svg" in (out / "persistence_diagrams.svg").read_text() and not list(out.glob("*.png"))
+    _one_line_error(invoke("--no-model", "--data", data_dir, "--out", tmp_path / "x", "--figure-format", "gif"),
+                    "--figure-format gif")
+    assert not (tmp_path / "x").exists()

@@ -18,15 +18,7 @@ from topofr_cli.analysis.spaces import (
     space_topologies,
 )
 from topofr_cli.errors import TopofrError
-from topofr_cli.plots.collapse import plot_collapse_curves
-from topofr_cli.plots.diagrams import (
-    pca_from_distances,
-    pca_from_points,
-    plot_barcodes,
-    plot_death_histograms,
-    plot_persistence_diagrams,
-    plot_sample_pca,
-)
+from topofr_cli.plots.pca import pca_from_distances, pca_from_points
 from topofr_cli.topology import latent_distances, ptsa_loss
 from topofr_cli.topology.diagrams import (
     diagram_distances,
@@ -34,8 +26,6 @@ from topofr_cli.topology.diagrams import (
     h0_diagram,
     h1_diagram,
 )
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def gudhi_reference(matrix: np.ndarray) -> dict[int, np.ndarray]:
@@ -184,25 +174,3 @@ def test_pca_views_agree_with_numpy_svd():
     for projected, share in (pca_from_points(points), pca_from_distances(cdist(points, points))):
         np.testing.assert_allclose(np.abs(projected), np.abs(expected), atol=1e-8)
         np.testing.assert_allclose(share, singular[:2] ** 2 / (singular**2).sum(), rtol=1e-10)
-
-
-def _assert_png(path):
-    data = path.read_bytes()
-    assert data[:8] == PNG_MAGIC and len(data) > 5000
-
-
-def test_figures_are_written(tmp_path):
-    input_points, latent_points = noisy_circles(40, 0), torch.randn(40, 5, generator=torch.Generator().manual_seed(0))
-    spaces = space_topologies({"input": latent_distances(input_points), "latent": latent_distances(latent_points)},
-                              (0, 1))
-    views = {name: topology.diagrams for name, topology in spaces.items()}
-    labels = np.repeat(np.arange(8), 5)
-    projected, share = pca_from_points(latent_points.numpy())
-    for path in (plot_persistence_diagrams(views, tmp_path / "d.png"), plot_barcodes(views, tmp_path / "b.png"),
-                 plot_death_histograms(views, tmp_path / "h.png"),
-                 plot_sample_pca(projected, share, labels, tmp_path / "p.png", "test")):
-        _assert_png(path)
-    rows = [{"run": run, "step": step, "space": "latent", "dim": dim, "bottleneck": 1.0 / step,
-             "wasserstein_1": 2.0, "wasserstein_2": 1.5, "ptsa_official": 0.1, "ptsa_symmetric": 0.2,
-             "shared_h0_fraction": 0.3} for run in ("a", "b") for step in (1, 2, 3) for dim in (0, 1)]
-    _assert_png(plot_collapse_curves(rows, tmp_path / "c.png"))

@@ -188,3 +188,15 @@ def test_embeddings_of_raw_photos_with_detect(checkpoint, tmp_path):
 def test_detect_needs_data(checkpoint, tmp_path):
     result = runner.invoke(app, ["eval", str(checkpoint["path"]), "--detect"])
     assert result.exit_code == 2 and "--detect applies to --data" in result.output
+
+
+def test_eval_roc_as_pdf_and_a_bad_format(checkpoint, tmp_path):
+    args = ["eval", str(checkpoint["path"]), "--bin", str(checkpoint["bin"]), "--no-flip", "--batch-size", "8",
+            "--num-workers", "0", "--device", "cpu"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "pdf"), "--figure-format", "pdf"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "pdf" / "verification_roc.pdf").read_bytes()[:5] == b"%PDF-"
+    assert not (tmp_path / "pdf" / "verification_roc.png").exists()
+    bad = runner.invoke(app, [*args, "--out", str(tmp_path / "bad"), "--figure-format", "tiff"])
+    assert bad.exit_code == 2 and "--figure-format tiff: expected one of png, pdf, svg" in bad.output
+    assert not (tmp_path / "bad").exists()

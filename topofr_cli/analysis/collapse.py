@@ -16,7 +16,8 @@ if TYPE_CHECKING:  # the pipeline imports this module; annotations only, no impo
 
 CURVE_METRICS = ("bottleneck", "wasserstein_1", "wasserstein_2")
 CURVE_COLUMNS = ("run", "step", "space", "dim", *CURVE_METRICS,
-                 "ptsa_official", "ptsa_symmetric", "shared_h0_fraction")
+                 "ptsa_official", "ptsa_symmetric", "shared_h0_fraction",
+                 "mean_cosine", "degenerate", "accuracy", "accuracy_std")
 
 
 def run_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
@@ -30,8 +31,9 @@ def run_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
 def curve_rows(targets: list[Target]) -> list[dict[str, Any]]:
     """One row per (target, checkpoint, latent space, dimension), the columns of CURVE_COLUMNS.
 
-    Model files appear with their checkpoint's step (None for files without one). The PTSA terms and
-    the shared-edge fraction do not depend on the dimension; they repeat on each row of a point.
+    Model files appear with their checkpoint's step (None for files without one). The PTSA terms, the
+    shared-edge fraction, the degeneracy and the held-out accuracy (None without a held-out .bin) do
+    not depend on the dimension; they repeat on each row of a point.
     """
     rows = []
     for target in targets:
@@ -44,5 +46,8 @@ def curve_rows(targets: list[Target]) -> list[dict[str, Any]]:
                         "ptsa_official": comparison.ptsa_official,
                         "ptsa_symmetric": comparison.ptsa_symmetric,
                         "shared_h0_fraction": comparison.shared_h0_fraction,
+                        "mean_cosine": point.mean_cosine, "degenerate": point.degenerate,
+                        "accuracy": point.verification.accuracy if point.verification else None,
+                        "accuracy_std": point.verification.accuracy_std if point.verification else None,
                     })
     return rows

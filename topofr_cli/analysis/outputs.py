@@ -7,6 +7,7 @@ once complete. An existing output directory is replaced only if it is empty or a
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +21,9 @@ from topofr_cli.analysis.spaces import INPUT_SPACE, LATENT_L2_SPACE, LATENT_SPAC
 from topofr_cli.artifacts.atomic import StagedDir, write_json
 from topofr_cli.artifacts.outputs import OutputPolicy, check_output
 from topofr_cli.plots.collapse import plot_collapse_curves
-from topofr_cli.plots.diagrams import (
-    pca_from_distances,
-    pca_from_points,
-    plot_barcodes,
-    plot_death_histograms,
-    plot_persistence_diagrams,
-    plot_sample_pca,
-)
+from topofr_cli.plots.diagrams import plot_barcodes, plot_death_histograms, plot_persistence_diagrams
+from topofr_cli.plots.pca import pca_from_distances, pca_from_points, plot_sample_pca
+from topofr_cli.plots.style import FigureMeta
 from topofr_cli.topology.diagrams import WASSERSTEIN_DELTA
 
 SUMMARY_FORMAT = "topofr-topology-analysis"
@@ -76,8 +72,14 @@ def _point_summary(point: ModelPoint) -> dict[str, Any]:
             **comparison.as_dict(),
             "seconds": topology.seconds,
         }
+    verification = point.verification
     return {"path": str(point.path), "step": point.step, "latent_scale": point.latent_scale,
-            "embedding_size": point.embedding_size, "spaces": spaces, "seconds": point.seconds}
+            "embedding_size": point.embedding_size, "spaces": spaces,
+            "mean_cosine": point.mean_cosine, "degenerate": point.degenerate,
+            "verification": None if verification is None else {
+                "bin": verification.bin_name, "accuracy": verification.accuracy,
+                "accuracy_std": verification.accuracy_std},
+            "seconds": point.seconds}
 
 
 def summary(result: AnalysisResult) -> dict[str, Any]:
@@ -107,38 +109,56 @@ def summary(result: AnalysisResult) -> dict[str, Any]:
     }
 
 
-def _write_figures(result: AnalysisResult, folder: Path) -> list[str]:
-    written: list[str] = []
-    labels = result.sample.labels
-    if not result.targets:
-        views = {INPUT_SPACE: result.input.diagrams}
-        plot_persistence_diagrams(views, folder / "persistence_diagrams.png")
-        plot_barcodes(views, folder / "barcodes.png")
-        plot_death_histograms(views, folder / "death_histograms.png")
+def _views(result: AnalysisResult, point: ModelPoint | None) -> dict[str, dict[int, np.ndarray]]:
+    views = {INPUT_SPACE: result.input.diagrams}
+    if point is not None:
+        views.update({space: point.topologies[space].diagrams for space in (LATENT_SPACE, LATENT_L2_SPACE)})
+    return views
+
+
+def _write_point_figures(result: AnalysisResult, meta: FigureMeta, point: ModelPoint | None, folder: Path,
+                         figure_format: str) -> list[str]:
+    """Diagrams, barcodes and death times of the input and (with a point) both latent spaces, and a PCA view."""
+    views = _views(result, point)
+    paths = [
+        plot_persistence_diagrams(views, meta, folder / meta.file_stem("persistence_diagrams"),
+                                  figure_format=figure_format),
+        plot_barcodes(views, meta, folder / meta.file_stem("barcodes"), figure_format=figure_format),
+        plot_death_histograms(views, meta, folder / meta.file_stem("death_histograms"), figure_format=figure_format),
+    ]
+    if point is None:
         projected, share = pca_from_distances(result.input.distances.numpy())
-        plot_sample_pca(projected, share, labels, folder / "input_pca.png", "input space (pixels), PCA")
-        return ["persistence_diagrams.png", "barcodes.png", "death_histograms.png", "input_pca.png"]
-    for target in result.targets:
-        prefix = "" if len(result.targets) == 1 else f"{target.label}_"
-        point = target.points[-1]  # a run is pictured at its last checkpoint
-        views = {INPUT_SPACE: result.input.diagrams, LATENT_SPACE: point.topologies[LATENT_SPACE].diagrams}
-        step = f" step {point.step}" if target.is_run else ""
-        names = [f"{prefix}{name}.png" for name in ("persistence_diagrams", "barcodes", "death_histograms",
-                                                    "latent_pca")]
-        plot_persistence_diagrams(views, folder / names[0])
-        plot_barcodes(views, folder / names[1])
-        plot_death_histograms(views, folder / names[2])
+        paths.append(plot_sample_pca(projected, share, result.sample.labels, meta, "input space (pixels), PCA",
+                                     folder / meta.file_stem("input_pca"), figure_format=figure_format))
+    else:
         projected, share = pca_from_points(point.embeddings_l2)
-        plot_sample_pca(projected, share, labels, folder / names[3],
-                        f"{target.label}{step}: L2-normalised embeddings, PCA")
-        written += names
-    if any(t.is_run for t in result.targets):
-        rows = curve_rows([t for t in result.targets if t.is_run])
-        plot_collapse_curves(rows, folder / "collapse_curve.png", space=LATENT_SPACE)
+        paths.append(plot_sample_pca(projected, share, result.sample.labels, meta, "L2-normalised embeddings, PCA",
+                                     folder / meta.file_stem("latent_pca"), figure_format=figure_format))
+    return [path.name for path in paths]
+
+
+def _write_figures(result: AnalysisResult, folder: Path, figure_format: str = "png") -> list[str]:
+    sample = result.sample
+    base = FigureMeta(dataset=sample.dataset.name, n=len(sample.indices), seed=result.seed)
+    if not result.targets:
+        return _write_point_figures(result, base, None, folder, figure_format)
+    written: list[str] = []
+    for target in result.targets:
+        # A run is pictured at its last checkpoint, and at step 0 too when the run saved its initial model.
+        points = [target.points[-1]]
+        if target.is_run and len(target.points) > 1 and target.points[0].step == 0:
+            points.insert(0, target.points[0])
+        for point in points:
+            meta = replace(base, model=target.label, step=point.step)
+            written += _write_point_figures(result, meta, point, folder, figure_format)
+    runs = [t for t in result.targets if t.is_run]
+    if runs:
+        rows = curve_rows(runs)
         # λ rescales the raw latent space, so runs with different λ also differ there by scale alone;
         # the L2-normalised space compares their shapes only.
-        plot_collapse_curves(rows, folder / "collapse_curve_l2.png", space=LATENT_L2_SPACE)
-        written += ["collapse_curve.png", "collapse_curve_l2.png"]
+        for space, name in ((LATENT_SPACE, "collapse_curve"), (LATENT_L2_SPACE, "collapse_curve_l2")):
+            written.append(plot_collapse_curves(rows, base, folder / name, space=space,
+                                                figure_format=figure_format).name)
     return written
 
 
@@ -160,7 +180,7 @@ def check_output_dir(out_dir: Path) -> None:
     check_output(out_dir, OUTPUT_POLICY)
 
 
-def write_outputs(result: AnalysisResult, out_dir: str | Path) -> dict[str, Any]:
+def write_outputs(result: AnalysisResult, out_dir: str | Path, *, figure_format: str = "png") -> dict[str, Any]:
     """Write every output; returns the summary (with the list of files) that went to summary.json."""
     out_dir = Path(out_dir)
     check_output_dir(out_dir)
@@ -171,7 +191,7 @@ def write_outputs(result: AnalysisResult, out_dir: str | Path) -> dict[str, Any]
             pd.DataFrame(curve_rows(result.targets), columns=list(CURVE_COLUMNS)).to_csv(
                 tmp / "distances.csv", index=False)
             files.append("distances.csv")
-        files += _write_figures(result, tmp)
+        files += _write_figures(result, tmp, figure_format)
         data = summary(result)
         data["files"] = [*files, SUMMARY_FILE]
         write_json(tmp / SUMMARY_FILE, data)

@@ -3,6 +3,7 @@ topology of the latent spaces with that of the input space (REFERENCE §1.2)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,10 +25,14 @@ from topofr_cli.analysis.spaces import (
     space_topologies,
 )
 from topofr_cli.data import open_dataset
+from topofr_cli.data.bins import VerificationPairs, read_bin
 from topofr_cli.data.loader import normalize
 from topofr_cli.errors import TopofrError
+from topofr_cli.evaluation.degeneracy import embedding_degeneracy
 from topofr_cli.evaluation.embed import embed_images
 from topofr_cli.evaluation.model_io import load_model
+from topofr_cli.evaluation.verification import evaluate_pairs
+from topofr_cli.plots.style import model_label
 from topofr_cli.progress import Progress, resolve_progress, stage, track
 from topofr_cli.topology import input_distances, latent_distances
 
@@ -54,6 +59,26 @@ class ModelPoint:
     comparisons: dict[str, SpaceComparison]
     embeddings_l2: np.ndarray  # float32 [n, E]
     seconds: dict[str, float] = field(default_factory=dict)
+    mean_cosine: float = 0.0  # between different images of the sample (evaluation.degeneracy)
+    degenerate: bool = False
+    verification: Verification | None = None  # when the dataset has a held-out .bin
+
+
+@dataclass
+class Verification:
+    """10-fold accuracy of one model on the dataset's held-out pairs (docs/method.md §3.3)."""
+
+    bin_name: str
+    accuracy: float
+    accuracy_std: float
+
+
+@dataclass
+class HeldOut:
+    """The dataset's first held-out verification set, read once and scored for every checkpoint."""
+
+    path: Path
+    pairs: VerificationPairs
 
 
 @dataclass
@@ -103,7 +128,7 @@ def input_space_distances(sample: Sample, device: torch.device) -> torch.Tensor:
 def analyze_model(path: Path, sample: Sample, input_topology: SpaceTopology, dims: Sequence[int], *,
                   step: int | None, batch_size: int, device: torch.device,
                   progress: Progress | bool | None = None, description: str = "embedding",
-                  keep_bars: bool = True) -> ModelPoint:
+                  keep_bars: bool = True, held_out: HeldOut | None = None) -> ModelPoint:
     """Embed the sample with one model (eval mode, no flip) and compare its latent spaces to the input."""
     if tuple(sample.images.shape[2:]) != MODEL_IMAGE_SIZE:
         raise TopofrError(
@@ -142,18 +167,43 @@ def analyze_model(path: Path, sample: Sample, input_topology: SpaceTopology, dim
         comparisons = {space: compare_spaces(input_topology, topo) for space, topo in topologies.items()}
     for topology in topologies.values():
         topology.distances = None  # n × n per space and checkpoint adds up on long runs
+    mean_cosine, degenerate = embedding_degeneracy(normalized.numpy())
+    verification, verify_start = None, time.perf_counter()
+    if held_out is not None:
+        with stage(progress, f"{description}: verification on {held_out.path.name}", transient=not keep_bars):
+            result = evaluate_pairs(loaded.backbone, held_out.pairs, held_out.path, batch_size=batch_size,
+                                    device=device)
+        verification = Verification(held_out.path.name, result.accuracy_mean, result.accuracy_std)
     return ModelPoint(
         path=path, step=step if step is not None else loaded.step, latent_scale=scale,
         embedding_size=int(embeddings.shape[1]), topologies=topologies, comparisons=comparisons,
         embeddings_l2=normalized.numpy(),
-        seconds={"embed": embed_seconds, "topology": time.perf_counter() - start},
+        seconds={"embed": embed_seconds, "topology": verify_start - start,
+                 "verification": time.perf_counter() - verify_start},
+        mean_cosine=mean_cosine, degenerate=degenerate, verification=verification,
     )
+
+
+def held_out_pairs(dataset_path: str | Path) -> HeldOut | None:
+    """The first `verification_bins` entry of the dataset's meta.json (packed datasets), else None."""
+    meta_file = Path(dataset_path) / "meta.json"
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, ValueError):
+        return None  # not a packed dataset, or one without metadata: no held-out pairs to score
+    names = meta.get("verification_bins") if isinstance(meta, dict) else None
+    if not isinstance(names, list) or not names:
+        return None
+    path = Path(dataset_path) / str(names[0])
+    if not path.is_file():
+        raise TopofrError(f"{meta_file}: verification_bins entry {path.name} does not exist")
+    return HeldOut(path, read_bin(path))
 
 
 def _unique_labels(paths: Sequence[Path]) -> list[str]:
     labels: list[str] = []
     for path in paths:
-        base = path.name if path.is_dir() else path.stem
+        base = path.name if path.is_dir() else model_label(path)
         label, k = base or "model", 2
         while label in labels:
             label, k = f"{base}-{k}", k + 1
@@ -193,17 +243,20 @@ def analyze(dataset_path: str | Path, models: Sequence[str | Path], *, samples: 
     with stage(progress, "input space: persistence"):
         input_topology = space_topologies({INPUT_SPACE: a_x}, dims)[INPUT_SPACE]
     seconds["input_topology"] = time.perf_counter() - start
+    held_out = held_out_pairs(dataset_path) if paths else None
 
     targets = []
     for label, (path, checkpoints) in zip(_unique_labels(paths), plans, strict=True):
         if checkpoints is None:
             point = analyze_model(path, sample, input_topology, dims, step=None, batch_size=batch_size,
-                                  device=device, progress=progress, description=f"embedding {label}")
+                                  device=device, progress=progress, description=f"embedding {label}",
+                                  held_out=held_out)
             targets.append(Target(label, path, False, [point]))
             continue
         points = [
             analyze_model(ckpt, sample, input_topology, dims, step=step, batch_size=batch_size, device=device,
-                          progress=progress, description=f"{label} step {step}", keep_bars=False)
+                          progress=progress, description=f"{label} step {step}", keep_bars=False,
+                          held_out=held_out)
             for step, ckpt in track(progress, checkpoints, f"checkpoints of {label}", len(checkpoints))
         ]
         targets.append(Target(label, path, True, points))

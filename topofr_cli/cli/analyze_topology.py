@@ -14,6 +14,7 @@ from topofr_cli.cli.common import console, user_errors
 from topofr_cli.cli.render import RichProgress
 from topofr_cli.devices import resolve_device
 from topofr_cli.errors import TopofrError
+from topofr_cli.plots.style import check_format
 from topofr_cli.progress import stage
 
 MAX_TABLE_POINTS = 12  # a long run shows its first and last checkpoints on screen; all are in the files
@@ -59,15 +60,19 @@ def _distance_table(result: AnalysisResult) -> Table:
 
 
 def _ptsa_table(result: AnalysisResult) -> Table:
-    table = Table(title="PTSA loss forms and shared H0 pairs (MST edges), input vs latent")
-    for column in ("model", "step", "space", "official", "symmetric", "shared H0"):
+    table = Table(title="PTSA loss forms and shared H0 pairs (MST edges), input vs latent; the model's "
+                        "mean cosine between different images and held-out accuracy")
+    for column in ("model", "step", "space", "official", "symmetric", "shared H0", "mean cos", "accuracy"):
         table.add_column(column, justify="left" if column in ("model", "space") else "right", no_wrap=True)
     for target in result.targets:
         for point in _shown_points(target.points):
             step = "-" if point.step is None else str(point.step)
+            cosine = f"{point.mean_cosine:.3f}" + (" [red](degenerate)[/]" if point.degenerate else "")
+            accuracy = "-" if point.verification is None else f"{point.verification.accuracy:.2%}"
             for space, comparison in point.comparisons.items():
                 table.add_row(target.label, step, space, _number(comparison.ptsa_official),
-                              _number(comparison.ptsa_symmetric), f"{comparison.shared_h0_fraction:.1%}")
+                              _number(comparison.ptsa_symmetric), f"{comparison.shared_h0_fraction:.1%}",
+                              cosine, accuracy)
     return table
 
 
@@ -94,6 +99,7 @@ def analyze_topology(
     no_model: bool = typer.Option(False, "--no-model", help="Analyse the input space of the dataset alone."),
     batch_size: int = typer.Option(128, "--batch-size", help="Images per forward pass when embedding."),
     device: str = typer.Option("auto", "--device", help="Device for embedding and distances: auto, cpu, cuda or cuda:N."),
+    figure_format: str = typer.Option("png", "--figure-format", help="Figures as png, pdf or svg."),
 ) -> None:
     """Persistence diagrams (H0, H1) of a dataset sample in input and latent space, their distances, and
     the structure collapse curve of a training run."""
@@ -102,6 +108,7 @@ def analyze_topology(
         raise TopofrError(f"--no-model: do not also name models ({models[0]})")
     if not no_model and not models:
         raise TopofrError("name at least one MODEL_OR_RUN_DIR, or pass --no-model to analyse the dataset alone")
+    check_format(figure_format)
     dimensions = parse_dims(dims)
     torch_device = resolve_device(device)
     check_output_dir(out)  # before minutes of work, not after
@@ -109,7 +116,7 @@ def analyze_topology(
     result = analyze(data, models, samples=samples, per_identity=per_identity, dims=dimensions, seed=seed,
                      batch_size=batch_size, device=torch_device, progress=progress)
     with stage(progress, "writing outputs"):
-        written = write_outputs(result, out)
+        written = write_outputs(result, out, figure_format=figure_format)
     console.print(_input_table(result))
     if result.targets:
         console.print(_distance_table(result))

@@ -67,6 +67,7 @@ def evaluate(
                                        "the file does not say; inferred from the keys otherwise."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     num_workers: int = typer.Option(2, "--num-workers", min=0, help="Image-decoding worker processes."),
+    figure_format: str = typer.Option("png", "--figure-format", help="ROC figures as png, pdf or svg."),
 ) -> None:
     """Evaluate a face model: verification .bin files, IJB-B/C 1:1, or write dataset embeddings."""
     from topofr_cli.evaluation.model_io import load_model
@@ -78,7 +79,9 @@ def evaluate(
     if detect and data is None:
         raise TopofrError("--detect applies to --data (a folder of raw photos)")
     from topofr_cli.devices import resolve_device
+    from topofr_cli.plots.style import FigureMeta, check_format, model_label
 
+    check_format(figure_format)
     torch_device = resolve_device(device)
     loaded = load_model(model, network)
     console.print(f"model {model}: {loaded.kind}, {loaded.network}, embedding {loaded.embedding_size}"
@@ -91,13 +94,15 @@ def evaluate(
     if not bins and ijb is None and data is None:
         bins = default_verification_bins(loaded.recipe, model)
     progress = RichProgress(console)
+    figures = {"meta": FigureMeta(model=model_label(model), step=loaded.step), "figure_format": figure_format}
     if bins:
         _show_verification(verification_report(loaded.backbone, list(bins), out, batch_size=batch_size, flip=flip,
-                                               device=torch_device, num_workers=num_workers, progress=progress))
+                                               device=torch_device, num_workers=num_workers, progress=progress,
+                                               **figures))
     if ijb is not None:
         _show_ijb(ijb_report(loaded.backbone, ijb, target, out, flip=flip, use_norm_score=not no_norm,
                              use_detector_score=not no_detector_score, batch_size=batch_size, device=torch_device,
-                             num_workers=num_workers, progress=progress))
+                             num_workers=num_workers, progress=progress, **figures))
     if data is not None:
         dataset = open_data(data, detector if detect else None, workers=max(1, num_workers), progress=progress)
         written = embeddings_report(loaded.backbone, data, embeddings, dataset=dataset, flip=flip,

@@ -14,7 +14,7 @@ from topofr_cli.cli.raw_photos import DETECT_HELP, DETECTOR_HELP, open_data
 from topofr_cli.cli.render import bars
 from topofr_cli.data.dataset import FaceDataset
 from topofr_cli.devices import resolve_device
-from topofr_cli.hardness.report import DISTRIBUTIONS_PNG, GALLERY_MAX_ROWS, GALLERY_PNG, SUMMARY_JSON
+from topofr_cli.hardness.report import DISTRIBUTIONS, GALLERY, GALLERY_MAX_ROWS, SUMMARY_JSON
 
 if TYPE_CHECKING:
     from topofr_cli.hardness.ranking import HardnessTable
@@ -69,6 +69,7 @@ def hard_samples(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --write-clean directory."),
     detect: bool = typer.Option(False, "--detect", help=DETECT_HELP),
     detector: str = typer.Option("dlib-hog", "--detector", help=DETECTOR_HELP),
+    figure_format: str = typer.Option("png", "--figure-format", help="Figures as png, pdf or svg."),
     margin: bool = typer.Option(True, "--margin/--no-margin",
                                 help="Probabilities from the training margin logits (REFERENCE §1.3, default) "
                                 "or from the scaled cosines alone (--no-margin, as at inference; better for "
@@ -79,7 +80,9 @@ def hard_samples(
     from topofr_cli.hardness.clean import check_clean_options, verification_bins_to_copy, write_clean_dataset
     from topofr_cli.hardness.ranking import check_inputs, score_dataset
     from topofr_cli.hardness.report import write_report
+    from topofr_cli.plots.style import check_format
 
+    check_format(figure_format)
     check_clean_options(write_clean, drop_top=drop_top, drop_above=drop_above, overwrite=overwrite)
 
     torch_device = resolve_device(device)
@@ -93,9 +96,11 @@ def hard_samples(
                           progress=bars(console))
 
     with console.status("writing the ranking and figures"):
-        write_report(table, dataset, out, model_path=model, data_path=data, top=top, typical=typical)
+        write_report(table, dataset, out, model_path=model, data_path=data, top=top, typical=typical,
+                     step=loaded.step, figure_format=figure_format)
     console.print(_top_table(table, dataset, top))
-    console.print(f"wrote {out}/{{sds.parquet, sds.csv, {DISTRIBUTIONS_PNG}, {GALLERY_PNG}, {SUMMARY_JSON}}}")
+    console.print(f"wrote {out}/{{sds.parquet, sds.csv, {DISTRIBUTIONS}.{figure_format}, {GALLERY}.{figure_format}, "
+                  f"{SUMMARY_JSON}}}")
 
     if write_clean is not None:
         report = write_clean_dataset(dataset, table, write_clean, drop_top=drop_top,

@@ -36,6 +36,8 @@ class VerificationResult:
     tpr: np.ndarray  # [thresholds] mean over held-out folds
     fpr: np.ndarray  # [thresholds]
     thresholds: np.ndarray  # [thresholds]
+    distances: np.ndarray | None = None  # [pairs] squared L2 distances, for the exact ROC
+    issame: np.ndarray | None = None  # [pairs]
 
     @property
     def best_threshold(self) -> float:
@@ -181,6 +183,8 @@ def verification_metrics_from_distances(dist: np.ndarray, issame: np.ndarray) ->
         tpr=tpr,
         fpr=fpr,
         thresholds=ACCURACY_THRESHOLDS.copy(),
+        distances=dist,
+        issame=issame,
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +16,11 @@ from topofr_cli.artifacts.atomic import write_npy, write_text
 from topofr_cli.evaluation.embeddings_out import EmbeddingsReport
 from topofr_cli.evaluation.ijb import IJBResult
 from topofr_cli.evaluation.protocol import VerificationResult
+from topofr_cli.plots.style import FigureMeta
 from topofr_cli.progress import SILENT, Progress
 
 VERIFICATION_CSV = "verification.csv"
-VERIFICATION_ROC = "verification_roc.png"
+VERIFICATION_ROC = "verification_roc"  # + the figure format's suffix
 
 
 @dataclass
@@ -47,11 +48,13 @@ def _csv_text(header: list[str], rows: list[list]) -> str:
 
 
 def verification_report(backbone: Any, bins: list[Path], out: Path, *, batch_size: int, flip: bool, device: Any,
-                        num_workers: int, progress: Progress = SILENT) -> VerificationReport:
-    """The 10-fold protocol on each `.bin`; writes `verification.csv` and `verification_roc.png` in `out`."""
+                        num_workers: int, progress: Progress = SILENT, meta: FigureMeta = FigureMeta(),
+                        figure_format: str = "png") -> VerificationReport:
+    """The 10-fold protocol on each `.bin`; writes `verification.csv` and `verification_roc.<format>` in
+    `out` (the exact ROC on a log FAR axis; `meta` names the model and step in its title)."""
     from topofr_cli.data.bins import read_bin
     from topofr_cli.evaluation.verification import evaluate_pairs
-    from topofr_cli.plots.roc import plot_roc
+    from topofr_cli.plots.roc import RocCurve, exact_verification_roc, plot_roc
 
     results: dict[str, VerificationResult] = {}
     for path in bins:
@@ -68,20 +71,25 @@ def verification_report(backbone: Any, bins: list[Path], out: Path, *, batch_siz
         s = result.summary()
         rows.append([name] + [f"{s[k]:.6g}" if isinstance(s[k], float) else s[k] for k in s])
     header = ["set", *results[next(iter(results))].summary()]
-    report = VerificationReport(results, out / VERIFICATION_CSV, out / VERIFICATION_ROC)
+    report = VerificationReport(results, out / VERIFICATION_CSV, out / f"{VERIFICATION_ROC}.{figure_format}")
     write_text(report.csv_path, _csv_text(header, rows))
-    plot_roc({name: (r.fpr, r.tpr) for name, r in results.items()}, report.roc_path,
-             title="verification ROC (mean over folds)")
+    curves = [RocCurve(name, *exact_verification_roc(r.distances, r.issame), negatives=int((~r.issame).sum()),
+                       auc=r.auc, accuracy=(r.accuracy_mean, r.accuracy_std)) for name, r in results.items()]
+    meta = replace(meta, dataset=", ".join(results), n=sum(r.num_pairs for r in results.values()), n_label="pairs")
+    plot_roc(curves, meta, report.roc_path, what="verification ROC", figure_format=figure_format)
     return report
 
 
 def ijb_report(backbone: Any, root: Path, target: str, out: Path, *, flip: bool, use_norm_score: bool,
                use_detector_score: bool, batch_size: int, device: Any, num_workers: int,
-               progress: Progress = SILENT) -> IJBReport:
-    """IJB-B/C 1:1 verification; writes `<target>_scores.npy`, `_tar_far.csv` and `_roc.png` in `out`."""
+               progress: Progress = SILENT, meta: FigureMeta = FigureMeta(),
+               figure_format: str = "png") -> IJBReport:
+    """IJB-B/C 1:1 verification; writes `<target>_scores.npy`, `_tar_far.csv` and `_roc.<format>` in `out`."""
+    import numpy as np
+
     from topofr_cli.evaluation.ijb import check_target, evaluate_ijb
     from topofr_cli.evaluation.ijb_protocol import read_ijb_meta
-    from topofr_cli.plots.roc import plot_roc
+    from topofr_cli.plots.roc import RocCurve, plot_roc
 
     target = check_target(target)
     meta = read_ijb_meta(root, target)
@@ -94,12 +102,14 @@ def ijb_report(backbone: Any, root: Path, target: str, out: Path, *, flip: bool,
         task.close()
     prefix = target.lower()
     report = IJBReport(target, result, out / f"{prefix}_scores.npy", out / f"{prefix}_tar_far.csv",
-                       out / f"{prefix}_roc.png")
+                       out / f"{prefix}_roc.{figure_format}")
     write_npy(report.scores_path, result.scores)
     write_text(report.tar_far_path, _csv_text(
         ["far", "tar"], [[f"{far:g}", f"{tar:.6f}"] for far, tar in result.tar_at_far.items()]))
-    plot_roc({target: (result.fpr, result.tpr)}, report.roc_path, title=f"{target} 1:1 ROC",
-             log_far=True, far_marks={target: result.tar_at_far})
+    curve = RocCurve(target, result.fpr, result.tpr, negatives=int(np.sum(~np.asarray(result.labels, dtype=bool))),
+                     auc=result.auc, tar_at_far=result.tar_at_far)
+    meta = replace(meta, dataset=f"{target} 1:1", n=len(result.scores), n_label="pairs")
+    plot_roc([curve], meta, report.roc_path, what=f"{target} 1:1 ROC", figure_format=figure_format)
     return report
 
 

@@ -15,8 +15,8 @@ if TYPE_CHECKING:  # the CLI reads the names below at start-up; pyarrow and torc
     from topofr_cli.data.dataset import FaceDataset
     from topofr_cli.hardness.ranking import HardnessTable
 
-DISTRIBUTIONS_PNG = "distributions.png"
-GALLERY_PNG = "gallery.png"
+DISTRIBUTIONS = "distributions"  # figure names; the suffix is the figure format's
+GALLERY = "gallery"
 GALLERY_MAX_ROWS = 32  # a taller figure is no longer something a person looks at
 SUMMARY_JSON = "summary.json"
 
@@ -38,17 +38,21 @@ def summary(table: HardnessTable, model_path: Path, data_path: Path) -> dict[str
 
 
 def write_report(table: HardnessTable, dataset: FaceDataset, out: Path, *, model_path: Path, data_path: Path,
-                 top: int, typical: int) -> Path:
+                 top: int, typical: int, step: int | None = None, figure_format: str = "png") -> Path:
     """Write sds.parquet, sds.csv, the two figures and summary.json into `out` (each replaces its
     namesake; other files stay); the gallery shows at most `GALLERY_MAX_ROWS` of the `top` highest-SDS
     images, each beside `typical` images of its identity."""
     from topofr_cli.artifacts.atomic import write_json
     from topofr_cli.hardness.table_io import staged_directory, write_table
     from topofr_cli.plots.hardness import plot_distributions, plot_gallery
+    from topofr_cli.plots.style import FigureMeta, model_label
 
+    meta = FigureMeta(model=model_label(model_path), step=step, dataset=Path(data_path).name, n=len(table),
+                      n_label="images")
+    shown = min(top, GALLERY_MAX_ROWS)
     with staged_directory(out) as staging:
         write_table(table, dataset, staging)
-        plot_distributions(table, staging / DISTRIBUTIONS_PNG)
-        plot_gallery(table, dataset, staging / GALLERY_PNG, top=min(top, GALLERY_MAX_ROWS), typical=typical)
+        plot_distributions(table, meta, staging / DISTRIBUTIONS, top=shown, figure_format=figure_format)
+        plot_gallery(table, dataset, meta, staging / GALLERY, top=shown, typical=typical, figure_format=figure_format)
         write_json(staging / SUMMARY_JSON, summary(table, model_path, data_path))
     return out

@@ -94,7 +94,7 @@ def evaluate(
     if not bins and ijb is None and data is None:
         bins = default_verification_bins(loaded.recipe, model)
     progress = RichProgress(console)
-    figures = {"meta": FigureMeta(model=model_label(model), step=loaded.step), "figure_format": figure_format}
+    figures = {"figure": FigureMeta(model=model_label(model), step=loaded.step), "figure_format": figure_format}
     if bins:
         _show_verification(verification_report(loaded.backbone, list(bins), out, batch_size=batch_size, flip=flip,
                                                device=torch_device, num_workers=num_workers, progress=progress,

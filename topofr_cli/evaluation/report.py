@@ -48,10 +48,10 @@ def _csv_text(header: list[str], rows: list[list]) -> str:
 
 
 def verification_report(backbone: Any, bins: list[Path], out: Path, *, batch_size: int, flip: bool, device: Any,
-                        num_workers: int, progress: Progress = SILENT, meta: FigureMeta = FigureMeta(),
+                        num_workers: int, progress: Progress = SILENT, figure: FigureMeta = FigureMeta(),
                         figure_format: str = "png") -> VerificationReport:
     """The 10-fold protocol on each `.bin`; writes `verification.csv` and `verification_roc.<format>` in
-    `out` (the exact ROC on a log FAR axis; `meta` names the model and step in its title)."""
+    `out` (the exact ROC on a log FAR axis; `figure` names the model and step in its title)."""
     from topofr_cli.data.bins import read_bin
     from topofr_cli.evaluation.verification import evaluate_pairs
     from topofr_cli.plots.roc import RocCurve, exact_verification_roc, plot_roc
@@ -75,14 +75,15 @@ def verification_report(backbone: Any, bins: list[Path], out: Path, *, batch_siz
     write_text(report.csv_path, _csv_text(header, rows))
     curves = [RocCurve(name, *exact_verification_roc(r.distances, r.issame), negatives=int((~r.issame).sum()),
                        auc=r.auc, accuracy=(r.accuracy_mean, r.accuracy_std)) for name, r in results.items()]
-    meta = replace(meta, dataset=", ".join(results), n=sum(r.num_pairs for r in results.values()), n_label="pairs")
-    plot_roc(curves, meta, report.roc_path, what="verification ROC", figure_format=figure_format)
+    figure = replace(figure, dataset=", ".join(results), n=sum(r.num_pairs for r in results.values()),
+                     n_label="pairs")
+    plot_roc(curves, figure, report.roc_path, what="verification ROC", figure_format=figure_format)
     return report
 
 
 def ijb_report(backbone: Any, root: Path, target: str, out: Path, *, flip: bool, use_norm_score: bool,
                use_detector_score: bool, batch_size: int, device: Any, num_workers: int,
-               progress: Progress = SILENT, meta: FigureMeta = FigureMeta(),
+               progress: Progress = SILENT, figure: FigureMeta = FigureMeta(),
                figure_format: str = "png") -> IJBReport:
     """IJB-B/C 1:1 verification; writes `<target>_scores.npy`, `_tar_far.csv` and `_roc.<format>` in `out`."""
     import numpy as np
@@ -108,8 +109,8 @@ def ijb_report(backbone: Any, root: Path, target: str, out: Path, *, flip: bool,
         ["far", "tar"], [[f"{far:g}", f"{tar:.6f}"] for far, tar in result.tar_at_far.items()]))
     curve = RocCurve(target, result.fpr, result.tpr, negatives=int(np.sum(~np.asarray(result.labels, dtype=bool))),
                      auc=result.auc, tar_at_far=result.tar_at_far)
-    meta = replace(meta, dataset=f"{target} 1:1", n=len(result.scores), n_label="pairs")
-    plot_roc([curve], meta, report.roc_path, what=f"{target} 1:1 ROC", figure_format=figure_format)
+    figure = replace(figure, dataset=f"{target} 1:1", n=len(result.scores), n_label="pairs")
+    plot_roc([curve], figure, report.roc_path, what=f"{target} 1:1 ROC", figure_format=figure_format)
     return report
 
 

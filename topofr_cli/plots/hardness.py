@@ -77,10 +77,8 @@ def _gum_panel(axes, table: HardnessTable) -> None:
               label=f"π·N(0, σ² = {fit.sigma2:.2f}): 'normal' images")
     axes.axhline(scale * (1 - fit.pi) * fit.c, ls=":", color=FLAGGED_COLOR, lw=1.2,
                  label=f"(1 − π)·uniform (c = {fit.c:.3f}): 'damaged'")
-    axes.set_title("the statistic the GUM is fitted to, and the fit")
-    axes.text(0.02, 0.98, "the sign flip makes two mirror-image modes;\nthe mixture's Gaussian is centred at 0,\n"
-              f"between them; its weight π is capped at {PI_CAP}", transform=axes.transAxes, va="top", fontsize=7,
-              color="#333333")
+    axes.set_title("the statistic the GUM is fitted to, and the fit\n"
+                   f"the sign flip makes two mirror-image modes; the Gaussian sits at 0 between them; π ≤ {PI_CAP}")
     axes.legend(loc="upper right", fontsize=7)
 
 

@@ -1,10 +1,10 @@
 """Figures for `topofr hard-samples`: what the structure damage score is made of, and a gallery.
 
 SDS = w1 · w2 with w1 = (2 − γ)^t from the GUM posterior γ and w2 = 1 − p_gt (docs/method.md §1.3).
-The GUM is fitted to REF's statistic: the per-image entropy with its sign flipped at every even
+The GUM is fitted to the reference implementation's statistic: the per-image entropy with its sign flipped at every even
 position, then standardised. The flip turns one entropy distribution into two mirror-image modes at
 ±(mean entropy)/std, which the zero-mean Gaussian of the mixture sits between; the mixture weight π
-of that Gaussian is capped at 0.5 (as in REF). The distributions figure shows both facts, so a
+of that Gaussian is capped at 0.5 (as in the reference implementation). The distributions figure shows both facts, so a
 reader does not mistake the fit for a failed one, and the SDS–p_gt scatter shows which of the two
 factors ranks an image.
 

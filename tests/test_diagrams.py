@@ -104,6 +104,13 @@ def test_distances_match_gudhi_functions():
     assert diagram_distances(a, a).wasserstein_2 == 0.0
 
 
+def test_diagonal_points_cost_nothing_and_do_not_crash():
+    """A collapsed model's H0 diagram is all (0, 0): hera segfaults on it unless it is left out."""
+    single = diagram_distances(np.array([[0.0, 2.0]]), np.zeros((7, 2)))
+    assert (single.bottleneck, single.wasserstein_1, single.wasserstein_2) == (1.0, 1.0, 1.0)
+    assert diagram_distances(np.zeros((3, 2)), np.zeros((4, 2))).wasserstein_1 == 0.0
+
+
 def test_dropping_the_essential_h0_class_changes_no_distance():
     dist_a = latent_distances(torch.randn(30, 4, generator=torch.Generator().manual_seed(0)))
     dist_b = latent_distances(torch.randn(30, 4, generator=torch.Generator().manual_seed(1)) * 2)

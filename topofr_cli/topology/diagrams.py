@@ -116,7 +116,9 @@ def _check_finite_diagram(diagram: np.ndarray, name: str) -> np.ndarray:
     array = np.asarray(diagram, dtype=np.float64).reshape(-1, 2)
     if not np.isfinite(array).all():
         raise TopofrError(f"{name}: diagram has non-finite points (leave out essential classes first)")
-    return array
+    # Points on the diagonal cost nothing in either distance, and hera crashes (segfault) on them:
+    # a collapsed model's H0 diagram is all (0, 0).
+    return array[array[:, 1] > array[:, 0]]
 
 
 def diagram_distances(

@@ -164,8 +164,12 @@ def test_no_model_input_space_matches_gudhi(dataset, tmp_path):
     assert gudhi.bottleneck_distance(h1, reference[1]) < 1e-5
     for name in ("persistence_diagrams", "barcodes", "death_histograms", "input_pca"):
         assert_png(out / f"{name}.png")
-    # Same seed, same sample; the earlier analysis directory is replaced.
-    again = invoke("--no-model", "--data", data_dir, "--out", out, *SAMPLE_ARGS, "--dims", "0")
+    # The earlier analysis is kept unless --overwrite; then, same seed, same sample.
+    refused = invoke("--no-model", "--data", data_dir, "--out", out, *SAMPLE_ARGS, "--dims", "0")
+    assert refused.exit_code == 2 and "earlier analysis (pass --overwrite" in refused.output
+    assert len(refused.output.strip().splitlines()) == 1
+    assert set(pd.read_parquet(out / "diagrams.parquet").dim) == {0, 1}
+    again = invoke("--no-model", "--data", data_dir, "--out", out, *SAMPLE_ARGS, "--dims", "0", "--overwrite")
     assert again.exit_code == 0, again.output
     assert json.loads((out / "summary.json").read_text())["sample_indices"] == summary["sample_indices"]
     assert set(pd.read_parquet(out / "diagrams.parquet").dim) == {0}
@@ -183,6 +187,8 @@ def test_two_runs_give_collapse_curves_matching_independent_truth(dataset, runs,
     assert [t["label"] for t in summary["targets"]] == ["arcface", "topofr"]
     assert [p["step"] for p in summary["targets"][0]["points"]] == [0, 20, 30]
     assert summary["targets"][0]["points"][0]["latent_scale"] == LATENT_SCALE
+    assert not any(p["degenerate"] for t in summary["targets"] for p in t["points"])
+    assert "warning" not in result.output
     curve = pd.read_csv(out / "distances.csv")
     assert len(curve) == (3 + 2) * 2 * 2  # checkpoints × (latent, latent_l2) × (H0, H1)
     # A run is pictured at its last checkpoint, and at step 0 (the initial model) when it has one.
@@ -229,6 +235,25 @@ def test_single_checkpoint_file(dataset, runs, tmp_path):
     assert not (out / "collapse_curve.png").exists()
     assert_png(out / "topofr_step00000020_persistence_diagrams.png")
     assert not (out / "topofr_step00000010_persistence_diagrams.png").exists()
+
+
+def test_collapsed_model_is_flagged_and_results_go_beside_its_run(dataset, runs, tmp_path):
+    """A model whose every embedding is the same vector: a yellow warning and `degenerate` in summary.json."""
+    data_dir, _, _ = dataset
+    _, states = runs
+    state = {k: v.clone() for k, v in states[("arcface", 10)].items()}
+    state["features.layers.3.weight"].zero_()  # the last BatchNorm now outputs its bias alone
+    state["features.layers.3.bias"].fill_(1.0)
+    checkpoint = write_checkpoint(tmp_path / "runC" / "checkpoints" / "step_00000005.pt", state, 5)
+    result = invoke(checkpoint, "--data", data_dir, *SAMPLE_ARGS, "--dims", "0")
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "degenerate embeddings (mean cosine between different images 1.0000)" in warnings[0]
+    out = tmp_path / "runC" / "analyze-topology" / "step_00000005"  # the default: beside the run
+    point = json.loads((out / "summary.json").read_text())["targets"][0]["points"][0]
+    assert point["degenerate"] is True and point["mean_cosine"] == pytest.approx(1.0)
+    again = invoke(checkpoint, "--data", data_dir, *SAMPLE_ARGS, "--dims", "0")
+    _one_line_error(again, "holds an earlier analysis (pass --overwrite")
 
 
 def _one_line_error(result, fragment):

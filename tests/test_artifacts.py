@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from topofr_cli import __version__
 from topofr_cli.artifacts.atomic import StagedDir, atomic_path, write_json, write_npy, write_text
 from topofr_cli.artifacts.outputs import BIN, DATASET, FILE, REPORT, RUN, OutputPolicy, check_output
 from topofr_cli.errors import TopofrError
@@ -97,7 +99,13 @@ def test_output_policies(tmp_path):
         check_output(full, RUN)
     with pytest.raises(TopofrError, match="f: train.output exists and is not a directory"):
         check_output(a_file, RUN, overwrite=True)
-    assert check_output(full, REPORT) is True
+    with pytest.raises(TopofrError, match=r"full: already exists \(results of an earlier run; pass --overwrite"):
+        check_output(full, REPORT)  # no names given: any file there is an earlier result
+    assert check_output(full, REPORT, overwrite=True) is True
+    assert check_output(full, REPORT, results=["verification.csv"]) is False  # nothing it writes is there
+    with pytest.raises(TopofrError, match=r"full/x: already exists"):
+        check_output(full, REPORT, results=["verification.csv", "x"])
+    assert check_output(empty, REPORT) is False
     with pytest.raises(TopofrError, match="f: --out must be a directory, and this is a file"):
         check_output(a_file, REPORT)
     assert check_output(a_file, FILE) is True
@@ -107,12 +115,33 @@ def test_replace_own_recognises_earlier_outputs(tmp_path):
     def is_own(path):
         return json.loads((path / "summary.json").read_text()).get("format") == "mine"
 
-    policy = OutputPolicy("dir", "replace_own", is_own=is_own, refused="{path}: not mine")
-    ours, other = tmp_path / "ours", tmp_path / "other"
-    ours.mkdir()
-    other.mkdir()
+    policy = OutputPolicy("dir", "replace_own", is_own=is_own, refused="{path}: mine, pass --overwrite",
+                          foreign="{path}: not mine")
+    ours, other, empty = tmp_path / "ours", tmp_path / "other", tmp_path / "empty"
+    for folder in (ours, other, empty):
+        folder.mkdir()
     write_json(ours / "summary.json", {"format": "mine"})
     write_json(other / "summary.json", {"format": "theirs"})
-    assert check_output(ours, policy) is True
-    with pytest.raises(TopofrError, match="other: not mine"):
-        check_output(other, policy)
+    assert check_output(empty, policy) is True
+    with pytest.raises(TopofrError, match="ours: mine, pass --overwrite"):
+        check_output(ours, policy)
+    assert check_output(ours, policy, overwrite=True) is True
+    for overwrite in (False, True):  # --overwrite never deletes a folder the command did not write
+        with pytest.raises(TopofrError, match="other: not mine"):
+            check_output(other, policy, overwrite=overwrite)
+
+
+def test_default_outputs_sit_beside_the_run_or_are_named_after_the_model(tmp_path, monkeypatch):
+    from topofr_cli.artifacts.outputs import default_output, provenance
+
+    run = tmp_path / "runA"
+    (run / "checkpoints").mkdir(parents=True)
+    checkpoint = run / "checkpoints" / "step_00000012.pt"
+    assert default_output("eval", checkpoint) == run / "eval" / "step_00000012"
+    assert default_output("hard-samples", checkpoint) == run / "hard-samples" / "step_00000012"
+    assert default_output("analyze-topology", run) == run / "analyze-topology"
+    assert default_output("eval", tmp_path / "models" / "r50.onnx") == Path("topofr-eval") / "r50"
+    monkeypatch.setattr("sys.argv", ["/usr/bin/topofr", "eval", "a b.pt"])
+    assert provenance("a b.pt", step=3, network="mbf", flip=True) == {
+        "model": "a b.pt", "step": 3, "network": "mbf", "flip": True, "command": "topofr eval 'a b.pt'",
+        "topofr_version": __version__}

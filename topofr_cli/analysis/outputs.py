@@ -19,7 +19,7 @@ from topofr_cli.analysis.collapse import CURVE_COLUMNS, curve_rows
 from topofr_cli.analysis.pipeline import AnalysisResult, ModelPoint
 from topofr_cli.analysis.spaces import INPUT_SPACE, LATENT_L2_SPACE, LATENT_SPACE
 from topofr_cli.artifacts.atomic import StagedDir, write_json
-from topofr_cli.artifacts.outputs import OutputPolicy, check_output
+from topofr_cli.artifacts.outputs import OutputPolicy, check_output, command_line
 from topofr_cli.plots.collapse import plot_collapse_curves
 from topofr_cli.plots.diagrams import plot_barcodes, plot_death_histograms, plot_persistence_diagrams
 from topofr_cli.plots.pca import pca_from_distances, pca_from_points, plot_sample_pca
@@ -87,6 +87,7 @@ def summary(result: AnalysisResult) -> dict[str, Any]:
     return {
         "format": SUMMARY_FORMAT,
         "topofr_version": __version__,
+        "command": command_line(),
         "dataset": str(sample.dataset),
         "samples": len(sample.indices),
         "identities": int(len(np.unique(sample.labels))),
@@ -169,21 +170,24 @@ def _is_earlier_analysis(out_dir: Path) -> bool:
         return False
 
 
-# An analysis folder is replaced whole, but only if it is empty or an earlier analysis.
+# An analysis folder is replaced whole: with --overwrite, and only if it is an earlier analysis.
 OUTPUT_POLICY = OutputPolicy("dir", "replace_own", is_own=_is_earlier_analysis,
-                             refused=f"{{path}}: exists and is not an earlier analysis (no {SUMMARY_FILE}); "
+                             refused="{path}: holds an earlier analysis (pass --overwrite to replace it or "
+                                     "choose another --out)",
+                             foreign=f"{{path}}: exists and is not an earlier analysis (no {SUMMARY_FILE}); "
                                      "choose another --out")
 
 
-def check_output_dir(out_dir: Path) -> None:
-    """Raise unless `out_dir` is absent, empty, or an earlier analysis (which will be replaced)."""
-    check_output(out_dir, OUTPUT_POLICY)
+def check_output_dir(out_dir: Path, *, overwrite: bool = False) -> None:
+    """Raise unless `out_dir` is absent, empty, or (with `overwrite`) an earlier analysis, which is replaced."""
+    check_output(out_dir, OUTPUT_POLICY, overwrite=overwrite)
 
 
-def write_outputs(result: AnalysisResult, out_dir: str | Path, *, figure_format: str = "png") -> dict[str, Any]:
+def write_outputs(result: AnalysisResult, out_dir: str | Path, *, figure_format: str = "png",
+                  overwrite: bool = False) -> dict[str, Any]:
     """Write every output; returns the summary (with the list of files) that went to summary.json."""
     out_dir = Path(out_dir)
-    check_output_dir(out_dir)
+    check_output_dir(out_dir, overwrite=overwrite)
     with StagedDir(out_dir) as tmp:
         diagram_frame(result).to_parquet(tmp / "diagrams.parquet", index=False)
         files = ["diagrams.parquet"]

@@ -10,23 +10,33 @@ refusal costs nothing and leaves nothing behind. The writing itself is atomic (`
 | prepare bin                          | file (BIN)        | refused; `--overwrite` replaces it           |
 | train                                | run folder (RUN)  | refused unless empty; `--resume` continues   |
 |                                      |                   | it, `--overwrite` empties it first           |
-| analyze-topology --out               | folder (own)      | replaced if empty or an earlier analysis,    |
-|                                      |                   | refused otherwise                            |
-| hard-samples --out, eval --out       | folder (REPORT)   | merged: each file written replaces its       |
-|                                      |                   | namesake, other files stay                   |
+| analyze-topology --out               | folder (own)      | refused; `--overwrite` replaces an earlier   |
+|                                      |                   | analysis (never a folder of anything else)   |
+| hard-samples --out, eval --out       | folder (REPORT)   | refused when a result it writes is there;    |
+|                                      |                   | `--overwrite` replaces those files, others   |
+|                                      |                   | stay                                         |
 | eval --embeddings, export OUT        | file (FILE)       | replaced                                     |
 
-Default locations are the commands' option defaults: `topofr-eval/<model file stem>` (eval),
-`topology-analysis` (analyze-topology), `hard_samples` (hard-samples), `train.output` (train).
+Default locations (`default_output`): beside the model's run when the model is a checkpoint of one
+(`RUN/eval/step_N/` for `RUN/checkpoints/step_N.pt`; `RUN/hard-samples/step_N/`;
+`RUN/analyze-topology/` for the run folder itself, `RUN/analyze-topology/step_N/` for one of its
+checkpoints), otherwise `topofr-<command>/<model file stem>/` in the working folder. Two runs'
+same-named checkpoints therefore never share a folder, and a clash elsewhere is refused.
+
+Every CSV/JSON summary a command writes carries `provenance(...)`: the model file, its step,
+network, whether the mirror image was added, the command line and the topofr version.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import shlex
+import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from topofr_cli import __version__
 from topofr_cli.errors import TopofrError
 
 Existing = Literal["refuse", "replace", "merge", "replace_own"]
@@ -36,8 +46,12 @@ Existing = Literal["refuse", "replace", "merge", "replace_own"]
 class OutputPolicy:
     """What a command writes (`kind`) and what it does with an existing output (`existing`).
 
-    `replace_own` replaces an empty folder or one `is_own` recognises as this command's earlier
-    output. `overwrite=True` (a command's `--overwrite`) turns every refusal into a replacement.
+    `refuse`: an existing output is refused; `overwrite=True` (a command's `--overwrite`) replaces it.
+    `replace`: replaced without asking. `merge` (a folder of results): refused when one of the files
+    the command is about to write is there (any file, when it does not say which); `overwrite=True`
+    replaces those files and leaves the others. `replace_own`: an empty folder is used; one `is_own`
+    recognises as this command's earlier output is replaced with `overwrite=True`; anything else is
+    refused even then (`foreign`), so `--overwrite` never deletes a folder the command did not write.
     The messages keep each command's wording; `{path}` is the output path.
     """
 
@@ -47,6 +61,7 @@ class OutputPolicy:
     is_own: Callable[[Path], bool] | None = None
     not_a_dir: str = "{path}: exists and is not a directory"
     refused: str = "{path}: already exists (pass --overwrite to replace it)"
+    foreign: str = "{path}: exists and was not written by this command; choose another --out"
 
 
 DATASET = OutputPolicy("dir", "refuse")
@@ -55,7 +70,9 @@ RUN = OutputPolicy("dir", "refuse", empty_dir_is_absent=True,
                    not_a_dir="{path}: train.output exists and is not a directory",
                    refused="{path}: run directory is not empty; pass --resume to continue that run or "
                            "--overwrite to replace it")
-REPORT = OutputPolicy("dir", "merge", not_a_dir="{path}: --out must be a directory, and this is a file")
+REPORT = OutputPolicy("dir", "merge", not_a_dir="{path}: --out must be a directory, and this is a file",
+                      refused="{path}: already exists (results of an earlier run; pass --overwrite to replace "
+                              "them or choose another --out)")
 FILE = OutputPolicy("file", "replace")
 
 
@@ -65,17 +82,65 @@ def check_kind(path: Path, policy: OutputPolicy) -> None:
         raise TopofrError(policy.not_a_dir.format(path=path))
 
 
-def check_output(path: str | Path, policy: OutputPolicy, *, overwrite: bool = False) -> bool:
-    """Raise TopofrError if `policy` forbids writing to `path`; True when something there is replaced."""
+def check_output(path: str | Path, policy: OutputPolicy, *, overwrite: bool = False,
+                 results: Iterable[str] = ()) -> bool:
+    """Raise TopofrError if `policy` forbids writing to `path`; True when something there is replaced.
+
+    `results`: for a `merge` folder, the names of the files the command will write in it."""
     path = Path(path)
     check_kind(path, policy)
     if not path.exists():
         return False
     if path.is_dir() and policy.empty_dir_is_absent and not any(path.iterdir()):
         return False
-    if overwrite or policy.existing in ("replace", "merge"):
+    if policy.existing == "replace":
         return True
-    if policy.existing == "replace_own" and (not any(path.iterdir()) or
-                                             (policy.is_own is not None and policy.is_own(path))):
+    if policy.existing == "merge":
+        names = list(results)
+        clashes = [path / name for name in names if (path / name).exists()] if names else (
+            [path] if any(path.iterdir()) else [])
+        if clashes and not overwrite:
+            raise TopofrError(policy.refused.format(path=clashes[0]))
+        return bool(clashes)
+    if policy.existing == "replace_own":
+        if not any(path.iterdir()):
+            return True
+        if policy.is_own is None or not policy.is_own(path):
+            raise TopofrError(policy.foreign.format(path=path))
+    if overwrite:
         return True
     raise TopofrError(policy.refused.format(path=path))
+
+
+CHECKPOINT_FOLDER = "checkpoints"  # artifacts.checkpoint.CHECKPOINT_DIR, without importing torch here
+
+
+def run_of(model: Path) -> Path | None:
+    """The run folder `model` belongs to: itself for a run folder, RUN for RUN/checkpoints/X.pt."""
+    if model.is_dir():
+        return model if (model / CHECKPOINT_FOLDER).is_dir() else None
+    if model.parent.name == CHECKPOINT_FOLDER:
+        return model.parent.parent
+    return None
+
+
+def default_output(command: str, model: Path) -> Path:
+    """Where `command`'s results for `model` go when the user names no --out (see the module docstring)."""
+    run = run_of(model)
+    if run is None:
+        return Path(f"topofr-{command}") / (model.name if model.is_dir() else model.stem)
+    if model.is_dir():
+        return run / command
+    return run / command / model.stem
+
+
+def command_line() -> str:
+    """The command as the user typed it (program name, then its arguments), shell-quoted."""
+    program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "topofr"
+    return shlex.join([program, *sys.argv[1:]])
+
+
+def provenance(model: Path | str, *, step: int | None, network: str | None, flip: bool | None) -> dict:
+    """Which model produced a result and how: written into every summary a command leaves."""
+    return {"model": str(model), "step": step, "network": network, "flip": flip,
+            "command": command_line(), "topofr_version": __version__}

@@ -10,7 +10,8 @@ from rich.table import Table
 from topofr_cli.analysis.outputs import check_output_dir, write_outputs
 from topofr_cli.analysis.pipeline import AnalysisResult, analyze
 from topofr_cli.analysis.spaces import parse_dims
-from topofr_cli.cli.common import console, user_errors
+from topofr_cli.artifacts.outputs import default_output
+from topofr_cli.cli.common import console, degenerate_warning, user_errors, warn
 from topofr_cli.cli.render import RichProgress
 from topofr_cli.devices import resolve_device
 from topofr_cli.errors import TopofrError
@@ -91,11 +92,13 @@ def analyze_topology(
     ),
     dims: str = typer.Option("0,1", "--dims", help="Homology dimensions, comma-separated (0 and/or 1)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sample draw (same seed, same sample)."),
-    out: Path = typer.Option(
-        Path("topology-analysis"), "--out",
-        help="Output directory (replaced if it holds an earlier analysis): diagrams.parquet, distances.csv, "
-             "summary.json, PNG figures.",
+    out: Path | None = typer.Option(
+        None, "--out",
+        help="Output directory: diagrams.parquet, distances.csv, summary.json, PNG figures. Default: beside "
+             "the run (RUN/analyze-topology/, RUN/analyze-topology/step_N/ for one checkpoint), else "
+             "topofr-analyze-topology/<model or dataset name>/.",
     ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier analysis in the output directory."),
     no_model: bool = typer.Option(False, "--no-model", help="Analyse the input space of the dataset alone."),
     batch_size: int = typer.Option(128, "--batch-size", help="Images per forward pass when embedding."),
     device: str = typer.Option("auto", "--device", help="Device for embedding and distances: auto, cpu, cuda or cuda:N."),
@@ -111,14 +114,22 @@ def analyze_topology(
     check_format(figure_format)
     dimensions = parse_dims(dims)
     torch_device = resolve_device(device)
-    check_output_dir(out)  # before minutes of work, not after
+    if out is None:
+        out = default_output("analyze-topology", models[0] if len(models) == 1 else Path(data))
+    check_output_dir(out, overwrite=overwrite)  # before minutes of work, not after
     progress = RichProgress(console, elapsed=True)
     result = analyze(data, models, samples=samples, per_identity=per_identity, dims=dimensions, seed=seed,
                      batch_size=batch_size, device=torch_device, progress=progress)
     with stage(progress, "writing outputs"):
-        written = write_outputs(result, out, figure_format=figure_format)
+        written = write_outputs(result, out, figure_format=figure_format, overwrite=overwrite)
     console.print(_input_table(result))
     if result.targets:
         console.print(_distance_table(result))
         console.print(_ptsa_table(result))
+    for target in result.targets:
+        for point in target.points:
+            if point.degenerate:
+                step = "" if point.step is None or not target.is_run else f" step {point.step}"
+                warn(degenerate_warning(f"{target.label}{step}", point.mean_cosine)
+                     + "; its diagram distances are not a sign of good alignment")
     console.print(f"wrote {len(written['files'])} files to [bold]{out}[/]: {', '.join(written['files'])}")

@@ -62,6 +62,17 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def warn(message: str) -> None:
+    """A yellow line for a result that is computed but should not be trusted as it stands."""
+    console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def degenerate_warning(what: str, mean_cosine: float) -> str:
+    """The one wording for a collapsed model (`evaluation.degeneracy`), whichever command finds it."""
+    return (f"{what}: degenerate embeddings (mean cosine between different images {mean_cosine:.4f}); "
+            "the model maps every face to nearly the same direction, so its scores say little")
+
+
 def not_built(command: str, issue: str) -> typer.Exit:
     """For commands whose implementation has not landed yet: say so and exit non-zero."""
     return fail(f"`topofr {command}` is not built yet (tracked in {issue}).")

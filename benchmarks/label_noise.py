@@ -87,8 +87,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=256, help="hard-samples batch size")
     parser.add_argument("--work", type=Path, default=None, help="keep everything here (default: a temp dir)")
-    parser.add_argument("--no-margin", action="store_true",
-                        help="rank with `hard-samples --no-margin` (probabilities from the scaled cosines)")
+    parser.add_argument("--mode", choices=("noise", "paper"), default="noise",
+                        help="`hard-samples --mode`: p_gt from the scaled cosines (noise, the default) or from "
+                             "the training margin logits (paper)")
     parser.add_argument("--reuse-run", action="store_true",
                         help="skip training when the work dir already holds a checkpoint (re-rank only)")
     args = parser.parse_args()
@@ -121,8 +122,8 @@ def main() -> None:
         raise SystemExit(f"{run_dir}: training wrote no checkpoint")
     timings["hard-samples"] = run([
         sys.executable, "-m", "topofr_cli", "hard-samples", str(checkpoint), "--data", str(noisy_dir),
-        "--out", str(report_dir), "--batch-size", str(args.batch_size), "--top", "10",
-        *(["--no-margin"] if args.no_margin else []),
+        "--out", str(report_dir), "--batch-size", str(args.batch_size), "--top", "10", "--mode", args.mode,
+        "--overwrite",  # a re-rank (--reuse-run) replaces the previous report
     ])
 
     frame = pd.read_parquet(report_dir / "sds.parquet").sort_values("index")
@@ -134,7 +135,8 @@ def main() -> None:
         "1 − p_gt alone": 1.0 - frame["p_gt"].to_numpy(np.float64),
         "1 − γ alone": 1.0 - frame["gamma"].to_numpy(),
     }
-    table = Table(title=f"Finding {k} flipped labels among {len(frame):,} images ({args.noise:.0%} noise)")
+    table = Table(title=f"Finding {k} flipped labels among {len(frame):,} images ({args.noise:.0%} noise, "
+                        f"--mode {args.mode})")
     table.add_column("score")
     table.add_column("ROC-AUC", justify="right")
     table.add_column(f"precision@{k}", justify="right")

@@ -247,7 +247,7 @@ def _table(n=400):
     predicted = np.where(rng.random(n) < 0.9, labels, (labels + 1) % 10)
     return HardnessTable(
         labels=labels, predicted=predicted, runner_up=(labels + 2) % 10, p_true=p_true, p_predicted=p_true,
-        p_runner_up=p_true / 2, margin=rng.uniform(0, 0.5, n).astype(np.float32), entropy=rng.uniform(0, 3, n),
+        p_runner_up=p_true / 2, cosine_gap=rng.uniform(0, 0.5, n).astype(np.float32), entropy=rng.uniform(0, 3, n),
         gum_input=np.where(np.arange(n) % 2 == 0, -1.0, 1.0) + 0.2 * rng.normal(size=n), gamma=gamma, w1=w1, w2=w2,
         sds=w1 * w2, gum_scope="dataset", gum=GumFit(pi=0.5, sigma2=0.9, c=0.2, iterations=12),
     )

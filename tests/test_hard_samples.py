@@ -123,7 +123,7 @@ def trained(tmp_path_factory):
 def streamed(trained):
     """Dataset-scope table, streamed in batches of 5 with classes in blocks of 4."""
     model, dataset = load_model(trained["model"]), open_dataset(trained["data"])
-    table = score_dataset(model, dataset, batch_size=5, class_block=4, progress=False)
+    table = score_dataset(model, dataset, batch_size=5, class_block=4, progress=False, mode="paper")
     return model, dataset, table
 
 
@@ -165,7 +165,7 @@ def test_dataset_gum_equals_one_fit_over_the_concatenated_batch(trained, streame
 
 def test_batch_scope_fits_each_batch_alone(streamed):
     model, dataset, dataset_table = streamed
-    table = score_dataset(model, dataset, batch_size=10, gum_scope="batch", progress=False)
+    table = score_dataset(model, dataset, batch_size=10, gum_scope="batch", progress=False, mode="paper")
     assert table.gum is None
     for start in range(0, len(dataset), 10):
         chunk = dataset_table.entropy[start:start + 10].astype(np.float64)
@@ -201,13 +201,13 @@ def test_write_clean_by_threshold_keeps_bytes_and_classes(streamed, tmp_path):
         assert clean.labels[j] == dataset.labels[i]
 
 
-def test_cli_writes_ranked_tables_figures_and_a_clean_set(trained, tmp_path):
+def test_cli_writes_ranked_tables_figures_and_a_clean_set(trained, tmp_path, monkeypatch):
     out, clean_dir = tmp_path / "report", tmp_path / "clean"
-    result = runner.invoke(app, [
-        "hard-samples", str(trained["model"]), "--data", str(trained["data"]), "--out", str(out),
-        "--top", "4", "--batch-size", "8", "--device", "cpu", "--workers", "0",
-        "--write-clean", str(clean_dir), "--drop-top", "3",
-    ])
+    args = ["hard-samples", str(trained["model"]), "--data", str(trained["data"]), "--out", str(out),
+            "--top", "4", "--batch-size", "8", "--device", "cpu", "--workers", "0",
+            "--write-clean", str(clean_dir), "--drop-top", "3"]
+    monkeypatch.setattr("sys.argv", ["/venv/bin/topofr", *args])  # what a shell would hand the program
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     dataset = open_dataset(trained["data"])
     frame = pd.read_parquet(out / "sds.parquet")
@@ -220,7 +220,7 @@ def test_cli_writes_ranked_tables_figures_and_a_clean_set(trained, tmp_path):
     for _, row in frame.head(5).iterrows():
         assert row["key"] == dataset.source_key(int(row["index"]))
         assert row["label"] == dataset.labels[int(row["index"])]
-    assert ((frame["margin"] >= 0) & (frame["margin"] <= 2)).all()  # a gap between two cosines
+    assert ((frame["cosine_gap"] >= 0) & (frame["cosine_gap"] <= 2)).all()  # a gap between two cosines
     right = frame["predicted"] == frame["label"]
     np.testing.assert_allclose(frame["p_predicted"][right], frame["p_gt"][right], rtol=1e-6)
     csv = pd.read_csv(out / "sds.csv")
@@ -233,6 +233,10 @@ def test_cli_writes_ranked_tables_figures_and_a_clean_set(trained, tmp_path):
             assert image.format == "PNG" and min(image.size) > 200
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_images"] == len(dataset) and summary["gum"]["pi"] > 0
+    assert (summary["mode"], summary["temperature"], summary["step"]) == ("noise", 1.0, 60)
+    assert (summary["model"], summary["network"], summary["flip"]) == (str(trained["model"]), "mbf", False)
+    assert summary["topofr_version"] == __version__ and summary["command"] == "topofr " + " ".join(args)
+    assert summary["degenerate"] is False and summary["mean_cosine"] < 0.9
     assert "Top 4" in result.output
 
     clean = open_dataset(clean_dir)
@@ -279,16 +283,17 @@ def test_cli_rejects_inconsistent_clean_options(trained, tmp_path, extra, messag
     assert message in result.output
 
 
-def test_no_margin_takes_probabilities_from_the_scaled_cosines(trained):
-    """--no-margin: p_gt = softmax(s · cos θ)[label], computed here from the embeddings and weights."""
+def test_noise_mode_takes_probabilities_from_the_scaled_cosines(trained):
+    """mode noise (the default): p_gt = softmax(s · cos θ)[label], computed here from the embeddings and weights."""
     model, dataset = load_model(trained["model"]), open_dataset(trained["data"])
-    table = score_dataset(model, dataset, batch_size=7, progress=False, margin=False)
+    table = score_dataset(model, dataset, batch_size=7, progress=False)
+    assert table.mode == "noise"
     weight = F.normalize(torch.load(trained["model"], weights_only=True)["classifier"], dim=1)
     p = torch.softmax(SCALE * trained["embeddings"] @ weight.T, dim=1)
     labels = torch.from_numpy(dataset.labels)
     expected = p.gather(1, labels[:, None]).squeeze(1).numpy()
     np.testing.assert_allclose(table.p_true, expected, rtol=1e-4, atol=1e-6)
-    with_margin = score_dataset(model, dataset, batch_size=7, progress=False)
+    with_margin = score_dataset(model, dataset, batch_size=7, progress=False, mode="paper")
     assert (table.p_true >= with_margin.p_true - 1e-6).all()  # the margin only ever lowers p_gt
     assert (table.p_true > with_margin.p_true + 1e-3).any()
 
@@ -316,3 +321,42 @@ def test_cli_detect_reads_raw_photos(trained, tmp_path):
     assert result.exit_code == 0, result.output
     table = pd.read_csv(tmp_path / "hs" / "sds.csv")
     assert sorted(table["key"]) == sorted(f"p{i}/{k}.png" for i in range(CLASSES) for k in range(2))
+
+
+def _invoke(trained, *extra):
+    return runner.invoke(app, ["hard-samples", str(trained["model"]), "--data", str(trained["data"]),
+                               "--batch-size", "8", "--device", "cpu", "--workers", "0", *map(str, extra)])
+
+
+def test_cli_keeps_earlier_results_unless_overwrite(trained, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = _invoke(trained, "--mode", "paper")
+    assert first.exit_code == 0, first.output
+    out = tmp_path / "topofr-hard-samples" / "step_00000060"  # named after the model (it is not in a run)
+    assert json.loads((out / "summary.json").read_text())["mode"] == "paper"
+    before = (out / "sds.csv").read_bytes()
+    again = _invoke(trained)
+    assert again.exit_code == 2
+    assert again.output.strip() == (f"error: {out.relative_to(tmp_path) / 'sds.parquet'}: already exists (results "
+                                    "of an earlier run; pass --overwrite to replace them or choose another --out)")
+    assert (out / "sds.csv").read_bytes() == before
+    replaced = _invoke(trained, "--no-margin", "--overwrite")  # the old name of --mode noise
+    assert replaced.exit_code == 0, replaced.output
+    assert json.loads((out / "summary.json").read_text())["mode"] == "noise"
+    assert "p_gt from the noise mode" in replaced.output
+
+
+def test_cli_flags_a_collapsed_model(trained, tmp_path):
+    payload = torch.load(trained["model"], weights_only=True)
+    payload["backbone"]["features.layers.3.weight"].zero_()  # the last BatchNorm outputs its bias alone
+    payload["backbone"]["features.layers.3.bias"].fill_(1.0)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save(payload, run / "checkpoints" / "step_00000060.pt")
+    result = runner.invoke(app, ["hard-samples", str(run / "checkpoints" / "step_00000060.pt"), "--data",
+                                 str(trained["data"]), "--device", "cpu", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "degenerate embeddings" in warnings[0]
+    summary = json.loads((run / "hard-samples" / "step_00000060" / "summary.json").read_text())
+    assert summary["degenerate"] is True and summary["mean_cosine"] == pytest.approx(1.0)

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from topofr_cli.cli.common import console, user_errors
+from topofr_cli.artifacts.outputs import REPORT, check_output, default_output, provenance
+from topofr_cli.cli.common import console, degenerate_warning, user_errors, warn
 from topofr_cli.cli.raw_photos import DETECT_HELP, DETECTOR_HELP, open_data
 from topofr_cli.cli.render import bars
 from topofr_cli.data.dataset import FaceDataset
@@ -20,13 +21,19 @@ if TYPE_CHECKING:
     from topofr_cli.hardness.ranking import HardnessTable
 
 
+class ModeChoice(str, Enum):
+    noise = "noise"
+    paper = "paper"
+
+
 class GumScopeChoice(str, Enum):
     dataset = "dataset"
     batch = "batch"
 
 
 def _top_table(table: HardnessTable, dataset: FaceDataset, top: int) -> Table:
-    view = Table(title=f"Top {top} images by structure damage score", header_style="bold")
+    view = Table(title=f"Top {top} images by structure damage score (p_gt from the {table.mode} mode)",
+                 header_style="bold")
     for name, justify in (("rank", "right"), ("index", "right"), ("key", "left"), ("label", "right"),
                           ("pred", "right"), ("p_gt", "right"), ("entropy", "right"), ("γ", "right"),
                           ("SDS", "right")):
@@ -47,8 +54,16 @@ def hard_samples(
     model: Path = typer.Argument(..., help="Trained checkpoint with its classifier (checkpoints/step_*.pt)."),
     data: Path = typer.Option(..., "--data", "-d",
                               help="Dataset the model was trained on: packed dir, RecordIO, or image folder."),
-    out: Path = typer.Option(Path("hard_samples"), "--out", "-o",
-                             help="Directory for sds.parquet, sds.csv, summary.json and the PNG figures."),
+    out: Path | None = typer.Option(None, "--out", "-o",
+                                    help="Directory for sds.parquet, sds.csv, summary.json and the PNG figures. "
+                                    "Default: RUN/hard-samples/step_N/ beside the run of RUN/checkpoints/"
+                                    "step_N.pt, else topofr-hard-samples/<model file stem>/."),
+    mode: ModeChoice = typer.Option(
+        ModeChoice.noise, "--mode",
+        help="Where the class probabilities come from. noise: the scaled cosines, as at inference (a "
+             "mislabelled image gets a low p_gt, a clean one a high p_gt: finds label noise). paper: the "
+             "training margin logits, as the SDE weights see them in training (docs/method.md §1.3); a "
+             "large margin gives clean images a low p_gt too."),
     top: int = typer.Option(20, "--top", "-k", min=1,
                            help=f"How many of the highest-SDS images to print and show (gallery: at most {GALLERY_MAX_ROWS})."),
     gum_scope: GumScopeChoice = typer.Option(
@@ -66,24 +81,27 @@ def hard_samples(
                                         help="With --write-clean: drop the K highest-SDS images."),
     drop_above: float | None = typer.Option(None, "--drop-above",
                                             help="With --write-clean: drop every image with SDS above X."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --write-clean directory."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace earlier results in --out and an "
+                                   "existing --write-clean directory."),
     detect: bool = typer.Option(False, "--detect", help=DETECT_HELP),
     detector: str = typer.Option("dlib-hog", "--detector", help=DETECTOR_HELP),
     figure_format: str = typer.Option("png", "--figure-format", help="Figures as png, pdf or svg."),
-    margin: bool = typer.Option(True, "--margin/--no-margin",
-                                help="Probabilities from the training margin logits (REFERENCE §1.3, default) "
-                                "or from the scaled cosines alone (--no-margin, as at inference; better for "
-                                "finding mislabels when the margin is large)."),
+    margin: bool | None = typer.Option(None, "--margin/--no-margin", hidden=True,
+                                       help="Old names of --mode paper / --mode noise."),
 ) -> None:
-    """Rank every image by structure damage score (SDS = w1 · w2, REFERENCE §1.3) to find label noise."""
+    """Rank every image by structure damage score (SDS = w1 · w2, docs/method.md §1.3) to find label noise."""
     from topofr_cli.evaluation.model_io import load_model
     from topofr_cli.hardness.clean import check_clean_options, verification_bins_to_copy, write_clean_dataset
     from topofr_cli.hardness.ranking import check_inputs, score_dataset
     from topofr_cli.hardness.report import write_report
+    from topofr_cli.hardness.table_io import CSV_NAME, PARQUET_NAME
     from topofr_cli.plots.style import check_format
 
     check_format(figure_format)
     check_clean_options(write_clean, drop_top=drop_top, drop_above=drop_above, overwrite=overwrite)
+    out = out if out is not None else default_output("hard-samples", model)
+    check_output(out, REPORT, overwrite=overwrite, results=[PARQUET_NAME, CSV_NAME, SUMMARY_JSON])
+    chosen = mode.value if margin is None else ("paper" if margin else "noise")
 
     torch_device = resolve_device(device)
     loaded = load_model(model)
@@ -92,13 +110,15 @@ def hard_samples(
     if write_clean is not None:
         verification_bins_to_copy(dataset)  # refuse unsafe names in meta.json before any output is written
     table = score_dataset(loaded, dataset, batch_size=batch_size, gum_scope=gum_scope.value,
-                          device=torch_device, num_workers=workers, margin=margin,
-                          progress=bars(console))
+                          device=torch_device, num_workers=workers, mode=chosen, progress=bars(console))
 
     with console.status("writing the ranking and figures"):
-        write_report(table, dataset, out, model_path=model, data_path=data, top=top, typical=typical,
-                     step=loaded.step, figure_format=figure_format)
+        write_report(table, dataset, out, provenance=provenance(model, step=loaded.step, network=loaded.network,
+                                                                flip=False),
+                     data_path=data, top=top, typical=typical, figure_format=figure_format)
     console.print(_top_table(table, dataset, top))
+    if table.degenerate:
+        warn(degenerate_warning(str(model), table.mean_cosine) + "; the ranking reflects no learned identities")
     console.print(f"wrote {out}/{{sds.parquet, sds.csv, {DISTRIBUTIONS}.{figure_format}, {GALLERY}.{figure_format}, "
                   f"{SUMMARY_JSON}}}")
 

@@ -27,9 +27,16 @@ from topofr_cli.hardness.sds import sample_weights, sde_statistic
 from topofr_cli.progress import Progress, resolve_progress
 
 GumScope = Literal["dataset", "batch"]
+# Where the class probabilities come from. "noise": the scaled cosines alone, as at inference, so a
+# clean image the model recognises has p_gt near 1 and a mislabelled one near 0 (finds label noise).
+# "paper": the training margin logits (docs/method.md §1.3), as the SDE weights see them in training;
+# a large margin pushes p_gt of clean images towards 0 too.
+Mode = Literal["noise", "paper"]
+MODES: tuple[str, ...] = ("noise", "paper")
 # Ranking wants the paper's weights as written; the "reference" mode would make w2 ≡ 1 (§2.1).
 WEIGHT_MODE = "fixed"
 _FLUSH_EVERY = 32  # batches kept on the device between host copies (one sync per flush)
+DEGENERACY_SAMPLE = 4096  # embeddings, spread evenly over the dataset, for the collapse check
 
 
 @dataclass
@@ -49,10 +56,10 @@ class HardnessTable:
     labels: np.ndarray  # int64
     predicted: np.ndarray  # int64, class of the largest cosine (the model's decision)
     runner_up: np.ndarray  # int64, class of the second-largest cosine (−1 if there is none)
-    p_true: np.ndarray  # float32, margin-softmax probabilities (REFERENCE §1.3)
+    p_true: np.ndarray  # float32, softmax probabilities of the label (from the cosines or margin logits: `mode`)
     p_predicted: np.ndarray
     p_runner_up: np.ndarray
-    margin: np.ndarray  # float32, cos θ_predicted − cos θ_runner_up
+    cosine_gap: np.ndarray  # float32, cos θ_predicted − cos θ_runner_up
     entropy: np.ndarray
     gum_input: np.ndarray  # float64, sde_statistic(H): what the GUM was fitted on
     gamma: np.ndarray  # float64, posterior of the Gaussian ("normal") component
@@ -61,6 +68,10 @@ class HardnessTable:
     sds: np.ndarray  # w1 · w2
     gum_scope: str
     gum: GumFit | None  # None for per-batch fits
+    mode: str = "paper"  # where p_gt came from (`Mode`)
+    temperature: float = 1.0  # of the SDE weights (recipe topofr.sde.temperature)
+    mean_cosine: float | None = None  # between embeddings of different images (evaluation.degeneracy)
+    degenerate: bool = False  # a collapsed model: its probabilities rank nothing
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -104,24 +115,27 @@ def score_dataset(
     num_workers: int = 0,
     class_block: int = DEFAULT_CLASS_BLOCK,
     progress: Progress | bool | None = None,
-    margin: bool = True,
+    mode: Mode = "noise",
 ) -> HardnessTable:
     """Compute p_gt, prediction, entropy, γ, w1, w2 and SDS for every image of `dataset`.
 
     `model` is an `evaluation.model_io.LoadedModel` with a classifier (see `check_inputs`).
-    `margin=False` takes the probabilities from the scaled cosines alone (as at inference) instead of
-    the training margin logits of REFERENCE §1.3: a large margin pushes p_gt of clean images towards 0,
-    and then w1 (uncertainty) rather than w2 (label agreement) orders the ranking.
+    `mode` (`Mode`): "noise" takes the probabilities from the scaled cosines alone (as at inference);
+    "paper" from the training margin logits of docs/method.md §1.3, where a large margin pushes p_gt of
+    clean images towards 0, and then w1 (uncertainty) rather than w2 (label agreement) orders the ranking.
     """
     from topofr_cli.data.loader import normalize
     from topofr_cli.data.ordered import dataset_batches
+    from topofr_cli.evaluation.degeneracy import embedding_degeneracy
     from topofr_cli.models.heads import CombinedMarginHead
 
     if gum_scope not in ("dataset", "batch"):
         raise TopofrError(f"--gum-scope: expected 'dataset' or 'batch', got {gum_scope!r}")
+    if mode not in MODES:
+        raise TopofrError(f"--mode: expected 'noise' or 'paper', got {mode!r}")
     device = torch.device(device)
     recipe = model.recipe or Recipe()  # files without a recipe: the method's defaults (docs/method.md §1.3)
-    settings = recipe.head if margin else replace(recipe.head, m1=1.0, m2=0.0, m3=0.0)
+    settings = recipe.head if mode == "paper" else replace(recipe.head, m1=1.0, m2=0.0, m3=0.0)
     head = CombinedMarginHead(scale=settings.scale, m1=settings.m1, m2=settings.m2, m3=settings.m3)
     head = head.to(device).eval()
     backbone = model.backbone.to(device).eval()
@@ -129,9 +143,11 @@ def score_dataset(
 
     n = len(dataset)
     labels, predicted, runner_up = (np.empty(n, np.int64) for _ in range(3))
-    p_true, p_predicted, p_runner_up, margin, entropy = (np.empty(n, np.float32) for _ in range(5))
+    p_true, p_predicted, p_runner_up, cosine_gap, entropy = (np.empty(n, np.float32) for _ in range(5))
     batch_fit = np.empty((n, 2), np.float64) if gum_scope == "batch" else None  # gum_input, gamma
     pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
+    stride = max(1, -(-n // DEGENERACY_SAMPLE))
+    sampled: list[torch.Tensor] = []  # every stride-th image's embedding, kept on the device
 
     def flush() -> None:
         if not pending:
@@ -141,7 +157,7 @@ def score_dataset(
         floats = torch.cat([p[2] for p in pending]).cpu().numpy()
         for column, target in enumerate((predicted, runner_up, labels)):
             target[index] = ints[:, column]
-        for column, target in enumerate((p_true, p_predicted, p_runner_up, margin, entropy)):
+        for column, target in enumerate((p_true, p_predicted, p_runner_up, cosine_gap, entropy)):
             target[index] = floats[:, column]
         if batch_fit is not None:
             batch_fit[index] = torch.cat([p[3] for p in pending]).cpu().numpy()
@@ -152,9 +168,11 @@ def score_dataset(
         for images, batch_labels, indices in dataset_batches(dataset, batch_size, num_workers=num_workers):
             images = normalize(images.to(device, non_blocking=True))
             batch_labels = batch_labels.to(device, non_blocking=True)
-            stats = margin_softmax_stats(
-                backbone(images), batch_labels, weight, head, class_block=class_block
-            )
+            embeddings = backbone(images)
+            # positions chosen on the host from the (CPU) indices: no device sync
+            keep = torch.nonzero(indices % stride == 0).squeeze(1).to(device, non_blocking=True)
+            sampled.append(embeddings.index_select(0, keep))
+            stats = margin_softmax_stats(embeddings, batch_labels, weight, head, class_block=class_block)
             fit = None
             if batch_fit is not None:
                 fit = torch.stack(_fit_batch_gum(stats.entropy), dim=1)
@@ -171,11 +189,15 @@ def score_dataset(
         flush()
     finally:
         task.close()
-    return finish_table(
+    table = finish_table(
         labels=labels, predicted=predicted, runner_up=runner_up, p_true=p_true,
-        p_predicted=p_predicted, p_runner_up=p_runner_up, margin=margin, entropy=entropy,
-        gum_scope=gum_scope, batch_fit=batch_fit, temperature=recipe.topofr.sde.temperature,
+        p_predicted=p_predicted, p_runner_up=p_runner_up, cosine_gap=cosine_gap, entropy=entropy,
+        gum_scope=gum_scope, batch_fit=batch_fit, temperature=recipe.topofr.sde.temperature, mode=mode,
     )
+    sample = torch.cat(sampled).float().cpu().numpy()
+    if len(sample) >= 2:
+        table.mean_cosine, table.degenerate = embedding_degeneracy(sample)
+    return table
 
 
 def finish_table(
@@ -186,11 +208,12 @@ def finish_table(
     p_true: np.ndarray,
     p_predicted: np.ndarray,
     p_runner_up: np.ndarray,
-    margin: np.ndarray,
+    cosine_gap: np.ndarray,
     entropy: np.ndarray,
     gum_scope: str,
     batch_fit: np.ndarray | None,
     temperature: float,
+    mode: str = "paper",
 ) -> HardnessTable:
     """Fit the GUM over the whole dataset (unless per-batch γ is given) and weight every image."""
     gum = None
@@ -211,9 +234,10 @@ def finish_table(
     w1, w2 = _numpy64(w1), _numpy64(w2)
     return HardnessTable(
         labels=labels, predicted=predicted, runner_up=runner_up, p_true=p_true,
-        p_predicted=p_predicted, p_runner_up=p_runner_up, margin=margin, entropy=entropy,
+        p_predicted=p_predicted, p_runner_up=p_runner_up, cosine_gap=cosine_gap, entropy=entropy,
         gum_input=gum_input,
-        gamma=gamma, w1=w1, w2=w2, sds=w1 * w2, gum_scope=gum_scope, gum=gum,
+        gamma=gamma, w1=w1, w2=w2, sds=w1 * w2, gum_scope=gum_scope, gum=gum, mode=mode,
+        temperature=temperature,
     )
 
 

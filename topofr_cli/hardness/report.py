@@ -21,13 +21,18 @@ GALLERY_MAX_ROWS = 32  # a taller figure is no longer something a person looks a
 SUMMARY_JSON = "summary.json"
 
 
-def summary(table: HardnessTable, model_path: Path, data_path: Path) -> dict[str, Any]:
-    """The run's inputs, the dataset-wide GUM fit and a few figures of the ranking (summary.json)."""
+def summary(table: HardnessTable, provenance: dict[str, Any], data_path: Path) -> dict[str, Any]:
+    """Which model and how (`artifacts.outputs.provenance`), where p_gt came from (mode, temperature),
+    the dataset-wide GUM fit, the collapse check and a few figures of the ranking (summary.json)."""
     fit = table.gum
     return {
-        "model": str(model_path),
+        **provenance,
         "data": str(data_path),
         "num_images": len(table),
+        "mode": table.mode,
+        "temperature": table.temperature,
+        "mean_cosine": table.mean_cosine,
+        "degenerate": table.degenerate,
         "gum_scope": table.gum_scope,
         "gum": None if fit is None else {"pi": fit.pi, "sigma2": fit.sigma2, "c": fit.c,
                                          "iterations": fit.iterations},
@@ -37,8 +42,8 @@ def summary(table: HardnessTable, model_path: Path, data_path: Path) -> dict[str
     }
 
 
-def write_report(table: HardnessTable, dataset: FaceDataset, out: Path, *, model_path: Path, data_path: Path,
-                 top: int, typical: int, step: int | None = None, figure_format: str = "png") -> Path:
+def write_report(table: HardnessTable, dataset: FaceDataset, out: Path, *, provenance: dict[str, Any],
+                 data_path: Path, top: int, typical: int, figure_format: str = "png") -> Path:
     """Write sds.parquet, sds.csv, the two figures and summary.json into `out` (each replaces its
     namesake; other files stay); the gallery shows at most `GALLERY_MAX_ROWS` of the `top` highest-SDS
     images, each beside `typical` images of its identity."""
@@ -47,12 +52,12 @@ def write_report(table: HardnessTable, dataset: FaceDataset, out: Path, *, model
     from topofr_cli.plots.hardness import plot_distributions, plot_gallery
     from topofr_cli.plots.style import FigureMeta, model_label
 
-    meta = FigureMeta(model=model_label(model_path), step=step, dataset=Path(data_path).name, n=len(table),
-                      n_label="images")
+    meta = FigureMeta(model=model_label(Path(provenance["model"])), step=provenance["step"],
+                      dataset=Path(data_path).name, n=len(table), n_label="images")
     shown = min(top, GALLERY_MAX_ROWS)
     with staged_directory(out) as staging:
         write_table(table, dataset, staging)
         plot_distributions(table, meta, staging / DISTRIBUTIONS, top=shown, figure_format=figure_format)
         plot_gallery(table, dataset, meta, staging / GALLERY, top=shown, typical=typical, figure_format=figure_format)
-        write_json(staging / SUMMARY_JSON, summary(table, model_path, data_path))
+        write_json(staging / SUMMARY_JSON, summary(table, provenance, data_path))
     return out

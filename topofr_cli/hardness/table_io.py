@@ -15,7 +15,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from topofr_cli.artifacts.atomic import StagedDir
-from topofr_cli.artifacts.outputs import REPORT, check_output
+from topofr_cli.artifacts.outputs import REPORT, check_kind
 from topofr_cli.data.dataset import FaceDataset
 from topofr_cli.hardness.ranking import HardnessTable
 
@@ -24,14 +24,14 @@ CSV_NAME = "sds.csv"
 ROWS_PER_SLICE = 65536
 
 COLUMNS = (
-    "rank", "index", "key", "label", "predicted", "p_predicted", "p_gt", "entropy", "margin",
+    "rank", "index", "key", "label", "predicted", "p_predicted", "p_gt", "entropy", "cosine_gap",
     "runner_up", "gum_input", "gamma", "w1", "w2", "sds",
 )
 
 SCHEMA = pa.schema([
     ("rank", pa.int64()), ("index", pa.int64()), ("key", pa.string()), ("label", pa.int64()),
     ("predicted", pa.int64()), ("p_predicted", pa.float32()), ("p_gt", pa.float32()),
-    ("entropy", pa.float32()), ("margin", pa.float32()), ("runner_up", pa.int64()),
+    ("entropy", pa.float32()), ("cosine_gap", pa.float32()), ("runner_up", pa.int64()),
     ("gum_input", pa.float64()), ("gamma", pa.float64()), ("w1", pa.float64()),
     ("w2", pa.float64()), ("sds", pa.float64()),
 ])
@@ -53,7 +53,7 @@ def ranked_slices(
             "p_predicted": table.p_predicted[index],
             "p_gt": table.p_true[index],
             "entropy": table.entropy[index],
-            "margin": table.margin[index],
+            "cosine_gap": table.cosine_gap[index],
             "runner_up": table.runner_up[index],
             "gum_input": table.gum_input[index],
             "gamma": table.gamma[index],
@@ -77,7 +77,8 @@ def write_table(table: HardnessTable, dataset: FaceDataset, directory: Path) -> 
 def staged_directory(out_dir: Path) -> StagedDir:
     """A staged sibling of `out_dir` whose files, on success, each replace their namesake in `out_dir`.
 
-    Files already in `out_dir` that this run does not write are left alone (the REPORT policy).
+    Files already in `out_dir` that this run does not write are left alone (the REPORT policy, which
+    the command applied, with its --overwrite, before the work started).
     """
-    check_output(out_dir, REPORT)
+    check_kind(out_dir, REPORT)
     return StagedDir(out_dir, merge=True)

@@ -191,7 +191,7 @@ def draw_gallery(table: HardnessTable, dataset: FaceDataset, meta: FigureMeta, *
                     continue
                 member = int(members[k])
                 _show(axes, dataset[member][0],
-                      f"{title}\n{short_key(dataset.source_key(member), 15)}\nΔcos {table.margin[member]:.2f}", color)
+                      f"{title}\n{short_key(dataset.source_key(member), 15)}\nΔcos {table.cosine_gap[member]:.2f}", color)
     figure.suptitle(meta.title(f"top {len(flagged)} images by structure damage score")
                     + "\nflagged image (red) | typical images of its label (blue) | of its prediction, or runner-up "
                       "when the prediction is right (green);  Δcos = cos(predicted) − cos(runner-up)")

@@ -200,3 +200,57 @@ def test_eval_roc_as_pdf_and_a_bad_format(checkpoint, tmp_path):
     bad = runner.invoke(app, [*args, "--out", str(tmp_path / "bad"), "--figure-format", "tiff"])
     assert bad.exit_code == 2 and "--figure-format tiff: expected one of png, pdf, svg" in bad.output
     assert not (tmp_path / "bad").exists()
+
+
+def _run_checkpoint(checkpoint, run, *, collapse=False):
+    """The fixture's checkpoint copied to RUN/checkpoints/step_00000005.pt (optionally collapsed)."""
+    payload = torch.load(checkpoint["path"], weights_only=False)
+    if collapse:  # the last BatchNorm outputs its bias alone: every face gets the same embedding
+        payload["backbone"]["features.layers.3.weight"].zero_()
+        payload["backbone"]["features.layers.3.bias"].fill_(1.0)
+    path = run / "checkpoints" / "step_00000005.pt"
+    path.parent.mkdir(parents=True)
+    torch.save(payload, path)
+    return path
+
+
+def _eval(path, *extra):
+    return runner.invoke(app, ["eval", str(path), "--num-workers", "0", "--device", "cpu", *map(str, extra)])
+
+
+def test_two_runs_same_named_checkpoints_never_overwrite(checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["topofr", "eval", "X"])
+    run_a, run_b = tmp_path / "runA", tmp_path / "runB"
+    model_a, model_b = _run_checkpoint(checkpoint, run_a), _run_checkpoint(checkpoint, run_b, collapse=True)
+    for model in (model_a, model_b):
+        result = _eval(model)
+        assert result.exit_code == 0, result.output
+    rows_a = _read_csv(run_a / "eval" / "step_00000005" / "verification.csv")
+    rows_b = _read_csv(run_b / "eval" / "step_00000005" / "verification.csv")
+    assert list(rows_a[0])[:3] == ["model", "step", "set"]
+    assert (rows_a[0]["model"], rows_a[0]["step"], rows_b[0]["model"]) == (str(model_a), "5", str(model_b))
+    assert (rows_a[0]["network"], rows_a[0]["flip"], rows_a[0]["command"]) == ("mbf", "True", "topofr eval X")
+    assert (rows_a[0]["degenerate"], rows_b[0]["degenerate"]) == ("False", "True")
+    before = (run_a / "eval" / "step_00000005" / "verification.csv").read_bytes()
+    again = _eval(model_a)
+    assert again.exit_code == 2
+    clash = run_a / "eval" / "step_00000005" / "verification.csv"
+    assert again.output.strip().splitlines()[-1] == (f"error: {clash}: already exists (results of an earlier run; "
+                                                     "pass --overwrite to replace them or choose another --out)")
+    assert clash.read_bytes() == before
+    assert _eval(model_a, "--overwrite").exit_code == 0
+
+
+def test_collapsed_models_and_unresolvable_far_are_warned(checkpoint, tmp_path):
+    healthy = _eval(checkpoint["path"], "--out", tmp_path / "healthy")
+    assert healthy.exit_code == 0, healthy.output
+    warnings = [line for line in healthy.output.splitlines() if line.startswith("warning:")]
+    # 10 pairs: each fold's VAL threshold is set on 4 or 5 impostor pairs
+    assert warnings == ["warning: synthetic_val: VAL@FAR=1e-3 is not resolvable: each fold's threshold is set on "
+                        "as few as 4 impostor pairs, fewer than 1/FAR = 1000"]
+    row = _read_csv(tmp_path / "healthy" / "verification.csv")[0]
+    assert (row["threshold_impostors"], row["val_resolvable"], row["degenerate"]) == ("4", "False", "False")
+    collapsed = _eval(_run_checkpoint(checkpoint, tmp_path / "run", collapse=True))
+    assert collapsed.exit_code == 0, collapsed.output
+    assert "warning: synthetic_val: degenerate embeddings (mean cosine between different images 1.0000)" in (
+        collapsed.output.replace("\n", " "))

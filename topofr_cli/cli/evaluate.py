@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from topofr_cli.artifacts.outputs import REPORT, check_output
-from topofr_cli.cli.common import console, user_errors
+from topofr_cli.artifacts.outputs import REPORT, check_output, default_output, provenance
+from topofr_cli.cli.common import console, degenerate_warning, user_errors, warn
 from topofr_cli.cli.raw_photos import DETECT_HELP, DETECTOR_HELP, open_data
 from topofr_cli.cli.render import RichProgress
 from topofr_cli.errors import TopofrError
@@ -24,6 +24,12 @@ def _show_verification(report: VerificationReport) -> None:
                       f"{result.best_threshold:.3f}", f"{100 * result.val:.2f} ± {100 * result.val_std:.2f}",
                       f"{result.auc:.4f}")
     console.print(table)
+    for name, result in report.results.items():
+        if result.degenerate:
+            warn(degenerate_warning(name, result.mean_cosine))
+        if not result.val_resolvable:
+            warn(f"{name}: VAL@FAR=1e-3 is not resolvable: each fold's threshold is set on as few as "
+                 f"{result.threshold_impostors} impostor pairs, fewer than 1/FAR = 1000")
     console.print(f"wrote {report.csv_path} and {report.roc_path}", highlight=False)
 
 
@@ -62,7 +68,9 @@ def evaluate(
     no_detector_score: bool = typer.Option(False, "--no-detector-score", help="IJB: do not weight image "
                                            "features by the detector score."),
     out: Path | None = typer.Option(None, "--out", help="Folder for CSV/PNG/NPY results. Default: "
-                                    "topofr-eval/<model file name>."),
+                                    "RUN/eval/step_N/ beside the run of RUN/checkpoints/step_N.pt, else "
+                                    "topofr-eval/<model file stem>/."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace earlier results in the output folder."),
     network: str | None = typer.Option(None, "--network", help="Architecture (r18 r34 r50 r100 r200 mbf) when "
                                        "the file does not say; inferred from the keys otherwise."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
@@ -71,7 +79,13 @@ def evaluate(
 ) -> None:
     """Evaluate a face model: verification .bin files, IJB-B/C 1:1, or write dataset embeddings."""
     from topofr_cli.evaluation.model_io import load_model
-    from topofr_cli.evaluation.report import embeddings_report, ijb_report, verification_report
+    from topofr_cli.evaluation.report import (
+        VERIFICATION_CSV,
+        embeddings_report,
+        ijb_report,
+        ijb_tar_far_name,
+        verification_report,
+    )
     from topofr_cli.evaluation.verification import default_verification_bins
 
     if (data is None) != (embeddings is None):
@@ -88,21 +102,24 @@ def evaluate(
                   + (f", step {loaded.step}" if loaded.step is not None else ""), highlight=False)
     for note in loaded.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
-    out = out if out is not None else Path("topofr-eval") / model.stem
-    check_output(out, REPORT)
     flip = not no_flip
     if not bins and ijb is None and data is None:
         bins = default_verification_bins(loaded.recipe, model)
+    out = out if out is not None else default_output("eval", model)
+    results = ([VERIFICATION_CSV] if bins else []) + ([ijb_tar_far_name(target)] if ijb is not None else [])
+    if results:
+        check_output(out, REPORT, overwrite=overwrite, results=results)
+    source = provenance(model, step=loaded.step, network=loaded.network, flip=flip)
     progress = RichProgress(console)
     figures = {"figure": FigureMeta(model=model_label(model), step=loaded.step), "figure_format": figure_format}
     if bins:
         _show_verification(verification_report(loaded.backbone, list(bins), out, batch_size=batch_size, flip=flip,
-                                               device=torch_device, num_workers=num_workers, progress=progress,
-                                               **figures))
+                                               device=torch_device, num_workers=num_workers, provenance=source,
+                                               progress=progress, **figures))
     if ijb is not None:
         _show_ijb(ijb_report(loaded.backbone, ijb, target, out, flip=flip, use_norm_score=not no_norm,
                              use_detector_score=not no_detector_score, batch_size=batch_size, device=torch_device,
-                             num_workers=num_workers, progress=progress, **figures))
+                             num_workers=num_workers, provenance=source, progress=progress, **figures))
     if data is not None:
         dataset = open_data(data, detector if detect else None, workers=max(1, num_workers), progress=progress)
         written = embeddings_report(loaded.backbone, data, embeddings, dataset=dataset, flip=flip,

@@ -38,13 +38,23 @@ class VerificationResult:
     thresholds: np.ndarray  # [thresholds]
     distances: np.ndarray | None = None  # [pairs] squared L2 distances, for the exact ROC
     issame: np.ndarray | None = None  # [pairs]
+    # Fewest impostor pairs any fold's VAL threshold was set on (the other 9 folds' different pairs).
+    threshold_impostors: int = 0
+    mean_cosine: float | None = None  # between embeddings of different images (evaluation.degeneracy)
+    degenerate: bool = False
+
+    @property
+    def val_resolvable(self) -> bool:
+        """Whether FAR_TARGET is at least one impostor pair of the set the VAL threshold is chosen on;
+        below that the threshold, and so VAL, comes from the interpolation, not from the data."""
+        return self.threshold_impostors * FAR_TARGET >= 1.0
 
     @property
     def best_threshold(self) -> float:
         """Mean over folds of the per-fold best threshold (squared L2 distance)."""
         return float(np.mean(self.best_thresholds))
 
-    def summary(self) -> dict[str, float]:
+    def summary(self) -> dict[str, float | int | bool | None]:
         """The scalar numbers, for tables and CSV rows."""
         return {
             "pairs": self.num_pairs,
@@ -55,6 +65,10 @@ class VerificationResult:
             "val_std": self.val_std,
             "far": self.far,
             "auc": self.auc,
+            "threshold_impostors": self.threshold_impostors,
+            "val_resolvable": self.val_resolvable,
+            "mean_cosine": self.mean_cosine,
+            "degenerate": self.degenerate,
         }
 
 
@@ -185,6 +199,7 @@ def verification_metrics_from_distances(dist: np.ndarray, issame: np.ndarray) ->
         thresholds=ACCURACY_THRESHOLDS.copy(),
         distances=dist,
         issame=issame,
+        threshold_impostors=int((fold_diff.sum() - fold_diff).min()),
     )
 
 

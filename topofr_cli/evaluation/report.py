@@ -47,11 +47,21 @@ def _csv_text(header: list[str], rows: list[list]) -> str:
     return buffer.getvalue()
 
 
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    return f"{value:.6g}" if isinstance(value, float) else value
+
+
 def verification_report(backbone: Any, bins: list[Path], out: Path, *, batch_size: int, flip: bool, device: Any,
-                        num_workers: int, progress: Progress = SILENT, figure: FigureMeta = FigureMeta(),
+                        num_workers: int, provenance: dict[str, Any] | None = None,
+                        progress: Progress = SILENT, figure: FigureMeta = FigureMeta(),
                         figure_format: str = "png") -> VerificationReport:
     """The 10-fold protocol on each `.bin`; writes `verification.csv` and `verification_roc.<format>` in
-    `out` (the exact ROC on a log FAR axis; `figure` names the model and step in its title)."""
+    `out` (the exact ROC on a log FAR axis; `figure` names the model and step in its title).
+
+    verification.csv: one row per set; `model` and `step` first, the numbers (accuracy and VAL as
+    fractions), then the rest of `provenance` (`artifacts.outputs.provenance`)."""
     from topofr_cli.data.bins import read_bin
     from topofr_cli.evaluation.verification import evaluate_pairs
     from topofr_cli.plots.roc import RocCurve, exact_verification_roc, plot_roc
@@ -66,11 +76,13 @@ def verification_report(backbone: Any, bins: list[Path], out: Path, *, batch_siz
                                            device=device, num_workers=num_workers, on_images=task.advance)
         finally:
             task.close()
+    source = dict(provenance or {})
+    first = {key: source.pop(key, None) for key in ("model", "step")}
     rows = []
     for name, result in results.items():
-        s = result.summary()
-        rows.append([name] + [f"{s[k]:.6g}" if isinstance(s[k], float) else s[k] for k in s])
-    header = ["set", *results[next(iter(results))].summary()]
+        numbers = result.summary()
+        rows.append([_cell(v) for v in (*first.values(), name, *numbers.values(), *source.values())])
+    header = [*first, "set", *results[next(iter(results))].summary(), *source]
     report = VerificationReport(results, out / VERIFICATION_CSV, out / f"{VERIFICATION_ROC}.{figure_format}")
     write_text(report.csv_path, _csv_text(header, rows))
     curves = [RocCurve(name, *exact_verification_roc(r.distances, r.issame), negatives=int((~r.issame).sum()),
@@ -81,10 +93,15 @@ def verification_report(backbone: Any, bins: list[Path], out: Path, *, batch_siz
     return report
 
 
+def ijb_tar_far_name(target: str) -> str:
+    """The file that holds an IJB run's result (TAR at each FAR) in the output folder."""
+    return f"{target.strip().lower()}_tar_far.csv"
+
+
 def ijb_report(backbone: Any, root: Path, target: str, out: Path, *, flip: bool, use_norm_score: bool,
                use_detector_score: bool, batch_size: int, device: Any, num_workers: int,
-               progress: Progress = SILENT, figure: FigureMeta = FigureMeta(),
-               figure_format: str = "png") -> IJBReport:
+               provenance: dict[str, Any] | None = None, progress: Progress = SILENT,
+               figure: FigureMeta = FigureMeta(), figure_format: str = "png") -> IJBReport:
     """IJB-B/C 1:1 verification; writes `<target>_scores.npy`, `_tar_far.csv` and `_roc.<format>` in `out`."""
     import numpy as np
 
@@ -102,11 +119,15 @@ def ijb_report(backbone: Any, root: Path, target: str, out: Path, *, flip: bool,
     finally:
         task.close()
     prefix = target.lower()
-    report = IJBReport(target, result, out / f"{prefix}_scores.npy", out / f"{prefix}_tar_far.csv",
+    report = IJBReport(target, result, out / f"{prefix}_scores.npy", out / ijb_tar_far_name(target),
                        out / f"{prefix}_roc.{figure_format}")
     write_npy(report.scores_path, result.scores)
+    source = dict(provenance or {})
+    first = {key: source.pop(key, None) for key in ("model", "step")}
     write_text(report.tar_far_path, _csv_text(
-        ["far", "tar"], [[f"{far:g}", f"{tar:.6f}"] for far, tar in result.tar_at_far.items()]))
+        [*first, "far", "tar", *source],
+        [[*map(_cell, first.values()), f"{far:g}", f"{tar:.6f}", *map(_cell, source.values())]
+         for far, tar in result.tar_at_far.items()]))
     curve = RocCurve(target, result.fpr, result.tpr, negatives=int(np.sum(~np.asarray(result.labels, dtype=bool))),
                      auc=result.auc, tar_at_far=result.tar_at_far)
     figure = replace(figure, dataset=f"{target} 1:1", n=len(result.scores), n_label="pairs")

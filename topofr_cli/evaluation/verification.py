@@ -15,6 +15,7 @@ from topofr_cli.data.folds import NUM_FOLDS
 from topofr_cli.data.images import ImageDecodeError, decode_image
 from topofr_cli.data.ordered import GuardedImages, iterate_batches
 from topofr_cli.errors import TopofrError
+from topofr_cli.evaluation.degeneracy import embedding_degeneracy
 from topofr_cli.evaluation.embed import embed_images
 from topofr_cli.evaluation.protocol import VerificationResult, verification_metrics
 
@@ -43,7 +44,9 @@ def evaluate_pairs(
     images = GuardedImages(BinImageLoader(pairs.images, path), len(pairs.images))
     batches = iterate_batches(images, batch_size=batch_size, num_workers=num_workers, on_images=on_images)
     embeddings = embed_images(backbone, batches, flip=flip, device=device)
-    return verification_metrics(embeddings, pairs.issame)
+    result = verification_metrics(embeddings, pairs.issame)
+    result.mean_cosine, result.degenerate = embedding_degeneracy(embeddings)
+    return result
 
 
 def evaluate_bin(

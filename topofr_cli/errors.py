@@ -6,3 +6,8 @@ class TopofrError(Exception):
 
     The message must be one line and name the file (and record/line/key) that is wrong.
     """
+
+
+class PreflightError(TopofrError):
+    """A user error found before a run starts, alike in every process of a distributed run:
+    the CLI prints it from rank 0 only, so torchrun workers report it once, not once each."""

@@ -15,7 +15,10 @@ import contextlib
 from collections.abc import Iterable, Iterator
 from typing import Literal, Protocol, TypeVar
 
-Level = Literal["info", "note"]  # "note": something worth a second look (printed as "note: …")
+# "note": something worth a second look (printed as "note: …"); "log": a periodic status line (a
+# logged training step) that a live bar already shows, so bar renderers may skip it and plain-text
+# renderers (a log file, a redirected stdout) print it.
+Level = Literal["info", "note", "log"]
 T = TypeVar("T")
 
 
@@ -92,6 +95,8 @@ class TqdmProgress:
     def message(self, level: Level, text: str) -> None:
         from tqdm.auto import tqdm
 
+        if level == "log":
+            return  # the bar's postfix shows it
         tqdm.write(f"note: {text}" if level == "note" else text)  # keeps open bars intact
 
 

@@ -1,7 +1,9 @@
 """The layout of a training run's folder (`train.output`), in one place.
 
   recipe.yaml                    the recipe the run was started with (after --set overrides)
-  metrics.csv                    one row per logged step and per verification
+  metrics.csv                    one row per logged step and per verification (docs/run-folder.md)
+  train.log                      the run's report as plain lines: banner, a line per logged step,
+                                 verification scores, summary; a resumed run appends to it
   checkpoints/step_XXXXXXXX.pt   `Checkpoint` files, step 0 (the initial model) first
   tensorboard/                   TensorBoard scalars (when tensorboard is installed)
 """
@@ -23,6 +25,7 @@ from topofr_cli.config import Recipe, save_recipe
 
 RECIPE_FILE = "recipe.yaml"
 METRICS_FILE = "metrics.csv"
+LOG_FILE = "train.log"
 TENSORBOARD_DIR = "tensorboard"
 
 
@@ -37,6 +40,10 @@ class RunDir:
     @property
     def metrics(self) -> Path:
         return self.root / METRICS_FILE
+
+    @property
+    def log(self) -> Path:
+        return self.root / LOG_FILE
 
     @property
     def tensorboard(self) -> Path:

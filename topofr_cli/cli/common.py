@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -12,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from topofr_cli.errors import TopofrError
+from topofr_cli.errors import PreflightError, TopofrError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -47,6 +48,10 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except PreflightError as exc:
+            if os.environ.get("RANK", "0") != "0":  # a torchrun worker: rank 0 says it for all
+                raise typer.Exit(EXIT_USER_ERROR) from None
+            raise fail(str(exc)) from None
         except TopofrError as exc:
             raise fail(str(exc)) from None
         except FileNotFoundError as exc:
@@ -64,7 +69,7 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def warn(message: str) -> None:
     """A yellow line for a result that is computed but should not be trusted as it stands."""
-    console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    console.print(f"[yellow]warning:[/] {printable_message(message)}", highlight=False, soft_wrap=True)
 
 
 def degenerate_warning(what: str, mean_cosine: float) -> str:

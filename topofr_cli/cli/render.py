@@ -1,11 +1,16 @@
-"""How the CLI shows the core's progress (`topofr_cli.progress`): rich bars on a console.
+"""How the CLI shows the core's progress (`topofr_cli.progress`): rich bars on a terminal, plain
+lines otherwise.
 
-A renderer is any `topofr_cli.progress.Progress`; `RichProgress` is the terminal one. One live
-display is open while at least one bar is: when the last bar closes the display stops, so the
+A renderer is any `topofr_cli.progress.Progress`. `RichProgress` is the terminal one: one live
+display is open while at least one bar is; when the last bar closes the display stops, so the
 finished bars stay on screen above whatever the command prints next (a table, another bar).
+`PlainProgress` is for a log file (nohup, SLURM, `| tee`), where a live bar would write only its
+final state: it prints each message and periodic line as it comes, and one line per finished bar.
 """
 
 from __future__ import annotations
+
+import time
 
 from rich.console import Console
 from rich.progress import (
@@ -78,8 +83,52 @@ class RichProgress:
             self.bars = None
 
     def message(self, level: Level, text: str) -> None:
+        if level == "log":
+            return  # the live bar's status text shows it
         line = Text.assemble(("note:", "yellow"), " ", text) if level == "note" else Text(text)
         self.console.print(line, highlight=False)
+
+
+class _PlainTask:
+    def __init__(self, owner: PlainProgress, description: str, total: int | None, completed: int,
+                 transient: bool) -> None:
+        self._owner, self._description, self._total = owner, description, total
+        self._done, self._transient = completed, transient
+        self._started, self._closed = time.perf_counter(), False
+
+    def advance(self, n: int = 1) -> None:
+        self._done += n
+
+    def status(self, text: str) -> None:
+        pass  # a status changes many times a second: only the periodic lines are worth a line
+
+    def close(self) -> None:
+        if self._closed or self._transient:
+            return
+        self._closed = True
+        count = f"{self._done:,}/{self._total:,} " if self._total is not None else ""
+        self._owner.console.print(f"{self._description}: {count}done in {time.perf_counter() - self._started:.0f} s",
+                                  highlight=False, soft_wrap=True)
+
+
+class PlainProgress:
+    """Plain lines, no cursor movement: for output that is not a terminal."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def start(self, description: str, total: int | None = None, *, completed: int = 0,
+              transient: bool = False) -> ProgressTask:
+        return _PlainTask(self, description, total, completed, transient)
+
+    def message(self, level: Level, text: str) -> None:
+        self.console.print(f"note: {text}" if level == "note" else text, highlight=False, soft_wrap=True,
+                           markup=False)
+
+
+def for_console(console: Console, *, elapsed: bool = False) -> Progress:
+    """Rich bars when `console` is a terminal, plain lines when it is redirected (a file, a pipe)."""
+    return RichProgress(console, elapsed=elapsed) if console.is_terminal else PlainProgress(console)
 
 
 def bars(console: Console, *, enabled: bool = True, elapsed: bool = False) -> Progress:

@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from topofr_cli.cli.common import console, err_console, user_errors
-from topofr_cli.cli.render import RichProgress
+from topofr_cli.cli.common import console, user_errors
+from topofr_cli.cli.render import for_console
 
 
 def _summary(result, pixel_baselines: dict[str, float]) -> Table:
@@ -52,7 +52,10 @@ def train(
     spec = LaunchSpec(nproc_per_node, nnodes, node_rank, rdzv_endpoint)
     if spec.needs_launcher and not launched_by_torchrun():
         spec.validate()
-        plan_run(loaded, resume=resume, overwrite=overwrite)  # one clear error before any worker starts
+        plan = plan_run(loaded, resume=resume, overwrite=overwrite)  # one clear error before any worker starts
+        if plan.finished:
+            console.print(plan.finished_message(), highlight=False, soft_wrap=True)
+            return
         worker_args = [str(recipe)]
         for text in overrides:
             worker_args += ["--set", text]
@@ -63,13 +66,15 @@ def train(
 
     from topofr_cli.engine.trainer import train as run_training
 
-    result = run_training(loaded, resume=resume, overwrite=overwrite, progress=RichProgress(err_console))
+    result = run_training(loaded, resume=resume, overwrite=overwrite, progress=for_console(console))
     if result.rank != 0:
+        return
+    if result.finished_before:
+        console.print(result.finished_before, highlight=False, soft_wrap=True)
         return
     if result.verification:
         from topofr_cli.evaluation.baseline import pixel_baselines
 
         console.print(_summary(result, pixel_baselines([score.path for score in result.verification])))
-    console.print(f"{result.steps} steps in {result.wall_seconds:.0f} s ({result.images_per_second:.1f} img/s), "
-                  f"{result.bad_steps} non-finite steps skipped; run directory {result.run_dir}"
-                  + (f"; last checkpoint {result.checkpoint.name}" if result.checkpoint else ""))
+    console.print(f"run directory {result.run_dir} (train.log, metrics.csv, checkpoints/)", highlight=False,
+                  soft_wrap=True)  # the numbers are in the summary line the run printed last

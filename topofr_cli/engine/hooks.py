@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from topofr_cli.engine import distributed as D
+from topofr_cli.engine import train_log
 from topofr_cli.engine.metrics import MetricsLog
 from topofr_cli.engine.validation import BinScore, verify
 from topofr_cli.errors import TopofrError
@@ -47,7 +48,8 @@ class Hook:
 
 @dataclass
 class MetricsHook(Hook):
-    """A metrics.csv row and the progress line at log steps; counts non-finite steps; measures img/s."""
+    """At log steps: a metrics.csv row, the bar's status and a train.log line; counts non-finite steps;
+    measures img/s."""
 
     metrics: MetricsLog
     log_every: int
@@ -76,11 +78,17 @@ class MetricsHook(Hook):
     def _log(self, loop: TrainLoop, speed: float) -> None:
         result = loop.result
         loss = float(result.loss.item())  # the host-device sync of a log step
-        row: dict[str, Any] = {"epoch": loop.epoch, "loss": loss, "lr": loop.lr, "img_per_s": speed,
+        row: dict[str, Any] = {"epoch": loop.step_epoch, "loss": loss, "lr": loop.lr, "img_per_s": speed,
                                "grad_norm": float(result.grad_norm.item()), "bad_steps": self.bad_steps}
-        row.update({name: float(value.item()) for name, value in result.terms.items()})
+        terms = {name: float(value.item()) for name, value in result.terms.items()}
+        row.update(terms)
         self.metrics.log(loop.step, row)
-        loop.progress.show(epoch=loop.epoch, loss=loss, lr=loop.lr, images_per_second=speed)
+        loop.progress.show(epoch=loop.step_epoch, loss=loss, lr=loop.lr, images_per_second=speed)
+        remaining = (loop.setup.stop_step - loop.step) * self.global_batch / max(speed, 1e-9)
+        loop.progress.log(train_log.step_line(
+            step=loop.step, total_steps=loop.setup.stop_step, epoch=loop.step_epoch, epochs=loop.setup.epochs,
+            loss=loss, terms=terms, lr=loop.lr, images_per_second=speed, eta_seconds=remaining,
+            memory=train_log.peak_memory(loop.device)))
 
     @property
     def bad_steps(self) -> int:
@@ -181,7 +189,7 @@ class VerificationHook(Hook):
             return
         if self.ctx.is_main:
             self.scores = verify(loop.backbone, self.bins, device=self.ctx.device, batch_size=EVAL_BATCH_SIZE)
-            row: dict[str, Any] = {"epoch": loop.epoch}
+            row: dict[str, Any] = {"epoch": loop.step_epoch}
             for score in self.scores:
                 row[f"val_{score.name}_acc"] = score.accuracy
                 row[f"val_{score.name}_std"] = score.accuracy_std

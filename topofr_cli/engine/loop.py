@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -53,6 +54,9 @@ class TrainLoop:
     reporter: Progress = SILENT  # where rank 0 reports (topofr_cli.progress)
     progress: Any = None  # the training bar while `run` runs
     resume_from: Checkpoint | None = field(default=None, repr=False)  # its RNG is restored in `_batches`
+    log_path: Path | None = None  # RUN/train.log: every line rank 0 reports is appended there too
+    banner: list[str] = field(default_factory=list)  # the first lines a run reports (engine.train_log)
+    summary: Callable[[TrainLoop], str] | None = None  # its last line, once the hooks are done
 
     # -- what hooks read --------------------------------------------------------------------------
     @property
@@ -66,6 +70,14 @@ class TrainLoop:
     @property
     def metrics(self) -> MetricsLog:
         return self.setup.metrics
+
+    @property
+    def step_epoch(self) -> int:
+        """The 0-based epoch the last step's batch came from: `(step - 1) // steps_per_epoch`.
+
+        Every metrics.csv row (training and verification alike) uses this convention, whether it is
+        written before or after the loop moves on to the next epoch."""
+        return max(self.step - 1, 0) // self.setup.steps_per_epoch
 
     @property
     def epoch_done(self) -> bool:
@@ -97,8 +109,10 @@ class TrainLoop:
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self) -> None:
-        with TrainProgress(total_steps=self.setup.stop_step, start_step=self.step,
-                           enabled=self.setup.ctx.is_main, progress=self.reporter) as self.progress:
+        with TrainProgress(total_steps=self.setup.stop_step, start_step=self.step, enabled=self.setup.ctx.is_main,
+                           progress=self.reporter, log_path=self.log_path) as self.progress:
+            for line in self.banner:
+                self.progress.print(line)
             self._each(lambda hook: hook.before_train(self))
             self.started_at = time.perf_counter()
             while not self.finished:
@@ -111,6 +125,8 @@ class TrainLoop:
                     self._each(lambda hook: hook.after_epoch(self))
                     self.epoch, self.batch_in_epoch = self.epoch + 1, 0
             self._each(lambda hook: hook.after_train(self))
+            if self.summary is not None:
+                self.progress.print(self.summary(self))
 
     def _train_step(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         parts = self.setup.parts

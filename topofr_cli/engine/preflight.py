@@ -28,6 +28,24 @@ class RunPlan:
     resume_from: Checkpoint | None  # read once, here
     overwrite: bool
 
+    @property
+    def finished(self) -> bool:
+        """--resume on a run that already reached the recipe's end (schedule.epochs or max_steps):
+        nothing to train, nothing to write."""
+        if self.resume_from is None:
+            return False
+        position = self.resume_from.hook_state("loop") or {}
+        schedule = self.recipe.schedule
+        if int(position.get("epoch", 0)) >= schedule.epochs:
+            return True
+        return schedule.max_steps is not None and int(position.get("step", 0)) >= schedule.max_steps
+
+    def finished_message(self) -> str:
+        position = (self.resume_from.hook_state("loop") if self.resume_from else None) or {}
+        return (f"{self.run.root}: this run is already finished (step {position.get('step')}, "
+                f"{position.get('epoch')} of {self.recipe.schedule.epochs} epochs); nothing to resume. Raise "
+                "schedule.epochs or schedule.max_steps with --set to train further")
+
 
 def _nearest_existing(path: Path) -> Path:
     path = path.absolute()

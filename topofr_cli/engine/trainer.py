@@ -21,6 +21,7 @@ from topofr_cli.config import Recipe
 from topofr_cli.data.dataset import FaceDataset
 from topofr_cli.engine import compat
 from topofr_cli.engine import distributed as D
+from topofr_cli.engine import train_log
 from topofr_cli.engine.hooks import BadStepGuard, CheckpointHook, Hook, MetricsHook, VerificationHook
 from topofr_cli.engine.loop import LoopSetup, TrainLoop
 from topofr_cli.engine.metrics import MetricsLog
@@ -30,7 +31,7 @@ from topofr_cli.engine.schedule import PolySchedule
 from topofr_cli.engine.state import TrainingParts, build_checkpoint, restore_parts, restore_scaler
 from topofr_cli.engine.step import TrainStep
 from topofr_cli.engine.validation import BinScore, verification_bins
-from topofr_cli.errors import TopofrError
+from topofr_cli.errors import PreflightError, TopofrError
 from topofr_cli.progress import Progress, resolve_progress
 
 
@@ -46,6 +47,7 @@ class RunResult:
     images_per_second: float = 0.0
     generated_data: bool = False
     rank: int = 0  # verification results are filled on rank 0 only
+    finished_before: str | None = None  # --resume on a finished run: why nothing was done
 
 
 def _make_optimizer(recipe: Recipe, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
@@ -145,7 +147,14 @@ def _set_determinism(recipe: Recipe) -> None:
 
 def _train(recipe: Recipe, ctx: D.DistContext, *, resume: bool, overwrite: bool, started: float,
            progress: Progress) -> RunResult:
-    plan = plan_run(recipe, resume=resume, overwrite=overwrite)
+    try:
+        plan = plan_run(recipe, resume=resume, overwrite=overwrite)
+    except TopofrError as exc:  # the same on every rank: said once (cli.common.user_errors)
+        raise PreflightError(str(exc)) from None
+    if plan.finished:  # nothing to train: no file is touched, no verification is repeated
+        return RunResult(run_dir=plan.run.root, steps=plan.resume_from.step or 0,
+                         epochs_completed=plan.resume_from.epoch or 0, checkpoint=plan.resume_from.path,
+                         rank=ctx.rank, finished_before=plan.finished_message())
     D.barrier(ctx)  # every rank has checked the run dir before rank 0 clears it for --overwrite
     if ctx.is_main:
         plan.run.prepare(recipe, overwrite=plan.overwrite and plan.resume_from is None)
@@ -162,7 +171,14 @@ def _train(recipe: Recipe, ctx: D.DistContext, *, resume: bool, overwrite: bool,
     if checkpoint is not None:
         restore_scaler(checkpoint, parts.scaler)
     setup = _loop_setup(recipe, ctx, parts, step_fn, dataset, plan, bins)
-    loop = TrainLoop(setup, _hooks(recipe, ctx, setup, plan, bins, num_classes), reporter=progress)
+    global_batch = recipe.data.batch_size * ctx.world_size
+    banner = train_log.banner(
+        recipe=recipe, run_dir=plan.run.root, resumed_step=None if checkpoint is None else checkpoint.step,
+        data_path=dataset.path, images=len(dataset), classes=num_classes, world_size=ctx.world_size,
+        device=ctx.device, global_batch=global_batch, total_steps=setup.stop_step,
+        steps_per_epoch=setup.steps_per_epoch)
+    loop = TrainLoop(setup, _hooks(recipe, ctx, setup, plan, bins, num_classes), reporter=progress,
+                     log_path=plan.run.log, banner=banner, summary=_summary_line)
     if checkpoint is not None:
         loop.load_state_dict(checkpoint)
     try:
@@ -225,6 +241,16 @@ def _hooks(recipe: Recipe, ctx: D.DistContext, setup: LoopSetup, plan: RunPlan, 
         CheckpointHook(save, train.save_every, fresh=plan.resume_from is None),
         VerificationHook(bins, train.eval_every, train.eval_at_epoch_end, ctx),
     ]
+
+
+def _summary_line(loop: TrainLoop) -> str:
+    metrics, _, checkpointer, verification = loop.hooks
+    scores = ", ".join(f"{s.name} {100 * s.accuracy:.2f}% ± {100 * s.accuracy_std:.2f}" for s in verification.scores)
+    return train_log.summary(
+        steps=loop.step, seconds=time.perf_counter() - loop.started_at, images_per_second=metrics.images_per_second(),
+        bad_steps=metrics.bad_steps, checkpoint=checkpointer.last.name if checkpointer.last else None,
+        verification=f"verification at step {verification.scored_at}: {scores}" if scores else "",
+        memory=train_log.peak_memory(loop.device))
 
 
 def _result(loop: TrainLoop, plan: RunPlan, ctx: D.DistContext, *, generated: bool, started: float) -> RunResult:

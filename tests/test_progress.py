@@ -132,3 +132,34 @@ def test_rich_renderer_keeps_finished_bars_and_drops_transient_ones():
     assert "scratch step" not in text
     assert "note: RNG streams [differ]" in text and "step 4: val 51.00%" in text
     assert bars(Console(file=io.StringIO()), enabled=False) is SILENT
+
+
+def test_plain_renderer_writes_lines_a_log_file_can_keep():
+    from topofr_cli.cli.render import PlainProgress, for_console
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=60, force_terminal=False)
+    progress = for_console(console)
+    assert isinstance(progress, PlainProgress)  # not a terminal: no live bar
+    task = progress.start("embed", 3)
+    task.advance(2)
+    task.status("ignored: a status changes too often for a log")
+    task.advance()
+    progress.message("log", "step 10/100 epoch 1/2 loss 3.2100 " + "x" * 60)  # longer than the width
+    progress.message("note", "a [bold]note[/]")
+    progress.start("sub-step", 5, transient=True).close()
+    task.close()
+    task.close()
+    lines = buffer.getvalue().splitlines()
+    assert lines[0] == "step 10/100 epoch 1/2 loss 3.2100 " + "x" * 60  # one line, not wrapped
+    assert lines[1] == "note: a [bold]note[/]"  # printed as given: no markup, no colour codes
+    assert len(lines) == 3 and lines[2].startswith("embed: 3/3 done in ")
+    assert "\x1b" not in buffer.getvalue()
+
+
+def test_rich_renderer_leaves_periodic_lines_to_its_bar():
+    buffer = io.StringIO()
+    progress = RichProgress(Console(file=buffer, width=80, force_terminal=True))
+    progress.message("log", "step 10/100")
+    progress.message("info", "step 10: lfw 99.00%")
+    assert "step 10/100" not in buffer.getvalue() and "lfw 99.00%" in buffer.getvalue()

@@ -19,9 +19,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from topofr_cli.config import Recipe
 from topofr_cli.data.dataset import FaceDataset
-from topofr_cli.engine import compat
+from topofr_cli.engine import compat, train_log
 from topofr_cli.engine import distributed as D
-from topofr_cli.engine import train_log
 from topofr_cli.engine.hooks import BadStepGuard, CheckpointHook, Hook, MetricsHook, VerificationHook
 from topofr_cli.engine.loop import LoopSetup, TrainLoop
 from topofr_cli.engine.metrics import MetricsLog

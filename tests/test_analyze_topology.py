@@ -241,7 +241,7 @@ def test_collapsed_model_is_flagged_and_results_go_beside_its_run(dataset, runs,
     """A model whose every embedding is the same vector: a yellow warning and `degenerate` in summary.json."""
     data_dir, _, _ = dataset
     _, states = runs
-    state = {k: v.clone() for k, v in states[("arcface", 10)].items()}
+    state = {k: v.clone() for k, v in states[("arcface", 20)].items()}
     state["features.layers.3.weight"].zero_()  # the last BatchNorm now outputs its bias alone
     state["features.layers.3.bias"].fill_(1.0)
     checkpoint = write_checkpoint(tmp_path / "runC" / "checkpoints" / "step_00000005.pt", state, 5)

@@ -30,6 +30,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 ARMS = {
@@ -56,6 +57,13 @@ CURVES_FILE = "ablation_curves.csv"
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def mean_pairwise_cosine(unit_rows) -> float:
+    """Mean cosine between different images (1 when every image maps to the same direction)."""
+    n = len(unit_rows)
+    total = unit_rows.sum(axis=0, dtype="float64")
+    return float((total @ total - n) / (n * (n - 1)))
 
 
 def ensure_data(out: Path) -> tuple[Path, Path]:
@@ -98,7 +106,9 @@ def work(arm: str, seed: int, out: Path) -> None:
     for sample_name, dataset in (("train", train_set), ("probe", probe_set)):
         analysis = analyze(dataset, [run_dir], samples=TOPOLOGY_SAMPLES, per_identity=TOPOLOGY_PER_IDENTITY,
                            dims=(0,), seed=0)
-        frames.append(pd.DataFrame(curve_rows(analysis.targets)).assign(sample=sample_name))
+        cosines = {point.step: mean_pairwise_cosine(point.embeddings_l2) for point in analysis.targets[0].points}
+        frame = pd.DataFrame(curve_rows(analysis.targets)).assign(sample=sample_name)
+        frames.append(frame.assign(mean_cosine=frame.step.map(cosines)))
     curves = pd.concat(frames).drop(columns="run").assign(arm=arm, seed=seed)
     curves.to_csv(run_dir / CURVES_FILE, index=False)
     summary = {"arm": arm, "seed": seed, "steps": result.steps, "accuracy": score.accuracy,
@@ -142,7 +152,7 @@ def load_results(out: Path, arms: list[str]) -> tuple[pd.DataFrame, pd.DataFrame
 
 
 def mean_std(values: pd.Series, scale: float = 1.0, digits: int = 2) -> str:
-    values = values.to_numpy(dtype=float) * scale
+    values = values.dropna().to_numpy(dtype=float) * scale
     spread = values.std(ddof=1) if len(values) > 1 else float("nan")
     return f"{values.mean():.{digits}f} ± {spread:.{digits}f}"
 
@@ -151,8 +161,9 @@ def report_table(results: pd.DataFrame, curves: pd.DataFrame, arms: list[str]) -
     """Markdown: accuracy and the last checkpoint's H0 measures per arm (mean ± std over seeds)."""
     last = curves[curves.step == curves.groupby(["arm", "seed"]).step.transform("max")]
     columns = [("latent_l2", "train", "wasserstein_1", "L2 W1 train"), ("latent_l2", "probe", "wasserstein_1", "L2 W1 probe"),
-               ("latent_l2", "probe", "ptsa_official", "L2 PTSA probe"), ("latent", "train", "ptsa_official", "λ PTSA train"),
-               ("latent", "probe", "ptsa_official", "λ PTSA probe"), ("latent", "probe", "wasserstein_1", "λ W1 probe")]
+               ("latent_l2", "train", "ptsa_official", "L2 PTSA train"), ("latent_l2", "probe", "ptsa_official", "L2 PTSA probe"),
+               ("latent", "probe", "wasserstein_1", "λ W1 probe"), ("latent", "train", "ptsa_official", "λ PTSA train"),
+               ("latent", "probe", "ptsa_official", "λ PTSA probe"), ("latent_l2", "probe", "mean_cosine", "mean cos probe")]
     header = ["arm", "n", "verification acc. %", *(title for *_, title in columns), "CPU s/run"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for arm in arms:
@@ -162,7 +173,8 @@ def report_table(results: pd.DataFrame, curves: pd.DataFrame, arms: list[str]) -
         cells = [ARM_LABELS[arm], str(len(rows)), mean_std(rows.accuracy, 100)]
         for space, sample, key, _ in columns:
             picked = last[(last.arm == arm) & (last.space == space) & (last["sample"] == sample) & (last.dim == 0)]
-            cells.append(mean_std(picked[key], digits=3 if "ptsa" in key else 1))
+            digits = 1 if key == "wasserstein_1" else 3
+            cells.append(mean_std(picked[key], digits=digits) if key in picked else "-")
         cells.append(f"{rows.total_cpu_s.mean():.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -182,13 +194,29 @@ def _band(axes, curves: pd.DataFrame, arm: str, key: str, color: str) -> None:
                       linewidth=0)
 
 
+def _accuracy_panel(axes, results: pd.DataFrame, arms: list[str], colors: dict[str, str]) -> None:
+    """Each seed's verification accuracy (dots) and the arm's mean ± std (bar), raw pixels dashed."""
+    for position, arm in enumerate(arms):
+        values = 100 * results[results.arm == arm].accuracy.to_numpy()
+        if len(values):
+            axes.scatter(np.full(len(values), position), values, color=colors[arm], s=18, zorder=3)
+            spread = values.std(ddof=1) if len(values) > 1 else 0.0
+            axes.errorbar(position + 0.15, values.mean(), yerr=spread, fmt="_", ms=14, color="black", capsize=4)
+    axes.axhline(100 * results.pixel_baseline.mean(), color="black", ls="--", lw=1, label="raw-pixel baseline")
+    axes.set_xticks(range(len(arms)), [ARM_LABELS[a].split(" (")[0] for a in arms], fontsize=8, rotation=15)
+    axes.set_ylabel("verification accuracy on unseen identities (%)", fontsize=8)
+    axes.set_title("held-out .bin, 10-fold accuracy\ndots = seeds, bar = mean ± 1 std", fontsize=9)
+    axes.legend(fontsize=8, loc="lower right")
+    axes.grid(alpha=0.3, axis="y")
+
+
 def plot(curves: pd.DataFrame, results: pd.DataFrame, arms: list[str], path: Path) -> None:
     """Rows: the L2-normalised and the λ space; columns: H0 W1 and PTSA loss, each on the training
     sample and on the unseen-identity sample."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(17, 7.5), layout="constrained")
-    grid = figure.subplots(2, 4)
+    figure = Figure(figsize=(17, 10.5), layout="constrained")
+    grid = figure.subplots(3, 4)
     colors = dict(zip(ARMS, ("tab:gray", "tab:red", "tab:blue", "tab:green"), strict=True))
     columns = [(key, sample) for key in MEASURE_LABELS for sample in ("train", "probe")]
     for row, space in enumerate(SPACE_TITLES):
@@ -204,6 +232,21 @@ def plot(curves: pd.DataFrame, results: pd.DataFrame, arms: list[str], path: Pat
             axes.set_xlabel("training step (batches of 16 images)")
             axes.set_ylabel(MEASURE_LABELS[key], fontsize=8)
             axes.grid(alpha=0.3)
+    if "mean_cosine" in curves:
+        for column, sample in enumerate(("train", "probe")):
+            axes = grid[2, column]
+            for arm in arms:
+                picked = curves[(curves.arm == arm) & (curves.space == "latent_l2") & (curves["sample"] == sample)
+                                & (curves.dim == 0)].dropna(subset=["mean_cosine"])
+                if not picked.empty:
+                    _band(axes, picked, arm, "mean_cosine", colors[arm])
+            who = "training identities" if sample == "train" else "unseen identities"
+            axes.set_title(f"embedding collapse\n{TOPOLOGY_SAMPLES} images of {who}", fontsize=9)
+            axes.set_xlabel("training step (batches of 16 images)")
+            axes.set_ylabel("mean cosine between different images\n(1 = all in one direction)", fontsize=8)
+            axes.grid(alpha=0.3)
+    _accuracy_panel(grid[2, 2], results, arms, colors)
+    grid[2, 3].set_axis_off()
     handles, labels = grid[0, 0].get_legend_handles_labels()
     seeds = results.groupby("arm").size()
     arm_of = {label: arm for arm, label in ARM_LABELS.items()}

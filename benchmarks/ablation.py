@@ -153,8 +153,9 @@ def load_results(out: Path, arms: list[str]) -> tuple[pd.DataFrame, pd.DataFrame
 
 def mean_std(values: pd.Series, scale: float = 1.0, digits: int = 2) -> str:
     values = values.dropna().to_numpy(dtype=float) * scale
-    spread = values.std(ddof=1) if len(values) > 1 else float("nan")
-    return f"{values.mean():.{digits}f} ± {spread:.{digits}f}"
+    if len(values) < 2:
+        return f"{values[0]:.{digits}f} (one seed)" if len(values) else "-"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
 
 
 def report_table(results: pd.DataFrame, curves: pd.DataFrame, arms: list[str]) -> str:
@@ -163,7 +164,8 @@ def report_table(results: pd.DataFrame, curves: pd.DataFrame, arms: list[str]) -
     columns = [("latent_l2", "train", "wasserstein_1", "L2 W1 train"), ("latent_l2", "probe", "wasserstein_1", "L2 W1 probe"),
                ("latent_l2", "train", "ptsa_official", "L2 PTSA train"), ("latent_l2", "probe", "ptsa_official", "L2 PTSA probe"),
                ("latent", "probe", "wasserstein_1", "λ W1 probe"), ("latent", "train", "ptsa_official", "λ PTSA train"),
-               ("latent", "probe", "ptsa_official", "λ PTSA probe"), ("latent_l2", "probe", "mean_cosine", "mean cos probe")]
+               ("latent", "probe", "ptsa_official", "λ PTSA probe"), ("latent_l2", "probe", "shared_h0_fraction", "shared MST edges probe"),
+               ("latent_l2", "probe", "mean_cosine", "mean cos probe")]
     header = ["arm", "n", "verification acc. %", *(title for *_, title in columns), "CPU s/run"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for arm in arms:
@@ -206,7 +208,7 @@ def _accuracy_panel(axes, results: pd.DataFrame, arms: list[str], colors: dict[s
     axes.set_xticks(range(len(arms)), [ARM_LABELS[a].split(" (")[0] for a in arms], fontsize=8, rotation=15)
     axes.set_ylabel("verification accuracy on unseen identities (%)", fontsize=8)
     axes.set_title("held-out .bin, 10-fold accuracy\ndots = seeds, bar = mean ± 1 std", fontsize=9)
-    axes.legend(fontsize=8, loc="lower right")
+    axes.legend(fontsize=8, loc="best")
     axes.grid(alpha=0.3, axis="y")
 
 
@@ -246,7 +248,19 @@ def plot(curves: pd.DataFrame, results: pd.DataFrame, arms: list[str], path: Pat
             axes.set_ylabel("mean cosine between different images\n(1 = all in one direction)", fontsize=8)
             axes.grid(alpha=0.3)
     _accuracy_panel(grid[2, 2], results, arms, colors)
-    grid[2, 3].set_axis_off()
+    axes = grid[2, 3]
+    for arm in arms:
+        picked = curves[(curves.arm == arm) & (curves.space == "latent_l2") & (curves["sample"] == "probe")
+                        & (curves.dim == 0)]
+        if not picked.empty:
+            _band(axes, picked, arm, "shared_h0_fraction", colors[arm])
+    axes.set_title(f"scale-free structure: L2-normalised space\n{TOPOLOGY_SAMPLES} images of unseen identities",
+                   fontsize=9)
+    axes.set_xlabel("training step (batches of 16 images)")
+    axes.set_ylabel("fraction of input MST edges\nalso in the latent MST", fontsize=8)
+    axes.grid(alpha=0.3)
+    for axes in grid[1]:  # without PTSA λ stays 1 and the raw embedding norm grows: orders of magnitude apart
+        axes.set_yscale("log")
     handles, labels = grid[0, 0].get_legend_handles_labels()
     seeds = results.groupby("arm").size()
     arm_of = {label: arm for arm, label in ARM_LABELS.items()}

@@ -16,7 +16,7 @@ from topofr_cli.models.partial_fc import ClassifierOutput
 from topofr_cli.topology.ptsa import ptsa_loss
 
 ROOT = Path(__file__).resolve().parents[1]
-ONE_PROCESS = SimpleNamespace(world_size=1)
+ONE_PROCESS = SimpleNamespace(world_size=1, device=torch.device("cpu"))
 
 
 def ablation_module():

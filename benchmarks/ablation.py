@@ -92,6 +92,7 @@ def work(arm: str, seed: int, out: Path) -> None:
     from topofr_cli.analysis.pipeline import analyze
     from topofr_cli.config import load_recipe
     from topofr_cli.engine.trainer import train
+    from topofr_cli.evaluation.baseline import pixel_baseline_accuracy
 
     torch.set_num_threads(1)
     train_set, probe_set = out / "data" / "train_set", out / "data" / "probe_set"
@@ -105,14 +106,14 @@ def work(arm: str, seed: int, out: Path) -> None:
     frames = []
     for sample_name, dataset in (("train", train_set), ("probe", probe_set)):
         analysis = analyze(dataset, [run_dir], samples=TOPOLOGY_SAMPLES, per_identity=TOPOLOGY_PER_IDENTITY,
-                           dims=(0,), seed=0)
+                           dims=(0,), seed=0, progress=False)
         cosines = {point.step: mean_pairwise_cosine(point.embeddings_l2) for point in analysis.targets[0].points}
         frame = pd.DataFrame(curve_rows(analysis.targets)).assign(sample=sample_name)
         frames.append(frame.assign(mean_cosine=frame.step.map(cosines)))
     curves = pd.concat(frames).drop(columns="run").assign(arm=arm, seed=seed)
     curves.to_csv(run_dir / CURVES_FILE, index=False)
     summary = {"arm": arm, "seed": seed, "steps": result.steps, "accuracy": score.accuracy,
-               "accuracy_fold_std": score.accuracy_std, "pixel_baseline": result.pixel_baselines[score.name],
+               "accuracy_fold_std": score.accuracy_std, "pixel_baseline": pixel_baseline_accuracy(score.path),
                "train_wall_s": train_wall, "train_cpu_s": train_cpu,
                "total_wall_s": time.perf_counter() - started, "total_cpu_s": cpu_seconds() - cpu_start}
     tmp = run_dir / (RESULT_FILE + ".tmp")

@@ -176,7 +176,7 @@ def report_table(results: pd.DataFrame, curves: pd.DataFrame, arms: list[str]) -
         cells = [ARM_LABELS[arm], str(len(rows)), mean_std(rows.accuracy, 100)]
         for space, sample, key, _ in columns:
             picked = last[(last.arm == arm) & (last.space == space) & (last["sample"] == sample) & (last.dim == 0)]
-            digits = 1 if key == "wasserstein_1" else 3
+            digits = {"wasserstein_1": 1, "ptsa_official": 4}.get(key, 3)
             cells.append(mean_std(picked[key], digits=digits) if key in picked else "-")
         cells.append(f"{rows.total_cpu_s.mean():.0f}")
         lines.append("| " + " | ".join(cells) + " |")

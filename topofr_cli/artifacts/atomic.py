@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -24,6 +25,16 @@ from topofr_cli.errors import TopofrError
 def _sibling_name(path: Path, kind: str) -> str:
     # keep the target's suffix: np.save and savefig choose the format from it
     return f".{path.stem}.{secrets.token_hex(6)}.{kind}{path.suffix}"
+
+
+# a temporary file of `atomic_path` (".step_00000003.1a2b3c4d5e6f.tmp.pt"), or of versions before it
+# (".step_00000003.pt.tmp-1234", named after the writer's process id)
+_TEMPORARY = re.compile(r"^\.[^/]+\.(?:[0-9a-f]{12}\.tmp(?:\.[^./]+)?|[^./]+\.tmp-\d+)$")
+
+
+def is_temporary_name(name: str) -> bool:
+    """Whether `name` is a temporary sibling an interrupted `atomic_path` writer can leave behind."""
+    return _TEMPORARY.match(name) is not None
 
 
 def _fsync_file(path: Path) -> None:

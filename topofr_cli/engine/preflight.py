@@ -7,12 +7,13 @@ one line from one process instead of a failure in every worker.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from topofr_cli.artifacts.checkpoint import Checkpoint
 from topofr_cli.artifacts.outputs import RUN, check_kind, check_output
 from topofr_cli.artifacts.run_dir import RunDir
+from topofr_cli.artifacts.run_lock import ensure_unlocked
 from topofr_cli.config import Recipe
 from topofr_cli.data.dataset import FaceDataset
 from topofr_cli.errors import TopofrError
@@ -27,6 +28,7 @@ class RunPlan:
     num_classes: int | None  # None until the data exists
     resume_from: Checkpoint | None  # read once, here
     overwrite: bool
+    notes: list[str] = field(default_factory=list)  # for the user: damaged checkpoints --resume skipped
 
     @property
     def finished(self) -> bool:
@@ -59,6 +61,34 @@ def _check_writable(run_dir: Path) -> None:
     anchor = _nearest_existing(run_dir)
     if not anchor.is_dir() or not os.access(anchor, os.W_OK | os.X_OK):
         raise TopofrError(f"{run_dir}: run directory is not writable ({anchor} does not allow writing)")
+
+
+def _check_link(run_dir: Path, *, overwrite: bool) -> None:
+    """A run folder given as a symbolic link is written through, but never emptied through."""
+    if not run_dir.is_symlink():
+        return
+    target = os.path.realpath(run_dir)
+    if not run_dir.exists():
+        raise TopofrError(f"{run_dir}: train.output is a symbolic link to {target}, which does not exist")
+    if overwrite and not RunDir(run_dir).is_empty():
+        raise TopofrError(f"{run_dir}: train.output is a symbolic link (to {target}); --overwrite does not "
+                          f"delete through links: remove the link, or set train.output to {target}")
+
+
+def newest_intact_checkpoint(run: RunDir) -> tuple[Checkpoint, list[str]]:
+    """The newest checkpoint of the run that reads back whole, and one note per damaged newer one."""
+    notes: list[str] = []
+    found = run.checkpoints()
+    if not found:
+        raise TopofrError(f"{run.root}: --resume given but the run directory holds no checkpoint "
+                          "(checkpoints/step_*.pt)")
+    for _step, path in reversed(found):
+        try:
+            return Checkpoint.read(path), notes
+        except TopofrError as exc:
+            notes.append(f"{exc}; skipped, resuming from an earlier checkpoint")
+    raise TopofrError(f"{run.root}: --resume found no intact checkpoint: all {len(found)} are damaged "
+                      f"(the newest: {notes[0].split('; skipped')[0]})")
 
 
 def dataset_class_count(recipe: Recipe, dataset: FaceDataset) -> int:
@@ -102,17 +132,15 @@ def plan_run(recipe: Recipe, *, resume: bool, overwrite: bool) -> RunPlan:
 
     run_dir = Path(recipe.train.output)
     _check_writable(run_dir)
+    _check_link(run_dir, overwrite=overwrite and not resume)
+    ensure_unlocked(run_dir)
     run = RunDir(run_dir)
-    checkpoint = None
+    checkpoint, notes = None, []
     if resume:
-        latest = run.latest()
-        if latest is None:
-            raise TopofrError(f"{run_dir}: --resume given but the run directory holds no checkpoint "
-                              "(checkpoints/step_*.pt)")
-        checkpoint = Checkpoint.read(latest)
+        checkpoint, notes = newest_intact_checkpoint(run)
         checkpoint.check_resumable(network=recipe.model.network, embedding_size=recipe.model.embedding_size,
                                    num_classes=num_classes)
-    else:
+    elif not run.is_empty():  # a lock file alone is what a finished or killed start leaves
         check_output(run_dir, RUN, overwrite=overwrite)
     return RunPlan(recipe=recipe, run=run, data_path=data_path, generate_data=generate, num_classes=num_classes,
-                   resume_from=checkpoint, overwrite=overwrite)
+                   resume_from=checkpoint, overwrite=overwrite, notes=notes)

@@ -1,4 +1,4 @@
-"""Capture and restore every random generator a training step draws from (torch CPU/CUDA, numpy,
+"""Seed, capture and restore every random generator a training step draws from (torch CPU/CUDA, numpy,
 Python), as tensors and plain types so that a `weights_only` checkpoint can hold them."""
 
 from __future__ import annotations
@@ -33,3 +33,11 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     py_state = state["python"]
     random.setstate((py_state["version"], tuple(int(v) for v in py_state["internal"].tolist()),
                      py_state["gauss_next"]))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every generator the process draws from: Python's `random`, NumPy's global one, torch's CPU
+    generator and every CUDA device's (`torch.manual_seed` covers both)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

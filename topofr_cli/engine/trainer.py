@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from topofr_cli.artifacts.outputs import RUN, check_output
+from topofr_cli.artifacts.run_lock import RunLock
 from topofr_cli.config import Recipe
 from topofr_cli.data.dataset import FaceDataset
 from topofr_cli.engine import compat, train_log
@@ -26,6 +28,7 @@ from topofr_cli.engine.loop import LoopSetup, TrainLoop
 from topofr_cli.engine.metrics import MetricsLog
 from topofr_cli.engine.objective import Objective, build_objective
 from topofr_cli.engine.preflight import RunPlan, dataset_class_count, plan_run
+from topofr_cli.engine.rng import seed_everything
 from topofr_cli.engine.schedule import PolySchedule
 from topofr_cli.engine.state import TrainingParts, build_checkpoint, restore_parts, restore_scaler
 from topofr_cli.engine.step import TrainStep
@@ -154,10 +157,43 @@ def _train(recipe: Recipe, ctx: D.DistContext, *, resume: bool, overwrite: bool,
         return RunResult(run_dir=plan.run.root, steps=plan.resume_from.step or 0,
                          epochs_completed=plan.resume_from.epoch or 0, checkpoint=plan.resume_from.path,
                          rank=ctx.rank, finished_before=plan.finished_message())
-    D.barrier(ctx)  # every rank has checked the run dir before rank 0 clears it for --overwrite
-    if ctx.is_main:
-        plan.run.prepare(recipe, overwrite=plan.overwrite and plan.resume_from is None)
-    dataset, generated = _prepare_data(plan, ctx, progress)
+    lock = _claim_run_dir(plan) if ctx.is_main else None
+    loop: TrainLoop | None = None
+    try:
+        D.barrier(ctx)  # every rank has checked the run dir before rank 0 clears it for --overwrite
+        if ctx.is_main:
+            for note in plan.notes:
+                progress.message("note", note)
+            plan.run.prepare(recipe, overwrite=plan.overwrite and plan.resume_from is None)
+        dataset, generated = _prepare_data(plan, ctx, progress)
+        loop = _build_loop(recipe, ctx, plan, dataset, progress)
+        try:
+            loop.run()
+        finally:
+            loop.setup.metrics.close()
+    except BaseException:
+        if lock is not None and plan.resume_from is None and (loop is None or loop.step == 0):
+            plan.run.clear()  # a start that failed before its first step leaves nothing to resume
+            lock.release(remove_empty_root=True)
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+    return _result(loop, plan, ctx, generated=generated, started=started)
+
+
+def _claim_run_dir(plan: RunPlan) -> RunLock:
+    """(Rank 0) lock the run folder, then re-check what plan_run saw, now that nobody else can change it."""
+    lock = RunLock.acquire(plan.run.root)
+    if plan.resume_from is None and not plan.overwrite and not plan.run.is_empty():
+        lock.release()
+        check_output(plan.run.root, RUN)  # raises: another run filled it since plan_run looked
+    plan.run.remove_stale_temporaries()  # the lock holder is the only writer: these are a dead one's
+    return lock
+
+
+def _build_loop(recipe: Recipe, ctx: D.DistContext, plan: RunPlan, dataset: FaceDataset,
+                progress: Progress) -> TrainLoop:
     num_classes = dataset_class_count(recipe, dataset)
     bins = verification_bins(recipe.data.val_bins, Path(dataset.path), dataset.meta)
     _set_determinism(recipe)
@@ -165,7 +201,7 @@ def _train(recipe: Recipe, ctx: D.DistContext, *, resume: bool, overwrite: bool,
     checkpoint = plan.resume_from
     if checkpoint is not None:
         restore_parts(checkpoint, parts)
-    torch.manual_seed(recipe.train.seed + ctx.rank)  # per-rank streams (dropout, class sampling)
+    seed_everything(recipe.train.seed + ctx.rank)  # per-rank streams (dropout, class sampling)
     step_fn = _make_step(recipe, parts, ctx)
     if checkpoint is not None:
         restore_scaler(checkpoint, parts.scaler)
@@ -180,11 +216,7 @@ def _train(recipe: Recipe, ctx: D.DistContext, *, resume: bool, overwrite: bool,
                      log_path=plan.run.log, banner=banner, summary=_summary_line)
     if checkpoint is not None:
         loop.load_state_dict(checkpoint)
-    try:
-        loop.run()
-    finally:
-        setup.metrics.close()
-    return _result(loop, plan, ctx, generated=generated, started=started)
+    return loop
 
 
 def _make_step(recipe: Recipe, parts: TrainingParts, ctx: D.DistContext) -> TrainStep:

@@ -10,6 +10,10 @@ File layout (docs/interfaces.md, Artifacts): a plain dict of tensors and Python 
   training     what only a resume needs (absent in a weights-only file): optimizers, scaler, world
                size, per-rank RNG states and each training-loop hook's own state under `hooks`
 
+`checksum` {algorithm: "sha256", digest} is the digest of everything else in the payload
+(artifacts/digest.py), verified on every read; files written before it existed have none and are read
+unchecked. A checkpoint whose weights hold a NaN or an infinity is never written.
+
 Version 1 files (no `version` key) stored λ twice, as a float `latent_scale` and inside
 `training.objective`, and the loop's counters flat in `training`; they are read into the same object.
 """
@@ -27,6 +31,7 @@ import torch
 
 from topofr_cli import __version__
 from topofr_cli.artifacts.atomic import atomic_path
+from topofr_cli.artifacts.digest import ALGORITHM, content_digest
 from topofr_cli.config import Recipe, recipe_from_dict
 from topofr_cli.errors import TopofrError
 
@@ -74,6 +79,32 @@ def load_weights_file(path: str | Path, *, mmap: bool = False) -> Any:
                           f"({_first_line(exc)})") from None
     except (RuntimeError, zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
         raise TopofrError(f"{path}: not a PyTorch model file ({_first_line(exc)})") from None
+
+
+def _verify_checksum(payload: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The payload without its checksum, once the checksum matches (a payload without one is returned as is)."""
+    if "checksum" not in payload:
+        return payload
+    content = {key: value for key, value in payload.items() if key != "checksum"}
+    stored = payload["checksum"]
+    if not isinstance(stored, dict) or stored.get("algorithm") != ALGORITHM or not isinstance(stored.get("digest"), str):
+        raise TopofrError(f"{path}: damaged checkpoint (its 'checksum' entry is malformed)")
+    try:
+        digest = content_digest(content)
+    except (RuntimeError, TypeError, ValueError) as exc:  # a tensor kind no checkpoint of ours holds
+        raise TopofrError(f"{path}: damaged checkpoint (its content cannot be checksummed: "
+                          f"{_first_line(exc)})") from None
+    if digest != stored["digest"]:
+        raise TopofrError(f"{path}: damaged checkpoint (its content does not match the {ALGORITHM} checksum "
+                          "stored in it)")
+    return content
+
+
+def _first_non_finite(tensors: dict[str, Any]) -> str | None:
+    for name, value in tensors.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(value.isfinite().all()):
+            return name
+    return None
 
 
 def _v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
@@ -138,13 +169,30 @@ class Checkpoint:
         return payload
 
     def write(self, path: str | Path) -> Path:
-        """Atomically, flushed to disk before the rename: a crash never leaves half a file."""
+        """Atomically, flushed to disk before the rename: a crash never leaves half a file. Refused (one
+        TopofrError line) when a weight is not finite."""
+        self.check_finite(path)
+        payload = self.to_payload()
+        payload["checksum"] = {"algorithm": ALGORITHM, "digest": content_digest(payload)}
         with atomic_path(path, durable=True) as tmp, open(tmp, "wb") as handle:
-            torch.save(self.to_payload(), handle)
+            torch.save(payload, handle)
         return Path(path)
+
+    def check_finite(self, path: str | Path) -> None:
+        """Raise TopofrError naming the first weight tensor that holds a NaN or an infinity."""
+        groups = {"backbone": self.backbone or {}, "objective": self.objective,
+                  "classifier": {"": self.classifier}}
+        for group, tensors in groups.items():
+            name = _first_non_finite(tensors)
+            if name is not None:
+                where = f"{group}.{name}" if name else group
+                raise TopofrError(f"{path}: not written: '{where}' holds non-finite values at step {self.step} "
+                                  "(the run diverged; resume from an earlier checkpoint with a lower optim.lr)")
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any], path: Path) -> Checkpoint:
+        """The checkpoint a loaded payload describes; TopofrError when its checksum does not match."""
+        payload = _verify_checksum(payload, path)
         for key in ("model", "recipe", "objective", "training"):  # damaged or forged files: one clear line
             if payload.get(key) is not None and not isinstance(payload[key], dict):
                 raise TopofrError(f"{path}: key '{key}' holds a {type(payload[key]).__name__}, expected a mapping")

@@ -108,7 +108,7 @@ class MetricsHook(Hook):
 
 @dataclass
 class BadStepGuard(Hook):
-    """Stop the run with one clear error after `max_bad` consecutive non-finite losses.
+    """Stop the run with one clear error after `max_bad` consecutive bad steps (non-finite loss or update).
 
     The counters stay on the device; they are read at log steps only (no extra sync)."""
 
@@ -128,8 +128,8 @@ class BadStepGuard(Hook):
         log_step = loop.step % self.log_every == 0 or loop.epoch_done or loop.finished
         if log_step and int(self.worst.item()) >= self.max_bad:
             raise TopofrError(
-                f"{self.run_dir}: the loss was not finite for {self.max_bad} consecutive steps (by step "
-                f"{loop.step}); lower optim.lr, raise optim.clip_grad_norm's strictness or use "
+                f"{self.run_dir}: the loss or the update was not finite for {self.max_bad} consecutive steps "
+                f"(by step {loop.step}); lower optim.lr, raise optim.clip_grad_norm's strictness or use "
                 "train.precision fp32/bf16")
 
     def state_dict(self) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 No host–device synchronisation happens here: a non-finite loss (or gradient) is turned into a
 `found_inf` tensor that the fused optimizers read on the device to skip their update, exactly as
-GradScaler does for fp16. The caller reads the returned tensors only at log steps.
+GradScaler does for fp16; an update that would leave a parameter non-finite is undone on the device
+(engine/update_guard.py). The caller reads the returned tensors only at log steps.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch import nn
 from topofr_cli.data.loader import normalize
 from topofr_cli.engine.distributed import DistContext, all_reduce_max_, all_reduce_sum_
 from topofr_cli.engine.objective import Objective
+from topofr_cli.engine.update_guard import UpdateGuard, init_optimizer_state
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -30,28 +32,13 @@ def step_seed(seed: int, step: int, rank: int) -> int:
     return ((seed * 1_000_003 + step) * 1_009 + rank) % (2**63 - 1)
 
 
-def zero_momentum_buffers(optimizer: torch.optim.Optimizer) -> None:
-    """Create SGD momentum buffers as zeros up front. Fused SGD allocates them uninitialised on its first
-    step, so a first step skipped by `found_inf` would leave garbage there; zeros give the same first
-    update (0·μ + g = g) bit for bit."""
-    if not isinstance(optimizer, torch.optim.SGD):
-        return
-    for group in optimizer.param_groups:
-        if group["momentum"] == 0:
-            continue
-        for param in group["params"]:
-            state = optimizer.state[param]
-            if state.get("momentum_buffer") is None:
-                state["momentum_buffer"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-
-
 @dataclass
 class StepResult:
     """Detached device tensors; reading them (`.item()`) is the caller's sync, at log steps only."""
 
     loss: torch.Tensor
-    bad: torch.Tensor  # 1.0 when the loss was not finite
-    skipped: torch.Tensor  # 1.0 when the optimizers did not update (bad loss or gradients)
+    bad: torch.Tensor  # 1.0 when the loss or the update was not finite (a bad step)
+    skipped: torch.Tensor  # 1.0 when the optimizers did not update (bad loss, gradients or update)
     grad_norm: torch.Tensor  # gradient norm before clipping: backbone (and classifier with clip_classifier)
     terms: dict[str, torch.Tensor]
 
@@ -82,7 +69,8 @@ class TrainStep:
         for optimizer in optimizers:
             if not optimizer.defaults.get("fused"):
                 raise ValueError("TrainStep needs fused optimizers (they skip bad steps on the device)")
-            zero_momentum_buffers(optimizer)
+            init_optimizer_state(optimizer)
+        self.update_guard = UpdateGuard(optimizers, [backbone, classifier, objective], dist_ctx)
 
     def _inputs(self, images: torch.Tensor, step: int) -> torch.Tensor:
         x = normalize(images.to(self.device, non_blocking=True))
@@ -114,6 +102,7 @@ class TrainStep:
             x_backbone = x_backbone.contiguous(memory_format=torch.channels_last)
         for optimizer in self.optimizers:
             optimizer.zero_grad(set_to_none=True)
+        self.update_guard.save()  # before the forward pass, which updates BatchNorm's running statistics
 
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                             enabled=self.autocast_dtype is not None):
@@ -127,7 +116,9 @@ class TrainStep:
         grad_norm = self._backward(loss)
         found_inf = torch.maximum(bad, (~torch.isfinite(grad_norm)).float())
         self._update(found_inf)  # may raise found_inf in place (fp16 scaler overflow)
-        return StepResult(loss=loss.detach(), bad=bad, skipped=found_inf, grad_norm=grad_norm.detach(),
+        bad_update = self.update_guard.undo_if_bad(bad)
+        bad, skipped = torch.maximum(bad, bad_update), torch.maximum(found_inf, bad_update)
+        return StepResult(loss=loss.detach(), bad=bad, skipped=skipped, grad_norm=grad_norm.detach(),
                           terms={k: v.detach() for k, v in terms.items()})
 
     def _backward(self, loss: torch.Tensor) -> torch.Tensor:

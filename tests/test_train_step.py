@@ -11,6 +11,7 @@ from topofr_cli.engine import trainer
 from topofr_cli.engine.distributed import DistContext
 from topofr_cli.engine.metrics import read_metrics
 from topofr_cli.engine.objective import PlainObjective
+from topofr_cli.engine.schedule import PolySchedule
 from topofr_cli.engine.step import TrainStep
 from topofr_cli.errors import TopofrError
 from topofr_cli.models import CombinedMarginHead, PartialFC
@@ -128,7 +129,7 @@ def test_a_non_finite_loss_step_leaves_batchnorm_statistics_as_they_were():
 
 
 def test_lr_1e30_keeps_every_checkpoint_finite_and_counts_the_bad_steps(make_tiny_dataset, tiny_recipe_file,
-                                                                        tmp_path):
+                                                                        tmp_path, monkeypatch):
     """lr 1e30 moves the weights to ~1e28 (finite); the next forward pass overflows. Those steps are
     skipped, BatchNorm's statistics included, so every checkpoint still holds finite weights."""
     from topofr_cli.artifacts.checkpoint import Checkpoint, list_checkpoints
@@ -136,7 +137,8 @@ def test_lr_1e30_keeps_every_checkpoint_finite_and_counts_the_bad_steps(make_tin
     data = make_tiny_dataset(tmp_path / "data", classes=4, per_class=4, pairs=0)
     recipe = load_recipe(tiny_recipe_file(tmp_path, data, tmp_path / "run"),
                          ["schedule.warmup_epochs=0", "train.save_every=1", "train.max_bad_steps=10"])
-    recipe.optim.lr = 1e30  # set on the object: recipe files keep lr within a sane range
+    # recipes keep optim.lr within a sane range (the stored recipe is checked on read): the schedule gets it
+    monkeypatch.setattr(trainer, "PolySchedule", lambda lr, *rest: PolySchedule(1e30, *rest))
     trainer.train(recipe, progress=False)
     rows = read_metrics(tmp_path / "run/metrics.csv")
     assert [r["bad_steps"] for r in rows] == ["0", "1", "2", "3"]

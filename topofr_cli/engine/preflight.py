@@ -106,8 +106,10 @@ def dataset_class_count(recipe: Recipe, dataset: FaceDataset) -> int:
     return found
 
 
-def plan_run(recipe: Recipe, *, resume: bool, overwrite: bool) -> RunPlan:
-    """Validate the recipe against the file system; raises TopofrError, writes nothing."""
+def plan_run(recipe: Recipe, *, resume: bool, overwrite: bool, check_lock: bool = True) -> RunPlan:
+    """Validate the recipe against the file system; raises TopofrError, writes nothing.
+
+    `check_lock=False` on torchrun ranks other than 0: rank 0 may already hold the run's lock."""
     if recipe.data.path is None:
         raise TopofrError("recipe key 'data.path' is not set: set data.path (e.g. --set data.path=DIR) "
                           "to a packed set, a RecordIO folder or an image folder")
@@ -133,7 +135,8 @@ def plan_run(recipe: Recipe, *, resume: bool, overwrite: bool) -> RunPlan:
     run_dir = Path(recipe.train.output)
     _check_writable(run_dir)
     _check_link(run_dir, overwrite=overwrite and not resume)
-    ensure_unlocked(run_dir)
+    if check_lock:
+        ensure_unlocked(run_dir)
     run = RunDir(run_dir)
     checkpoint, notes = None, []
     if resume:

@@ -150,14 +150,14 @@ def _set_determinism(recipe: Recipe) -> None:
 def _train(recipe: Recipe, ctx: D.DistContext, *, resume: bool, overwrite: bool, started: float,
            progress: Progress) -> RunResult:
     try:
-        plan = plan_run(recipe, resume=resume, overwrite=overwrite)
+        plan = plan_run(recipe, resume=resume, overwrite=overwrite, check_lock=ctx.is_main)
     except TopofrError as exc:  # the same on every rank: said once (cli.common.user_errors)
         raise PreflightError(str(exc)) from None
     if plan.finished:  # nothing to train: no file is touched, no verification is repeated
         return RunResult(run_dir=plan.run.root, steps=plan.resume_from.step or 0,
                          epochs_completed=plan.resume_from.epoch or 0, checkpoint=plan.resume_from.path,
                          rank=ctx.rank, finished_before=plan.finished_message())
-    lock = _claim_run_dir(plan) if ctx.is_main else None
+    lock = _claim_run_dir(plan) if ctx.is_main else None  # only rank 0 writes the folder, only it locks it
     loop: TrainLoop | None = None
     try:
         D.barrier(ctx)  # every rank has checked the run dir before rank 0 clears it for --overwrite

@@ -1,9 +1,18 @@
 """The front door: `topofr --help` lists the commands, `--version` prints the package version."""
 
+import ast
+import inspect
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
 from typer.testing import CliRunner
 
 from topofr_cli import __version__
-from topofr_cli.cli.app import app
+from topofr_cli.cli.app import COMMANDS, app
 
 runner = CliRunner()
 
@@ -27,3 +36,60 @@ def test_every_command_has_help_text():
         result = runner.invoke(app, command)
         assert result.exit_code == 0, (command, result.output)
         assert "Usage" in result.output
+
+
+HEAVY = ("torch", "numpy", "pandas", "matplotlib", "gudhi", "scipy")
+
+
+def _modules_after(argv: list[str]) -> tuple[str, list[str]]:
+    """Run the CLI in a fresh interpreter; return its stdout and the heavy libraries it imported."""
+    code = (
+        "import contextlib, io, sys\n"
+        "from topofr_cli.cli.app import main\n"
+        f"sys.argv = ['topofr', *{argv!r}]\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out):\n"
+        "    try:\n"
+        "        main()\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        f"print(out.getvalue()); print([m for m in {HEAVY!r} if m in sys.modules])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    *shown, loaded = done.stdout.rstrip("\n").split("\n")
+    return "\n".join(shown), ast.literal_eval(loaded)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], []])
+def test_help_and_version_start_without_torch(argv):
+    shown, loaded = _modules_after(argv)
+    assert loaded == []
+    assert "topofr" in shown
+
+
+def test_root_help_lists_every_command_without_importing_it():
+    shown, loaded = _modules_after(["--help"])
+    assert loaded == []
+    for name in COMMANDS:
+        assert name in shown
+
+
+def test_command_help_lists_its_options_without_torch():
+    shown, loaded = _modules_after(["train", "--help"])
+    assert "--set" in shown and "--print-config" in shown
+    assert "torch" not in loaded
+
+
+def test_one_line_help_matches_each_command_docstring():
+    group = typer.main.get_command(app)
+    for name, (_, short_help) in COMMANDS.items():
+        command = group.load(name)
+        first_paragraph = " ".join(inspect.cleandoc(command.help).split("\n\n")[0].split())
+        assert first_paragraph == short_help, name
+
+
+def test_unknown_command_is_a_usage_error():
+    result = runner.invoke(app, ["trian"])
+    assert result.exit_code == 2
+    assert "No such command" in result.output

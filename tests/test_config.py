@@ -6,8 +6,9 @@ import pytest
 
 from topofr_cli.config import Recipe, load_recipe, parse_override, recipe_from_dict, save_recipe
 from topofr_cli.errors import TopofrError
+from topofr_cli.recipes import PACKAGED_DIR
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES = PACKAGED_DIR
 
 
 def write(tmp_path: Path, text: str) -> Path:

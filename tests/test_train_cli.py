@@ -108,8 +108,7 @@ def test_bad_recipe_key(tiny_recipe_file, tmp_path, data):
 @pytest.mark.parametrize("name", ["ms1mv2_r50", "ms1mv2_r100", "ms1mv2_r200", "glint360k_r50", "glint360k_r100",
                                   "glint360k_r200"])
 def test_reference_recipes_ask_for_the_data_path(name):
-    recipe = Path(__file__).resolve().parent.parent / "recipes" / f"{name}.yaml"
-    code, out = invoke(str(recipe))
+    code, out = invoke(name)  # the packaged recipe, by name
     assert code == 2 and "set data.path" in out
 
 

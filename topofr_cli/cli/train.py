@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 from rich.table import Table
 
 from topofr_cli.cli.common import console, user_errors
 from topofr_cli.cli.render import for_console
+from topofr_cli.errors import TopofrError
 
 
 def _summary(result, pixel_baselines: dict[str, float]) -> Table:
@@ -25,7 +24,10 @@ def _summary(result, pixel_baselines: dict[str, float]) -> Table:
 
 @user_errors
 def train(
-    recipe: Path = typer.Argument(..., help="YAML training recipe (see recipes/)."),
+    recipe: str | None = typer.Argument(
+        None, help="YAML recipe file, or the name of a packaged recipe (quickstart, quickstart_topofr, "
+        "ms1mv2_r50, ... glint360k_r200)."
+    ),
     overrides: list[str] = typer.Option(
         [], "--set", help="Override a recipe key, e.g. --set optim.lr=0.05 (repeatable)."
     ),
@@ -41,14 +43,27 @@ def train(
     rdzv_endpoint: str | None = typer.Option(
         None, "--rdzv-endpoint", help="HOST:PORT of the rendezvous (required when --nnodes > 1)."
     ),
+    print_config: bool = typer.Option(
+        False, "--print-config", help="Print the resolved recipe (file, defaults and --set) as YAML and exit; "
+        "without RECIPE, the defaults."
+    ),
 ) -> None:
     """Train a model from RECIPE; prints verification accuracy next to the raw-pixel baseline."""
     from topofr_cli.config import load_recipe
     from topofr_cli.engine.distributed import launched_by_torchrun
     from topofr_cli.engine.launch import LaunchSpec, launch
     from topofr_cli.engine.preflight import plan_run
+    from topofr_cli.recipes import packaged_recipes, resolve_recipe
 
-    loaded = load_recipe(recipe, overrides)
+    if recipe is None and not print_config:
+        raise TopofrError(f"name a RECIPE: a YAML file or a packaged recipe ({', '.join(packaged_recipes())})")
+    recipe_path = resolve_recipe(recipe) if recipe is not None else None
+    loaded = load_recipe(recipe_path, overrides)
+    if print_config:
+        import yaml
+
+        typer.echo(yaml.safe_dump(loaded.to_dict(), sort_keys=False), nl=False)
+        return
     spec = LaunchSpec(nproc_per_node, nnodes, node_rank, rdzv_endpoint)
     if spec.needs_launcher and not launched_by_torchrun():
         spec.validate()
@@ -56,7 +71,7 @@ def train(
         if plan.finished:
             console.print(plan.finished_message(), highlight=False, soft_wrap=True)
             return
-        worker_args = [str(recipe)]
+        worker_args = [str(recipe_path)]
         for text in overrides:
             worker_args += ["--set", text]
         worker_args += ["--resume"] if resume else []

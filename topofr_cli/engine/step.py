@@ -44,6 +44,15 @@ class StepResult:
 
 
 class TrainStep:
+    """One optimisation step, called as `step(images_uint8, labels, step_index) -> StepResult`.
+
+    Normalises and (optionally) flips the batch, lets the objective perturb it, runs backbone and
+    classifier under autocast, backpropagates the objective's loss (GradScaler under fp16), clips the
+    backbone gradient and updates with fused optimizers, which skip the update on the device when the
+    loss or gradients are not finite. The per-step generator is seeded from (seed, step, rank), so a
+    resumed run draws the same augmentations.
+    """
+
     def __init__(self, *, backbone: nn.Module, backbone_params: list[nn.Parameter], classifier: nn.Module,
                  objective: Objective, optimizers: list[torch.optim.Optimizer], precision: str,
                  dist_ctx: DistContext, clip_grad_norm: float | None, channels_last: bool,

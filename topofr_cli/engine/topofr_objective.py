@@ -65,6 +65,14 @@ def gather_input_space(x: torch.Tensor, world_size: int, *, from_pixels: bool) -
 
 
 class TopoFRObjective(nn.Module):
+    """What a TopoFR training step minimises: SDE-weighted classification loss plus α · PTSA.
+
+    Built from the recipe's `topofr` section. The step calls `perturb(x, generator)` for the backbone's
+    input (RSP) and PTSA's input space, then `forward(x_topology=, embeddings=, output=, step=)` with
+    the classifier's `ClassifierOutput`; it returns (loss, detached terms named in `term_names`). Its
+    one parameter is PTSA's latent scale λ (fixed mode). For a loop of your own, `TopoFRLoss` wraps it.
+    """
+
     def __init__(self, config: TopoFRConfig, *, world_size: int = 1,
                  autocast_dtype: torch.dtype | None = None) -> None:
         super().__init__()

@@ -102,7 +102,12 @@ def run_stages(stages: Iterable[nn.Module], x: torch.Tensor, checkpointed: bool)
     return x
 
 class IResNet(nn.Module):
-    """insightface IResNet: 3×3 stem (64 ch, stride 1), four stride-2 stages, BN → FC → BN1d head."""
+    """insightface IResNet: 3×3 stem (64 ch, stride 1), four stride-2 stages, BN → FC → BN1d head.
+
+    float [B, 3, 112, 112] in [-1, 1] → embeddings [B, E], not L2-normalised. `depths` are the blocks
+    per stage (r50: 3, 4, 14, 3); `create_backbone("r50")` and friends build the standard ones, and
+    parameter names match insightface's so its checkpoints load directly.
+    """
 
     def __init__(
         self,

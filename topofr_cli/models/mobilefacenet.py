@@ -102,6 +102,13 @@ class GDC(nn.Module):
 
 
 class MobileFaceNet(nn.Module):
+    """insightface's `mbf` face backbone: float [B, 3, 112, 112] in [-1, 1] → embeddings [B, E].
+
+    Depth-wise separable blocks (`blocks` per stage, width × `scale`), a global depth-wise conv
+    (GDC) and a BatchNorm1d embedding, not L2-normalised. Parameter names match insightface's, so
+    its `mbf` checkpoints load directly. `create_backbone("mbf")` builds the standard one.
+    """
+
     def __init__(
         self,
         embedding_size: int = 512,

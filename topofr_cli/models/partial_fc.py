@@ -41,6 +41,15 @@ def shard_bounds(num_classes: int, world_size: int, rank: int) -> tuple[int, int
 
 
 class PartialFC(nn.Module):
+    """The cosine classifier over `num_classes` identities, its weight rows split across the ranks.
+
+    `PartialFC(embedding_size, num_classes, head)` scores `(embeddings [b, E], labels [b])` of this
+    rank against its shard of class centres, applies `head` (e.g. `CombinedMarginHead`) and returns a
+    `ClassifierOutput` over the global batch: per-sample cross-entropy (differentiable), p_gt and
+    entropy. `sample_rate` < 1 scores every positive plus that fraction of the negative classes while
+    training. Outside `torch.distributed` it is an ordinary single-process classifier.
+    """
+
     def __init__(self, embedding_size: int, num_classes: int, head: nn.Module, sample_rate: float = 1.0):
         super().__init__()
         if not 0.0 < sample_rate <= 1.0:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import typer
 
 from topofr_cli.cli.common import console, user_errors
 from topofr_cli.cli.render import bars
 from topofr_cli.errors import TopofrError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 app = typer.Typer(help="Bring datasets in: pack RecordIO or image folders, build .bin pair files, "
                   "or generate synthetic faces.", no_args_is_help=True)

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
-from topofr_cli.analysis.outputs import check_output_dir, write_outputs
-from topofr_cli.analysis.pipeline import AnalysisResult, analyze
-from topofr_cli.analysis.spaces import parse_dims
 from topofr_cli.artifacts.outputs import default_output
 from topofr_cli.cli.common import console, degenerate_warning, user_errors, warn
+from topofr_cli.cli.json_output import json_option, prints_json
 from topofr_cli.cli.render import RichProgress
 from topofr_cli.devices import resolve_device
 from topofr_cli.errors import TopofrError
-from topofr_cli.plots.style import check_format
 from topofr_cli.progress import stage
+
+if TYPE_CHECKING:  # torch, gudhi, pandas and matplotlib load when the command runs, not for --help
+    from topofr_cli.analysis.pipeline import AnalysisResult
 
 MAX_TABLE_POINTS = 12  # a long run shows its first and last checkpoints on screen; all are in the files
 
@@ -78,6 +79,7 @@ def _ptsa_table(result: AnalysisResult) -> Table:
 
 
 @user_errors
+@prints_json
 def analyze_topology(
     models: list[Path] = typer.Argument(
         None, metavar="MODEL_OR_RUN_DIR",
@@ -103,9 +105,15 @@ def analyze_topology(
     batch_size: int = typer.Option(128, "--batch-size", help="Images per forward pass when embedding."),
     device: str = typer.Option("auto", "--device", help="Device for embedding and distances: auto, cpu, cuda or cuda:N."),
     figure_format: str = typer.Option("png", "--figure-format", help="Figures as png, pdf or svg."),
-) -> None:
+    json_out: bool = json_option(),
+) -> dict[str, Any]:
     """Persistence diagrams (H0, H1) of a dataset sample in input and latent space, their distances, and
     the structure collapse curve of a training run."""
+    from topofr_cli.analysis.outputs import check_output_dir, write_outputs
+    from topofr_cli.analysis.pipeline import analyze
+    from topofr_cli.analysis.spaces import parse_dims
+    from topofr_cli.plots.style import check_format
+
     models = list(models or [])
     if no_model and models:
         raise TopofrError(f"--no-model: do not also name models ({models[0]})")
@@ -133,3 +141,4 @@ def analyze_topology(
                 warn(degenerate_warning(f"{target.label}{step}", point.mean_cosine)
                      + "; its diagram distances are not a sign of good alignment")
     console.print(f"wrote {len(written['files'])} files to [bold]{out}[/]: {', '.join(written['files'])}")
+    return {**written, "out": out}

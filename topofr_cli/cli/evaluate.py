@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
 from topofr_cli.artifacts.outputs import REPORT, check_output, default_output, provenance
 from topofr_cli.cli.common import console, degenerate_warning, user_errors, warn
+from topofr_cli.cli.json_output import json_option, prints_json
 from topofr_cli.cli.raw_photos import DETECT_HELP, DETECTOR_HELP, open_data
 from topofr_cli.cli.render import RichProgress
 from topofr_cli.errors import TopofrError
-from topofr_cli.evaluation.report import IJBReport, VerificationReport
+
+if TYPE_CHECKING:  # torch and the evaluation stack load when the command runs, not for --help
+    from topofr_cli.evaluation.report import IJBReport, VerificationReport
 
 
 def _show_verification(report: VerificationReport) -> None:
@@ -46,7 +50,16 @@ def _show_ijb(report: IJBReport) -> None:
                   highlight=False)
 
 
+def _ijb_summary(report: IJBReport) -> dict[str, Any]:
+    result = report.result
+    return {"target": report.target, "images": result.num_images, "templates": result.num_templates,
+            "pairs": len(result.scores), "auc": result.auc,
+            "tar_at_far": {f"{far:g}": tar for far, tar in result.tar_at_far.items()},
+            "scores": report.scores_path, "tar_far_csv": report.tar_far_path, "roc": report.roc_path}
+
+
 @user_errors
+@prints_json
 def evaluate(
     model: Path = typer.Argument(..., help="Model file: a topofr checkpoint, REF's model.pt, an insightface "
                                  "backbone .pth, or an .onnx file."),
@@ -63,8 +76,10 @@ def evaluate(
     detector: str = typer.Option("dlib-hog", "--detector", help=DETECTOR_HELP),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per forward pass (twice that with flip)."),
     no_flip: bool = typer.Option(False, "--no-flip", help="Embed the image only, not image + mirror."),
-    no_norm: bool = typer.Option(False, "--no-norm", help="IJB: L2-normalise each image feature before "
-                                 "pooling (insightface use_norm_score=False); default keeps the norm."),
+    unit_features: bool = typer.Option(False, "--unit-features", help="IJB: L2-normalise each image's "
+                                       "feature before pooling it into its template, so that its norm no longer "
+                                       "weights it (insightface use_norm_score=False). Default: norm-weighted."),
+    no_norm: bool = typer.Option(False, "--no-norm", hidden=True, help="Old name of --unit-features."),
     no_detector_score: bool = typer.Option(False, "--no-detector-score", help="IJB: do not weight image "
                                            "features by the detector score."),
     out: Path | None = typer.Option(None, "--out", help="Folder for CSV/PNG/NPY results. Default: "
@@ -74,9 +89,11 @@ def evaluate(
     network: str | None = typer.Option(None, "--network", help="Architecture (r18 r34 r50 r100 r200 mbf) when "
                                        "the file does not say; inferred from the keys otherwise."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    num_workers: int = typer.Option(2, "--num-workers", min=0, help="Image-decoding worker processes."),
+    workers: int = typer.Option(2, "--workers", min=0, help="Image-decoding worker processes."),
+    num_workers: int | None = typer.Option(None, "--num-workers", min=0, hidden=True, help="Old name of --workers."),
     figure_format: str = typer.Option("png", "--figure-format", help="ROC figures as png, pdf or svg."),
-) -> None:
+    json_out: bool = json_option(),
+) -> dict[str, Any]:
     """Evaluate a face model: verification .bin files, IJB-B/C 1:1, or write dataset embeddings."""
     from topofr_cli.evaluation.model_io import load_model
     from topofr_cli.evaluation.report import (
@@ -97,6 +114,7 @@ def evaluate(
 
     check_format(figure_format)
     torch_device = resolve_device(device)
+    num_workers = workers if num_workers is None else num_workers
     loaded = load_model(model, network)
     console.print(f"model {model}: {loaded.kind}, {loaded.network}, embedding {loaded.embedding_size}"
                   + (f", step {loaded.step}" if loaded.step is not None else ""), highlight=False)
@@ -112,14 +130,23 @@ def evaluate(
     source = provenance(model, step=loaded.step, network=loaded.network, flip=flip)
     progress = RichProgress(console)
     figures = {"figure": FigureMeta(model=model_label(model), step=loaded.step), "figure_format": figure_format}
+    summary: dict[str, Any] = {"model": model, "kind": loaded.kind, "network": loaded.network,
+                               "step": loaded.step, "embedding_size": loaded.embedding_size, "flip": flip}
     if bins:
-        _show_verification(verification_report(loaded.backbone, list(bins), out, batch_size=batch_size, flip=flip,
-                                               device=torch_device, num_workers=num_workers, provenance=source,
-                                               progress=progress, **figures))
+        verification = verification_report(loaded.backbone, list(bins), out, batch_size=batch_size, flip=flip,
+                                           device=torch_device, num_workers=num_workers, provenance=source,
+                                           progress=progress, **figures)
+        _show_verification(verification)
+        summary["verification"] = {"sets": {name: r.summary() for name, r in verification.results.items()},
+                                   "csv": verification.csv_path, "roc": verification.roc_path}
     if ijb is not None:
-        _show_ijb(ijb_report(loaded.backbone, ijb, target, out, flip=flip, use_norm_score=not no_norm,
-                             use_detector_score=not no_detector_score, batch_size=batch_size, device=torch_device,
-                             num_workers=num_workers, provenance=source, progress=progress, **figures))
+        ijb_result = ijb_report(loaded.backbone, ijb, target, out, flip=flip,
+                                use_norm_score=not (unit_features or no_norm),
+                                use_detector_score=not no_detector_score, batch_size=batch_size,
+                                device=torch_device, num_workers=num_workers, provenance=source,
+                                progress=progress, **figures)
+        _show_ijb(ijb_result)
+        summary["ijb"] = _ijb_summary(ijb_result)
     if data is not None:
         dataset = open_data(data, detector if detect else None, workers=max(1, num_workers), progress=progress)
         written = embeddings_report(loaded.backbone, data, embeddings, dataset=dataset, flip=flip,
@@ -127,6 +154,9 @@ def evaluate(
                                     device=torch_device, num_workers=num_workers, progress=progress)
         console.print(f"wrote {written.count} embeddings of size {written.embedding_size} to {written.path}",
                       highlight=False)
+        summary["embeddings"] = {"path": written.path, "count": written.count,
+                                 "embedding_size": written.embedding_size}
+    return summary
 
 
 @user_errors

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
 from topofr_cli.artifacts.outputs import REPORT, check_output, default_output, provenance
 from topofr_cli.cli.common import console, degenerate_warning, user_errors, warn
+from topofr_cli.cli.json_output import json_option, prints_json
 from topofr_cli.cli.raw_photos import DETECT_HELP, DETECTOR_HELP, open_data
 from topofr_cli.cli.render import bars
-from topofr_cli.data.dataset import FaceDataset
 from topofr_cli.devices import resolve_device
-from topofr_cli.hardness.report import DISTRIBUTIONS, GALLERY, GALLERY_MAX_ROWS, SUMMARY_JSON
+from topofr_cli.hardness.report import DISTRIBUTIONS, GALLERY, GALLERY_MAX_ROWS, SUMMARY_JSON, summary
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch and the data readers load when the command runs, not for --help
+    from topofr_cli.data.dataset import FaceDataset
     from topofr_cli.hardness.ranking import HardnessTable
 
 
@@ -49,7 +50,16 @@ def _top_table(table: HardnessTable, dataset: FaceDataset, top: int) -> Table:
     return view
 
 
+def _top_rows(table: HardnessTable, dataset: FaceDataset, top: int) -> list[dict[str, Any]]:
+    return [{"rank": rank, "index": int(index), "key": dataset.source_key(int(index)),
+             "label": int(table.labels[index]), "predicted": int(table.predicted[index]),
+             "p_gt": float(table.p_true[index]), "entropy": float(table.entropy[index]),
+             "gamma": float(table.gamma[index]), "sds": float(table.sds[index])}
+            for rank, index in enumerate(table.ranking()[:top], start=1)]
+
+
 @user_errors
+@prints_json
 def hard_samples(
     model: Path = typer.Argument(..., help="Trained checkpoint with its classifier (checkpoints/step_*.pt)."),
     data: Path = typer.Option(..., "--data", "-d",
@@ -88,7 +98,8 @@ def hard_samples(
     figure_format: str = typer.Option("png", "--figure-format", help="Figures as png, pdf or svg."),
     margin: bool | None = typer.Option(None, "--margin/--no-margin", hidden=True,
                                        help="Old names of --mode paper / --mode noise."),
-) -> None:
+    json_out: bool = json_option(),
+) -> dict[str, Any]:
     """Rank every image by structure damage score (SDS = w1 · w2, docs/method.md §1.3) to find label noise."""
     from topofr_cli.evaluation.model_io import load_model
     from topofr_cli.hardness.clean import check_clean_options, verification_bins_to_copy, write_clean_dataset
@@ -112,17 +123,20 @@ def hard_samples(
     table = score_dataset(loaded, dataset, batch_size=batch_size, gum_scope=gum_scope.value,
                           device=torch_device, num_workers=workers, mode=chosen, progress=bars(console))
 
+    source = provenance(model, step=loaded.step, network=loaded.network, flip=False)
     with console.status("writing the ranking and figures"):
-        write_report(table, dataset, out, provenance=provenance(model, step=loaded.step, network=loaded.network,
-                                                                flip=False),
-                     data_path=data, top=top, typical=typical, figure_format=figure_format)
+        write_report(table, dataset, out, provenance=source, data_path=data, top=top, typical=typical,
+                     figure_format=figure_format)
     console.print(_top_table(table, dataset, top))
     if table.degenerate:
         warn(degenerate_warning(str(model), table.mean_cosine) + "; the ranking reflects no learned identities")
     console.print(f"wrote {out}/{{sds.parquet, sds.csv, {DISTRIBUTIONS}.{figure_format}, {GALLERY}.{figure_format}, "
                   f"{SUMMARY_JSON}}}")
+    results: dict[str, Any] = {**summary(table, source, data), "out": out, "top": _top_rows(table, dataset, top)}
 
     if write_clean is not None:
         report = write_clean_dataset(dataset, table, write_clean, drop_top=drop_top,
                                      drop_above=drop_above, overwrite=overwrite, progress=bars(console))
         console.print(f"wrote {report.path}: kept {report.kept:,} images, dropped {report.dropped:,}")
+        results["clean"] = {"path": report.path, "kept": report.kept, "dropped": report.dropped}
+    return results

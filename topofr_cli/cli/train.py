@@ -43,6 +43,9 @@ def train(
     rdzv_endpoint: str | None = typer.Option(
         None, "--rdzv-endpoint", help="HOST:PORT of the rendezvous (required when --nnodes > 1)."
     ),
+    device: str | None = typer.Option(
+        None, "--device", help="auto, cpu, cuda or cuda:N: shorthand for --set train.device=DEVICE."
+    ),
     print_config: bool = typer.Option(
         False, "--print-config", help="Print the resolved recipe (file, defaults and --set) as YAML and exit; "
         "without RECIPE, the defaults."
@@ -58,6 +61,8 @@ def train(
     if recipe is None and not print_config:
         raise TopofrError(f"name a RECIPE: a YAML file or a packaged recipe ({', '.join(packaged_recipes())})")
     recipe_path = resolve_recipe(recipe) if recipe is not None else None
+    if device is not None:
+        overrides = [*overrides, f"train.device={device}"]
     loaded = load_recipe(recipe_path, overrides)
     if print_config:
         import yaml

@@ -254,3 +254,30 @@ def test_template_positions_table_and_search_paths():
     np.testing.assert_array_equal(ijb_protocol.template_positions(ids, query), expected)
     sparse = np.array([3, 7, 10**12])  # id range too wide for a table: binary search
     np.testing.assert_array_equal(ijb_protocol.template_positions(sparse, np.array([10**12, 8, 3])), [2, -1, 0])
+
+
+def test_unit_features_normalises_each_image_before_pooling(calibrated_backbone, tmp_path):
+    truth = _write_ijb(tmp_path / "IJBC")
+    model = _checkpoint(tmp_path / "backbone.pth", calibrated_backbone)
+    scores = {}
+    for flag in ("--unit-features", "--no-norm"):  # the new name and the old one it replaces
+        out = tmp_path / flag.strip("-")
+        result = runner_invoke(["eval", str(tmp_path / "backbone.pth"), "--ijb", str(tmp_path / "IJBC"), flag,
+                                "--out", str(out), "--batch-size", "4", "--workers", "0", "--device", "cpu",
+                                "--no-flip"])
+        assert result.exit_code == 0, result.output
+        scores[flag] = np.load(out / "ijbc_scores.npy")
+    np.testing.assert_array_equal(scores["--unit-features"], scores["--no-norm"])
+
+    # insightface with use_norm_score=False: each image feature L2-normalised, then detector-weighted
+    aligned = np.stack([align_face(np.asarray(Image.open(tmp_path / "IJBC" / "loose_crop" / f"{i}.jpg")), p)
+                        for i, _, _, p, _ in truth])
+    x = torch.from_numpy(aligned).permute(0, 3, 1, 2).float() / 255 * 2 - 1
+    with torch.no_grad():
+        feats = model(x).numpy()
+    feats = feats / np.linalg.norm(feats, axis=1, keepdims=True) * np.array([s for *_, s in truth])[:, None]
+    tfeats, tids = _image2template_loop(feats, np.array([t for _, t, *_ in truth]),
+                                        np.array([m for _, _, m, *_ in truth]))
+    pairs = np.array(PAIRS)
+    np.testing.assert_allclose(scores["--unit-features"], _verification_loop(tfeats, tids, pairs[:, 0], pairs[:, 1]),
+                               atol=1e-4)

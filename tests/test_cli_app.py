@@ -96,3 +96,14 @@ def test_unknown_command_is_a_usage_error():
     result = runner.invoke(app, ["trian"])
     assert result.exit_code == 2
     assert "No such command" in result.output
+
+
+@pytest.mark.parametrize("words, expected", [("topofr ha", "hard-samples"), ("topofr train --pr", "--print-config"),
+                                             ("topofr eval --wo", "--workers")])
+def test_shell_completion_reaches_lazy_commands(words, expected):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+           "_TOPOFR_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split()) - 1)}
+    code = "import sys; sys.argv = ['topofr']; from topofr_cli.cli.app import main; main()"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [expected]

@@ -24,7 +24,7 @@ def run(make_tiny_dataset, tiny_recipe_file, tmp_path_factory):
     recipe = tiny_recipe_file(root, data, root / "run")
     result = runner.invoke(app, ["train", str(recipe), "--set", "schedule.max_steps=2"])
     assert result.exit_code == 0, result.output
-    (checkpoint,) = sorted((root / "run" / "checkpoints").glob("*.pt"))
+    checkpoint = sorted((root / "run" / "checkpoints").glob("*.pt"))[-1]  # the last: step 2
     return {"root": root, "data": data, "checkpoint": checkpoint}
 
 

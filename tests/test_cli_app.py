@@ -77,7 +77,8 @@ def test_root_help_lists_every_command_without_importing_it():
 
 @pytest.mark.parametrize("command, option", [("prepare", "synthetic"), ("train", "--print-config"),
                                              ("eval", "--workers"), ("export", "--tolerance"),
-                                             ("analyze-topology", "--json"), ("hard-samples", "--json")])
+                                             ("analyze-topology", "--json"), ("hard-samples", "--json"),
+                                             ("bench", "--device")])
 def test_command_help_shows_its_options_without_heavy_imports(command, option):
     shown, loaded = _modules_after([command, "--help"])
     assert option in shown

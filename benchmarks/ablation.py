@@ -93,11 +93,12 @@ def work(arm: str, seed: int, out: Path) -> None:
     from topofr_cli.config import load_recipe
     from topofr_cli.engine.trainer import train
     from topofr_cli.evaluation.baseline import pixel_baseline_accuracy
+    from topofr_cli.recipes import PACKAGED_DIR
 
     torch.set_num_threads(1)
     train_set, probe_set = out / "data" / "train_set", out / "data" / "probe_set"
     run_dir = out / arm / f"seed{seed}"
-    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml",
+    recipe = load_recipe(PACKAGED_DIR / "quickstart.yaml",
                          run_overrides(arm, seed, run_dir, train_set))
     started, cpu_start = time.perf_counter(), cpu_seconds()
     result = train(recipe, overwrite=True)

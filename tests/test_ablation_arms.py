@@ -13,6 +13,7 @@ from topofr_cli.config import load_recipe
 from topofr_cli.engine.objective import build_objective
 from topofr_cli.engine.topofr_objective import TopoFRObjective
 from topofr_cli.models.partial_fc import ClassifierOutput
+from topofr_cli.recipes import PACKAGED_DIR
 from topofr_cli.topology.ptsa import ptsa_loss
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +30,7 @@ def ablation_module():
 def arm_recipe(arm: str):
     ablation = ablation_module()
     overrides = ablation.run_overrides(arm, 1, Path("run"), Path("data"))
-    return load_recipe(ROOT / "recipes" / "quickstart.yaml", overrides)
+    return load_recipe(PACKAGED_DIR / "quickstart.yaml", overrides)
 
 
 @pytest.mark.parametrize(("arm", "mechanisms"), [

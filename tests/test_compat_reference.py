@@ -24,6 +24,7 @@ from topofr_cli.engine.objective import PlainObjective, build_objective
 from topofr_cli.engine.step import TrainStep
 from topofr_cli.hardness.sds import negated_positions, sample_weights, sde_statistic, sde_weights
 from topofr_cli.models import CombinedMarginHead, PartialFC, create_backbone
+from topofr_cli.recipes import PACKAGED_DIR
 
 CPU = DistContext(0, 0, 1, torch.device("cpu"), None)
 
@@ -205,9 +206,8 @@ REFERENCE_CONFIGS = {  # configs/<name>.py of the reference: (epochs, weight dec
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_CONFIGS))
 def test_recipes_follow_the_reference_configs(name):
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "recipes" / f"{name}.yaml"
+    path = PACKAGED_DIR / f"{name}.yaml"
     run = load_recipe(path)
     epochs, weight_decay, classes = REFERENCE_CONFIGS[name]
     assert (run.schedule.epochs, run.optim.weight_decay, run.head.num_classes) == (epochs, weight_decay, classes)

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from fuzz.mutate import INTERESTING_INTS, INTERESTING_TEXT, mutate_bytes, mutate_text
+from topofr_cli.recipes import PACKAGED_DIR
 
 READ_AT_MOST = 32  # records touched per input: enough to reach every record of the small seeds
 
@@ -177,7 +178,7 @@ def run_folder(case: Path, rng: np.random.Generator) -> None:
 
 # -- recipes --------------------------------------------------------------------------------------
 
-_RECIPE_FILE = Path(__file__).resolve().parents[2] / "recipes" / "quickstart_topofr.yaml"
+_RECIPE_FILE = PACKAGED_DIR / "quickstart_topofr.yaml"
 _OVERRIDE_KEYS = ["optim.lr", "data.batch_size", "train.log_every", "schedule.epochs", "train.max_bad_steps",
                   "topofr.rsp.prob", "head.m2", "data.path", "model.network", "data.synthetic.pairs",
                   "topofr.ptsa.alpha", "train.seed", "optim", "nope.key", "data.val_bins", "head.num_classes"]

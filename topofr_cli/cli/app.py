@@ -25,7 +25,7 @@ COMMANDS = {  # name: ("module:attribute", one-line help)
                          "a dataset sample in input and latent space, their distances, and the structure "
                          "collapse curve of a training run."),
     "hard-samples": ("topofr_cli.cli.hard_samples:hard_samples", "Rank every image by structure damage score "
-                     "(SDS = w1 · w2, REFERENCE §1.3) to find label noise."),
+                     "(SDS = w1 · w2, docs/method.md §1.3) to find label noise."),
     "bench": ("topofr_cli.cli.bench:bench", "How fast is TopoFR on this hardware, what does it cost over plain "
               "ArcFace, and is every device path right?"),
 }

@@ -28,7 +28,7 @@ console = Console()
 
 
 def kruskal_deaths(dist: np.ndarray) -> np.ndarray:
-    """REF's algorithm: sort all n(n+1)/2 edges (diagonal included), then a Python union-find."""
+    """The reference's algorithm: sort all n(n+1)/2 edges (diagonal included), then a Python union-find."""
     n = len(dist)
     rows, cols = np.triu_indices(n)
     order = np.argsort(dist[rows, cols], kind="stable")

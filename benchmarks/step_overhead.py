@@ -5,7 +5,7 @@
 
 Same backbone, head, batch, precision and device for both; only the objective differs (the plain step is
 ArcFace through Partial FC; the TopoFR step adds RSP on the batch, the PTSA loss over the batch and the
-SDE weighting with its GUM fit). Ratios are time(TopoFR) / time(plain). REFERENCE §4 measured REF at
+SDE weighting with its GUM fit). Ratios are time(TopoFR) / time(plain). docs/method.md §4 measured the reference at
 2.24× (B 128) and 2.53× (B 256) on an H200.
 """
 

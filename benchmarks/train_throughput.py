@@ -11,7 +11,7 @@ one-process DDP group (gloo on CPU, nccl on CUDA):
   GradScaler), fused SGD, no host–device sync in the step (topofr_cli.engine.step.TrainStep);
 - baseline: NCHW, the classifier weight inside the DDP module (its full gradient all-reduced), the default
   (for-each) SGD, F.cross_entropy over the margin logits, and the loss read every step (`.item()`), as
-  insightface/REF-style loops do. Same autocast precision (fp16 with a GradScaler), fp32 master weights.
+  insightface- and reference-style loops do. Same autocast precision (fp16 with a GradScaler), fp32 master weights.
 """
 
 from __future__ import annotations

@@ -129,7 +129,7 @@ def reference_diagrams(dist: np.ndarray) -> dict[int, np.ndarray]:
 def pixel_distances(images: np.ndarray) -> np.ndarray:
     x = images.astype(np.float64).transpose(0, 3, 1, 2).reshape(len(images), -1) / 255.0 * 2 - 1
     diff = x[:, None, :] - x[None, :, :]
-    return np.sqrt((diff**2).sum(-1)) / math.sqrt(4 * x.shape[1])  # REFERENCE §1.2
+    return np.sqrt((diff**2).sum(-1)) / math.sqrt(4 * x.shape[1])  # docs/method.md §1.2
 
 
 def diagram(frame: pd.DataFrame, space: str, dim: int, model=None, step=None) -> np.ndarray:

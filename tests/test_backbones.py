@@ -1,4 +1,4 @@
-"""Backbones: insightface parameter names/shapes (REFERENCE §3.5), forward shapes, checkpointing, channels-last."""
+"""Backbones: insightface parameter names/shapes (docs/method.md §3.5), forward shapes, checkpointing, channels-last."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from topofr_cli.models import create_backbone
 
 torch.set_num_threads(1)
 
-# REFERENCE §3.5, restated here independently of the implementation.
+# docs/method.md §3.5, restated here independently of the implementation.
 DEPTHS = {
     "r18": [2, 2, 2, 2],
     "r34": [3, 4, 6, 3],

@@ -143,7 +143,7 @@ def test_joint_clipping_matches_the_reference_step():
     images = torch.randint(0, 256, (6, 3, 112, 112), dtype=torch.uint8)
     labels = torch.tensor([0, 1, 2, 3, 4, 0])
     backbone, classifier, result = _run_step(True, images, labels)
-    # the reference: one parameter list (its classifier weight belongs to the backbone), one clip
+    # The reference: one parameter list (its classifier weight belongs to the backbone), one clip
     ref_backbone, ref_classifier = _parts(True)
     params = [*ref_backbone.parameters(), *ref_classifier.parameters()]
     optimizer = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4)

@@ -1,4 +1,4 @@
-"""GUM posterior against a plain NumPy transcription of REFERENCE §1.3's EM loop."""
+"""GUM posterior against a plain NumPy transcription of docs/method.md §1.3's EM loop."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from topofr_cli.hardness import gum_posterior, sde_statistic
 
 
 def numpy_gum(h: np.ndarray):
-    """REFERENCE §1.3, line by line, with an early `break` (no masking, no chunks)."""
+    """docs/method.md §1.3, line by line, with an early `break` (no masking, no chunks)."""
     n = len(h)
     pi, sigma2, c = 0.1, float(np.mean(h**2)), 0.2
     previous = 0.0

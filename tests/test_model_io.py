@@ -1,4 +1,4 @@
-"""load_model on our checkpoints, REF-layout and insightface-layout state dicts, and bad files."""
+"""load_model on our checkpoints, the reference-layout and insightface-layout state dicts, and bad files."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PTSA loss: hand-computed cases, an independent NumPy Kruskal, gradients (REFERENCE §1.2)."""
+"""PTSA loss: hand-computed cases, an independent NumPy Kruskal, gradients (docs/method.md §1.2)."""
 
 from __future__ import annotations
 

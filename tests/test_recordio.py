@@ -1,4 +1,4 @@
-"""RecordIO reading against files from an independent writer (tests/writers/rec_writer.py, REFERENCE §3.1)."""
+"""RecordIO reading against files from an independent writer (tests/writers/rec_writer.py, docs/method.md §3.1)."""
 
 from __future__ import annotations
 

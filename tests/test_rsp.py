@@ -1,4 +1,4 @@
-"""RSP: input untouched, selection rate, determinism, and each operation's output (REFERENCE §1.1)."""
+"""RSP: input untouched, selection rate, determinism, and each operation's output (docs/method.md §1.1)."""
 
 from __future__ import annotations
 

@@ -130,7 +130,7 @@ def test_pixel_baseline_matches_direct_computation_and_detects_identical_pairs(t
     rng = np.random.default_rng(0)
     photos = [render_identity((0, ROLE_HELDOUT, j, 2, 1.0, 90)) for j in range(12)]
     images, issame = [], []
-    for i in range(20):  # independent writer: the .bin format of REFERENCE §3.2 is a pickle
+    for i in range(20):  # independent writer: the .bin format of docs/method.md §3.2 is a pickle
         a, b = rng.integers(0, 12, 2)
         same = i % 2 == 0
         images += [photos[a][0], photos[a][1] if same else photos[(a + 1 + b % 11) % 12][1]]

@@ -58,7 +58,7 @@ def test_loss_is_weighted_ce_plus_alpha_ptsa(compat):
     loss, terms = objective(x_topology=x, embeddings=z, output=output, step=0)
     w1, w2, gum = sde_weights(entropy, p_true, 1.0, compat)
     if compat == "reference":
-        assert torch.equal(w2, torch.ones(batch))  # REFERENCE §2 defect 1: integer truncation
+        assert torch.equal(w2, torch.ones(batch))  # docs/method.md §2 defect 1: integer truncation
     else:
         torch.testing.assert_close(w2, 1 - p_true)
     expected_cls = (w1 * w2 * ce).mean()

@@ -80,7 +80,7 @@ class ModelConfig:
 
 @dataclass
 class HeadConfig:
-    """Combined margin cos(m1·θ + m2) − m3, scaled by s (REFERENCE §1.3: s = 64, m2 = 0.5)."""
+    """Combined margin cos(m1·θ + m2) − m3, scaled by s (docs/method.md §1.3: s = 64, m2 = 0.5)."""
 
     scale: float = ranged(64.0, 0.0, 1e4, low_open=True)
     m1: float = ranged(1.0, 0.0, 10.0)
@@ -132,7 +132,7 @@ class SDEConfig:
 
 @dataclass
 class TopoFRConfig:
-    """The paper's three mechanisms (REFERENCE §1). Off as a whole gives plain ArcFace."""
+    """The paper's three mechanisms (docs/method.md §1). Off as a whole gives plain ArcFace."""
 
     enabled: bool = False
     # fixed: this project's arithmetic; reference: the reference implementation's (docs/method.md §2)

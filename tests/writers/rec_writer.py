@@ -1,4 +1,4 @@
-"""An independent, deliberately plain writer of insightface RecordIO files (REFERENCE §3.1).
+"""An independent, deliberately plain writer of insightface RecordIO files (docs/method.md §3.1).
 
 Written from the reference text only (not from topofr_cli.data.recordio) so that reading its output
 checks the reader against the format, not against itself.

@@ -1,5 +1,5 @@
 """`analyze-topology`'s core: sample a dataset, embed it with each model or checkpoint, and compare the
-topology of the latent spaces with that of the input space (REFERENCE §1.2)."""
+topology of the latent spaces with that of the input space (docs/method.md §1.2)."""
 
 from __future__ import annotations
 
@@ -121,7 +121,7 @@ def load_sample(dataset_path: str | Path, *, samples: int, per_identity: int | N
 
 
 def input_space_distances(sample: Sample, device: torch.device) -> torch.Tensor:
-    """A^X of the sample (REFERENCE §1.2) computed on `device`, returned on the CPU."""
+    """A^X of the sample (docs/method.md §1.2) computed on `device`, returned on the CPU."""
     return input_distances(normalize(sample.images.to(device))).cpu()
 
 
@@ -138,7 +138,7 @@ def analyze_model(path: Path, sample: Sample, input_topology: SpaceTopology, dim
     progress = resolve_progress(progress)
     start = time.perf_counter()
     loaded = load_model(path)
-    scale = 1.0 if loaded.latent_scale is None else loaded.latent_scale  # REF's constant λ = 1 otherwise
+    scale = 1.0 if loaded.latent_scale is None else loaded.latent_scale  # the reference's constant λ = 1 otherwise
     if not scale > 0:
         raise TopofrError(f"{path}: key 'latent_scale' is {scale}, a latent scale must be positive")
     images = sample.images

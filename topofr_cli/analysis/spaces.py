@@ -1,6 +1,6 @@
 """The topology of one sample in several spaces, and how a latent space compares with the input space.
 
-Spaces: "input" (pixels, A^X of REFERENCE §1.2), "latent" (embeddings before L2 normalisation divided
+Spaces: "input" (pixels, A^X of docs/method.md §1.2), "latent" (embeddings before L2 normalisation divided
 by the latent scale λ, A^Z of §1.2 — the space PTSA aligns) and "latent_l2" (L2-normalised
 embeddings, the space faces are matched in).
 """
@@ -105,7 +105,7 @@ class SpaceComparison:
 
 
 def ptsa_terms(a_x: torch.Tensor, pairs_x: torch.Tensor, a_z: torch.Tensor, pairs_z: torch.Tensor) -> tuple[float, float]:
-    """Both PTSA loss forms (REFERENCE §1.2) from matrices and MST edges already computed.
+    """Both PTSA loss forms (docs/method.md §1.2) from matrices and MST edges already computed.
 
     Skips recomputing A^X from the pixels and the two trees, which is most of `ptsa_loss`'s cost.
     """

@@ -67,7 +67,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def load_weights_file(path: str | Path, *, mmap: bool = False) -> Any:
-    """Any PyTorch file, read with `weights_only=True` (a foreign model file, REF's model.pt, ours).
+    """Any PyTorch file, read with `weights_only=True` (a foreign model file, the reference's model.pt, ours).
 
     A refused or unreadable file is one TopofrError line naming it.
     """
@@ -142,7 +142,7 @@ class Checkpoint:
     training: dict[str, Any] | None = None
     topofr_version: str = __version__
     path: Path | None = None  # where it was read from
-    # λ of a TopoFR run with a learned scale (None for plain runs and REF's constant 1): derived from
+    # λ of a TopoFR run with a learned scale (None for plain runs and the reference's constant 1): derived from
     # `objective`, never written; only version-1 files without objective state give it directly
     latent_scale: float | None = None
 

@@ -1,4 +1,4 @@
-"""Augmentation: RSP, the random structure perturbation of TopoFR (REFERENCE §1.1)."""
+"""Augmentation: RSP, the random structure perturbation of TopoFR (docs/method.md §1.1)."""
 
 from topofr_cli.augment.rsp import RandomStructurePerturbation
 

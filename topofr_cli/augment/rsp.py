@@ -1,4 +1,4 @@
-"""RSP — random structure perturbation of a batch, on the batch's device (REFERENCE §1.1).
+"""RSP — random structure perturbation of a batch, on the batch's device (docs/method.md §1.1).
 
 Each sample is perturbed with probability ξ by one of four operations chosen uniformly:
 Gaussian blur, grayscale, colour jitter, random erasing — with torchvision's semantics:
@@ -19,7 +19,7 @@ Blur, grayscale and jitter act on (x + 1) / 2 ∈ [0, 1] and are mapped back to 
 is drawn up front as tensors, so a seeded generator fixes the result and nothing waits on the host.
 On CUDA every operation runs over the whole batch and torch.where keeps the selected samples
 (sync-free); on the CPU, where there is no device to wait for, each operation runs only on its own
-sub-batch. The input is never modified (REFERENCE §2 defect 2).
+sub-batch. The input is never modified (docs/method.md §2 defect 2).
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def erase_boxes(shape: tuple[int, ...], area: torch.Tensor, log_aspect: torch.Te
 
 
 class RandomStructurePerturbation:
-    """Perturb each sample with probability `prob` by one of the four operations of REFERENCE §1.1.
+    """Perturb each sample with probability `prob` by one of the four operations of docs/method.md §1.1.
 
     Call with x [B, 3, H, W] in [−1, 1] and an optional torch.Generator (on any device; draws are
     moved to x's device). Returns (x_tilde, mask): a new tensor and the bool [B] of perturbed samples.

@@ -83,7 +83,7 @@ def _ptsa_table(result: AnalysisResult) -> Table:
 def analyze_topology(
     models: list[Path] = typer.Argument(
         None, metavar="MODEL_OR_RUN_DIR",
-        help="Model files (topofr checkpoint, REF model.pt, insightface backbone, ONNX) or run directories "
+        help="Model files (topofr checkpoint, the reference implementation's model.pt, insightface backbone, ONNX) or run directories "
              "(RUN/checkpoints/step_*.pt: one analysis per checkpoint, plus the structure collapse curve). "
              "Omit with --no-model.",
     ),

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # torch and the evaluation stack load when the command runs, 
 
 
 def _show_verification(report: VerificationReport) -> None:
-    table = Table(title="verification (10-fold, REFERENCE §3.3)")
+    table = Table(title="verification (10-fold, docs/method.md §3.3)")
     for column in ("set", "pairs", "accuracy", "best threshold", "VAL@FAR=1e-3", "AUC"):
         table.add_column(column, justify="left" if column == "set" else "right")
     for name, result in report.results.items():
@@ -61,7 +61,7 @@ def _ijb_summary(report: IJBReport) -> dict[str, Any]:
 @user_errors
 @prints_json
 def evaluate(
-    model: Path = typer.Argument(..., help="Model file: a topofr checkpoint, REF's model.pt, an insightface "
+    model: Path = typer.Argument(..., help="Model file: a topofr checkpoint, the reference's model.pt, an insightface "
                                  "backbone .pth, or an .onnx file."),
     bins: list[Path] = typer.Option(None, "--bin", help="Verification .bin (lfw.bin, cfp_fp.bin, …); repeat "
                                     "for several. Default: the held-out .bin of the model's training set."),
@@ -161,7 +161,7 @@ def evaluate(
 
 @user_errors
 def export(
-    model: Path = typer.Argument(..., help="Model file: a topofr checkpoint, REF's model.pt or an "
+    model: Path = typer.Argument(..., help="Model file: a topofr checkpoint, the reference's model.pt or an "
                                  "insightface backbone .pth."),
     out: Path = typer.Argument(..., help="Output .onnx file (backbone only, dynamic batch axis)."),
     network: str | None = typer.Option(None, "--network", help="Architecture when the file does not say."),

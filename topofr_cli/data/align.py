@@ -9,7 +9,7 @@ import numpy as np
 
 from topofr_cli.errors import TopofrError
 
-# REFERENCE §3.4: the 96x112 template points with x + 8, i.e. for a 112x112 crop. Pixel centres at
+# docs/method.md §3.4: the 96x112 template points with x + 8, i.e. for a 112x112 crop. Pixel centres at
 # integer coordinates (the OpenCV convention the landmark files use).
 ARCFACE_TEMPLATE = np.array([
     [30.2946 + 8.0, 51.6963],

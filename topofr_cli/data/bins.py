@@ -1,4 +1,4 @@
-"""Verification pair files (`lfw.bin` and friends, REFERENCE §3.2), read without running code.
+"""Verification pair files (`lfw.bin` and friends, docs/method.md §3.2), read without running code.
 
 A `.bin` is a pickle of `(images, issame)`. It is unpickled by `safe_pickle`, which resolves only the
 few globals that rebuild numpy arrays, dtypes and scalars, checks their arguments (no object arrays,

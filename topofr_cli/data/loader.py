@@ -168,7 +168,7 @@ def make_train_loader(dataset: FaceDataset, batch_size: int, *, num_workers: int
 
 
 def normalize(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 [B, 3, H, W] → [-1, 1] as (pixel / 255 − 0.5) / 0.5 (REFERENCE §1), on the tensor's device."""
+    """uint8 [B, 3, H, W] → [-1, 1] as (pixel / 255 − 0.5) / 0.5 (docs/method.md §1), on the tensor's device."""
     if images.dtype != torch.uint8:
         raise TypeError(f"normalize expects uint8 images, got {images.dtype}")
     return images.to(dtype).div_(255.0).sub_(0.5).div_(0.5)

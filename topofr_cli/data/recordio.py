@@ -1,6 +1,6 @@
 """insightface/MXNet RecordIO (`train.rec` + `train.idx` [+ `property`]) read directly, no mxnet.
 
-Framing, payload header and the insightface header-record layout follow REFERENCE §3.1. The `.rec`
+Framing, payload header and the insightface header-record layout follow docs/method.md §3.1. The `.rec`
 is memory-mapped; every record's frame and header is checked once, vectorised, when the dataset is
 opened, so a bad offset or wrong magic is reported up front with the key and `.idx` line.
 """
@@ -20,7 +20,7 @@ from topofr_cli.artifacts.atomic import atomic_path, write_text
 from topofr_cli.data.images import ImageDecodeError, decode_image
 from topofr_cli.errors import TopofrError
 
-MAGIC = 0xCED7230A  # REFERENCE §3.1
+MAGIC = 0xCED7230A  # docs/method.md §3.1
 MAGIC_BYTES = struct.pack("<I", MAGIC)
 LENGTH_MASK = (1 << 29) - 1
 PAYLOAD_HEADER = struct.Struct("<IfQQ")  # flag, label, id, id2 (24 bytes)

@@ -83,7 +83,7 @@ def draw_pairs(rng: np.random.Generator, identities: int, per_identity: int, pai
     """LFW-like pair list: (first [P, 2], second [P, 2]) as (identity, photo), issame [P].
 
     Exactly half the pairs are genuine, and each contiguous fold of the 10-fold protocol gets a
-    shuffled half-and-half mix (REFERENCE §3.3 splits without shuffling).
+    shuffled half-and-half mix (docs/method.md §3.3 splits without shuffling).
     """
     issame = np.arange(pairs) % 2 == 0
     for fold in kfold_splits(pairs, NUM_FOLDS):

@@ -41,7 +41,7 @@ class Objective(Protocol):
 
 
 class PlainObjective(torch.nn.Module):
-    """mean over the global batch of the per-sample margin cross-entropy (REFERENCE §1.3, without SDE)."""
+    """mean over the global batch of the per-sample margin cross-entropy (docs/method.md §1.3, without SDE)."""
 
     term_names: tuple[str, ...] = ()
 

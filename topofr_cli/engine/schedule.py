@@ -1,6 +1,6 @@
 """Learning-rate schedule: linear warm-up then polynomial decay, evaluated per optimizer step.
 
-REFERENCE §4: REF trains with polynomial decay of power 2 and no warm-up (insightface's PolyScheduler).
+docs/method.md §4: the reference trains with polynomial decay of power 2 and no warm-up (insightface's PolyScheduler).
 The schedule is a pure function of the step index, so resuming needs nothing but the step count.
 """
 

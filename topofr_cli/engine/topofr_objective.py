@@ -1,11 +1,11 @@
-"""The TopoFR objective (REFERENCE §1): L = L_cls (SDE-weighted) + α · L_topo (PTSA), inputs perturbed by RSP.
+"""The TopoFR objective (docs/method.md §1): L = L_cls (SDE-weighted) + α · L_topo (PTSA), inputs perturbed by RSP.
 
 Modes (`topofr.compat`):
 - `fixed` (default): w2 = 1 − p_gt as a float, PTSA's input space is the clean batch x, λ is learned.
-- `reference`: REF's arithmetic, defects 1–3 of REFERENCE §2 included: w2 truncated to an integer
+- `reference`: the reference's arithmetic, defects 1–3 of docs/method.md §2 included: w2 truncated to an integer
   after p_gt is rounded to the autocast dtype (a gate at p_gt ≥ 0.99976 under fp16), randomly erased
   samples leak into the input space x, λ fixed at 1, one GUM per rank's local batch, the entropy
-  the reference's negation pattern for odd batches. (The engine side of reference mode — trainable embedding
+  The reference's negation pattern for odd batches. (The engine side of reference mode — trainable embedding
   BatchNorm scale, joint clipping, scaler growth interval — is in engine/compat.py.)
 
 Distributed semantics (the engine sums backbone gradients over ranks, see distributed.sum_gradients_hook):
@@ -53,7 +53,7 @@ def gather_input_space(x: torch.Tensor, world_size: int, *, from_pixels: bool) -
 
     from_pixels: x is normalize(uint8 images), so the ranks exchange the uint8 images (4× fewer bytes
     than float32) and each normalises the others' again: bit-identical to gathering x itself.
-    REF's input space (compat=reference) can hold erased samples, which are not pixels: sent as float32.
+    The reference's input space (compat=reference) can hold erased samples, which are not pixels: sent as float32.
     """
     if world_size == 1:
         return x
@@ -97,12 +97,12 @@ class TopoFRObjective(nn.Module):
 
     # -- the step's hooks ----------------------------------------------------------------------------
     def perturb(self, x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """(backbone input x̃ = RSP(x), PTSA's input space): x itself, or REF's leaky version."""
+        """(backbone input x̃ = RSP(x), PTSA's input space): x itself, or the reference's leaky version."""
         if self.rsp is None:
             return x, x
         if not self.reference:
             return self.rsp(x, generator)[0], x
-        # Defect 2: REF erases in place on a view of the batch, so erased samples (only those) reach the
+        # Defect 2: the reference erases in place on a view of the batch, so erased samples (only those) reach the
         # input space. Re-draw the same numbers from a copy of the generator to know which were erased.
         replay = torch.Generator(device=generator.device)
         replay.set_state(generator.get_state())

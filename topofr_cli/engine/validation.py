@@ -1,4 +1,4 @@
-"""Periodic verification during training (REFERENCE §3.3, 10-fold accuracy)."""
+"""Periodic verification during training (docs/method.md §3.3, 10-fold accuracy)."""
 
 from __future__ import annotations
 

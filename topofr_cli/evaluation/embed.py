@@ -17,7 +17,7 @@ BATCHES_PER_HOST_COPY = 16
 
 
 def to_model_input(images_uint8: torch.Tensor, device: torch.device | str) -> torch.Tensor:
-    """uint8 [B, 3, H, W] → float [-1, 1] on `device` (REFERENCE §1); the copy moves uint8, 4× less."""
+    """uint8 [B, 3, H, W] → float [-1, 1] on `device` (docs/method.md §1); the copy moves uint8, 4× less."""
     return normalize(images_uint8.to(device, non_blocking=True))
 
 

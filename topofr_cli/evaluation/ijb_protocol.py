@@ -1,4 +1,4 @@
-"""IJB-B / IJB-C 1:1 arithmetic of insightface's `eval_ijbc.py` (REFERENCE §3.4), vectorised.
+"""IJB-B / IJB-C 1:1 arithmetic of insightface's `eval_ijbc.py` (docs/method.md §3.4), vectorised.
 
 - Meta files are parsed by pyarrow (fast path); any problem re-parses the file line by line to
   name the offending line.

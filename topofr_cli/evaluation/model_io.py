@@ -159,7 +159,7 @@ def _load_state_dict(state: dict, path: Path, network: str | None) -> LoadedMode
     if non_tensors:
         raise TopofrError(f"{path}: not a state dict or topofr checkpoint (key {non_tensors[0]!r} "
                           f"holds a {type(state[non_tensors[0]]).__name__})")
-    classifier = state.pop("weight", None)  # REF keeps its classifier [C, E] in the same dict
+    classifier = state.pop("weight", None)  # the reference keeps its classifier [C, E] in the same dict
     kind = "reference" if classifier is not None else "insightface"
     notes = []
     if network is None:
@@ -181,7 +181,7 @@ def _load_state_dict(state: dict, path: Path, network: str | None) -> LoadedMode
 
 
 def load_model(path: str | Path, network: str | None = None) -> LoadedModel:
-    """Our checkpoints, REF's `model.pt` (backbone + classifier `weight` in one state dict),
+    """Our checkpoints, the reference's `model.pt` (backbone + classifier `weight` in one state dict),
     insightface backbone files (plain IResNet/mbf state dict, `module.` prefixes allowed), or ONNX.
 
     The architecture is `network` if given, else our checkpoint's, else inferred from the keys

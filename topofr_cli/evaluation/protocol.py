@@ -1,4 +1,4 @@
-"""The 10-fold verification protocol of insightface's `eval/verification.py` (REFERENCE §3.3).
+"""The 10-fold verification protocol of insightface's `eval/verification.py` (docs/method.md §3.3).
 
 Every quantity is a count of pairs whose squared distance is below a threshold, so the distances
 are sorted once per fold and each count over all thresholds is one `np.searchsorted` call instead of
@@ -13,7 +13,7 @@ import numpy as np
 
 from topofr_cli.data.folds import kfold_splits
 
-# REFERENCE §3.3: accuracy thresholds 0, 0.01, …, 3.99; VAL thresholds 0, 0.001, …, 3.999.
+# docs/method.md §3.3: accuracy thresholds 0, 0.01, …, 3.99; VAL thresholds 0, 0.001, …, 3.999.
 # Built with np.arange exactly like insightface so the float threshold values are bit-identical.
 ACCURACY_THRESHOLDS = np.arange(0, 4, 0.01)
 VAL_THRESHOLDS = np.arange(0, 4, 0.001)

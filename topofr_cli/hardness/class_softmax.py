@@ -2,7 +2,7 @@
 
 The classifier may have millions of classes, so the softmax is never materialised: cosine logits
 are produced one block of classes at a time and reduced with a streaming log-sum-exp. The
-entropy's `log(p + 1e-5)` (REFERENCE §1.3) is not shift-invariant, so it cannot be folded into
+entropy's `log(p + 1e-5)` (docs/method.md §1.3) is not shift-invariant, so it cannot be folded into
 the same online pass: a second pass over the class blocks adds it once the normaliser is known.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-ENTROPY_EPS = 1e-5  # REFERENCE §1.3: H = −Σ p log(p + 1e-5)
+ENTROPY_EPS = 1e-5  # docs/method.md §1.3: H = −Σ p log(p + 1e-5)
 DEFAULT_CLASS_BLOCK = 65536
 
 

@@ -1,6 +1,6 @@
-"""Gaussian–uniform mixture (GUM) fitted by EM: the structure-damage posterior of REFERENCE §1.3.
+"""Gaussian–uniform mixture (GUM) fitted by EM: the structure-damage posterior of docs/method.md §1.3.
 
-The EM loop is the one REF runs (same initialisation, updates, 1000-iteration cap and stopping rule,
+The EM loop is the one the reference runs (same initialisation, updates, 1000-iteration cap and stopping rule,
 float64), vectorised on the statistic's device.  The stopping rule is evaluated on the device every
 iteration; iterations after convergence are *masked* (the state is frozen with torch.where), and the
 host only looks at the "converged" flag once per `check_every` iterations. So the result — γ, the
@@ -60,11 +60,11 @@ def _em_iteration(
     c1 = (outlier * h).sum(-1, keepdim=True) / norm
     c2 = (outlier * h2).sum(-1, keepdim=True) / norm
     spread = 3.0 * c2 - c1 * c1
-    # A negative spread gives NaN exactly as REF's np.sqrt does (REF has no guard either).
+    # A negative spread gives NaN exactly as the reference's np.sqrt does (the reference has no guard either).
     new_c = torch.where(
         spread.abs() < 0.001, torch.full_like(spread, 0.001), 1.0 / (2.0 * torch.sqrt(spread) + SMALL)
     )
-    # The stop quantity uses this iteration's φ with the just-updated π and c (as REF).
+    # The stop quantity uses this iteration's φ with the just-updated π and c (as the reference).
     likelihood = (new_pi * phi + (1.0 - new_pi) * new_c).sum(-1, keepdim=True)
     return gamma, new_pi, new_sigma2, new_c, likelihood
 
@@ -76,7 +76,7 @@ def gum_posterior(
     check_every: int = 16,
     validate: bool = True,
 ) -> GUMResult:
-    """Fit the Gaussian–uniform mixture to the (standardised) statistic `h` [n] by EM (REFERENCE §1.3).
+    """Fit the Gaussian–uniform mixture to the (standardised) statistic `h` [n] by EM (docs/method.md §1.3).
 
     init π = 0.1, μ = 0 (fixed), σ² = mean(h²), c = 0.2; stop when the stop quantity changes by less
     than 1e-10 (its "previous" value starts at 0) or after `max_iterations`. Computed in float64 on

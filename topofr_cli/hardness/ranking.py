@@ -1,4 +1,4 @@
-"""Score every image of a dataset by its structure damage (REFERENCE §1.3) with a trained model.
+"""Score every image of a dataset by its structure damage (docs/method.md §1.3) with a trained model.
 
 One streaming pass: each batch goes through the backbone (eval mode, no perturbation), the margin
 softmax over the full classifier is reduced block by block (`class_softmax`), and the per-image

@@ -1,4 +1,4 @@
-"""Structure damage estimation (SDE): statistic, sample weights and the weighted loss (REFERENCE §1.3)."""
+"""Structure damage estimation (SDE): statistic, sample weights and the weighted loss (docs/method.md §1.3)."""
 
 from __future__ import annotations
 
@@ -67,9 +67,9 @@ def sample_weights(
     compat: Literal["fixed", "reference"] = "fixed",
     softmax_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(w1, w2) of REFERENCE §1.3: w1 = (2 − γ)^t; w2 = 1 − p_gt.
+    """(w1, w2) of docs/method.md §1.3: w1 = (2 − γ)^t; w2 = 1 − p_gt.
 
-    compat="reference" reproduces REF's integer truncation (REFERENCE §2 defect 1): w2 = 1 − trunc(p_gt)
+    compat="reference" reproduces the reference's integer truncation (docs/method.md §2 defect 1): w2 = 1 − trunc(p_gt)
     as an integer, i.e. 1 everywhere except 0 where p_gt is exactly 1.0. The reference's softmax runs in
     its autocast dtype: pass it as `softmax_dtype` (float16 under its fp16) and p_gt is rounded to it
     first, so that p_gt ≥ 0.99976 becomes 1.0 and the sample's classification loss is gated off

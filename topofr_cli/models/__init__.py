@@ -36,7 +36,7 @@ def create_backbone(
 
 
 def checkpoint_filter_fn(state: dict, network: str) -> dict:
-    """A foreign (insightface, REF) state dict of `network` in our key names (see each model's own)."""
+    """A foreign (insightface, the reference) state dict of `network` in our key names (see each model's own)."""
     module = mobilefacenet if network == "mbf" else iresnet
     return module.checkpoint_filter_fn(state)
 

@@ -95,7 +95,7 @@ class _ShardedCrossEntropy(torch.autograd.Function):
         # log-sum-exp form: exact even where p_true underflows to 0.
         ce = torch.log(sum_exp) - shifted_true_logit
         p_true = torch.exp(-ce)
-        # REFERENCE §1.3: H = −Σ_c p log(p + 1e-5), summed over every shard's columns.
+        # docs/method.md §1.3: H = −Σ_c p log(p + 1e-5), summed over every shard's columns.
         entropy = _all_reduce(-(probs * torch.log(probs + 1e-5)).sum(dim=1))
 
         ctx.save_for_backward(probs, column, has_target)

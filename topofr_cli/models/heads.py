@@ -1,6 +1,6 @@
 """Combined angular-margin head: s · (cos(m1·θ + m2) − m3) on the true class, s · cos θ elsewhere.
 
-ArcFace is (m1, m2, m3) = (1, 0.5, 0), CosFace (1, 0, 0.35), SphereFace-style m1 > 1 (REFERENCE §1.3).
+ArcFace is (m1, m2, m3) = (1, 0.5, 0), CosFace (1, 0, 0.35), SphereFace-style m1 > 1 (docs/method.md §1.3).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from torch import nn
 
 from topofr_cli.errors import TopofrError
 
-# REFERENCE §2 defect 5: d/dc arccos(c) = −1/√(1 − c²) is infinite at |c| = 1, so cosines are kept
+# docs/method.md §2 defect 5: d/dc arccos(c) = −1/√(1 − c²) is infinite at |c| = 1, so cosines are kept
 # strictly inside (−1, 1). 1e-6 is far above fp32 spacing near 1 (6e-8) and caps |gradient| at ~700.
 COSINE_EPS = 1e-6
 

@@ -1,7 +1,7 @@
 """IResNet backbones (r18 … r200) with insightface's layout and parameter names.
 
 The module tree mirrors insightface `arcface_torch/backbones/iresnet.py` attribute for attribute
-(REFERENCE §3.5), so a state dict saved by insightface, by REF or by us loads into the others
+(docs/method.md §3.5), so a state dict saved by insightface, by the reference or by us loads into the others
 unchanged. Only the forward pass adds features: per-stage gradient checkpointing.
 """
 
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-# REFERENCE §3.5: blocks per stage.
+# docs/method.md §3.5: blocks per stage.
 STAGE_DEPTHS: dict[str, tuple[int, int, int, int]] = {
     "r18": (2, 2, 2, 2),
     "r34": (3, 4, 6, 3),
@@ -170,7 +170,7 @@ def build_iresnet(
     )
 
 
-# -- foreign checkpoints (insightface, REF): their key names are this module's own -------------------
+# -- foreign checkpoints (insightface, the reference): their key names are this module's own -------------------
 _STAGE_BLOCK_KEY = re.compile(r"^layer([1-4])\.(\d+)\.")
 EMBEDDING_KEY = "features.weight"  # the final BatchNorm1d: [embedding_size]
 
@@ -198,7 +198,7 @@ def embedding_size_of(state: Mapping[str, torch.Tensor]) -> int | None:
 
 
 def checkpoint_filter_fn(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """An insightface/REF IResNet state dict in this module's key names.
+    """An insightface or reference IResNet state dict in this module's key names.
 
     They are the same names (the module tree mirrors insightface's), except the `module.` prefix
     that DistributedDataParallel adds to every key when a wrapped model is saved."""

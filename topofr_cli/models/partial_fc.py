@@ -30,7 +30,7 @@ class ClassifierOutput:
 
     ce: torch.Tensor  # [B] cross-entropy of the margin logits, differentiable
     p_true: torch.Tensor  # [B] softmax probability of the true class, detached
-    entropy: torch.Tensor  # [B] −Σ_c p log(p + 1e-5) (REFERENCE §1.3), detached
+    entropy: torch.Tensor  # [B] −Σ_c p log(p + 1e-5) (docs/method.md §1.3), detached
     labels: torch.Tensor  # [B] global class ids
 
 
@@ -112,7 +112,7 @@ class PartialFC(nn.Module):
 
         weight = self.weight
         if self.sample_rate < 1.0 and self.training:
-            # With sampling, p_true and entropy are over the sampled classes only, as REF's
+            # With sampling, p_true and entropy are over the sampled classes only, as the reference's
             # softmax is over the logits it actually computed.
             chosen, local_labels_all = self._sample_classes(local_labels_all)
             weight = weight[chosen]  # unsampled rows receive a zero gradient

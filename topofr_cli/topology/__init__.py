@@ -1,4 +1,4 @@
-"""Topology: 0-dim persistence on the device and the PTSA alignment loss (REFERENCE §1.2)."""
+"""Topology: 0-dim persistence on the device and the PTSA alignment loss (docs/method.md §1.2)."""
 
 from topofr_cli.topology.persistence import death_times, h0_pairs, validate_distance_matrix
 from topofr_cli.topology.ptsa import (

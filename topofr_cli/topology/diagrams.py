@@ -2,7 +2,7 @@
 
 A diagram is a float64 array [k, 2] of (birth, death) rows, finite deaths only:
 
-* H0 (REFERENCE §1.2): births 0, deaths = the n − 1 minimum-spanning-tree edge lengths from
+* H0 (docs/method.md §1.2): births 0, deaths = the n − 1 minimum-spanning-tree edge lengths from
   `topology.h0_pairs`. The one essential class (0, ∞) that every non-empty space has is left out of
   the diagram: it is the same point in both diagrams being compared, so the optimal matching pairs
   it with itself at cost 0 and leaving it out changes no bottleneck or Wasserstein distance.
@@ -61,7 +61,7 @@ def h0_diagram_from_pairs(dist: torch.Tensor, pairs: torch.Tensor) -> np.ndarray
 
 
 def h0_diagram(dist: torch.Tensor | np.ndarray, name: str = "distance matrix") -> np.ndarray:
-    """The finite H0 diagram of a full distance matrix (REFERENCE §1.2: deaths = MST edge lengths)."""
+    """The finite H0 diagram of a full distance matrix (docs/method.md §1.2: deaths = MST edge lengths)."""
     tensor = dist if isinstance(dist, torch.Tensor) else torch.from_numpy(_as_numpy_matrix(dist, name))
     return h0_diagram_from_pairs(tensor, h0_pairs(tensor))
 

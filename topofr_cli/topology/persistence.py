@@ -1,7 +1,7 @@
 """0-dimensional persistence of a full distance matrix, computed on the tensor's own device.
 
 The 0-dim persistence pairs of a Vietoris–Rips filtration are the n − 1 edges of a minimum spanning
-tree, each edge's length being a death time (all births are 0) — REFERENCE §1.2.  We find the tree
+tree, each edge's length being a death time (all births are 0) — docs/method.md §1.2.  We find the tree
 with Borůvka's algorithm in a *fixed* number of rounds so that the CUDA path never waits on the
 host:
 
@@ -136,7 +136,7 @@ def h0_pairs(
 
     `dist` is [n, n] or [b, n, n], symmetric with a zero diagonal. Returns LongTensor [n − 1, 2]
     (or [b, n − 1, 2]) on `dist`'s device: rows (i, j) with i < j, ordered by non-decreasing length,
-    ties by edge index i·n + j. The lengths `dist[i, j]` are the death times of REFERENCE §1.2 —
+    ties by edge index i·n + j. The lengths `dist[i, j]` are the death times of docs/method.md §1.2 —
     equal to gudhi's 0-dim Vietoris–Rips deaths. `validate=False` skips the input checks, which are
     the only host–device synchronisations; `name` is how errors refer to the tensor.
     `fixed_rounds` (default: on everywhere but the CPU) always runs all ceil(log2 n) Borůvka rounds

@@ -1,4 +1,4 @@
-"""PTSA: the persistent-homology topology alignment loss between input and latent space (REFERENCE §1.2)."""
+"""PTSA: the persistent-homology topology alignment loss between input and latent space (docs/method.md §1.2)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ FORMS = ("official", "symmetric")
 
 
 def input_distances(x: torch.Tensor) -> torch.Tensor:
-    """A^X: pairwise L2 distances of the flattened inputs / sqrt(4 · numel per sample) (REFERENCE §1.2).
+    """A^X: pairwise L2 distances of the flattened inputs / sqrt(4 · numel per sample) (docs/method.md §1.2).
 
     For images in [-1, 1] the divisor is the largest possible distance, so entries lie in [0, 1].
     Computed from a float64 Gram matrix (never a [B, B, D] difference tensor): float64 keeps the
@@ -40,7 +40,7 @@ def input_distances(x: torch.Tensor) -> torch.Tensor:
 
 
 def latent_distances(z: torch.Tensor, scale: float | torch.Tensor = 1.0) -> torch.Tensor:
-    """A^Z: pairwise L2 distances of the embeddings divided by the latent scale λ (REFERENCE §1.2).
+    """A^Z: pairwise L2 distances of the embeddings divided by the latent scale λ (docs/method.md §1.2).
 
     Uses cdist's direct-difference mode (no Gram cancellation: small distances stay accurate in
     float32, and the matrix is exactly symmetric with a zero diagonal). Its gradient at a zero
@@ -66,7 +66,7 @@ def ptsa_loss(
     form: Literal["official", "symmetric"] = "official",
     latent_scale: float | torch.Tensor = 1.0,
 ) -> torch.Tensor:
-    """The topology alignment loss of REFERENCE §1.2 as a scalar (divided by the batch size B).
+    """The topology alignment loss of docs/method.md §1.2 as a scalar (divided by the batch size B).
 
     `x` is the *unperturbed* input batch (no gradient flows into it), `z` the embeddings [B, E].
     official:  Σ_k (A^X[π^X]_(k) − A^Z[π^Z]_(k))²  — k-th shortest MST edge of each space, rank by rank.
@@ -92,7 +92,7 @@ def ptsa_from_distances(
     pairs_z: torch.Tensor,
     form: Literal["official", "symmetric"] = "official",
 ) -> torch.Tensor:
-    """The loss of REFERENCE §1.2 from distance matrices and their MST edges (sorted by length).
+    """The loss of docs/method.md §1.2 from distance matrices and their MST edges (sorted by length).
 
     official:  Σ_k (A^X[π^X]_(k) − A^Z[π^Z]_(k))²;  symmetric: ‖A^X[π^X] − A^Z[π^X]‖² + ‖A^Z[π^Z] − A^X[π^Z]‖².
     Both divided by the batch size B = a_z.shape[0].
@@ -113,13 +113,13 @@ def ptsa_from_distances(
 class PTSALoss(nn.Module):
     """PTSA loss with its latent scale λ.
 
-    learnable=True (the fixed default, REFERENCE §2 defect 3): λ = exp(log_scale) is a Parameter
-    that the optimiser updates (positive by construction). learnable=False reproduces REF: λ = 1.
+    learnable=True (the fixed default, docs/method.md §2 defect 3): λ = exp(log_scale) is a Parameter
+    that the optimiser updates (positive by construction). learnable=False reproduces the reference: λ = 1.
     """
 
     @classmethod
     def from_config(cls, form: str, compat: str) -> PTSALoss:
-        """From a loss form and a compatibility mode ("reference" keeps REF's fixed λ = 1)."""
+        """From a loss form and a compatibility mode ("reference" keeps the reference's fixed λ = 1)."""
         if compat not in ("fixed", "reference"):
             raise TopofrError(f"PTSA compatibility mode: expected one of fixed, reference, got {compat!r}")
         return cls(form, learnable=compat == "fixed")  # type: ignore[arg-type]

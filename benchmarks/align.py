@@ -74,10 +74,14 @@ def main() -> None:
     detect_jobs = list(range(len(photos))) * args.repeat
     align_jobs = {backend: [(i, lm, backend) for i, lm in faces] * 40 for backend in ("numpy", "opencv")}
     megapixels = np.mean([p.shape[0] * p.shape[1] / 1e6 for p in photos])
-    print(f"{len(photos)} photos ({megapixels:.1f} Mpx on average), {len(faces)} faces, "
-          f"{os.cpu_count()} CPUs, workers={args.workers}")
-    rows = [("detect (dlib-hog + 5 points), photos/s", _detect, detect_jobs),
-            ("align 112 px, numpy warp, faces/s", _align, align_jobs["numpy"])]
+    print(
+        f"{len(photos)} photos ({megapixels:.1f} Mpx on average), {len(faces)} faces, "
+        f"{os.cpu_count()} CPUs, workers={args.workers}"
+    )
+    rows = [
+        ("detect (dlib-hog + 5 points), photos/s", _detect, detect_jobs),
+        ("align 112 px, numpy warp, faces/s", _align, align_jobs["numpy"]),
+    ]
     if opencv_available():
         rows.append(("align 112 px, OpenCV warp, faces/s", _align, align_jobs["opencv"]))
     print(f"{'':42s} {'1 process':>10s} {f'{args.workers} workers':>11s}")

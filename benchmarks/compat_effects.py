@@ -47,8 +47,10 @@ def main() -> None:
     print("1. share of samples gated off by the integer w2 (85,742 classes, s 64, m 0.5)")
     for t in (0.6, 0.7, 0.75, 0.8, 0.85):
         s = gate_shares(t)
-        print(f"   target cos ~{t:.2f}: median p_gt {s['p_gt_median']:.6f}  fp16 {100 * s['fp16']:5.1f} %  "
-              f"bf16 {100 * s['bf16']:5.1f} %  fp32 {100 * s['fp32']:5.1f} %")
+        print(
+            f"   target cos ~{t:.2f}: median p_gt {s['p_gt_median']:.6f}  fp16 {100 * s['fp16']:5.1f} %  "
+            f"bf16 {100 * s['bf16']:5.1f} %  fp32 {100 * s['fp32']:5.1f} %"
+        )
     generator = torch.Generator().manual_seed(1)
     p_true = torch.full((513,), 0.5, dtype=torch.float64)
     worst = 0.0
@@ -66,8 +68,10 @@ def main() -> None:
         global_fit = sde_weights(h, p_true, compat="fixed")[0]
         diffs.append(float((per_rank - global_fit).abs().max()))
         means.append(float((per_rank - global_fit).abs().mean()))
-    print(f"3. 8 ranks × 128: |w1_per_rank − w1_global| mean {sum(means) / len(means):.4f}, "
-          f"max {max(diffs):.3f} (w1 ∈ [1, 2])")
+    print(
+        f"3. 8 ranks × 128: |w1_per_rank − w1_global| mean {sum(means) / len(means):.4f}, "
+        f"max {max(diffs):.3f} (w1 ∈ [1, 2])"
+    )
 
 
 if __name__ == "__main__":

@@ -44,22 +44,39 @@ PROBE_IMAGES = 64
 
 def build(recipe: Any, num_classes: int, ctx: Any) -> tuple[torch.nn.Module, TrainStep, list[Any]]:
     torch.manual_seed(recipe.train.seed)
-    backbone = create_backbone(recipe.model.network, recipe.model.embedding_size, **compat.backbone_options(recipe))
+    backbone = create_backbone(
+        recipe.model.network, recipe.model.embedding_size, **compat.backbone_options(recipe)
+    )
     h = recipe.head
-    classifier = PartialFC(recipe.model.embedding_size, num_classes, CombinedMarginHead(h.scale, h.m1, h.m2, h.m3))
+    classifier = PartialFC(
+        recipe.model.embedding_size, num_classes, CombinedMarginHead(h.scale, h.m1, h.m2, h.m3)
+    )
     objective = build_objective(recipe, ctx)
     opt = recipe.optim
     groups: list[dict[str, Any]] = [{"params": list(backbone.parameters())}]
     extra = [p for p in objective.parameters() if p.requires_grad]
     if extra:
-        groups.append({"params": extra, "weight_decay": 0.0, "lr_multiplier": recipe.topofr.ptsa.scale_lr_multiplier})
-    optimizers = [torch.optim.SGD(g, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay, fused=True)
-                  for g in (groups, [{"params": [classifier.weight]}])]
-    step = TrainStep(backbone=backbone, backbone_params=list(backbone.parameters()), classifier=classifier,
-                     objective=objective, optimizers=optimizers, precision=recipe.train.precision, dist_ctx=ctx,
-                     clip_grad_norm=opt.clip_grad_norm, channels_last=False,
-                     horizontal_flip=recipe.data.horizontal_flip, seed=recipe.train.seed,
-                     **compat.step_options(recipe))
+        groups.append(
+            {"params": extra, "weight_decay": 0.0, "lr_multiplier": recipe.topofr.ptsa.scale_lr_multiplier}
+        )
+    optimizers = [
+        torch.optim.SGD(g, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay, fused=True)
+        for g in (groups, [{"params": [classifier.weight]}])
+    ]
+    step = TrainStep(
+        backbone=backbone,
+        backbone_params=list(backbone.parameters()),
+        classifier=classifier,
+        objective=objective,
+        optimizers=optimizers,
+        precision=recipe.train.precision,
+        dist_ctx=ctx,
+        clip_grad_norm=opt.clip_grad_norm,
+        channels_last=False,
+        horizontal_flip=recipe.data.horizontal_flip,
+        seed=recipe.train.seed,
+        **compat.step_options(recipe),
+    )
     return backbone, step, optimizers
 
 
@@ -88,9 +105,12 @@ def probe(backbone: torch.nn.Module, images: torch.Tensor) -> dict[str, float]:
     backbone.train()
     with frozen_batchnorm_statistics(backbone):
         z_train = backbone(images)
-    return {"probe_cos": mean_offdiagonal_cosine(z), "probe_norm": float(z.norm(dim=1).mean()),
-            "probe_cos_batchstats": mean_offdiagonal_cosine(z_train),
-            "probe_dims_batchstats": participation_ratio(z_train)}
+    return {
+        "probe_cos": mean_offdiagonal_cosine(z),
+        "probe_norm": float(z.norm(dim=1).mean()),
+        "probe_cos_batchstats": mean_offdiagonal_cosine(z_train),
+        "probe_dims_batchstats": participation_ratio(z_train),
+    }
 
 
 def grad_norm(params: Any) -> float:
@@ -116,13 +136,19 @@ def main(argv: list[str] | None = None) -> int:
     dataset = open_dataset(recipe.data.path)
     bin_path = Path(dataset.path) / dataset.meta["verification_bins"][0]
     pairs = read_bin(bin_path)
-    probe_images = normalize(torch.from_numpy(np.stack([decode_image(b) for b in pairs.images[:PROBE_IMAGES]]))
-                             .permute(0, 3, 1, 2).contiguous())
+    probe_images = normalize(
+        torch.from_numpy(np.stack([decode_image(b) for b in pairs.images[:PROBE_IMAGES]]))
+        .permute(0, 3, 1, 2)
+        .contiguous()
+    )
     backbone, step_fn, optimizers = build(recipe, dataset.num_classes, ctx)
-    loader = make_train_loader(dataset, recipe.data.batch_size, num_workers=0, seed=recipe.train.seed, drop_last=True)
+    loader = make_train_loader(
+        dataset, recipe.data.batch_size, num_workers=0, seed=recipe.train.seed, drop_last=True
+    )
     total = recipe.schedule.epochs * len(loader)
-    schedule = PolySchedule(recipe.optim.lr, total, round(recipe.schedule.warmup_epochs * len(loader)),
-                            recipe.schedule.power)
+    schedule = PolySchedule(
+        recipe.optim.lr, total, round(recipe.schedule.warmup_epochs * len(loader)), recipe.schedule.power
+    )
     rows = []
     rows.append({"step": 0, **probe(backbone, probe_images), "emb_bn_weight": embedding_scale(backbone)})
     batches = iter(loader)
@@ -133,17 +159,30 @@ def main(argv: list[str] | None = None) -> int:
         result = step_fn(images, labels, step)
         terms = {k: float(v) for k, v in result.terms.items()}
         alpha_topo = recipe.topofr.ptsa.alpha * terms["loss_topo"] if "loss_topo" in terms else float("nan")
-        rows.append({"step": step + 1, "loss": float(result.loss), **terms, "alpha_topo": alpha_topo,
-                     "grad_norm": float(result.grad_norm), "backbone_grad_used": grad_norm(backbone.parameters()),
-                     "classifier_grad_used": grad_norm(step_fn.classifier.parameters()),
-                     **probe(backbone, probe_images),
-                     "emb_bn_weight": embedding_scale(backbone)})
-        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items()),
-              flush=True)
+        rows.append(
+            {
+                "step": step + 1,
+                "loss": float(result.loss),
+                **terms,
+                "alpha_topo": alpha_topo,
+                "grad_norm": float(result.grad_norm),
+                "backbone_grad_used": grad_norm(backbone.parameters()),
+                "classifier_grad_used": grad_norm(step_fn.classifier.parameters()),
+                **probe(backbone, probe_images),
+                "emb_bn_weight": embedding_scale(backbone),
+            }
+        )
+        print(
+            " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items()),
+            flush=True,
+        )
     if not args.no_verify:
         result = evaluate_bin(backbone, bin_path, batch_size=64)
-        print(f"verification after {args.steps} steps: {100 * result.accuracy_mean:.2f} ± "
-              f"{100 * result.accuracy_std:.2f}", flush=True)
+        print(
+            f"verification after {args.steps} steps: {100 * result.accuracy_mean:.2f} ± "
+            f"{100 * result.accuracy_std:.2f}",
+            flush=True,
+        )
         rows[-1]["val_acc"] = result.accuracy_mean
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

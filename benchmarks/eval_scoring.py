@@ -43,14 +43,21 @@ def _peak_rss_gib() -> float:
 
 def synthetic_ijb(args, rng):
     # every template gets at least one image; media ids repeat inside templates (video frames)
-    templates = np.concatenate([np.arange(args.templates), rng.integers(0, args.templates, args.images - args.templates)])
+    templates = np.concatenate(
+        [np.arange(args.templates), rng.integers(0, args.templates, args.images - args.templates)]
+    )
     templates = rng.permutation(templates) + 1
     medias = rng.integers(0, args.images // 3, args.images)
     if args.random_pairs:
         pairs = rng.integers(1, args.templates + 1, (args.pairs, 2))
     else:
-        pairs = np.stack([rng.integers(1, args.gallery + 1, args.pairs),
-                          rng.integers(args.gallery + 1, args.templates + 1, args.pairs)], axis=1)
+        pairs = np.stack(
+            [
+                rng.integers(1, args.gallery + 1, args.pairs),
+                rng.integers(args.gallery + 1, args.templates + 1, args.pairs),
+            ],
+            axis=1,
+        )
     labels = (rng.random(args.pairs) < 19_557 / 15_658_489).astype(np.int64)
     return templates, medias, pairs, labels
 
@@ -71,7 +78,9 @@ def pooling_loop(features, templates, medias, unique_templates):
         media_feats = []
         for media, count in zip(unique_medias, counts, strict=True):
             (ind_m,) = np.where(face_medias == media)
-            media_feats.append(face_feats[ind_m][0:1] if count == 1 else face_feats[ind_m].mean(0, keepdims=True))
+            media_feats.append(
+                face_feats[ind_m][0:1] if count == 1 else face_feats[ind_m].mean(0, keepdims=True)
+            )
         out[k] = np.sum(np.array(media_feats), axis=0)
     return out / np.linalg.norm(out, axis=1, keepdims=True)
 
@@ -83,12 +92,15 @@ def scoring_loop(template_feats, template_ids, pairs):
     scores = np.zeros(len(pairs))
     for start in range(0, len(pairs), 100_000):
         s = slice(start, start + 100_000)
-        scores[s] = np.sum(template_feats[template2id[pairs[s, 0]]] * template_feats[template2id[pairs[s, 1]]], -1)
+        scores[s] = np.sum(
+            template_feats[template2id[pairs[s, 0]]] * template_feats[template2id[pairs[s, 1]]], -1
+        )
     return scores
 
 
 def protocol_loop(dist, issame):
     """insightface calculate_roc + calculate_val: one pass over the pairs per threshold and fold."""
+
     def rates(threshold, d, same):
         predict = d < threshold
         tp, fp = np.sum(predict & same), np.sum(predict & ~same)
@@ -101,7 +113,9 @@ def protocol_loop(dist, issame):
         for t in ACCURACY_THRESHOLDS:
             rates(t, dist[fold], issame[fold])
         accuracy.append(rates(ACCURACY_THRESHOLDS[best], dist[fold], issame[fold])[2])
-        far_train = [rates(t, dist[train], issame[train])[1] / max(1, np.sum(~issame[train])) for t in VAL_THRESHOLDS]
+        far_train = [
+            rates(t, dist[train], issame[train])[1] / max(1, np.sum(~issame[train])) for t in VAL_THRESHOLDS
+        ]
         threshold = threshold_at_far(np.array(far_train), VAL_THRESHOLDS, 1e-3)
         rates(threshold, dist[fold], issame[fold])
     return float(np.mean(accuracy))
@@ -157,9 +171,18 @@ def main() -> None:
     assert np.allclose(loop_scores, scores[:n_loop_pairs], atol=1e-5)
 
     scale = f"{len(pooler.template_ids):,} templates, {args.images:,} images"
-    rows.append(("template pooling", scale, pool_s, loop_pool_s, f"loop on {len(subset)} templates, extrapolated"))
-    rows.append(("pair scoring", f"{len(pairs):,} pairs", score_s, loop_score_s,
-                 f"loop on {n_loop_pairs:,} pairs, extrapolated"))
+    rows.append(
+        ("template pooling", scale, pool_s, loop_pool_s, f"loop on {len(subset)} templates, extrapolated")
+    )
+    rows.append(
+        (
+            "pair scoring",
+            f"{len(pairs):,} pairs",
+            score_s,
+            loop_score_s,
+            f"loop on {n_loop_pairs:,} pairs, extrapolated",
+        )
+    )
     rows.append(("ROC + TAR@FAR", f"{len(pairs):,} scores", roc_s, float("nan"), "(same code path)"))
 
     issame = rng.random(12_000) < 0.5
@@ -176,17 +199,21 @@ def main() -> None:
     assert abs(loop_acc - result.accuracy_mean) < 1e-12
     rows.append(("10-fold protocol", "12,000 pairs", proto_s, proto_loop_s, "full loop"))
 
-    table = Table(title=f"evaluation scoring ({'random' if args.random_pairs else 'IJB-C-like'} pairs, "
-                  f"{args.threads} torch threads)")
+    table = Table(
+        title=f"evaluation scoring ({'random' if args.random_pairs else 'IJB-C-like'} pairs, "
+        f"{args.threads} torch threads)"
+    )
     for column in ("stage", "size", "vectorised s", "loop s", "speed-up", "note"):
         table.add_column(column, justify="left" if column in ("stage", "size", "note") else "right")
     for stage, size, ours, loop, note in rows:
         speedup = f"{loop / ours:.0f}×" if loop == loop else "-"
         table.add_row(stage, size, f"{ours:.2f}", f"{loop:.2f}" if loop == loop else "-", speedup, note)
     console.print(table)
-    console.print(f"pooling + scoring: {pool_s + score_s:.2f} s (target ≤ 10 s); protocol {proto_s:.3f} s "
-                  f"(target ≤ 1 s); peak RSS {_peak_rss_gib():.2f} GiB (includes the loop baseline's "
-                  f"all-images copy)")
+    console.print(
+        f"pooling + scoring: {pool_s + score_s:.2f} s (target ≤ 10 s); protocol {proto_s:.3f} s "
+        f"(target ≤ 1 s); peak RSS {_peak_rss_gib():.2f} GiB (includes the loop baseline's "
+        f"all-images copy)"
+    )
 
 
 if __name__ == "__main__":

@@ -29,14 +29,26 @@ from fuzz.targets import TARGETS  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--inputs", type=int, default=1500, help="Mutated inputs per target.")
-    parser.add_argument("--targets", default=",".join(TARGETS), help="Comma-separated subset of: "
-                        + ", ".join(TARGETS))
-    parser.add_argument("--count", action="append", default=[], metavar="TARGET=N",
-                        help="Inputs for one target instead of --inputs (e.g. checkpoint=300: each takes ~20x longer).")
+    parser.add_argument(
+        "--targets", default=",".join(TARGETS), help="Comma-separated subset of: " + ", ".join(TARGETS)
+    )
+    parser.add_argument(
+        "--count",
+        action="append",
+        default=[],
+        metavar="TARGET=N",
+        help="Inputs for one target instead of --inputs (e.g. checkpoint=300: each takes ~20x longer).",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--timeout", type=float, default=30.0, help="Seconds per input before it counts as a hang.")
-    parser.add_argument("--memory-mb", type=int, default=1536, help="Address space the worker may add to "
-                        "what it holds after its imports.")
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, help="Seconds per input before it counts as a hang."
+    )
+    parser.add_argument(
+        "--memory-mb",
+        type=int,
+        default=1536,
+        help="Address space the worker may add to what it holds after its imports.",
+    )
     parser.add_argument("--json", type=Path, help="Also write the counts and every non-project outcome here.")
     args = parser.parse_args()
     targets = [t for t in args.targets.split(",") if t]
@@ -50,7 +62,10 @@ def main() -> None:
     def progress(outcome) -> None:
         done[outcome.kind] += 1
         if sum(done.values()) % 500 == 0:
-            print(f"  {sum(done.values())} inputs, {time.perf_counter() - start:.0f} s: {dict(done)}", flush=True)
+            print(
+                f"  {sum(done.values())} inputs, {time.perf_counter() - start:.0f} s: {dict(done)}",
+                flush=True,
+            )
 
     counts = {t: args.inputs for t in targets}
     for text in args.count:
@@ -58,20 +73,30 @@ def main() -> None:
         if name not in counts or not number.isdigit():
             parser.error(f"--count {text!r}: expected TARGET=N for one of {', '.join(targets)}")
         counts[name] = int(number)
-    report = run_campaign(counts, seed=args.seed, timeout_s=args.timeout,
-                          memory_mb=args.memory_mb, on_outcome=progress)
+    report = run_campaign(
+        counts, seed=args.seed, timeout_s=args.timeout, memory_mb=args.memory_mb, on_outcome=progress
+    )
     print(report.summary())
     print(f"{len(report.outcomes)} inputs in {time.perf_counter() - start:.0f} s")
     causes = Counter((o.target, o.kind, o.detail) for o in report.failures())
     for (target, kind, detail), count in causes.most_common():
         print(f"  {count:5d} {target} {kind}: {detail}")
     if args.json:
-        args.json.write_text(json.dumps({
-            "seed": args.seed, "inputs_per_target": counts, "counts": {k: report.counts()[k] for k in KINDS},
-            "per_target": {t: dict(report.counts(t)) for t in targets},
-            "peak_rss_mb": report.peak_rss_mb, "baseline_rss_mb": report.baseline_rss_mb,
-            "failures": [vars(o) for o in report.failures()],
-        }, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "seed": args.seed,
+                    "inputs_per_target": counts,
+                    "counts": {k: report.counts()[k] for k in KINDS},
+                    "per_target": {t: dict(report.counts(t)) for t in targets},
+                    "peak_rss_mb": report.peak_rss_mb,
+                    "baseline_rss_mb": report.baseline_rss_mb,
+                    "failures": [vars(o) for o in report.failures()],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     sys.exit(1 if report.failures() else 0)
 
 

@@ -62,8 +62,13 @@ def write_noisy_copy(source_dir: Path, out_dir: Path, fraction: float, seed: int
             writer.add(dataset.encoded(i), int(labels[i]), dataset.source_key(i))
         for name in bins:
             shutil.copyfile(source_dir / name, writer.tmp_dir / name)
-        writer.finish({"num_classes": dataset.num_classes, "verification_bins": bins,
-                       "flipped_labels": int(flipped.sum())})
+        writer.finish(
+            {
+                "num_classes": dataset.num_classes,
+                "verification_bins": bins,
+                "flipped_labels": int(flipped.sum()),
+            }
+        )
     return flipped
 
 
@@ -75,10 +80,17 @@ def run(command: list[str]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--recipe", default="recipes/quickstart.yaml", help="training recipe")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        help="extra recipe override for `topofr train` (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        help="extra recipe override for `topofr train` (repeatable)",
+    )
     parser.add_argument("--identities", type=int, default=200)
     parser.add_argument("--images-per-identity", type=int, default=20)
     parser.add_argument("--heldout-identities", type=int, default=50)
@@ -87,11 +99,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=256, help="hard-samples batch size")
     parser.add_argument("--work", type=Path, default=None, help="keep everything here (default: a temp dir)")
-    parser.add_argument("--mode", choices=("noise", "paper"), default="noise",
-                        help="`hard-samples --mode`: p_gt from the scaled cosines (noise, the default) or from "
-                             "the training margin logits (paper)")
-    parser.add_argument("--reuse-run", action="store_true",
-                        help="skip training when the work dir already holds a checkpoint (re-rank only)")
+    parser.add_argument(
+        "--mode",
+        choices=("noise", "paper"),
+        default="noise",
+        help="`hard-samples --mode`: p_gt from the scaled cosines (noise, the default) or from "
+        "the training margin logits (paper)",
+    )
+    parser.add_argument(
+        "--reuse-run",
+        action="store_true",
+        help="skip training when the work dir already holds a checkpoint (re-rank only)",
+    )
     args = parser.parse_args()
 
     work = args.work or Path(tempfile.mkdtemp(prefix="topofr-label-noise-"))
@@ -102,17 +121,33 @@ def main() -> None:
 
     started = time.perf_counter()
     if not clean_dir.exists():
-        generate_synthetic(clean_dir, identities=args.identities, images_per_identity=args.images_per_identity,
-                           heldout_identities=args.heldout_identities, pairs=args.pairs, seed=args.seed,
-                           baseline=pixel_baseline)
+        generate_synthetic(
+            clean_dir,
+            identities=args.identities,
+            images_per_identity=args.images_per_identity,
+            heldout_identities=args.heldout_identities,
+            pairs=args.pairs,
+            seed=args.seed,
+            baseline=pixel_baseline,
+        )
     if not noisy_dir.exists():
         flipped = write_noisy_copy(clean_dir, noisy_dir, args.noise, args.seed + 1)
         np.save(work / "flipped.npy", flipped)
     flipped = np.load(work / "flipped.npy")
     timings["data"] = time.perf_counter() - started
 
-    train = [sys.executable, "-m", "topofr_cli", "train", args.recipe, "--set", f"data.path={noisy_dir}",
-             "--set", f"train.output={run_dir}", "--overwrite"]
+    train = [
+        sys.executable,
+        "-m",
+        "topofr_cli",
+        "train",
+        args.recipe,
+        "--set",
+        f"data.path={noisy_dir}",
+        "--set",
+        f"train.output={run_dir}",
+        "--overwrite",
+    ]
     for text in args.overrides:
         train += ["--set", text]
     if not (args.reuse_run and latest_checkpoint(run_dir) is not None):
@@ -120,11 +155,26 @@ def main() -> None:
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is None:
         raise SystemExit(f"{run_dir}: training wrote no checkpoint")
-    timings["hard-samples"] = run([
-        sys.executable, "-m", "topofr_cli", "hard-samples", str(checkpoint), "--data", str(noisy_dir),
-        "--out", str(report_dir), "--batch-size", str(args.batch_size), "--top", "10", "--mode", args.mode,
-        "--overwrite",  # a re-rank (--reuse-run) replaces the previous report
-    ])
+    timings["hard-samples"] = run(
+        [
+            sys.executable,
+            "-m",
+            "topofr_cli",
+            "hard-samples",
+            str(checkpoint),
+            "--data",
+            str(noisy_dir),
+            "--out",
+            str(report_dir),
+            "--batch-size",
+            str(args.batch_size),
+            "--top",
+            "10",
+            "--mode",
+            args.mode,
+            "--overwrite",  # a re-rank (--reuse-run) replaces the previous report
+        ]
+    )
 
     frame = pd.read_parquet(report_dir / "sds.parquet").sort_values("index")
     positive = flipped[frame["index"].to_numpy()]
@@ -135,8 +185,10 @@ def main() -> None:
         "1 − p_gt alone": 1.0 - frame["p_gt"].to_numpy(np.float64),
         "1 − γ alone": 1.0 - frame["gamma"].to_numpy(),
     }
-    table = Table(title=f"Finding {k} flipped labels among {len(frame):,} images ({args.noise:.0%} noise, "
-                        f"--mode {args.mode})")
+    table = Table(
+        title=f"Finding {k} flipped labels among {len(frame):,} images ({args.noise:.0%} noise, "
+        f"--mode {args.mode})"
+    )
     table.add_column("score")
     table.add_column("ROC-AUC", justify="right")
     table.add_column(f"precision@{k}", justify="right")
@@ -148,16 +200,23 @@ def main() -> None:
     sds_auc = results["SDS = (2 − γ)·(1 − p_gt)"][0]
     best_single = max(results["entropy alone"][0], results["1 − p_gt alone"][0])
     met = sds_auc >= 0.9 and sds_auc >= best_single - 1e-12
-    console.print(f"goal (SDS AUC ≥ 0.9 and ≥ best single signal {best_single:.4f}): "
-                  + ("[green]met[/]" if met else "[red]not met[/]"))
+    console.print(
+        f"goal (SDS AUC ≥ 0.9 and ≥ best single signal {best_single:.4f}): "
+        + ("[green]met[/]" if met else "[red]not met[/]")
+    )
     true_labels = open_dataset(clean_dir).labels[frame["index"].to_numpy()]
     recovered = (frame["predicted"].to_numpy() == true_labels)[positive].mean()
-    console.print(f"model accuracy against the noisy labels {(frame['predicted'] == frame['label']).mean():.3f}, "
-                  f"against the true labels {(frame['predicted'].to_numpy() == true_labels).mean():.3f}; "
-                  f"flipped images predicted as their true identity {recovered:.3f}")
-    console.print(f"checkpoint {checkpoint.name}; "
-                  f"timings (s): " + ", ".join(f"{key} {value:.0f}" for key, value in timings.items())
-                  + f"; work dir {work}")
+    console.print(
+        f"model accuracy against the noisy labels {(frame['predicted'] == frame['label']).mean():.3f}, "
+        f"against the true labels {(frame['predicted'].to_numpy() == true_labels).mean():.3f}; "
+        f"flipped images predicted as their true identity {recovered:.3f}"
+    )
+    console.print(
+        f"checkpoint {checkpoint.name}; "
+        f"timings (s): "
+        + ", ".join(f"{key} {value:.0f}" for key, value in timings.items())
+        + f"; work dir {work}"
+    )
 
 
 if __name__ == "__main__":

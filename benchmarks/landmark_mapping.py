@@ -56,8 +56,12 @@ def measure_faces(dlib, folder: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def error(matrices: list[np.ndarray], arcface: np.ndarray) -> tuple[float, float]:
     """Mean distance (112-px crop) of the instrument's eye centres, and of all five points, from the template."""
-    distances = np.stack([np.linalg.norm(_apply(m, a) - ARCFACE_TEMPLATE, axis=1) for m, a in zip(matrices, arcface,
-                                                                                                   strict=True)])
+    distances = np.stack(
+        [
+            np.linalg.norm(_apply(m, a) - ARCFACE_TEMPLATE, axis=1)
+            for m, a in zip(matrices, arcface, strict=True)
+        ]
+    )
     return float(distances[:, :2].mean()), float(distances.mean())
 
 
@@ -66,13 +70,16 @@ def main() -> None:
 
     folder = fetch_photos()
     dlib5, arcface = measure_faces(dlib, folder)
-    in_frame = np.stack([_apply(estimate_similarity(a, ARCFACE_TEMPLATE), d) for a, d in zip(arcface, dlib5,
-                                                                                              strict=True)])
+    in_frame = np.stack(
+        [_apply(estimate_similarity(a, ARCFACE_TEMPLATE), d) for a, d in zip(arcface, dlib5, strict=True)]
+    )
     template = in_frame.mean(0)
     print(f"{len(dlib5)} faces; dlib 5 points in the 112 ArcFace crop (mean, spread):")
     for point, spread in zip(template, in_frame.std(0), strict=True):
         print(f"  ({point[0]:7.3f}, {point[1]:7.3f})  ± ({spread[0]:.2f}, {spread[1]:.2f})")
-    print(f"shipped DLIB5_TEMPLATE differs from this by at most {np.abs(DLIB5_TEMPLATE - template).max():.3f} px")
+    print(
+        f"shipped DLIB5_TEMPLATE differs from this by at most {np.abs(DLIB5_TEMPLATE - template).max():.3f} px"
+    )
 
     # A face insightface aligned itself: its dlib points should land on the template.
     crop = np.asarray(Image.open(folder / "Tom_Hanks_54745.png").convert("RGB"))
@@ -81,8 +88,10 @@ def main() -> None:
     if boxes:
         five = dlib.shape_predictor(str(model_path("shape_predictor_5_face_landmarks.dat")))
         tom = _points(five(big, boxes[0])) * (112 / 448) + (112 / 448 - 1) / 2
-        print("insightface-aligned Tom Hanks crop, dlib points minus the template (px):",
-              np.round(tom - template, 1).tolist())
+        print(
+            "insightface-aligned Tom Hanks crop, dlib points minus the template (px):",
+            np.round(tom - template, 1).tolist(),
+        )
 
     floor = [estimate_similarity(a, ARCFACE_TEMPLATE) for a in arcface]
     naive, eyes_only, mapped = [], [], []
@@ -94,10 +103,12 @@ def main() -> None:
         held_out = np.delete(in_frame, face, axis=0).mean(0)
         mapped.append(estimate_similarity(points, held_out))
     print("\nalignment error against the template, 112-px crop, leave-one-face-out (eyes / all five):")
-    for label, matrices in (("the instrument's own 5 points (the floor)", floor),
-                            ("eye-corner midpoints + nose base as nose tip", naive),
-                            ("eye-corner midpoints only (2-point similarity)", eyes_only),
-                            ("all 5 dlib points onto their ArcFace-frame template", mapped)):
+    for label, matrices in (
+        ("the instrument's own 5 points (the floor)", floor),
+        ("eye-corner midpoints + nose base as nose tip", naive),
+        ("eye-corner midpoints only (2-point similarity)", eyes_only),
+        ("all 5 dlib points onto their ArcFace-frame template", mapped),
+    ):
         eyes, everything = error(matrices, arcface)
         print(f"  {label:52s} {eyes:5.2f} px / {everything:5.2f} px")
 

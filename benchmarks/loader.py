@@ -75,9 +75,11 @@ def main() -> None:
         (root / "rec").mkdir()
         write_recordio(root / "rec" / "train", images, labels, num_classes=args.identities)
         mean_kib = sum(map(len, images)) / len(images) / 1024
-        console.print(f"{args.images} JPEGs (mean {mean_kib:.1f} KiB) written as packed + .rec in "
-                      f"{time.perf_counter() - started:.1f} s; batch {args.batch_size}, "
-                      f"torch threads 1, {torch.get_num_interop_threads()} interop")
+        console.print(
+            f"{args.images} JPEGs (mean {mean_kib:.1f} KiB) written as packed + .rec in "
+            f"{time.perf_counter() - started:.1f} s; batch {args.batch_size}, "
+            f"torch threads 1, {torch.get_num_interop_threads()} interop"
+        )
 
         table = Table(title="train loader throughput (images/s, uint8 [B, 3, 112, 112])")
         table.add_column("workers", justify="right")
@@ -86,9 +88,15 @@ def main() -> None:
         table.add_column("packed / .rec", justify="right")
         datasets = {"packed": open_dataset(root / "packed"), "rec": open_dataset(root / "rec")}
         for workers in args.workers:
-            rates = {name: time_loader(ds, args.batch_size, workers, args.epochs) for name, ds in datasets.items()}
-            table.add_row(str(workers), f"{rates['packed']:,.0f}", f"{rates['rec']:,.0f}",
-                          f"{rates['packed'] / rates['rec']:.2f}x")
+            rates = {
+                name: time_loader(ds, args.batch_size, workers, args.epochs) for name, ds in datasets.items()
+            }
+            table.add_row(
+                str(workers),
+                f"{rates['packed']:,.0f}",
+                f"{rates['rec']:,.0f}",
+                f"{rates['packed'] / rates['rec']:.2f}x",
+            )
         console.print(table)
 
 

@@ -60,7 +60,9 @@ def scipy_deaths(dist: np.ndarray) -> np.ndarray:
 
 
 def gudhi_deaths(dist: np.ndarray) -> np.ndarray:
-    tree = gudhi.RipsComplex(distance_matrix=dist, max_edge_length=float("inf")).create_simplex_tree(max_dimension=1)
+    tree = gudhi.RipsComplex(distance_matrix=dist, max_edge_length=float("inf")).create_simplex_tree(
+        max_dimension=1
+    )
     pairs = tree.persistence(min_persistence=-1)
     return np.sort([death for dim, (_, death) in pairs if dim == 0 and np.isfinite(death)])
 
@@ -87,7 +89,11 @@ def persistence_table(sizes: list[int], repeats: int) -> None:
         dist_np = dist.double().numpy()
         reference = gudhi_deaths(dist_np)
         ours = death_times(dist, h0_pairs(dist)).double().numpy()
-        for name, deaths in [("h0_pairs", ours), ("kruskal", kruskal_deaths(dist_np)), ("scipy", scipy_deaths(dist_np))]:
+        for name, deaths in [
+            ("h0_pairs", ours),
+            ("kruskal", kruskal_deaths(dist_np)),
+            ("scipy", scipy_deaths(dist_np)),
+        ]:
             if not np.array_equal(np.sort(deaths), reference):
                 raise SystemExit(f"n={n}: {name} death times differ from gudhi's")
         kruskal = timed(lambda d=dist_np: kruskal_deaths(d), max(1, repeats // 3))
@@ -96,8 +102,15 @@ def persistence_table(sizes: list[int], repeats: int) -> None:
         cpu = timed(lambda d=dist: h0_pairs(d, validate=False), repeats)
         # The accelerator algorithm (all ceil(log2 n) rounds, no early stop) timed on the CPU too.
         fixed = timed(lambda d=dist: h0_pairs(d, validate=False, fixed_rounds=True), repeats)
-        row = [str(n), f"{kruskal:.1f}", f"{scipy_ms:.1f}", f"{gudhi_ms:.1f}", f"{cpu:.1f}", f"{kruskal / cpu:.1f}×",
-               f"{fixed:.1f} ({kruskal / fixed:.1f}×)"]
+        row = [
+            str(n),
+            f"{kruskal:.1f}",
+            f"{scipy_ms:.1f}",
+            f"{gudhi_ms:.1f}",
+            f"{cpu:.1f}",
+            f"{kruskal / cpu:.1f}×",
+            f"{fixed:.1f} ({kruskal / fixed:.1f}×)",
+        ]
         if cuda:
             on_gpu = dist.cuda()
             gpu = timed(lambda d=on_gpu: h0_pairs(d, validate=False), repeats, cuda=True)
@@ -115,11 +128,15 @@ def other_timings(repeats: int) -> None:
     for device in devices:
         cuda = device == "cuda"
         for b in (128, 512):
-            entropy = torch.rand(b, generator=torch.Generator().manual_seed(b), dtype=torch.float64).to(device) * 5
+            entropy = (
+                torch.rand(b, generator=torch.Generator().manual_seed(b), dtype=torch.float64).to(device) * 5
+            )
             h = sde_statistic(entropy)
             gum = gum_posterior(h)
             label = f"GUM B={b} ({gum.iterations} iterations)"
-            rows.setdefault(label, []).append(f"{timed(lambda h=h: gum_posterior(h, validate=False), repeats, cuda):.2f}")
+            rows.setdefault(label, []).append(
+                f"{timed(lambda h=h: gum_posterior(h, validate=False), repeats, cuda):.2f}"
+            )
         x = (torch.rand(128, 3, 112, 112, generator=torch.Generator().manual_seed(1)) * 2 - 1).to(device)
         rsp = RandomStructurePerturbation(0.2)
         gen = torch.Generator(device=device)

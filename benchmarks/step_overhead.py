@@ -24,7 +24,9 @@ from topofr_cli.engine.topofr_objective import TopoFRObjective
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     parser.add_argument("--network", default="r50")
     parser.add_argument("--classes", type=int, default=85_742)
@@ -34,24 +36,36 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
     args = parser.parse_args()
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-                          else "cpu")
+    device = torch.device(
+        "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    )
     ctx = init_single_process_group(device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"{args.network}, {args.classes} classes, {effective_precision(args.precision, device)}, {name}, "
-          f"torch {torch.__version__}, topofr compat={args.compat}")
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU ({torch.get_num_threads()} threads)"
+    )
+    print(
+        f"{args.network}, {args.classes} classes, {effective_precision(args.precision, device)}, {name}, "
+        f"torch {torch.__version__}, topofr compat={args.compat}"
+    )
     print(f"{'batch':>5} {'plain ms':>9} {'topofr ms':>10} {'ratio':>6}")
     for batch in args.batch:
         images, labels = synthetic_batch(batch, args.classes, device)
         timings = {}
-        for label, objective in (("plain", PlainObjective()),
-                                 ("topofr", TopoFRObjective(TopoFRConfig(enabled=True, compat=args.compat)))):
+        for label, objective in (
+            ("plain", PlainObjective()),
+            ("topofr", TopoFRObjective(TopoFRConfig(enabled=True, compat=args.compat))),
+        ):
             step = make_our_step(args.network, args.classes, args.precision, ctx, objective=objective)
             rate = images_per_second(step, images, labels, warmup=args.warmup, steps=args.steps)
             timings[label] = 1000.0 * batch / rate
             del step
-        print(f"{batch:>5} {timings['plain']:>9.1f} {timings['topofr']:>10.1f} "
-              f"{timings['topofr'] / timings['plain']:>5.2f}×", flush=True)
+        print(
+            f"{batch:>5} {timings['plain']:>9.1f} {timings['topofr']:>10.1f} "
+            f"{timings['topofr'] / timings['plain']:>5.2f}×",
+            flush=True,
+        )
     dist.destroy_process_group()
 
 

@@ -31,11 +31,25 @@ from topofr_cli.evaluation.protocol import verification_metrics
 
 def small_cnn(embedding: int = 128) -> nn.Module:
     def block(cin, cout):
-        return [nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.PReLU(cout),
-                nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.PReLU(cout)]
-    return nn.Sequential(*block(3, 24), *block(24, 48), *block(48, 96), *block(96, 128),
-                         nn.Flatten(), nn.Dropout(0.2), nn.Linear(128 * 7 * 7, embedding),
-                         nn.BatchNorm1d(embedding))
+        return [
+            nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.PReLU(cout),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.PReLU(cout),
+        ]
+
+    return nn.Sequential(
+        *block(3, 24),
+        *block(24, 48),
+        *block(48, 96),
+        *block(96, 128),
+        nn.Flatten(),
+        nn.Dropout(0.2),
+        nn.Linear(128 * 7 * 7, embedding),
+        nn.BatchNorm1d(embedding),
+    )
 
 
 def to_input(uint8_images: np.ndarray) -> torch.Tensor:
@@ -71,14 +85,23 @@ def probe(dataset_dir: Path, train_seconds: float, seed: int) -> dict[str, float
     pairs = read_bin(dataset_dir / dataset.meta["verification_bins"][0])
     with torch.no_grad():
         x = to_input(np.stack([decode_image(im) for im in pairs.images]))
-        embeddings = torch.cat([model(x[i:i + 256]) + model(x[i:i + 256].flip(3)) for i in range(0, len(x), 256)])
+        embeddings = torch.cat(
+            [model(x[i : i + 256]) + model(x[i : i + 256].flip(3)) for i in range(0, len(x), 256)]
+        )
     result = verification_metrics(embeddings.numpy(), pairs.issame)
-    return {"steps": steps, "epochs": steps * batch / len(images), "final_loss": loss.item(),
-            "cnn_accuracy": result.accuracy_mean, "cnn_accuracy_std": result.accuracy_std}
+    return {
+        "steps": steps,
+        "epochs": steps * batch / len(images),
+        "final_loss": loss.item(),
+        "cnn_accuracy": result.accuracy_mean,
+        "cnn_accuracy_std": result.accuracy_std,
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--identities", type=int, default=200)
     parser.add_argument("--images-per-identity", type=int, default=20)
     parser.add_argument("--heldout-identities", type=int, default=100)
@@ -92,16 +115,30 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         cpu_before = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        report = generate_synthetic(Path(tmp) / "synthetic", identities=args.identities,
-                                    images_per_identity=args.images_per_identity,
-                                    heldout_identities=args.heldout_identities, pairs=args.pairs, seed=args.seed,
-                                    difficulty=args.difficulty, workers=args.workers, baseline=pixel_baseline)
+        report = generate_synthetic(
+            Path(tmp) / "synthetic",
+            identities=args.identities,
+            images_per_identity=args.images_per_identity,
+            heldout_identities=args.heldout_identities,
+            pairs=args.pairs,
+            seed=args.seed,
+            difficulty=args.difficulty,
+            workers=args.workers,
+            baseline=pixel_baseline,
+        )
         cpu_after = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = sum(a.ru_utime + a.ru_stime - b.ru_utime - b.ru_stime for a, b in zip(cpu_after, cpu_before, strict=True))
+        cpu = sum(
+            a.ru_utime + a.ru_stime - b.ru_utime - b.ru_stime
+            for a, b in zip(cpu_after, cpu_before, strict=True)
+        )
         total = (args.identities + args.heldout_identities) * args.images_per_identity
-        print(f"generated {total} images in {report.seconds:.1f} s wall, {cpu:.1f} s CPU "
-              f"({1000 * cpu / total:.2f} ms CPU per image)")
-        print(f"pixel baseline: {report.pixel_baseline.accuracy_mean:.4f} ± {report.pixel_baseline.accuracy_std:.4f}")
+        print(
+            f"generated {total} images in {report.seconds:.1f} s wall, {cpu:.1f} s CPU "
+            f"({1000 * cpu / total:.2f} ms CPU per image)"
+        )
+        print(
+            f"pixel baseline: {report.pixel_baseline.accuracy_mean:.4f} ± {report.pixel_baseline.accuracy_std:.4f}"
+        )
         if args.train_seconds > 0:
             print(probe(report.out_dir, args.train_seconds, args.seed))
 

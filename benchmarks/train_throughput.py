@@ -46,11 +46,25 @@ def init_single_process_group(device: torch.device) -> DistContext:
     return DistContext(0, 0, 1, device, "nccl" if device.type == "cuda" else "gloo")
 
 
-def make_our_step(network: str, classes: int, precision: str, ctx: DistContext, *, compile_backbone: bool = False,
-                  objective: nn.Module | None = None) -> TrainStep:
+def make_our_step(
+    network: str,
+    classes: int,
+    precision: str,
+    ctx: DistContext,
+    *,
+    compile_backbone: bool = False,
+    objective: nn.Module | None = None,
+) -> TrainStep:
     """topofr bench's step (topofr_cli.bench.steps), here inside the one-process DDP group as the baseline."""
-    return make_train_step(network, classes, objective or PlainObjective(), precision, ctx,
-                           compile_backbone=compile_backbone, wrap=lambda backbone: ddp_wrap(backbone, ctx))
+    return make_train_step(
+        network,
+        classes,
+        objective or PlainObjective(),
+        precision,
+        ctx,
+        compile_backbone=compile_backbone,
+        wrap=lambda backbone: ddp_wrap(backbone, ctx),
+    )
 
 
 class _BackboneAndClassifier(nn.Module):
@@ -106,7 +120,9 @@ class Row:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     parser.add_argument("--network", default="r50")
     parser.add_argument("--classes", type=int, default=85_742)
@@ -119,26 +135,47 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-                          else "cpu")
+    device = torch.device(
+        "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    )
     ctx = init_single_process_group(device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU ({torch.get_num_threads()} threads)"
+    )
     print(f"{args.network}, {args.classes} classes, {name}, torch {torch.__version__}")
-    print(f"{'batch':>5} {'precision':>9} {'ours img/s':>11} {'baseline':>9} {'speed-up':>8}"
-          + (f" {'ours+compile':>12}" if args.compile else ""))
+    print(
+        f"{'batch':>5} {'precision':>9} {'ours img/s':>11} {'baseline':>9} {'speed-up':>8}"
+        + (f" {'ours+compile':>12}" if args.compile else "")
+    )
     for batch in args.batch:
         images, labels = synthetic_batch(batch, args.classes, device)
         for precision in args.precision:
             used = effective_precision(precision, device)
-            ours = images_per_second(make_our_step(args.network, args.classes, precision, ctx), images, labels,
-                                     warmup=args.warmup, steps=args.steps)
-            base = images_per_second(make_baseline_step(args.network, args.classes, precision, ctx), images,
-                                     labels, warmup=args.warmup, steps=args.steps)
+            ours = images_per_second(
+                make_our_step(args.network, args.classes, precision, ctx),
+                images,
+                labels,
+                warmup=args.warmup,
+                steps=args.steps,
+            )
+            base = images_per_second(
+                make_baseline_step(args.network, args.classes, precision, ctx),
+                images,
+                labels,
+                warmup=args.warmup,
+                steps=args.steps,
+            )
             line = f"{batch:>5} {used:>9} {ours:>11.1f} {base:>9.1f} {ours / base:>7.2f}×"
             if args.compile:
-                compiled = images_per_second(make_our_step(args.network, args.classes, precision, ctx,
-                                                           compile_backbone=True), images, labels,
-                                             warmup=args.warmup, steps=args.steps)
+                compiled = images_per_second(
+                    make_our_step(args.network, args.classes, precision, ctx, compile_backbone=True),
+                    images,
+                    labels,
+                    warmup=args.warmup,
+                    steps=args.steps,
+                )
                 line += f" {compiled:>12.1f}"
             print(line, flush=True)
     dist.destroy_process_group()

@@ -26,8 +26,9 @@ def _face_like(rng: np.random.Generator, identity: int, size: int = 112) -> np.n
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def _make_tiny_dataset(path: Path, *, classes: int = 4, per_class: int = 16, pairs: int = 20,
-                      seed: int = 0) -> Path:
+def _make_tiny_dataset(
+    path: Path, *, classes: int = 4, per_class: int = 16, pairs: int = 20, seed: int = 0
+) -> Path:
     rng = np.random.default_rng(seed)
     with PackedWriter(path, source="test") as writer:
         for identity in range(classes):

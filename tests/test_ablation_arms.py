@@ -33,12 +33,15 @@ def arm_recipe(arm: str):
     return load_recipe(PACKAGED_DIR / "quickstart.yaml", overrides)
 
 
-@pytest.mark.parametrize(("arm", "mechanisms"), [
-    ("plain", None),
-    ("ptsa", (True, False, False)),
-    ("ptsa_rsp", (True, True, False)),
-    ("topofr", (True, True, True)),
-])
+@pytest.mark.parametrize(
+    ("arm", "mechanisms"),
+    [
+        ("plain", None),
+        ("ptsa", (True, False, False)),
+        ("ptsa_rsp", (True, True, False)),
+        ("topofr", (True, True, True)),
+    ],
+)
 def test_each_arm_enables_the_mechanisms_it_names(arm, mechanisms):
     recipe = arm_recipe(arm)
     assert recipe.train.seed == 1 and recipe.data.synthetic is None
@@ -53,8 +56,9 @@ def test_each_arm_enables_the_mechanisms_it_names(arm, mechanisms):
 def test_arms_differ_only_in_the_topofr_section():
     recipes = [arm_recipe(arm).to_dict() for arm in ("plain", "ptsa", "ptsa_rsp", "topofr")]
     for recipe in recipes[1:]:
-        assert {k: v for k, v in recipe.items() if k != "topofr"} == \
-            {k: v for k, v in recipes[0].items() if k != "topofr"}
+        assert {k: v for k, v in recipe.items() if k != "topofr"} == {
+            k: v for k, v in recipes[0].items() if k != "topofr"
+        }
 
 
 def test_without_rsp_the_backbone_sees_the_clean_batch():
@@ -72,8 +76,9 @@ def test_without_sde_the_classification_loss_is_the_plain_mean():
     torch.manual_seed(0)
     batch = 10
     ce = torch.rand(batch) * 5
-    output = ClassifierOutput(ce=ce, p_true=torch.rand(batch), entropy=torch.rand(batch) * 3,
-                              labels=torch.arange(batch))
+    output = ClassifierOutput(
+        ce=ce, p_true=torch.rand(batch), entropy=torch.rand(batch) * 3, labels=torch.arange(batch)
+    )
     x = torch.rand(batch, 3, 8, 8) * 2 - 1
     z = torch.randn(batch, 16)
     objective = build_objective(arm_recipe("ptsa_rsp"), ONE_PROCESS)
@@ -82,5 +87,6 @@ def test_without_sde_the_classification_loss_is_the_plain_mean():
     torch.testing.assert_close(loss, ce.mean() + 0.1 * expected_topo)
     assert "gum_pi" not in terms and "sds_mean" not in terms
     with_sde, sde_terms = build_objective(arm_recipe("topofr"), ONE_PROCESS)(
-        x_topology=x, embeddings=z, output=output, step=0)
+        x_topology=x, embeddings=z, output=output, step=0
+    )
     assert "gum_pi" in sde_terms and not torch.allclose(with_sde, loss)

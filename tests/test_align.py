@@ -66,7 +66,9 @@ def test_matches_linear_least_squares_on_noisy_points():
         rows += [[x, -y, 1, 0], [y, x, 0, 1]]
         rhs += [u, v]
     a, b, tx, ty = np.linalg.lstsq(np.array(rows), np.array(rhs), rcond=None)[0]
-    np.testing.assert_allclose(estimate_similarity(source, ARCFACE_TEMPLATE), [[a, -b, tx], [b, a, ty]], atol=1e-9)
+    np.testing.assert_allclose(
+        estimate_similarity(source, ARCFACE_TEMPLATE), [[a, -b, tx], [b, a, ty]], atol=1e-9
+    )
 
 
 def test_mirrored_points_give_a_rotation_not_a_reflection():
@@ -85,7 +87,9 @@ def test_warp_shifts_by_whole_pixels_and_fills_black():
 def test_read_landmarks(tmp_path):
     csv = tmp_path / "lm.csv"
     points = " ".join(f"{v:.3f}" for v in ARCFACE_TEMPLATE.reshape(-1))
-    csv.write_text(f"path,x1 y1 x2 y2 x3 y3 x4 y4 x5 y5\nbob/1.jpg, {points}\n{tmp_path}/amy/2.jpg,{points}\n")
+    csv.write_text(
+        f"path,x1 y1 x2 y2 x3 y3 x4 y4 x5 y5\nbob/1.jpg, {points}\n{tmp_path}/amy/2.jpg,{points}\n"
+    )
     landmarks = read_landmarks(csv, tmp_path)
     assert sorted(landmarks) == ["amy/2.jpg", "bob/1.jpg"]
     np.testing.assert_allclose(landmarks["bob/1.jpg"], ARCFACE_TEMPLATE, atol=1e-3)
@@ -119,12 +123,16 @@ def _norm_crop_transcribed(cv2, image: np.ndarray, landmarks: np.ndarray, size: 
 @pytest.mark.parametrize("size", [112, 128])
 @pytest.mark.parametrize("backend", ["numpy", "opencv"])
 def test_matches_insightface_norm_crop(size, backend):
-    cv2 = pytest.importorskip("cv2", reason="opencv-python-headless is not installed (pip install topofr[detect])")
+    cv2 = pytest.importorskip(
+        "cv2", reason="opencv-python-headless is not installed (pip install topofr[detect])"
+    )
     rng = np.random.default_rng(size)
     photo = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
     photo = cv2.GaussianBlur(photo, (0, 0), 1.5)  # texture at several scales, not only pixel noise
     for trial in range(4):  # the last trials put part of the crop outside the photo (black border)
-        forward = _similarity(rng.uniform(0.6, 2.2), rng.uniform(-40, 40), 60 + 60 * trial, rng.uniform(-30, 90))
+        forward = _similarity(
+            rng.uniform(0.6, 2.2), rng.uniform(-40, 40), 60 + 60 * trial, rng.uniform(-30, 90)
+        )
         landmarks = _apply(forward, ARCFACE_TEMPLATE) + rng.normal(0, 1.0, (5, 2))
         ours = align_face(photo, landmarks, size=size, backend=backend)
         truth = _norm_crop_transcribed(cv2, photo, landmarks, size)

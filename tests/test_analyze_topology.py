@@ -87,12 +87,21 @@ def calibrated_mbf(seed: int) -> torch.nn.Module:
 def write_checkpoint(path, state, step, *, embedding_size=EMBEDDING, latent_scale=LATENT_SCALE):
     """A checkpoint in the contract format (docs/interfaces.md, Engine), written independently here."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({
-        "format": "topofr-checkpoint", "topofr_version": __version__,
-        "model": {"network": "mbf", "embedding_size": embedding_size, "num_classes": IDENTITIES},
-        "recipe": {}, "step": step, "epoch": 0, "backbone": state,
-        "classifier": torch.randn(IDENTITIES, EMBEDDING), "latent_scale": latent_scale, "training": {},
-    }, path)
+    torch.save(
+        {
+            "format": "topofr-checkpoint",
+            "topofr_version": __version__,
+            "model": {"network": "mbf", "embedding_size": embedding_size, "num_classes": IDENTITIES},
+            "recipe": {},
+            "step": step,
+            "epoch": 0,
+            "backbone": state,
+            "classifier": torch.randn(IDENTITIES, EMBEDDING),
+            "latent_scale": latent_scale,
+            "training": {},
+        },
+        path,
+    )
     return path
 
 
@@ -105,8 +114,14 @@ def runs(tmp_path_factory):
         base = calibrated_mbf(seed).state_dict()
         generator = torch.Generator().manual_seed(seed + 100)
         for step in steps:
-            state = {k: (v + 0.02 * (step / 10) * torch.randn(v.shape, generator=generator) * v.std()
-                         if v.is_floating_point() and v.ndim > 1 else v.clone()) for k, v in base.items()}
+            state = {
+                k: (
+                    v + 0.02 * (step / 10) * torch.randn(v.shape, generator=generator) * v.std()
+                    if v.is_floating_point() and v.ndim > 1
+                    else v.clone()
+                )
+                for k, v in base.items()
+            }
             write_checkpoint(root / name / "checkpoints" / f"step_{step:08d}.pt", state, step)
             states[(name, step)] = state
     return root, states
@@ -179,8 +194,9 @@ def test_two_runs_give_collapse_curves_matching_independent_truth(dataset, runs,
     data_dir, images, _ = dataset
     root, states = runs
     out = tmp_path / "analysis"
-    result = invoke(root / "arcface", root / "topofr", "--data", data_dir, "--out", out, "--device", "cpu",
-                    *SAMPLE_ARGS)
+    result = invoke(
+        root / "arcface", root / "topofr", "--data", data_dir, "--out", out, "--device", "cpu", *SAMPLE_ARGS
+    )
     assert result.exit_code == 0, result.output
     assert "arcface" in result.output and "PTSA" in result.output
     summary = json.loads((out / "summary.json").read_text())
@@ -192,9 +208,15 @@ def test_two_runs_give_collapse_curves_matching_independent_truth(dataset, runs,
     curve = pd.read_csv(out / "distances.csv")
     assert len(curve) == (3 + 2) * 2 * 2  # checkpoints × (latent, latent_l2) × (H0, H1)
     # A run is pictured at its last checkpoint, and at step 0 (the initial model) when it has one.
-    for name in ("arcface_step00000030_persistence_diagrams", "arcface_step00000000_persistence_diagrams",
-                 "topofr_step00000020_barcodes", "arcface_step00000030_death_histograms",
-                 "topofr_step00000020_latent_pca", "collapse_curve", "collapse_curve_l2"):
+    for name in (
+        "arcface_step00000030_persistence_diagrams",
+        "arcface_step00000000_persistence_diagrams",
+        "topofr_step00000020_barcodes",
+        "arcface_step00000030_death_histograms",
+        "topofr_step00000020_latent_pca",
+        "collapse_curve",
+        "collapse_curve_l2",
+    ):
         assert_png(out / f"{name}.png")
 
     # Independent truth for run A's last checkpoint: embed here, distances / λ, plain gudhi.
@@ -248,7 +270,10 @@ def test_collapsed_model_is_flagged_and_results_go_beside_its_run(dataset, runs,
     result = invoke(checkpoint, "--data", data_dir, *SAMPLE_ARGS, "--dims", "0")
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
-    assert len(warnings) == 1 and "degenerate embeddings (mean cosine between different images 1.0000)" in warnings[0]
+    assert (
+        len(warnings) == 1
+        and "degenerate embeddings (mean cosine between different images 1.0000)" in warnings[0]
+    )
     out = tmp_path / "runC" / "analyze-topology" / "step_00000005"  # the default: beside the run
     point = json.loads((out / "summary.json").read_text())["targets"][0]["points"][0]
     assert point["degenerate"] is True and point["mean_cosine"] == pytest.approx(1.0)
@@ -267,12 +292,28 @@ def _one_line_error(result, fragment):
 def test_bad_inputs(dataset, runs, tmp_path):
     data_dir, _, _ = dataset
     root, states = runs
-    _one_line_error(invoke("--no-model", "--data", data_dir, "--samples", "500", "--out", tmp_path / "a"),
-                    "fewer than the 500 samples")
-    _one_line_error(invoke("--no-model", "--data", data_dir, "--samples", "40", "--per-identity", "8",
-                           "--out", tmp_path / "a"), "fewer samples than requested")
+    _one_line_error(
+        invoke("--no-model", "--data", data_dir, "--samples", "500", "--out", tmp_path / "a"),
+        "fewer than the 500 samples",
+    )
+    _one_line_error(
+        invoke(
+            "--no-model",
+            "--data",
+            data_dir,
+            "--samples",
+            "40",
+            "--per-identity",
+            "8",
+            "--out",
+            tmp_path / "a",
+        ),
+        "fewer samples than requested",
+    )
     (tmp_path / "empty_run").mkdir()
-    _one_line_error(invoke(tmp_path / "empty_run", "--data", data_dir, "--out", tmp_path / "a"), "no checkpoints")
+    _one_line_error(
+        invoke(tmp_path / "empty_run", "--data", data_dir, "--out", tmp_path / "a"), "no checkpoints"
+    )
     wrong = write_checkpoint(tmp_path / "wrong.pt", states[("arcface", 20)], 20, embedding_size=32)
     _one_line_error(invoke(wrong, "--data", data_dir, "--out", tmp_path / "a", *SAMPLE_ARGS), "wrong.pt")
     _one_line_error(invoke(root / "arcface", "--no-model", "--data", data_dir), "--no-model")
@@ -282,7 +323,9 @@ def test_bad_inputs(dataset, runs, tmp_path):
     keep = tmp_path / "precious"
     keep.mkdir()
     (keep / "notes.txt").write_text("mine")
-    _one_line_error(invoke("--no-model", "--data", data_dir, "--out", keep, *SAMPLE_ARGS), "not an earlier analysis")
+    _one_line_error(
+        invoke("--no-model", "--data", data_dir, "--out", keep, *SAMPLE_ARGS), "not an earlier analysis"
+    )
     assert (keep / "notes.txt").read_text() == "mine"
     assert not (tmp_path / "a").exists()
 
@@ -290,10 +333,13 @@ def test_bad_inputs(dataset, runs, tmp_path):
 def test_figure_format_option(dataset, tmp_path):
     data_dir, _, _ = dataset
     out = tmp_path / "svg"
-    result = invoke("--no-model", "--data", data_dir, "--out", out, *SAMPLE_ARGS, "--dims", "0",
-                    "--figure-format", "svg")
+    result = invoke(
+        "--no-model", "--data", data_dir, "--out", out, *SAMPLE_ARGS, "--dims", "0", "--figure-format", "svg"
+    )
     assert result.exit_code == 0, result.output
     assert "<svg" in (out / "persistence_diagrams.svg").read_text() and not list(out.glob("*.png"))
-    _one_line_error(invoke("--no-model", "--data", data_dir, "--out", tmp_path / "x", "--figure-format", "gif"),
-                    "--figure-format gif")
+    _one_line_error(
+        invoke("--no-model", "--data", data_dir, "--out", tmp_path / "x", "--figure-format", "gif"),
+        "--figure-format gif",
+    )
     assert not (tmp_path / "x").exists()

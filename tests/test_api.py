@@ -58,6 +58,7 @@ def test_docstring_examples_run(module):
 
 # -- TopoFRLoss ----------------------------------------------------------------------------------------
 
+
 def test_classifier_terms_by_hand():
     # two classes, logits (0, ln 3): softmax (1/4, 3/4)
     terms = topofr_loss.classifier_terms(torch.tensor([[0.0, math.log(3.0)]]), torch.tensor([1]))
@@ -107,8 +108,9 @@ def test_same_loss_as_the_engine_objective_behind_partial_fc():
     with torch.no_grad():
         classifier.weight.copy_(weight)
     engine = TopoFRObjective(TopoFRConfig(enabled=True))
-    engine_loss, engine_terms = engine(x_topology=images, embeddings=embeddings, output=classifier(embeddings, labels),
-                                       step=0)
+    engine_loss, engine_terms = engine(
+        x_topology=images, embeddings=embeddings, output=classifier(embeddings, labels), step=0
+    )
     loss_fn = TopoFRLoss()
     logits = head(F.linear(F.normalize(embeddings), F.normalize(weight)), labels)
     loss = loss_fn(images, embeddings, logits, labels)
@@ -124,9 +126,14 @@ def test_perturb_is_rsp_or_nothing():
     assert ((perturbed - images).flatten(1).abs().amax(dim=1) > 0).all()  # every sample changed
 
 
-@pytest.mark.parametrize("kwargs, message", [({"form": "wrong"}, "form must be one of"),
-                                             ({"alpha": -1.0}, "alpha >= 0"),
-                                             ({"temperature": 0.0}, "temperature > 0")])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"form": "wrong"}, "form must be one of"),
+        ({"alpha": -1.0}, "alpha >= 0"),
+        ({"temperature": 0.0}, "temperature > 0"),
+    ],
+)
 def test_bad_settings_are_one_line(kwargs, message):
     with pytest.raises(TopofrError, match=message):
         TopoFRLoss(**kwargs)
@@ -139,6 +146,7 @@ def test_bad_logits_shape_is_one_line():
 
 
 # -- embed -----------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def backbone():
@@ -163,8 +171,9 @@ def test_embed_is_the_normalised_flip_sum(backbone, faces):
         expected = F.normalize(backbone(x) + backbone(x.flip(3)), dim=1)
     got = embed(backbone, faces, batch_size=2)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(embed(backbone, faces, flip=False),
-                               F.normalize(backbone(x).detach(), dim=1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        embed(backbone, faces, flip=False), F.normalize(backbone(x).detach(), dim=1), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_embed_accepts_layouts_and_value_ranges(backbone, faces):
@@ -172,8 +181,9 @@ def test_embed_accepts_layouts_and_value_ranges(backbone, faces):
     chw = torch.from_numpy(faces).permute(0, 3, 1, 2)
     torch.testing.assert_close(embed(backbone, chw), reference)
     torch.testing.assert_close(embed(backbone, chw.float() / 255), reference, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(embed(backbone, chw.float() / 255 * 2 - 1, normalized=True), reference,
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        embed(backbone, chw.float() / 255 * 2 - 1, normalized=True), reference, rtol=1e-5, atol=1e-5
+    )
     torch.testing.assert_close(embed(backbone, faces[0]), reference[:1])  # one image without N
 
 

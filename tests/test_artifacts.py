@@ -99,7 +99,9 @@ def test_output_policies(tmp_path):
         check_output(full, RUN)
     with pytest.raises(TopofrError, match="f: train.output exists and is not a directory"):
         check_output(a_file, RUN, overwrite=True)
-    with pytest.raises(TopofrError, match=r"full: already exists \(results of an earlier run; pass --overwrite"):
+    with pytest.raises(
+        TopofrError, match=r"full: already exists \(results of an earlier run; pass --overwrite"
+    ):
         check_output(full, REPORT)  # no names given: any file there is an earlier result
     assert check_output(full, REPORT, overwrite=True) is True
     assert check_output(full, REPORT, results=["verification.csv"]) is False  # nothing it writes is there
@@ -115,8 +117,13 @@ def test_replace_own_recognises_earlier_outputs(tmp_path):
     def is_own(path):
         return json.loads((path / "summary.json").read_text()).get("format") == "mine"
 
-    policy = OutputPolicy("dir", "replace_own", is_own=is_own, refused="{path}: mine, pass --overwrite",
-                          foreign="{path}: not mine")
+    policy = OutputPolicy(
+        "dir",
+        "replace_own",
+        is_own=is_own,
+        refused="{path}: mine, pass --overwrite",
+        foreign="{path}: not mine",
+    )
     ours, other, empty = tmp_path / "ours", tmp_path / "other", tmp_path / "empty"
     for folder in (ours, other, empty):
         folder.mkdir()
@@ -143,5 +150,10 @@ def test_default_outputs_sit_beside_the_run_or_are_named_after_the_model(tmp_pat
     assert default_output("eval", tmp_path / "models" / "r50.onnx") == Path("topofr-eval") / "r50"
     monkeypatch.setattr("sys.argv", ["/usr/bin/topofr", "eval", "a b.pt"])
     assert provenance("a b.pt", step=3, network="mbf", flip=True) == {
-        "model": "a b.pt", "step": 3, "network": "mbf", "flip": True, "command": "topofr eval 'a b.pt'",
-        "topofr_version": __version__}
+        "model": "a b.pt",
+        "step": 3,
+        "network": "mbf",
+        "flip": True,
+        "command": "topofr eval 'a b.pt'",
+        "topofr_version": __version__,
+    }

@@ -53,19 +53,30 @@ def test_quick_cpu_bench_prints_one_json_object_with_every_section(quick_run):
     parts = report["throughput"]["step_parts"]["rows"]
     assert [p["part"].split()[0] for p in parts] == ["PTSA", "RSP", "SDE"]
     assert all(p["status"] == "ok" and p["ms"] > 0 for p in parts)
-    assert [(r["n"], r["status"]) for r in report["throughput"]["h0_pairs"]["rows"]] == [(128, "ok"), (512, "ok")]
+    assert [(r["n"], r["status"]) for r in report["throughput"]["h0_pairs"]["rows"]] == [
+        (128, "ok"),
+        (512, "ok"),
+    ]
     loader = report["throughput"]["data_loader"]["rows"]
     assert [r["workers"] for r in loader] == [0, 2] and all(r["img_s"] > 0 for r in loader)
 
     multi = report["multi_gpu"]
     assert multi["status"] == "skipped: 1 device"
     eight = next(r for r in multi["image_gather_bytes"] if r["world_size"] == 8)
-    assert eight["float32_bytes"] == 154_140_672 and eight["uint8_bytes"] == 38_535_168  # 8·128·3·112·112 (·4)
+    assert (
+        eight["float32_bytes"] == 154_140_672 and eight["uint8_bytes"] == 38_535_168
+    )  # 8·128·3·112·112 (·4)
 
     assert json.loads((out / "bench.json").read_text()) == report
     text = (out / "bench.txt").read_text()
-    for title in ("1. Correctness", "2a. Training step", "2b. Parts", "2c. h0 pairs", "2d. Train loader",
-                  "3. Multi-GPU: skipped: 1 device"):
+    for title in (
+        "1. Correctness",
+        "2a. Training step",
+        "2b. Parts",
+        "2c. h0 pairs",
+        "2d. Train loader",
+        "3. Multi-GPU: skipped: 1 device",
+    ):
         assert title in text
     assert not list(out.glob(".*.tmp"))
 
@@ -99,7 +110,12 @@ def test_cuda_without_a_gpu_is_one_error_line():
 def test_the_full_plan_fits_eight_minutes_and_a_spent_budget_starts_nothing():
     assert sum(SECTION_BUDGETS_S.values()) <= TOTAL_BUDGET_S <= 8 * 60 - 30  # room for start-up, an overrun
     full = make_plan("cuda", quick=False, cpu_count=16)
-    assert (full.network, full.classes, full.batches, full.compile_modes) == ("r50", 85_742, (128, 256), (False, True))
+    assert (full.network, full.classes, full.batches, full.compile_modes) == (
+        "r50",
+        85_742,
+        (128, 256),
+        (False, True),
+    )
     assert full.h0_sizes == (128, 512, 1024)
     spent = make_plan("cpu", quick=True, cpu_count=2)
     spent.budgets_s["training steps"] = 0
@@ -108,8 +124,12 @@ def test_the_full_plan_fits_eight_minutes_and_a_spent_budget_starts_nothing():
 
 
 def test_image_gather_bytes_are_a_quarter_as_uint8():
-    assert image_gather_bytes(64, 128) == {"world_size": 64, "batch_per_rank": 128,
-                                           "float32_bytes": 64 * 128 * PIXELS * 4, "uint8_bytes": 64 * 128 * PIXELS}
+    assert image_gather_bytes(64, 128) == {
+        "world_size": 64,
+        "batch_per_rank": 128,
+        "float32_bytes": 64 * 128 * PIXELS * 4,
+        "uint8_bytes": 64 * 128 * PIXELS,
+    }
 
 
 @pytest.mark.slow
@@ -119,7 +139,9 @@ def test_two_gloo_ranks_run_the_multi_gpu_section_code():
     assert result["two_ranks_equal_one_process"], result["worst_relative_delta"]
     measured = result["measured_image_gather_bytes"]
     assert measured["bytes"] == 2 * 4 * PIXELS and measured["float32_would_be"] == 4 * measured["bytes"]
-    assert result["throughput"]["plain_img_s_per_gpu"] > 0 and result["throughput"]["topofr_img_s_per_gpu"] > 0
+    assert (
+        result["throughput"]["plain_img_s_per_gpu"] > 0 and result["throughput"]["topofr_img_s_per_gpu"] > 0
+    )
 
 
 def test_help_states_each_section_budget_and_the_root_help_lists_bench():

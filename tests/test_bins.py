@@ -32,8 +32,10 @@ def test_round_trip(tmp_path):
 def test_numpy_images_and_flags(tmp_path, protocol):
     encoded = smooth_jpeg(1)
     pixels = decode_image(smooth_jpeg(2))
-    payload = ([np.frombuffer(encoded, dtype=np.uint8), pixels, encoded, encoded],
-               [np.bool_(True), np.bool_(False)])
+    payload = (
+        [np.frombuffer(encoded, dtype=np.uint8), pixels, encoded, encoded],
+        [np.bool_(True), np.bool_(False)],
+    )
     (tmp_path / "np.bin").write_bytes(pickle.dumps(payload, protocol=protocol))
     pairs = read_bin(tmp_path / "np.bin")
     assert pairs.images[0] == encoded  # encoded bytes held in an array come back as bytes
@@ -82,10 +84,14 @@ def test_malicious_pickle_refused_without_running(tmp_path):
     # Control: an unrestricted load really would run the payload (in a throw-away process).
     control = tmp_path / "control"
     (tmp_path / "control.bin").write_bytes(pickle.dumps(([_RunsShell(control), b""], [True])))
-    subprocess.run([sys.executable, "-c", f"import pickle; pickle.load(open({str(tmp_path / 'control.bin')!r}, 'rb'))"],
-                   check=True)
+    subprocess.run(
+        [sys.executable, "-c", f"import pickle; pickle.load(open({str(tmp_path / 'control.bin')!r}, 'rb'))"],
+        check=True,
+    )
     assert control.exists()
-    with pytest.raises(TopofrError, match=r"evil\.bin: refused to load: the pickle references (posix|os)\.system"):
+    with pytest.raises(
+        TopofrError, match=r"evil\.bin: refused to load: the pickle references (posix|os)\.system"
+    ):
         read_bin(tmp_path / "evil.bin")
     assert not marker.exists()
 
@@ -107,8 +113,13 @@ def test_bad_structures(tmp_path):
         "shape.bin": pickle.dumps({"images": []}),
         "junk.bin": b"not a pickle at all",
     }
-    messages = {"count.bin": "3 images for 1 pairs", "type.bin": "image 0 is a int",
-                "flag.bin": "issame entry 0", "shape.bin": "expected a pickled", "junk.bin": "not a readable"}
+    messages = {
+        "count.bin": "3 images for 1 pairs",
+        "type.bin": "image 0 is a int",
+        "flag.bin": "issame entry 0",
+        "shape.bin": "expected a pickled",
+        "junk.bin": "not a readable",
+    }
     for name, data in cases.items():
         (tmp_path / name).write_bytes(data)
         with pytest.raises(TopofrError, match=messages[name]):

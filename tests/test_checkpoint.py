@@ -22,9 +22,16 @@ from topofr_cli.errors import TopofrError
 
 
 def checkpoint(step: int = 1, **changes) -> Checkpoint:
-    fields = {"network": "mbf", "embedding_size": 8, "num_classes": 3,
-              "backbone": {"w": torch.arange(6.0).reshape(2, 3)}, "classifier": torch.ones(3, 8),
-              "step": step, "epoch": 0, "training": {"rng": [capture_rng_state()]}}
+    fields = {
+        "network": "mbf",
+        "embedding_size": 8,
+        "num_classes": 3,
+        "backbone": {"w": torch.arange(6.0).reshape(2, 3)},
+        "classifier": torch.ones(3, 8),
+        "step": step,
+        "epoch": 0,
+        "training": {"rng": [capture_rng_state()]},
+    }
     return Checkpoint(**{**fields, **changes})
 
 
@@ -51,12 +58,24 @@ def test_latent_scale_is_derived_from_the_objective_state(tmp_path):
 
 def test_version_1_files_are_read_into_the_same_object(tmp_path):
     """The layout written before version 2: λ twice, the loop counters flat in `training`."""
-    v1 = {"format": CHECKPOINT_FORMAT, "topofr_version": "0.1.0",
-          "model": {"network": "mbf", "embedding_size": 8, "num_classes": 3},
-          "recipe": Recipe().to_dict(), "step": 4, "epoch": 1, "backbone": {}, "classifier": torch.zeros(3, 8),
-          "latent_scale": 1.5,
-          "training": {"position": {"epoch": 1, "batch_in_epoch": 1}, "bad_steps": 2, "consecutive_bad": 1,
-                       "objective": {LATENT_LOG_SCALE_KEY: torch.tensor(math.log(1.5))}, "rng": []}}
+    v1 = {
+        "format": CHECKPOINT_FORMAT,
+        "topofr_version": "0.1.0",
+        "model": {"network": "mbf", "embedding_size": 8, "num_classes": 3},
+        "recipe": Recipe().to_dict(),
+        "step": 4,
+        "epoch": 1,
+        "backbone": {},
+        "classifier": torch.zeros(3, 8),
+        "latent_scale": 1.5,
+        "training": {
+            "position": {"epoch": 1, "batch_in_epoch": 1},
+            "bad_steps": 2,
+            "consecutive_bad": 1,
+            "objective": {LATENT_LOG_SCALE_KEY: torch.tensor(math.log(1.5))},
+            "rng": [],
+        },
+    }
     torch.save(v1, tmp_path / "v1.pt")
     read = Checkpoint.read(tmp_path / "v1.pt")
     assert read.latent_scale == 1.5 and set(read.objective) == {LATENT_LOG_SCALE_KEY}
@@ -104,8 +123,11 @@ def test_bad_files_give_one_line_errors(tmp_path):
 def test_check_resumable_names_the_differing_key(tmp_path):
     ok = Checkpoint.read(checkpoint().write(tmp_path / "c.pt"))
     ok.check_resumable(network="mbf", embedding_size=8, num_classes=3)
-    with pytest.raises(TopofrError, match=r"c.pt: checkpoint key 'model.network' is 'mbf' but the recipe asks "
-                                          r"for 'r50'"):
+    with pytest.raises(
+        TopofrError,
+        match=r"c.pt: checkpoint key 'model.network' is 'mbf' but the recipe asks "
+        r"for 'r50'",
+    ):
         ok.check_resumable(network="r50", embedding_size=8, num_classes=3)
     with pytest.raises(TopofrError, match="model.num_classes"):
         ok.check_resumable(network="mbf", embedding_size=8, num_classes=4)

@@ -22,9 +22,16 @@ runner = CliRunner()
 
 
 def checkpoint(**changes) -> Checkpoint:
-    fields = {"network": "mbf", "embedding_size": 8, "num_classes": 3,
-              "backbone": {"w": torch.linspace(-1, 1, 64).reshape(8, 8)}, "classifier": torch.full((3, 8), 0.25),
-              "step": 1, "epoch": 0, "training": {"rng": [capture_rng_state()], "world_size": 1}}
+    fields = {
+        "network": "mbf",
+        "embedding_size": 8,
+        "num_classes": 3,
+        "backbone": {"w": torch.linspace(-1, 1, 64).reshape(8, 8)},
+        "classifier": torch.full((3, 8), 0.25),
+        "step": 1,
+        "epoch": 0,
+        "training": {"rng": [capture_rng_state()], "world_size": 1},
+    }
     return Checkpoint(**{**fields, **changes})
 
 
@@ -41,12 +48,14 @@ def test_the_digest_covers_values_types_and_every_tensor_byte():
     base = {"a": torch.zeros(4), "b": [1, 2.0, True, None, "x"]}
     digest = content_digest(base)
     assert digest == content_digest({"a": torch.zeros(4), "b": [1, 2.0, True, None, "x"]})
-    changed = [{"a": torch.zeros(4, dtype=torch.float64), "b": base["b"]},  # dtype
-               {"a": torch.zeros(2, 2), "b": base["b"]},  # shape
-               {"a": torch.tensor([0.0, 0.0, -0.0, 0.0]), "b": base["b"]},  # one sign bit
-               {"a": torch.zeros(4), "b": [1.0, 2.0, True, None, "x"]},  # 1 against 1.0
-               {"a": torch.zeros(4), "b": [1, 2.0, 1, None, "x"]},  # True against 1
-               {"c": torch.zeros(4), "b": base["b"]}]  # a key
+    changed = [
+        {"a": torch.zeros(4, dtype=torch.float64), "b": base["b"]},  # dtype
+        {"a": torch.zeros(2, 2), "b": base["b"]},  # shape
+        {"a": torch.tensor([0.0, 0.0, -0.0, 0.0]), "b": base["b"]},  # one sign bit
+        {"a": torch.zeros(4), "b": [1.0, 2.0, True, None, "x"]},  # 1 against 1.0
+        {"a": torch.zeros(4), "b": [1, 2.0, 1, None, "x"]},  # True against 1
+        {"c": torch.zeros(4), "b": base["b"]},
+    ]  # a key
     assert all(content_digest(other) != digest for other in changed)
 
 
@@ -57,8 +66,9 @@ def test_a_flipped_bit_in_tensor_data_is_an_error_naming_the_file(tmp_path):
     assert torch.load(path, weights_only=True)["step"] == 1  # torch itself loads it without complaint
     with pytest.raises(TopofrError) as caught:
         Checkpoint.read(path)
-    assert str(caught.value) == (f"{path}: damaged checkpoint (its content does not match the sha256 "
-                                 "checksum stored in it)")
+    assert str(caught.value) == (
+        f"{path}: damaged checkpoint (its content does not match the sha256 checksum stored in it)"
+    )
     with pytest.raises(TopofrError, match="damaged checkpoint"):
         load_model(path)  # eval/export read checkpoints through the same check
 
@@ -80,8 +90,10 @@ def test_a_malformed_checksum_entry_is_damage(tmp_path):
 
 @pytest.mark.parametrize("where", ["backbone", "classifier"])
 def test_non_finite_weights_are_never_written(tmp_path, where):
-    bad = {"backbone": {"backbone": {"w": torch.tensor([1.0, float("nan")])}},
-           "classifier": {"classifier": torch.tensor([[float("inf")]])}}[where]
+    bad = {
+        "backbone": {"backbone": {"w": torch.tensor([1.0, float("nan")])}},
+        "classifier": {"classifier": torch.tensor([[float("inf")]])},
+    }[where]
     target = tmp_path / "step_00000005.pt"
     with pytest.raises(TopofrError) as caught:
         checkpoint(step=5, **bad).write(target)
@@ -91,6 +103,7 @@ def test_non_finite_weights_are_never_written(tmp_path, where):
 
 
 # -- --resume over damaged checkpoints (CLI) -------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def finished_run(make_tiny_dataset, tiny_recipe_file, tmp_path_factory):
@@ -123,8 +136,9 @@ def test_resume_with_a_truncated_latest_checkpoint_continues_from_the_previous_o
     assert len(notes) == 1 and str(latest) in " ".join(result.output.split())
     assert "resuming from an earlier checkpoint" in " ".join(result.output.split())
     # step 3 → 4 again: the same step 4 as the uninterrupted run, bit for bit
-    _assert_same_state(Checkpoint.read(finished_run[0] / "pristine/checkpoints/step_00000004.pt"),
-                       Checkpoint.read(latest))
+    _assert_same_state(
+        Checkpoint.read(finished_run[0] / "pristine/checkpoints/step_00000004.pt"), Checkpoint.read(latest)
+    )
 
 
 def test_resume_with_every_checkpoint_damaged_stops_with_one_line(finished_run, tmp_path):

@@ -31,8 +31,14 @@ def test_version():
 
 
 def test_every_command_has_help_text():
-    for command in (["prepare", "--help"], ["train", "--help"], ["eval", "--help"],
-                    ["analyze-topology", "--help"], ["hard-samples", "--help"], ["export", "--help"]):
+    for command in (
+        ["prepare", "--help"],
+        ["train", "--help"],
+        ["eval", "--help"],
+        ["analyze-topology", "--help"],
+        ["hard-samples", "--help"],
+        ["export", "--help"],
+    ):
         result = runner.invoke(app, command)
         assert result.exit_code == 0, (command, result.output)
         assert "Usage" in result.output
@@ -75,10 +81,18 @@ def test_root_help_lists_every_command_without_importing_it():
         assert name in shown
 
 
-@pytest.mark.parametrize("command, option", [("prepare", "synthetic"), ("train", "--print-config"),
-                                             ("eval", "--workers"), ("export", "--tolerance"),
-                                             ("analyze-topology", "--json"), ("hard-samples", "--json"),
-                                             ("bench", "--device")])
+@pytest.mark.parametrize(
+    "command, option",
+    [
+        ("prepare", "synthetic"),
+        ("train", "--print-config"),
+        ("eval", "--workers"),
+        ("export", "--tolerance"),
+        ("analyze-topology", "--json"),
+        ("hard-samples", "--json"),
+        ("bench", "--device"),
+    ],
+)
 def test_command_help_shows_its_options_without_heavy_imports(command, option):
     shown, loaded = _modules_after([command, "--help"])
     assert option in shown
@@ -99,11 +113,22 @@ def test_unknown_command_is_a_usage_error():
     assert "No such command" in result.output
 
 
-@pytest.mark.parametrize("words, expected", [("topofr ha", "hard-samples"), ("topofr train --pr", "--print-config"),
-                                             ("topofr eval --wo", "--workers")])
+@pytest.mark.parametrize(
+    "words, expected",
+    [
+        ("topofr ha", "hard-samples"),
+        ("topofr train --pr", "--print-config"),
+        ("topofr eval --wo", "--workers"),
+    ],
+)
 def test_shell_completion_reaches_lazy_commands(words, expected):
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
-           "_TOPOFR_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split()) - 1)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+        "_TOPOFR_COMPLETE": "complete_bash",
+        "COMP_WORDS": words,
+        "COMP_CWORD": str(len(words.split()) - 1),
+    }
     code = "import sys; sys.argv = ['topofr']; from topofr_cli.cli.app import main; main()"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr

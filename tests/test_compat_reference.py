@@ -66,7 +66,9 @@ def test_w2_gate_matches_the_fp16_reference():
 
 def test_objective_takes_the_autocast_dtype_in_reference_mode_only():
     gpu_like = DistContext(0, 0, 1, torch.device("cuda"), None)  # fp16 stays fp16 off the CPU
-    assert build_objective(recipe("reference", "train.precision=fp16"), gpu_like).softmax_dtype == torch.float16
+    assert (
+        build_objective(recipe("reference", "train.precision=fp16"), gpu_like).softmax_dtype == torch.float16
+    )
     assert build_objective(recipe("reference", "train.precision=fp16"), CPU).softmax_dtype == torch.bfloat16
     assert build_objective(recipe("reference", "train.precision=fp32"), CPU).softmax_dtype is None
     assert build_objective(recipe("fixed", "train.precision=fp16"), gpu_like).softmax_dtype is None
@@ -99,8 +101,9 @@ def test_per_rank_gum_matches_one_reference_fit_per_process():
     entropy = np.concatenate([rng.exponential(1.0, local * ranks - 9), rng.uniform(6, 9, 9)])
     rng.shuffle(entropy)
     p_true = torch.from_numpy(rng.uniform(0, 0.9, local * ranks))
-    expected_gamma = np.concatenate([numpy_gum(reference_statistic(chunk))[0]
-                                     for chunk in entropy.reshape(ranks, local)])
+    expected_gamma = np.concatenate(
+        [numpy_gum(reference_statistic(chunk))[0] for chunk in entropy.reshape(ranks, local)]
+    )
     w1, _, gum = sde_weights(torch.from_numpy(entropy), p_true, compat="reference", groups=ranks)
     np.testing.assert_allclose(gum.gamma.numpy(), expected_gamma, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(w1.numpy(), 2.0 - expected_gamma, rtol=1e-9)
@@ -131,10 +134,20 @@ def _sgd(params):
 def _run_step(clip_classifier: bool, images, labels):
     backbone, classifier = _parts(clip_classifier)
     optimizers = [_sgd(backbone.parameters()), _sgd(classifier.parameters())]
-    step = TrainStep(backbone=backbone, backbone_params=list(backbone.parameters()), classifier=classifier,
-                     objective=PlainObjective(), optimizers=optimizers, precision="fp32", dist_ctx=CPU,
-                     clip_grad_norm=5.0, channels_last=False, horizontal_flip=False, seed=0,
-                     clip_classifier=clip_classifier)
+    step = TrainStep(
+        backbone=backbone,
+        backbone_params=list(backbone.parameters()),
+        classifier=classifier,
+        objective=PlainObjective(),
+        optimizers=optimizers,
+        precision="fp32",
+        dist_ctx=CPU,
+        clip_grad_norm=5.0,
+        channels_last=False,
+        horizontal_flip=False,
+        seed=0,
+        clip_classifier=clip_classifier,
+    )
     result = step(images, labels, 0)
     return backbone, classifier, result
 
@@ -161,15 +174,23 @@ def test_joint_clipping_matches_the_reference_step():
 
 
 def test_step_options_follow_compat():
-    assert compat.step_options(recipe("reference")) == {"clip_classifier": True, "scaler_growth_interval": 100}
+    assert compat.step_options(recipe("reference")) == {
+        "clip_classifier": True,
+        "scaler_growth_interval": 100,
+    }
     assert compat.step_options(recipe("fixed")) == {"clip_classifier": False, "scaler_growth_interval": 2000}
 
 
 # -- item 1: the embedding BatchNorm weight --------------------------------------------------------
 @pytest.mark.parametrize("mode", ["fixed", "reference"])
 def test_embedding_batchnorm_weight_trains_in_reference_mode_only(mode):
-    run = recipe(mode, "model.network=r18", "model.embedding_size=16", "train.precision=fp32",
-                 "topofr.rsp.enabled=false")
+    run = recipe(
+        mode,
+        "model.network=r18",
+        "model.embedding_size=16",
+        "train.precision=fp32",
+        "topofr.rsp.enabled=false",
+    )
     torch.manual_seed(0)
     backbone = create_backbone("r18", 16, **compat.backbone_options(run))
     classifier = PartialFC(16, 3, CombinedMarginHead())
@@ -177,19 +198,34 @@ def test_embedding_batchnorm_weight_trains_in_reference_mode_only(mode):
     groups = [{"params": list(backbone.parameters())}]
     groups += [{"params": [p for p in objective.parameters() if p.requires_grad], "weight_decay": 0.0}]
     optimizers = [_sgd([g for g in groups if g["params"]]), _sgd(classifier.parameters())]
-    step = TrainStep(backbone=backbone, backbone_params=list(backbone.parameters()), classifier=classifier,
-                     objective=objective, optimizers=optimizers, precision="fp32", dist_ctx=CPU,
-                     clip_grad_norm=5.0, channels_last=False, horizontal_flip=False, seed=0,
-                     **compat.step_options(run))
+    step = TrainStep(
+        backbone=backbone,
+        backbone_params=list(backbone.parameters()),
+        classifier=classifier,
+        objective=objective,
+        optimizers=optimizers,
+        precision="fp32",
+        dist_ctx=CPU,
+        clip_grad_norm=5.0,
+        channels_last=False,
+        horizontal_flip=False,
+        seed=0,
+        **compat.step_options(run),
+    )
     before = copy.deepcopy(backbone.features.weight.detach())
     generator = torch.Generator().manual_seed(1)
-    step(torch.randint(0, 256, (4, 3, 112, 112), dtype=torch.uint8, generator=generator),
-         torch.tensor([0, 1, 2, 0]), 0)
+    step(
+        torch.randint(0, 256, (4, 3, 112, 112), dtype=torch.uint8, generator=generator),
+        torch.tensor([0, 1, 2, 0]),
+        0,
+    )
     weight = backbone.features.weight
     if mode == "reference":
         assert weight.requires_grad
         assert not torch.equal(weight.detach(), before)
-        decayed = [g["weight_decay"] for g in optimizers[0].param_groups if any(p is weight for p in g["params"])]
+        decayed = [
+            g["weight_decay"] for g in optimizers[0].param_groups if any(p is weight for p in g["params"])
+        ]
         assert decayed == [5e-4]
     else:
         assert not weight.requires_grad
@@ -198,8 +234,11 @@ def test_embedding_batchnorm_weight_trains_in_reference_mode_only(mode):
 
 # -- recipes: the reference's configs ----------------------------------------------------------------
 REFERENCE_CONFIGS = {  # configs/<name>.py of the reference: (epochs, weight decay, classes)
-    "ms1mv2_r50": (30, 5e-4, 85742), "ms1mv2_r100": (25, 5e-4, 85742), "ms1mv2_r200": (30, 5e-4, 85742),
-    "glint360k_r50": (25, 1e-4, 360232), "glint360k_r100": (25, 1e-4, 360232),
+    "ms1mv2_r50": (30, 5e-4, 85742),
+    "ms1mv2_r100": (25, 5e-4, 85742),
+    "ms1mv2_r200": (30, 5e-4, 85742),
+    "glint360k_r50": (25, 1e-4, 360232),
+    "glint360k_r100": (25, 1e-4, 360232),
     "glint360k_r200": (30, 1e-4, 360232),
 }
 
@@ -210,9 +249,24 @@ def test_recipes_follow_the_reference_configs(name):
     path = PACKAGED_DIR / f"{name}.yaml"
     run = load_recipe(path)
     epochs, weight_decay, classes = REFERENCE_CONFIGS[name]
-    assert (run.schedule.epochs, run.optim.weight_decay, run.head.num_classes) == (epochs, weight_decay, classes)
+    assert (run.schedule.epochs, run.optim.weight_decay, run.head.num_classes) == (
+        epochs,
+        weight_decay,
+        classes,
+    )
     assert run.model.network == name.split("_")[1] and run.model.embedding_size == 512
-    assert (run.optim.lr, run.optim.momentum, run.optim.clip_grad_norm, run.schedule.power) == (0.1, 0.9, 5.0, 2.0)
+    assert (run.optim.lr, run.optim.momentum, run.optim.clip_grad_norm, run.schedule.power) == (
+        0.1,
+        0.9,
+        5.0,
+        2.0,
+    )
     assert (run.schedule.warmup_epochs, run.data.batch_size, run.train.precision) == (0.0, 128, "fp16")
-    assert (run.head.scale, run.head.m1, run.head.m2, run.head.m3, run.head.sample_rate) == (64.0, 1.0, 0.5, 0.0, 1.0)
+    assert (run.head.scale, run.head.m1, run.head.m2, run.head.m3, run.head.sample_rate) == (
+        64.0,
+        1.0,
+        0.5,
+        0.0,
+        1.0,
+    )
     assert "follows the reference implementation's config" in path.read_text().lower()

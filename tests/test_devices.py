@@ -41,13 +41,17 @@ def test_cuda_without_a_gpu_is_one_clear_line(text):
 
 def test_the_recipe_takes_the_same_names():
     assert recipe_from_dict({"train": {"device": "cuda:1"}}).train.device == "cuda:1"
-    with pytest.raises(TopofrError, match="key 'train.device' must be one of auto, cpu, cuda or cuda:N, got 'gpu'"):
+    with pytest.raises(
+        TopofrError, match="key 'train.device' must be one of auto, cpu, cuda or cuda:N, got 'gpu'"
+    ):
         recipe_from_dict({"train": {"device": "gpu"}}, source="r.yaml")
 
 
 @no_cuda
-@pytest.mark.parametrize("command", [["eval", "m.pt"], ["hard-samples", "m.pt", "--data", "d"],
-                                     ["analyze-topology", "m.pt", "--data", "d"]])
+@pytest.mark.parametrize(
+    "command",
+    [["eval", "m.pt"], ["hard-samples", "m.pt", "--data", "d"], ["analyze-topology", "m.pt", "--data", "d"]],
+)
 def test_every_command_refuses_cuda_n_on_a_machine_without_cuda(command, tmp_path):
     result = CliRunner().invoke(app, [*command, "--device", "cuda:1"])
     assert result.exit_code == 2

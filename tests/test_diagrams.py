@@ -52,7 +52,11 @@ def noisy_circles(n: int, seed: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_h0_and_h1_equal_plain_gudhi_rips(seed):
-    points = noisy_circles(60, seed) if seed < 2 else torch.randn(50, 8, generator=torch.Generator().manual_seed(9))
+    points = (
+        noisy_circles(60, seed)
+        if seed < 2
+        else torch.randn(50, 8, generator=torch.Generator().manual_seed(9))
+    )
     dist = latent_distances(points)
     reference = gudhi_reference(dist.double().numpy())
     h0 = h0_diagram(dist)

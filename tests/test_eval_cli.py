@@ -50,18 +50,36 @@ def checkpoint(calibrated_backbone, tmp_path_factory):
     rgb = _images(2 * NUM_PAIRS, seed=5)
     issame = np.arange(NUM_PAIRS) % 2 == 0
     write_bin(data_dir / "synthetic_val.bin", [_png(x) for x in rgb], issame)
-    (data_dir / "meta.json").write_text('{"format": "topofr-packed", "verification_bins": ["synthetic_val.bin"]}')
+    (data_dir / "meta.json").write_text(
+        '{"format": "topofr-packed", "verification_bins": ["synthetic_val.bin"]}'
+    )
     path = root / "step_00000005.pt"
-    torch.save({
-        "format": "topofr-checkpoint", "topofr_version": "0.1.0",
-        "model": {"network": "mbf", "embedding_size": EMBEDDING, "num_classes": 3},
-        "recipe": {"data": {"path": str(data_dir)}}, "step": 5, "epoch": 0,
-        "backbone": model.state_dict(), "classifier": torch.randn(3, EMBEDDING), "latent_scale": None,
-        "training": {},
-    }, path)
+    torch.save(
+        {
+            "format": "topofr-checkpoint",
+            "topofr_version": "0.1.0",
+            "model": {"network": "mbf", "embedding_size": EMBEDDING, "num_classes": 3},
+            "recipe": {"data": {"path": str(data_dir)}},
+            "step": 5,
+            "epoch": 0,
+            "backbone": model.state_dict(),
+            "classifier": torch.randn(3, EMBEDDING),
+            "latent_scale": None,
+            "training": {},
+        },
+        path,
+    )
     plain, mirrored = _embed_by_hand(model, rgb)
-    return {"path": path, "model": model, "rgb": rgb, "issame": issame, "bin": data_dir / "synthetic_val.bin",
-            "root": root, "plain": plain, "flip_sum": plain + mirrored}
+    return {
+        "path": path,
+        "model": model,
+        "rgb": rgb,
+        "issame": issame,
+        "bin": data_dir / "synthetic_val.bin",
+        "root": root,
+        "plain": plain,
+        "flip_sum": plain + mirrored,
+    }
 
 
 def _read_csv(path):
@@ -70,9 +88,24 @@ def _read_csv(path):
 
 
 def test_eval_bin_writes_csv_and_roc(checkpoint, tmp_path):
-    result = runner.invoke(app, ["eval", str(checkpoint["path"]), "--bin", str(checkpoint["bin"]), "--no-flip",
-                                 "--batch-size", "8", "--num-workers", "0", "--out", str(tmp_path / "out"),
-                                 "--device", "cpu"])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            str(checkpoint["path"]),
+            "--bin",
+            str(checkpoint["bin"]),
+            "--no-flip",
+            "--batch-size",
+            "8",
+            "--num-workers",
+            "0",
+            "--out",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "synthetic_val" in result.output and "step 5" in result.output
     rows = _read_csv(tmp_path / "out" / "verification.csv")
@@ -86,8 +119,10 @@ def test_eval_bin_writes_csv_and_roc(checkpoint, tmp_path):
 
 
 def test_eval_defaults_to_the_training_sets_heldout_bin(checkpoint, tmp_path):
-    result = runner.invoke(app, ["eval", str(checkpoint["path"]), "--out", str(tmp_path), "--num-workers", "0",
-                                 "--device", "cpu"])
+    result = runner.invoke(
+        app,
+        ["eval", str(checkpoint["path"]), "--out", str(tmp_path), "--num-workers", "0", "--device", "cpu"],
+    )
     assert result.exit_code == 0, result.output
     rows = _read_csv(tmp_path / "verification.csv")
     expected = verification_metrics(checkpoint["flip_sum"], checkpoint["issame"])
@@ -106,16 +141,28 @@ def test_bin_with_mismatched_counts_is_rejected(checkpoint, tmp_path):
     bad = tmp_path / "bad.bin"
     with open(bad, "wb") as handle:
         pickle.dump(([_png(x) for x in _images(5, seed=1)], [True, False, True]), handle, protocol=4)
-    result = runner.invoke(app, ["eval", str(checkpoint["path"]), "--bin", str(bad), "--device", "cpu",
-                                 "--out", str(tmp_path)])
+    result = runner.invoke(
+        app, ["eval", str(checkpoint["path"]), "--bin", str(bad), "--device", "cpu", "--out", str(tmp_path)]
+    )
     assert result.exit_code == 2
     assert "bad.bin" in result.output and "5 images for 3 pairs" in result.output
     assert not (tmp_path / "verification.csv").exists()
 
 
 def test_wrong_architecture_is_rejected(checkpoint, tmp_path):
-    result = runner.invoke(app, ["eval", str(checkpoint["path"]), "--network", "r18", "--bin",
-                                 str(checkpoint["bin"]), "--device", "cpu"])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            str(checkpoint["path"]),
+            "--network",
+            "r18",
+            "--bin",
+            str(checkpoint["bin"]),
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 2
     assert checkpoint["path"].name in result.output and "r18" in result.output
 
@@ -141,9 +188,23 @@ def test_embeddings_out(checkpoint, tmp_path, suffix):
     _image_folder(tmp_path / "faces")
     dataset = open_dataset(tmp_path / "faces")
     out = tmp_path / f"emb{suffix}"
-    result = runner.invoke(app, ["eval", str(checkpoint["path"]), "--data", str(tmp_path / "faces"),
-                                 "--embeddings", str(out), "--batch-size", "2", "--num-workers", "0",
-                                 "--device", "cpu"])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            str(checkpoint["path"]),
+            "--data",
+            str(tmp_path / "faces"),
+            "--embeddings",
+            str(out),
+            "--batch-size",
+            "2",
+            "--num-workers",
+            "0",
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     plain, mirrored = _embed_by_hand(checkpoint["model"], [dataset[i][0] for i in range(len(dataset))])
     expected = plain + mirrored
@@ -168,16 +229,49 @@ def test_embeddings_of_raw_photos_with_detect(checkpoint, tmp_path):
     from test_prepare_detect_cli import DOTS, _dot_folder
 
     _dot_folder(tmp_path / "raw")
-    packed = runner.invoke(app, ["prepare", "folder", str(tmp_path / "raw"), str(tmp_path / "aligned"), "--detect",
-                                 "--detector", DOTS])
+    packed = runner.invoke(
+        app,
+        [
+            "prepare",
+            "folder",
+            str(tmp_path / "raw"),
+            str(tmp_path / "aligned"),
+            "--detect",
+            "--detector",
+            DOTS,
+        ],
+    )
     assert packed.exit_code == 0, packed.output
     common = ["--batch-size", "4", "--num-workers", "0", "--device", "cpu"]
-    result = runner.invoke(app, ["eval", str(checkpoint["path"]), "--data", str(tmp_path / "raw"), "--detect",
-                                 "--detector", DOTS, "--embeddings", str(tmp_path / "raw.parquet"), *common])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            str(checkpoint["path"]),
+            "--data",
+            str(tmp_path / "raw"),
+            "--detect",
+            "--detector",
+            DOTS,
+            "--embeddings",
+            str(tmp_path / "raw.parquet"),
+            *common,
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "no face found in 1 of 7 photos" in result.output
-    reference = runner.invoke(app, ["eval", str(checkpoint["path"]), "--data", str(tmp_path / "aligned"),
-                                    "--embeddings", str(tmp_path / "aligned.parquet"), *common])
+    reference = runner.invoke(
+        app,
+        [
+            "eval",
+            str(checkpoint["path"]),
+            "--data",
+            str(tmp_path / "aligned"),
+            "--embeddings",
+            str(tmp_path / "aligned.parquet"),
+            *common,
+        ],
+    )
     assert reference.exit_code == 0, reference.output
     raw, aligned = (pq.read_table(tmp_path / f"{name}.parquet").to_pydict() for name in ("raw", "aligned"))
     assert raw["source_key"] == aligned["source_key"] and "p1/blank.png" not in raw["source_key"]
@@ -191,8 +285,19 @@ def test_detect_needs_data(checkpoint, tmp_path):
 
 
 def test_eval_roc_as_pdf_and_a_bad_format(checkpoint, tmp_path):
-    args = ["eval", str(checkpoint["path"]), "--bin", str(checkpoint["bin"]), "--no-flip", "--batch-size", "8",
-            "--num-workers", "0", "--device", "cpu"]
+    args = [
+        "eval",
+        str(checkpoint["path"]),
+        "--bin",
+        str(checkpoint["bin"]),
+        "--no-flip",
+        "--batch-size",
+        "8",
+        "--num-workers",
+        "0",
+        "--device",
+        "cpu",
+    ]
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "pdf"), "--figure-format", "pdf"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "pdf" / "verification_roc.pdf").read_bytes()[:5] == b"%PDF-"
@@ -235,8 +340,10 @@ def test_two_runs_same_named_checkpoints_never_overwrite(checkpoint, tmp_path, m
     again = _eval(model_a)
     assert again.exit_code == 2
     clash = run_a / "eval" / "step_00000005" / "verification.csv"
-    assert again.output.strip().splitlines()[-1] == (f"error: {clash}: already exists (results of an earlier run; "
-                                                     "pass --overwrite to replace them or choose another --out)")
+    assert again.output.strip().splitlines()[-1] == (
+        f"error: {clash}: already exists (results of an earlier run; "
+        "pass --overwrite to replace them or choose another --out)"
+    )
     assert clash.read_bytes() == before
     assert _eval(model_a, "--overwrite").exit_code == 0
 
@@ -246,11 +353,14 @@ def test_collapsed_models_and_unresolvable_far_are_warned(checkpoint, tmp_path):
     assert healthy.exit_code == 0, healthy.output
     warnings = [line for line in healthy.output.splitlines() if line.startswith("warning:")]
     # 10 pairs: each fold's VAL threshold is set on 4 or 5 impostor pairs
-    assert warnings == ["warning: synthetic_val: VAL@FAR=1e-3 is not resolvable: each fold's threshold is set on "
-                        "as few as 4 impostor pairs, fewer than 1/FAR = 1000"]
+    assert warnings == [
+        "warning: synthetic_val: VAL@FAR=1e-3 is not resolvable: each fold's threshold is set on "
+        "as few as 4 impostor pairs, fewer than 1/FAR = 1000"
+    ]
     row = _read_csv(tmp_path / "healthy" / "verification.csv")[0]
     assert (row["threshold_impostors"], row["val_resolvable"], row["degenerate"]) == ("4", "False", "False")
     collapsed = _eval(_run_checkpoint(checkpoint, tmp_path / "run", collapse=True))
     assert collapsed.exit_code == 0, collapsed.output
     assert "warning: synthetic_val: degenerate embeddings (mean cosine between different images 1.0000)" in (
-        collapsed.output.replace("\n", " "))
+        collapsed.output.replace("\n", " ")
+    )

@@ -64,7 +64,9 @@ def test_meta_titles_and_file_names():
 
 
 def test_every_format_is_written_and_a_bad_one_refused(tmp_path):
-    figure = draw_roc([RocCurve("a", np.array([0.0, 0.5, 1.0]), np.array([0.0, 0.8, 1.0]), 2, 0.9)], META, "ROC")
+    figure = draw_roc(
+        [RocCurve("a", np.array([0.0, 0.5, 1.0]), np.array([0.0, 0.8, 1.0]), 2, 0.9)], META, "ROC"
+    )
     assert save_figure(figure, tmp_path / "f", "pdf").read_bytes()[:5] == b"%PDF-"
     svg = save_figure(figure, tmp_path / "f", "svg").read_text()
     assert "<svg" in svg and "quickstart, step 92" in svg  # text stays text
@@ -91,8 +93,13 @@ def test_roc_figure(tmp_path):
     rng = np.random.default_rng(0)
     issame = np.arange(40_000) % 2 == 0
     distances = np.where(issame, rng.normal(0.6, 0.2, issame.size), rng.normal(1.6, 0.2, issame.size))
-    big = RocCurve("lfw", *exact_verification_roc(distances, issame), negatives=20_000, auc=0.99,
-                   accuracy=(0.9912, 0.0031))
+    big = RocCurve(
+        "lfw",
+        *exact_verification_roc(distances, issame),
+        negatives=20_000,
+        auc=0.99,
+        accuracy=(0.9912, 0.0031),
+    )
     small = RocCurve("tiny", *exact_verification_roc(distances[:300], issame[:300]), negatives=150, auc=0.98)
     figure = draw_roc([big, small], META, "verification ROC")
     (axes,) = figure.axes
@@ -110,7 +117,10 @@ def test_roc_figure(tmp_path):
 
 def _views():
     gen = torch.Generator().manual_seed(0)
-    points = {"input": torch.randn(60, 8, generator=gen) * 0.01, "latent": torch.randn(60, 4, generator=gen) * 30}
+    points = {
+        "input": torch.randn(60, 8, generator=gen) * 0.01,
+        "latent": torch.randn(60, 4, generator=gen) * 30,
+    }
     points["latent_l2"] = torch.nn.functional.normalize(points["latent"], dim=1)
     topologies = space_topologies({k: latent_distances(v) for k, v in points.items()}, (0, 1))
     return {k: t.diagrams for k, t in topologies.items()}
@@ -179,11 +189,28 @@ def test_pca_colours_the_largest_identities_and_greys_the_rest():
 
 def _rows(accuracy: bool = True, step0: bool = True):
     steps = (0, 10, 20) if step0 else (10, 20)
-    return [{"run": run, "step": step, "space": space, "dim": dim, "bottleneck": 1.0 + step, "wasserstein_1": 2.0,
-             "wasserstein_2": 1.5, "ptsa_official": 0.1, "ptsa_symmetric": 0.2, "shared_h0_fraction": 0.3,
-             "mean_cosine": 0.95 if (run, step) == ("b", 20) else 0.1, "degenerate": (run, step) == ("b", 20),
-             "accuracy": 0.8 if accuracy else None, "accuracy_std": 0.02 if accuracy else None}
-            for run in ("a", "b") for step in steps for space in ("latent", "latent_l2") for dim in (0, 1)]
+    return [
+        {
+            "run": run,
+            "step": step,
+            "space": space,
+            "dim": dim,
+            "bottleneck": 1.0 + step,
+            "wasserstein_1": 2.0,
+            "wasserstein_2": 1.5,
+            "ptsa_official": 0.1,
+            "ptsa_symmetric": 0.2,
+            "shared_h0_fraction": 0.3,
+            "mean_cosine": 0.95 if (run, step) == ("b", 20) else 0.1,
+            "degenerate": (run, step) == ("b", 20),
+            "accuracy": 0.8 if accuracy else None,
+            "accuracy_std": 0.02 if accuracy else None,
+        }
+        for run in ("a", "b")
+        for step in steps
+        for space in ("latent", "latent_l2")
+        for dim in (0, 1)
+    ]
 
 
 def test_collapse_curve_figure(tmp_path):
@@ -246,10 +273,21 @@ def _table(n=400):
     w1, w2 = 2.0 - gamma, 1.0 - p_true.astype(np.float64)
     predicted = np.where(rng.random(n) < 0.9, labels, (labels + 1) % 10)
     return HardnessTable(
-        labels=labels, predicted=predicted, runner_up=(labels + 2) % 10, p_true=p_true, p_predicted=p_true,
-        p_runner_up=p_true / 2, cosine_gap=rng.uniform(0, 0.5, n).astype(np.float32), entropy=rng.uniform(0, 3, n),
-        gum_input=np.where(np.arange(n) % 2 == 0, -1.0, 1.0) + 0.2 * rng.normal(size=n), gamma=gamma, w1=w1, w2=w2,
-        sds=w1 * w2, gum_scope="dataset", gum=GumFit(pi=0.5, sigma2=0.9, c=0.2, iterations=12),
+        labels=labels,
+        predicted=predicted,
+        runner_up=(labels + 2) % 10,
+        p_true=p_true,
+        p_predicted=p_true,
+        p_runner_up=p_true / 2,
+        cosine_gap=rng.uniform(0, 0.5, n).astype(np.float32),
+        entropy=rng.uniform(0, 3, n),
+        gum_input=np.where(np.arange(n) % 2 == 0, -1.0, 1.0) + 0.2 * rng.normal(size=n),
+        gamma=gamma,
+        w1=w1,
+        w2=w2,
+        sds=w1 * w2,
+        gum_scope="dataset",
+        gum=GumFit(pi=0.5, sigma2=0.9, c=0.2, iterations=12),
     )
 
 

@@ -37,8 +37,13 @@ def test_sorted_identities_and_images(tmp_path):
     ds = open_dataset(tmp_path)
     assert isinstance(ds, ImageFolderDataset)
     assert ds.identities == ["amy", "bob", "zed"] and ds.num_classes == 3
-    assert [ds.source_key(i) for i in range(len(ds))] == ["amy/1.jpeg", "bob/x.JPG", "bob/y.jpg",
-                                                          "zed/a.png", "zed/b.jpg"]
+    assert [ds.source_key(i) for i in range(len(ds))] == [
+        "amy/1.jpeg",
+        "bob/x.JPG",
+        "bob/y.jpg",
+        "zed/a.png",
+        "zed/b.jpg",
+    ]
     assert ds.labels.tolist() == [0, 1, 1, 2, 2]
     for i in range(len(ds)):
         assert ds.encoded(i) == written[ds.source_key(i)]

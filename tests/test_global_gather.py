@@ -32,12 +32,15 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
-        images = torch.randint(0, 256, (4, 3, 112, 112), dtype=torch.uint8,
-                               generator=torch.Generator().manual_seed(rank))
+        images = torch.randint(
+            0, 256, (4, 3, 112, 112), dtype=torch.uint8, generator=torch.Generator().manual_seed(rank)
+        )
         x = normalize(images)
         x = torch.where(torch.tensor([True, False, True, False])[:, None, None, None], x.flip(3), x)
-        torch.save({"pixels": gather_input_space(x, 2, from_pixels=True),
-                    "float": gather_with_local_grad(x, 2)}, Path(out_dir) / f"rank{rank}.pt")
+        torch.save(
+            {"pixels": gather_input_space(x, 2, from_pixels=True), "float": gather_with_local_grad(x, 2)},
+            Path(out_dir) / f"rank{rank}.pt",
+        )
     finally:
         dist.barrier()
         dist.destroy_process_group()

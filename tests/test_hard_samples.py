@@ -54,7 +54,9 @@ def _class_images(rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarra
     return images, np.asarray(labels)
 
 
-def _write_packed(path: Path, images: list[np.ndarray], labels: np.ndarray, num_classes: int | None = None) -> Path:
+def _write_packed(
+    path: Path, images: list[np.ndarray], labels: np.ndarray, num_classes: int | None = None
+) -> Path:
     with PackedWriter(path, source="test") as writer:
         for i, (image, label) in enumerate(zip(images, labels, strict=True)):
             writer.add(encode_jpeg(image), int(label), f"id{label}/img{i:03d}.jpg")
@@ -106,17 +108,28 @@ def trained(tmp_path_factory):
     recipe["model"].update(network="mbf", embedding_size=EMBEDDING)
     recipe["head"].update(scale=SCALE, m2=MARGIN)
     checkpoint = {
-        "format": "topofr-checkpoint", "topofr_version": __version__,
+        "format": "topofr-checkpoint",
+        "topofr_version": __version__,
         "model": {"network": "mbf", "embedding_size": EMBEDDING, "num_classes": CLASSES},
-        "recipe": recipe, "step": 60, "epoch": 0, "backbone": backbone.state_dict(),
-        "classifier": weight.detach().clone(), "latent_scale": None,
+        "recipe": recipe,
+        "step": 60,
+        "epoch": 0,
+        "backbone": backbone.state_dict(),
+        "classifier": weight.detach().clone(),
+        "latent_scale": None,
     }
     model_path = root / "step_00000060.pt"
     torch.save(checkpoint, model_path)
     bare_path = root / "backbone.pt"
     torch.save(backbone.state_dict(), bare_path)
-    return {"root": root, "data": data, "model": model_path, "bare": bare_path, "images": images,
-            "embeddings": z}
+    return {
+        "root": root,
+        "data": data,
+        "model": model_path,
+        "bare": bare_path,
+        "images": images,
+        "embeddings": z,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -138,12 +151,16 @@ def test_streamed_margin_softmax_matches_the_dense_softmax():
     top = cosine.topk(2, dim=1)  # the prediction ignores the margin
     for block in (1, 3, 4, 11, 64):
         stats = margin_softmax_stats(z, labels, normalized_classifier(weight, "cpu"), head, class_block=block)
-        torch.testing.assert_close(stats.p_true, p.gather(1, labels[:, None]).squeeze(1), rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(
+            stats.p_true, p.gather(1, labels[:, None]).squeeze(1), rtol=1e-5, atol=1e-7
+        )
         torch.testing.assert_close(stats.entropy, -(p * torch.log(p + 1e-5)).sum(1), rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(stats.p_predicted, p.gather(1, top.indices[:, :1]).squeeze(1), rtol=1e-5,
-                                   atol=1e-7)
-        torch.testing.assert_close(stats.p_runner_up, p.gather(1, top.indices[:, 1:]).squeeze(1), rtol=1e-5,
-                                   atol=1e-7)
+        torch.testing.assert_close(
+            stats.p_predicted, p.gather(1, top.indices[:, :1]).squeeze(1), rtol=1e-5, atol=1e-7
+        )
+        torch.testing.assert_close(
+            stats.p_runner_up, p.gather(1, top.indices[:, 1:]).squeeze(1), rtol=1e-5, atol=1e-7
+        )
         torch.testing.assert_close(stats.cosine_gap, top.values[:, 0] - top.values[:, 1])
         assert torch.equal(stats.predicted, top.indices[:, 0])
         assert torch.equal(stats.runner_up, top.indices[:, 1])
@@ -168,9 +185,9 @@ def test_batch_scope_fits_each_batch_alone(streamed):
     table = score_dataset(model, dataset, batch_size=10, gum_scope="batch", progress=False, mode="paper")
     assert table.gum is None
     for start in range(0, len(dataset), 10):
-        chunk = dataset_table.entropy[start:start + 10].astype(np.float64)
+        chunk = dataset_table.entropy[start : start + 10].astype(np.float64)
         fit = gum_posterior(sde_statistic(torch.from_numpy(chunk)))
-        np.testing.assert_allclose(table.gamma[start:start + 10], fit.gamma.numpy(), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(table.gamma[start : start + 10], fit.gamma.numpy(), rtol=1e-4, atol=1e-6)
 
 
 def test_flipped_labels_rank_above_clean_ones(streamed):
@@ -203,9 +220,26 @@ def test_write_clean_by_threshold_keeps_bytes_and_classes(streamed, tmp_path):
 
 def test_cli_writes_ranked_tables_figures_and_a_clean_set(trained, tmp_path, monkeypatch):
     out, clean_dir = tmp_path / "report", tmp_path / "clean"
-    args = ["hard-samples", str(trained["model"]), "--data", str(trained["data"]), "--out", str(out),
-            "--top", "4", "--batch-size", "8", "--device", "cpu", "--workers", "0",
-            "--write-clean", str(clean_dir), "--drop-top", "3"]
+    args = [
+        "hard-samples",
+        str(trained["model"]),
+        "--data",
+        str(trained["data"]),
+        "--out",
+        str(out),
+        "--top",
+        "4",
+        "--batch-size",
+        "8",
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--write-clean",
+        str(clean_dir),
+        "--drop-top",
+        "3",
+    ]
     monkeypatch.setattr("sys.argv", ["/venv/bin/topofr", *args])  # what a shell would hand the program
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -246,8 +280,19 @@ def test_cli_writes_ranked_tables_figures_and_a_clean_set(trained, tmp_path, mon
 
 
 def test_cli_rejects_a_bare_backbone(trained, tmp_path):
-    result = runner.invoke(app, ["hard-samples", str(trained["bare"]), "--data", str(trained["data"]),
-                                 "--out", str(tmp_path / "o"), "--device", "cpu"])
+    result = runner.invoke(
+        app,
+        [
+            "hard-samples",
+            str(trained["bare"]),
+            "--data",
+            str(trained["data"]),
+            "--out",
+            str(tmp_path / "o"),
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 2
     assert "bare backbone" in result.output and "backbone.pt" in result.output
     assert not (tmp_path / "o").exists()
@@ -256,29 +301,52 @@ def test_cli_rejects_a_bare_backbone(trained, tmp_path):
 def test_cli_rejects_a_dataset_with_another_class_count(trained, tmp_path):
     images = trained["images"][:4]
     other = _write_packed(tmp_path / "other", images, np.arange(4) % 3, num_classes=CLASSES + 2)
-    result = runner.invoke(app, ["hard-samples", str(trained["model"]), "--data", str(other),
-                                 "--out", str(tmp_path / "o")])
+    result = runner.invoke(
+        app, ["hard-samples", str(trained["model"]), "--data", str(other), "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == 2
     assert f"{CLASSES + 2} classes" in result.output and f"has {CLASSES}" in result.output
 
 
 def test_cli_rejects_an_empty_dataset(trained, tmp_path):
     (tmp_path / "empty" / "id0").mkdir(parents=True)
-    result = runner.invoke(app, ["hard-samples", str(trained["model"]), "--data", str(tmp_path / "empty"),
-                                 "--out", str(tmp_path / "o")])
+    result = runner.invoke(
+        app,
+        [
+            "hard-samples",
+            str(trained["model"]),
+            "--data",
+            str(tmp_path / "empty"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert result.exit_code != 0
     assert "empty" in result.output and len(result.output.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--drop-top", "3"], "only meaningful with --write-clean"),
-    (["--write-clean", "CLEAN"], "exactly one of"),
-    (["--write-clean", "CLEAN", "--drop-top", "1", "--drop-above", "0.5"], "exactly one of"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--drop-top", "3"], "only meaningful with --write-clean"),
+        (["--write-clean", "CLEAN"], "exactly one of"),
+        (["--write-clean", "CLEAN", "--drop-top", "1", "--drop-above", "0.5"], "exactly one of"),
+    ],
+)
 def test_cli_rejects_inconsistent_clean_options(trained, tmp_path, extra, message):
     extra = [str(tmp_path / "clean") if e == "CLEAN" else e for e in extra]
-    result = runner.invoke(app, ["hard-samples", str(trained["model"]), "--data", str(trained["data"]),
-                                 "--out", str(tmp_path / "o"), *extra])
+    result = runner.invoke(
+        app,
+        [
+            "hard-samples",
+            str(trained["model"]),
+            "--data",
+            str(trained["data"]),
+            "--out",
+            str(tmp_path / "o"),
+            *extra,
+        ],
+    )
     assert result.exit_code == 2
     assert message in result.output
 
@@ -305,8 +373,23 @@ def test_cli_detect_reads_raw_photos(trained, tmp_path):
 
     (tmp_path / "raw" / "a").mkdir(parents=True)
     (tmp_path / "raw" / "a" / "x.png").write_bytes(dot_photo(None))
-    command = ["hard-samples", str(trained["model"]), "--data", str(tmp_path / "raw"), "--detect", "--detector",
-               DOTS, "--out", str(tmp_path / "hs"), "--device", "cpu", "--workers", "0", "--top", "3"]
+    command = [
+        "hard-samples",
+        str(trained["model"]),
+        "--data",
+        str(tmp_path / "raw"),
+        "--detect",
+        "--detector",
+        DOTS,
+        "--out",
+        str(tmp_path / "hs"),
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--top",
+        "3",
+    ]
     result = runner.invoke(app, command)
     assert result.exit_code == 2 and "no face found in any of its 1 photos" in result.output
     assert not (tmp_path / "hs").exists()
@@ -324,8 +407,22 @@ def test_cli_detect_reads_raw_photos(trained, tmp_path):
 
 
 def _invoke(trained, *extra):
-    return runner.invoke(app, ["hard-samples", str(trained["model"]), "--data", str(trained["data"]),
-                               "--batch-size", "8", "--device", "cpu", "--workers", "0", *map(str, extra)])
+    return runner.invoke(
+        app,
+        [
+            "hard-samples",
+            str(trained["model"]),
+            "--data",
+            str(trained["data"]),
+            "--batch-size",
+            "8",
+            "--device",
+            "cpu",
+            "--workers",
+            "0",
+            *map(str, extra),
+        ],
+    )
 
 
 def test_cli_keeps_earlier_results_unless_overwrite(trained, tmp_path, monkeypatch):
@@ -337,8 +434,10 @@ def test_cli_keeps_earlier_results_unless_overwrite(trained, tmp_path, monkeypat
     before = (out / "sds.csv").read_bytes()
     again = _invoke(trained)
     assert again.exit_code == 2
-    assert again.output.strip() == (f"error: {out.relative_to(tmp_path) / 'sds.parquet'}: already exists (results "
-                                    "of an earlier run; pass --overwrite to replace them or choose another --out)")
+    assert again.output.strip() == (
+        f"error: {out.relative_to(tmp_path) / 'sds.parquet'}: already exists (results "
+        "of an earlier run; pass --overwrite to replace them or choose another --out)"
+    )
     assert (out / "sds.csv").read_bytes() == before
     replaced = _invoke(trained, "--no-margin", "--overwrite")  # the old name of --mode noise
     assert replaced.exit_code == 0, replaced.output
@@ -353,8 +452,19 @@ def test_cli_flags_a_collapsed_model(trained, tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     torch.save(payload, run / "checkpoints" / "step_00000060.pt")
-    result = runner.invoke(app, ["hard-samples", str(run / "checkpoints" / "step_00000060.pt"), "--data",
-                                 str(trained["data"]), "--device", "cpu", "--workers", "0"])
+    result = runner.invoke(
+        app,
+        [
+            "hard-samples",
+            str(run / "checkpoints" / "step_00000060.pt"),
+            "--data",
+            str(trained["data"]),
+            "--device",
+            "cpu",
+            "--workers",
+            "0",
+        ],
+    )
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "degenerate embeddings" in warnings[0]

@@ -48,6 +48,7 @@ def listing(folder):
 
 # -- RecordIO -------------------------------------------------------------------------------------
 
+
 def _rec(tmp_path, header=True, labels=(0, 1, 1)):
     folder = tmp_path / "rec"
     images = [smooth_jpeg(i) for i in range(len(labels))]
@@ -63,7 +64,7 @@ def _label_offset(idx, key):
 
 def _poke(path, at, data):
     blob = bytearray(path.read_bytes())
-    blob[at:at + len(data)] = data
+    blob[at : at + len(data)] = data
     path.write_bytes(bytes(blob))
 
 
@@ -76,8 +77,10 @@ def test_rec_header_record_claiming_a_billion_images(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize(("value", "shown"), [(float("nan"), "label nan"), (float("inf"), "label inf"),
-                                              (3e38, "label 3.0"), (-1.0, "label -1.0")])
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(float("nan"), "label nan"), (float("inf"), "label inf"), (3e38, "label 3.0"), (-1.0, "label -1.0")],
+)
 def test_rec_labels_that_are_not_class_ids(tmp_path, value, shown):
     folder, rec, idx = _rec(tmp_path)
     _poke(rec, _label_offset(idx, 2), struct.pack("<f", value))
@@ -112,6 +115,7 @@ def test_markup_and_control_characters_in_a_path_are_shown_literally(tmp_path):
 
 # -- images and image folders ---------------------------------------------------------------------
 
+
 def test_decompression_bomb_image(tmp_path):
     faces = tmp_path / "faces" / "ann"
     faces.mkdir(parents=True)
@@ -121,8 +125,12 @@ def test_decompression_bomb_image(tmp_path):
     (faces / "bomb.png").write_bytes(buffer.getvalue())
     result = run("prepare", "folder", tmp_path / "faces", tmp_path / "out")
     one_error_line(result, "ann/bomb.png", "9000 x 9000 pixels is larger than the limit")
-    assert not (tmp_path / "out").exists() and listing(tmp_path) == ["faces", "faces/ann", "faces/ann/bomb.png",
-                                                                    "faces/ann/ok.jpg"]
+    assert not (tmp_path / "out").exists() and listing(tmp_path) == [
+        "faces",
+        "faces/ann",
+        "faces/ann/bomb.png",
+        "faces/ann/ok.jpg",
+    ]
 
 
 def test_non_utf8_file_names_are_packed_with_escaped_keys(tmp_path):
@@ -142,6 +150,7 @@ def test_non_utf8_file_names_are_packed_with_escaped_keys(tmp_path):
 
 # -- .bin files -----------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def bare_model(tmp_path):
     path = tmp_path / "backbone.pt"
@@ -157,16 +166,34 @@ class _Reduce:
         return self.func, self.args
 
 
-@pytest.mark.parametrize(("payload", "fragment"), [
-    (([_Reduce(__import__("_codecs").encode, ("x", "no-such-codec"))] * 2, [True]), "codec 'no-such-codec'"),
-    (([_Reduce(_reconstruct, (np.ndarray, (3_500_000_000,), b"b"))] * 2, [True]),
-     "empty array of shape (3500000000,)"),
-    (([_Reduce(np.ndarray, ((3_500_000_000,),))] * 2, [True]), "numpy.ndarray called directly"),
-])
+@pytest.mark.parametrize(
+    ("payload", "fragment"),
+    [
+        (
+            ([_Reduce(__import__("_codecs").encode, ("x", "no-such-codec"))] * 2, [True]),
+            "codec 'no-such-codec'",
+        ),
+        (
+            ([_Reduce(_reconstruct, (np.ndarray, (3_500_000_000,), b"b"))] * 2, [True]),
+            "empty array of shape (3500000000,)",
+        ),
+        (([_Reduce(np.ndarray, ((3_500_000_000,),))] * 2, [True]), "numpy.ndarray called directly"),
+    ],
+)
 def test_bin_that_asks_for_bad_codecs_or_huge_arrays(tmp_path, bare_model, payload, fragment):
     (tmp_path / "evil.bin").write_bytes(pickle.dumps(payload, protocol=2))
-    result = run("eval", bare_model, "--bin", tmp_path / "evil.bin", "--out", tmp_path / "report",
-                 "--device", "cpu", "--num-workers", 0)
+    result = run(
+        "eval",
+        bare_model,
+        "--bin",
+        tmp_path / "evil.bin",
+        "--out",
+        tmp_path / "report",
+        "--device",
+        "cpu",
+        "--num-workers",
+        0,
+    )
     one_error_line(result, "evil.bin: refused to load", fragment)
     assert not (tmp_path / "report").exists()
 
@@ -183,21 +210,31 @@ def test_prepare_bin_refuses_images_outside_the_csv_folder(tmp_path):
         assert not (tmp_path / "out.bin").exists()
     os.symlink(tmp_path / "secret.txt", tmp_path / "set" / "link.jpg")
     pairs.write_text("a.jpg,link.jpg,1\n")
-    one_error_line(run("prepare", "bin", pairs, tmp_path / "out.bin", "--no-verify"), "'link.jpg' is not inside")
+    one_error_line(
+        run("prepare", "bin", pairs, tmp_path / "out.bin", "--no-verify"), "'link.jpg' is not inside"
+    )
     assert listing(tmp_path) == ["secret.txt", "set", "set/a.jpg", "set/link.jpg", "set/pairs.csv"]
 
 
 # -- packed sets and hard-samples --write-clean ---------------------------------------------------
+
 
 @pytest.fixture
 def model_and_set(tmp_path):
     """A tiny checkpoint with a 2-class classifier and a packed set of 4 images it can score."""
     recipe = Recipe().to_dict()
     recipe["model"].update(network="mbf", embedding_size=8)
-    checkpoint = {"format": "topofr-checkpoint", "topofr_version": __version__,
-                  "model": {"network": "mbf", "embedding_size": 8, "num_classes": 2}, "recipe": recipe,
-                  "step": 1, "epoch": 0, "backbone": create_backbone("mbf", 8).state_dict(),
-                  "classifier": torch.randn(2, 8), "latent_scale": None}
+    checkpoint = {
+        "format": "topofr-checkpoint",
+        "topofr_version": __version__,
+        "model": {"network": "mbf", "embedding_size": 8, "num_classes": 2},
+        "recipe": recipe,
+        "step": 1,
+        "epoch": 0,
+        "backbone": create_backbone("mbf", 8).state_dict(),
+        "classifier": torch.randn(2, 8),
+        "latent_scale": None,
+    }
     model = tmp_path / "model.pt"
     torch.save(checkpoint, model)
     data = tmp_path / "data"
@@ -215,8 +252,24 @@ def _set_meta(data, **changes):
 
 
 def _hard_samples(tmp_path, model, data):
-    return run("hard-samples", model, "--data", data, "--out", tmp_path / "report", "--device", "cpu",
-               "--workers", 0, "--batch-size", 4, "--write-clean", tmp_path / "clean", "--drop-top", 1)
+    return run(
+        "hard-samples",
+        model,
+        "--data",
+        data,
+        "--out",
+        tmp_path / "report",
+        "--device",
+        "cpu",
+        "--workers",
+        0,
+        "--batch-size",
+        4,
+        "--write-clean",
+        tmp_path / "clean",
+        "--drop-top",
+        1,
+    )
 
 
 def test_write_clean_refuses_a_bin_entry_escaping_through_a_symlink(tmp_path, model_and_set):
@@ -227,8 +280,11 @@ def test_write_clean_refuses_a_bin_entry_escaping_through_a_symlink(tmp_path, mo
     (tmp_path / "payload.sh").write_text("echo pwned\n")
     _set_meta(data, verification_bins=["s/../../../../payload.sh"])
     before = listing(tmp_path)
-    one_error_line(_hard_samples(tmp_path, model, data), "meta.json: verification_bins entry "
-                   "'s/../../../../payload.sh' is not a relative name inside the dataset folder")
+    one_error_line(
+        _hard_samples(tmp_path, model, data),
+        "meta.json: verification_bins entry "
+        "'s/../../../../payload.sh' is not a relative name inside the dataset folder",
+    )
     _set_meta(data, verification_bins=["s/x.bin"])
     (work / "x.bin").write_bytes(b"outside")
     before = listing(tmp_path)
@@ -255,10 +311,13 @@ def test_write_clean_copies_a_safe_bin_under_its_base_name(tmp_path, model_and_s
     assert json.loads((tmp_path / "clean" / "meta.json").read_text())["verification_bins"] == ["val.bin"]
 
 
-@pytest.mark.parametrize(("change", "fragment"), [
-    ({"num_classes": "2"}, "key 'num_classes' must be an integer"),
-    ({"num_images": 4.0}, "key 'num_images' must be an integer"),
-])
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"num_classes": "2"}, "key 'num_classes' must be an integer"),
+        ({"num_images": 4.0}, "key 'num_images' must be an integer"),
+    ],
+)
 def test_packed_meta_with_wrong_types(tmp_path, model_and_set, change, fragment):
     model, data = model_and_set
     _set_meta(data, **change)
@@ -285,16 +344,20 @@ def test_packed_index_with_a_damaged_key_column(tmp_path, model_and_set):
 
 # -- recipes --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("text", "overrides", "fragment"), [
-    (b"data:\n  path: caf\xe9\n", [], "not UTF-8 text"),
-    (b"optim: {lr: 0.1}\noptim: {lr: 0.2}\n", [], "line 2: key 'optim' given twice"),
-    (b"data: " + b"[" * 5000 + b"]" * 5000 + b"\n", [], "nested deeper than 64 levels"),
-    (b"{}\n", ["data.batch_size=0"], "key 'data.batch_size' must be in [1, 1048576], got 0"),
-    (b"{}\n", ["train.log_every=0"], "key 'train.log_every' must be in [1, "),
-    (b"{}\n", ["schedule.epochs=0"], "key 'schedule.epochs' must be in [1, "),
-    (b"{}\n", ["optim.lr=.nan"], "key 'optim.lr' must be in (0, 1e+06], got nan"),
-    (b"{}\n", ["train.max_bad_steps=0"], "key 'train.max_bad_steps' must be in [1, "),
-])
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "fragment"),
+    [
+        (b"data:\n  path: caf\xe9\n", [], "not UTF-8 text"),
+        (b"optim: {lr: 0.1}\noptim: {lr: 0.2}\n", [], "line 2: key 'optim' given twice"),
+        (b"data: " + b"[" * 5000 + b"]" * 5000 + b"\n", [], "nested deeper than 64 levels"),
+        (b"{}\n", ["data.batch_size=0"], "key 'data.batch_size' must be in [1, 1048576], got 0"),
+        (b"{}\n", ["train.log_every=0"], "key 'train.log_every' must be in [1, "),
+        (b"{}\n", ["schedule.epochs=0"], "key 'schedule.epochs' must be in [1, "),
+        (b"{}\n", ["optim.lr=.nan"], "key 'optim.lr' must be in (0, 1e+06], got nan"),
+        (b"{}\n", ["train.max_bad_steps=0"], "key 'train.max_bad_steps' must be in [1, "),
+    ],
+)
 def test_train_refuses_bad_recipes_before_creating_anything(tmp_path, text, overrides, fragment):
     recipe = tmp_path / "r.yaml"
     recipe.write_bytes(text)

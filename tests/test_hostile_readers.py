@@ -48,10 +48,13 @@ def test_bin_length_prefix_beyond_the_file(tmp_path):
     assert _peak_rss_mb() - before < 100
 
 
-@pytest.mark.parametrize(("obj", "fragment"), [
-    (([np.array([b"x", 1], dtype=object)] * 2, [True]), "an array of Python objects"),
-    (([np.zeros(3, np.uint8)] * 2, np.array([1], dtype=object)), "an array of Python objects"),
-])
+@pytest.mark.parametrize(
+    ("obj", "fragment"),
+    [
+        (([np.array([b"x", 1], dtype=object)] * 2, [True]), "an array of Python objects"),
+        (([np.zeros(3, np.uint8)] * 2, np.array([1], dtype=object)), "an array of Python objects"),
+    ],
+)
 def test_bin_object_arrays_are_refused(tmp_path, obj, fragment):
     (tmp_path / "o.bin").write_bytes(pickle.dumps(obj, protocol=4))
     with pytest.raises(TopofrError, match=fragment):
@@ -64,8 +67,11 @@ def test_bin_array_state_larger_than_its_data(tmp_path):
     small, large = b"K\x04\x85", b"\x8a\x05" + (4_000_000_000).to_bytes(5, "little") + b"\x85"
     assert small in data
     (tmp_path / "s.bin").write_bytes(data.replace(small, large, 1))
-    with pytest.raises(TopofrError, match=r"s\.bin: refused to load: the pickle asks for an array of shape "
-                                          r"\(4000000000,\) whose data holds 4 bytes"):
+    with pytest.raises(
+        TopofrError,
+        match=r"s\.bin: refused to load: the pickle asks for an array of shape "
+        r"\(4000000000,\) whose data holds 4 bytes",
+    ):
         read_bin(tmp_path / "s.bin")
 
 
@@ -74,7 +80,7 @@ def test_recordio_label_vector_length_cannot_wrap(tmp_path):
     rec, idx = write_rec(tmp_path, [smooth_jpeg(0), smooth_jpeg(1)], [0, 1], header=False)
     second = int(idx.read_text().splitlines()[1].split("\t")[1])
     blob = bytearray(rec.read_bytes())
-    blob[second + 8:second + 12] = struct.pack("<I", 2**30)
+    blob[second + 8 : second + 12] = struct.pack("<I", 2**30)
     rec.write_bytes(bytes(blob))
     with pytest.raises(TopofrError, match=r"train\.rec key 1: label vector runs past the record"):
         RecordIODataset(tmp_path)
@@ -104,7 +110,7 @@ def _png(width: int, height: int) -> bytes:
 
 
 def test_pixel_limit_in_decode_and_header_read():
-    side = int(MAX_IMAGE_PIXELS ** 0.5) + 1
+    side = int(MAX_IMAGE_PIXELS**0.5) + 1
     data = _png(side, side)
     with pytest.raises(TopofrError, match=f"image of {side} x {side} pixels is larger than the limit"):
         decode_image(data)
@@ -128,7 +134,9 @@ def test_packed_offset_plus_length_cannot_wrap(tmp_path):
     offsets = table["offset"].to_pylist()
     offsets[1] = 2**63 - 10
     pq.write_table(table.set_column(1, "offset", pa.array(offsets, pa.int64())), folder / "index.parquet")
-    with pytest.raises(TopofrError, match=r"index\.parquet: row 1: offset\+length past the end of images-00000"):
+    with pytest.raises(
+        TopofrError, match=r"index\.parquet: row 1: offset\+length past the end of images-00000"
+    ):
         PackedDataset(folder)
 
 
@@ -166,10 +174,16 @@ def test_image_folder_file_that_cannot_be_read(tmp_path):
 
 def test_checkpoint_declaring_a_huge_embedding_is_refused_before_building(tmp_path):
     recipe = Recipe().to_dict()
-    payload = {"format": "topofr-checkpoint", "model": {"network": "mbf", "embedding_size": 2**40},
-               "recipe": recipe, "backbone": create_backbone("mbf", 8).state_dict()}
+    payload = {
+        "format": "topofr-checkpoint",
+        "model": {"network": "mbf", "embedding_size": 2**40},
+        "recipe": recipe,
+        "backbone": create_backbone("mbf", 8).state_dict(),
+    }
     torch.save(payload, tmp_path / "c.pt")
-    with pytest.raises(TopofrError, match=r"c\.pt: model\.embedding_size 1099511627776 does not match the weights \(8\)"):
+    with pytest.raises(
+        TopofrError, match=r"c\.pt: model\.embedding_size 1099511627776 does not match the weights \(8\)"
+    ):
         load_model(tmp_path / "c.pt")
     payload["model"] = True
     torch.save(payload, tmp_path / "c.pt")
@@ -181,7 +195,10 @@ def test_bin_memo_index_cannot_size_the_memo_table(tmp_path):
     """LONG_BINPUT 2**32-1: the C unpickler would grow its memo to 2**32 entries (32 GB) for 9 bytes."""
     (tmp_path / "memo.bin").write_bytes(b"\x80\x02]r" + struct.pack("<I", 2**32 - 1) + b".")
     before = _peak_rss_mb()
-    with pytest.raises(TopofrError, match=r"memo\.bin: not a readable \.bin pickle \(UnpicklingError: memo index "
-                                          r"4294967295 at opcode 2\)"):
+    with pytest.raises(
+        TopofrError,
+        match=r"memo\.bin: not a readable \.bin pickle \(UnpicklingError: memo index "
+        r"4294967295 at opcode 2\)",
+    ):
         read_bin(tmp_path / "memo.bin")
     assert _peak_rss_mb() - before < 100

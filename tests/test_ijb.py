@@ -32,6 +32,7 @@ FARS = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
 def runner_invoke(args):
     return CliRunner().invoke(app, args)
 
+
 # ---------------------------------------------------------------- insightface's loops, transcribed
 
 
@@ -45,7 +46,9 @@ def _image2template_loop(img_feats, templates, medias):
         media_feats = []
         for u, ct in zip(unique_medias, counts, strict=True):
             (ind_m,) = np.where(face_medias == u)
-            media_feats += [face_feats[ind_m]] if ct == 1 else [np.mean(face_feats[ind_m], axis=0, keepdims=True)]
+            media_feats += (
+                [face_feats[ind_m]] if ct == 1 else [np.mean(face_feats[ind_m], axis=0, keepdims=True)]
+            )
         template_feats[count_template] = np.sum(np.array(media_feats), axis=0)
     return sklearn.preprocessing.normalize(template_feats), unique_templates
 
@@ -91,14 +94,15 @@ def test_pooling_and_scores_match_insightface_loops(seed, block_bytes):
 
     pooler = TemplatePooler(templates, medias, feats.shape[1])
     for start in range(0, len(processed), 64):  # streamed in chunks
-        pooler.add(processed[start:start + 64])
+        pooler.add(processed[start : start + 64])
     scores = score_pairs(pooler.template_features(), pooler.template_ids, pairs, block_bytes=block_bytes)
 
     loop_feats, loop_templates = _image2template_loop(processed, templates, medias)
     np.testing.assert_array_equal(pooler.template_ids, loop_templates)
     np.testing.assert_allclose(pooler.template_features().numpy(), loop_feats, atol=1e-6)
-    np.testing.assert_allclose(scores, _verification_loop(loop_feats, loop_templates, pairs[:, 0], pairs[:, 1]),
-                               atol=2e-6)
+    np.testing.assert_allclose(
+        scores, _verification_loop(loop_feats, loop_templates, pairs[:, 0], pairs[:, 1]), atol=2e-6
+    )
 
 
 def test_no_norm_drops_the_norm_before_pooling():
@@ -134,10 +138,25 @@ def test_tar_at_far_matches_insightface_expression():
 
 # ---------------------------------------------------------------- a tiny IJB directory
 
-TEMPLATES = {11: [(0, 100), (1, 100), (2, 101)], 12: [(3, 102)], 13: [(4, 103), (5, 103)],
-             14: [(6, 104), (7, 105)], 15: [(8, 106), (9, 106), (10, 107)]}  # template: [(image, media)]
-PAIRS = [(11, 12, 1), (11, 13, 0), (11, 14, 0), (12, 13, 1), (12, 15, 0), (13, 14, 0), (13, 15, 1),
-         (14, 15, 0), (11, 15, 0), (12, 14, 1)]
+TEMPLATES = {
+    11: [(0, 100), (1, 100), (2, 101)],
+    12: [(3, 102)],
+    13: [(4, 103), (5, 103)],
+    14: [(6, 104), (7, 105)],
+    15: [(8, 106), (9, 106), (10, 107)],
+}  # template: [(image, media)]
+PAIRS = [
+    (11, 12, 1),
+    (11, 13, 0),
+    (11, 14, 0),
+    (12, 13, 1),
+    (12, 15, 0),
+    (13, 14, 0),
+    (13, 15, 1),
+    (14, 15, 0),
+    (11, 15, 0),
+    (12, 14, 1),
+]
 
 
 def _write_ijb(root, *, landmark_rows=None):
@@ -159,7 +178,9 @@ def _write_ijb(root, *, landmark_rows=None):
             truth.append((image, template, media, points, np.float32(f"{score:.4f}")))
     (root / "meta" / "ijbc_face_tid_mid.txt").write_text("\n".join(tid_rows) + "\n")
     (root / "meta" / "ijbc_name_5pts_score.txt").write_text("\n".join(landmark_rows or lmk_rows) + "\n")
-    (root / "meta" / "ijbc_template_pair_label.txt").write_text("\n".join(f"{a} {b} {c}" for a, b, c in PAIRS) + "\n")
+    (root / "meta" / "ijbc_template_pair_label.txt").write_text(
+        "\n".join(f"{a} {b} {c}" for a, b, c in PAIRS) + "\n"
+    )
     return truth
 
 
@@ -173,14 +194,34 @@ def test_ijb_end_to_end_through_the_cli(calibrated_backbone, tmp_path):
     truth = _write_ijb(tmp_path / "IJBC")
     model = _checkpoint(tmp_path / "backbone.pth", calibrated_backbone)
     out = tmp_path / "out"
-    result = runner_invoke(["eval", str(tmp_path / "backbone.pth"), "--ijb", str(tmp_path / "IJBC"), "--target",
-                            "IJBC", "--out", str(out), "--batch-size", "4", "--num-workers", "1", "--device", "cpu",
-                            "--no-flip"])
+    result = runner_invoke(
+        [
+            "eval",
+            str(tmp_path / "backbone.pth"),
+            "--ijb",
+            str(tmp_path / "IJBC"),
+            "--target",
+            "IJBC",
+            "--out",
+            str(out),
+            "--batch-size",
+            "4",
+            "--num-workers",
+            "1",
+            "--device",
+            "cpu",
+            "--no-flip",
+        ]
+    )
     assert result.exit_code == 0, result.output
 
     # independent pipeline: align, embed (no flip, as asked), weight, insightface loops, sklearn ROC
-    aligned = np.stack([align_face(np.asarray(Image.open(tmp_path / "IJBC" / "loose_crop" / f"{i}.jpg")), p)
-                        for i, _, _, p, _ in truth])
+    aligned = np.stack(
+        [
+            align_face(np.asarray(Image.open(tmp_path / "IJBC" / "loose_crop" / f"{i}.jpg")), p)
+            for i, _, _, p, _ in truth
+        ]
+    )
     x = torch.from_numpy(aligned).permute(0, 3, 1, 2).float() / 255 * 2 - 1
     with torch.no_grad():
         feats = model(x).numpy()
@@ -207,8 +248,18 @@ def test_ijb_meta_with_wrong_column_count_names_file_and_line(tmp_path):
     lines[3] += " 7"
     (tmp_path / "IJBC" / "meta" / "ijbc_face_tid_mid.txt").write_text("\n".join(lines) + "\n")
     torch.save(create_backbone("mbf", 16).state_dict(), tmp_path / "b.pth")
-    result = runner_invoke(["eval", str(tmp_path / "b.pth"), "--ijb", str(tmp_path / "IJBC"), "--device", "cpu",
-                            "--out", str(tmp_path / "out")])
+    result = runner_invoke(
+        [
+            "eval",
+            str(tmp_path / "b.pth"),
+            "--ijb",
+            str(tmp_path / "IJBC"),
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert result.exit_code == 2
     assert "ijbc_face_tid_mid.txt: line 4: 4 columns, expected 3" in result.output
     assert not (tmp_path / "out").exists()
@@ -239,8 +290,19 @@ def test_missing_image_names_file_and_row(tmp_path):
     _write_ijb(tmp_path / "IJBC")
     (tmp_path / "IJBC" / "loose_crop" / "5.jpg").unlink()
     torch.save(create_backbone("mbf", 16).state_dict(), tmp_path / "b.pth")
-    result = runner_invoke(["eval", str(tmp_path / "b.pth"), "--ijb", str(tmp_path / "IJBC"), "--device", "cpu",
-                            "--num-workers", "0", "--no-flip"])
+    result = runner_invoke(
+        [
+            "eval",
+            str(tmp_path / "b.pth"),
+            "--ijb",
+            str(tmp_path / "IJBC"),
+            "--device",
+            "cpu",
+            "--num-workers",
+            "0",
+            "--no-flip",
+        ]
+    )
     assert result.exit_code == 2
     assert "5.jpg: image not found (row 6 of ijbc_name_5pts_score.txt)" in result.output
 
@@ -253,7 +315,9 @@ def test_template_positions_table_and_search_paths():
     expected = np.array([[1, 0], [2, -1], [-1, -1]])
     np.testing.assert_array_equal(ijb_protocol.template_positions(ids, query), expected)
     sparse = np.array([3, 7, 10**12])  # id range too wide for a table: binary search
-    np.testing.assert_array_equal(ijb_protocol.template_positions(sparse, np.array([10**12, 8, 3])), [2, -1, 0])
+    np.testing.assert_array_equal(
+        ijb_protocol.template_positions(sparse, np.array([10**12, 8, 3])), [2, -1, 0]
+    )
 
 
 def test_unit_features_normalises_each_image_before_pooling(calibrated_backbone, tmp_path):
@@ -262,22 +326,43 @@ def test_unit_features_normalises_each_image_before_pooling(calibrated_backbone,
     scores = {}
     for flag in ("--unit-features", "--no-norm"):  # the new name and the old one it replaces
         out = tmp_path / flag.strip("-")
-        result = runner_invoke(["eval", str(tmp_path / "backbone.pth"), "--ijb", str(tmp_path / "IJBC"), flag,
-                                "--out", str(out), "--batch-size", "4", "--workers", "0", "--device", "cpu",
-                                "--no-flip"])
+        result = runner_invoke(
+            [
+                "eval",
+                str(tmp_path / "backbone.pth"),
+                "--ijb",
+                str(tmp_path / "IJBC"),
+                flag,
+                "--out",
+                str(out),
+                "--batch-size",
+                "4",
+                "--workers",
+                "0",
+                "--device",
+                "cpu",
+                "--no-flip",
+            ]
+        )
         assert result.exit_code == 0, result.output
         scores[flag] = np.load(out / "ijbc_scores.npy")
     np.testing.assert_array_equal(scores["--unit-features"], scores["--no-norm"])
 
     # insightface with use_norm_score=False: each image feature L2-normalised, then detector-weighted
-    aligned = np.stack([align_face(np.asarray(Image.open(tmp_path / "IJBC" / "loose_crop" / f"{i}.jpg")), p)
-                        for i, _, _, p, _ in truth])
+    aligned = np.stack(
+        [
+            align_face(np.asarray(Image.open(tmp_path / "IJBC" / "loose_crop" / f"{i}.jpg")), p)
+            for i, _, _, p, _ in truth
+        ]
+    )
     x = torch.from_numpy(aligned).permute(0, 3, 1, 2).float() / 255 * 2 - 1
     with torch.no_grad():
         feats = model(x).numpy()
     feats = feats / np.linalg.norm(feats, axis=1, keepdims=True) * np.array([s for *_, s in truth])[:, None]
-    tfeats, tids = _image2template_loop(feats, np.array([t for _, t, *_ in truth]),
-                                        np.array([m for _, _, m, *_ in truth]))
+    tfeats, tids = _image2template_loop(
+        feats, np.array([t for _, t, *_ in truth]), np.array([m for _, _, m, *_ in truth])
+    )
     pairs = np.array(PAIRS)
-    np.testing.assert_allclose(scores["--unit-features"], _verification_loop(tfeats, tids, pairs[:, 0], pairs[:, 1]),
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        scores["--unit-features"], _verification_loop(tfeats, tids, pairs[:, 0], pairs[:, 1]), atol=1e-4
+    )

@@ -38,8 +38,10 @@ def _one_object(stdout: str) -> dict:
 
 def test_eval_json(run, tmp_path):
     out = tmp_path / "eval"
-    result = runner.invoke(app, ["eval", str(run["checkpoint"]), "--json", "--device", "cpu", "--workers", "0",
-                                 "--out", str(out)])
+    result = runner.invoke(
+        app,
+        ["eval", str(run["checkpoint"]), "--json", "--device", "cpu", "--workers", "0", "--out", str(out)],
+    )
     assert result.exit_code == 0, result.output
     shown = _one_object(result.stdout)
     assert "verification" in result.stderr and "accuracy" in result.stderr  # the table, on stderr
@@ -54,8 +56,24 @@ def test_eval_json(run, tmp_path):
 
 def test_hard_samples_json(run, tmp_path):
     out = tmp_path / "hard"
-    result = runner.invoke(app, ["hard-samples", str(run["checkpoint"]), "--data", str(run["data"]), "--json",
-                                 "--device", "cpu", "--workers", "0", "--top", "5", "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "hard-samples",
+            str(run["checkpoint"]),
+            "--data",
+            str(run["data"]),
+            "--json",
+            "--device",
+            "cpu",
+            "--workers",
+            "0",
+            "--top",
+            "5",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     shown = _one_object(result.stdout)
     on_disk = json.loads((out / "summary.json").read_text())
@@ -72,8 +90,22 @@ def test_hard_samples_json(run, tmp_path):
 
 def test_analyze_topology_json(run, tmp_path):
     out = tmp_path / "topology"
-    result = runner.invoke(app, ["analyze-topology", str(run["checkpoint"]), "--data", str(run["data"]), "--json",
-                                 "--samples", "12", "--device", "cpu", "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "analyze-topology",
+            str(run["checkpoint"]),
+            "--data",
+            str(run["data"]),
+            "--json",
+            "--samples",
+            "12",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     shown = _one_object(result.stdout)
     on_disk = json.loads((out / "summary.json").read_text())
@@ -81,8 +113,19 @@ def test_analyze_topology_json(run, tmp_path):
 
 
 def test_without_json_stdout_is_for_people(run, tmp_path):
-    result = runner.invoke(app, ["analyze-topology", "--no-model", "--data", str(run["data"]), "--samples", "12",
-                                 "--out", str(tmp_path / "t")])
+    result = runner.invoke(
+        app,
+        [
+            "analyze-topology",
+            "--no-model",
+            "--data",
+            str(run["data"]),
+            "--samples",
+            "12",
+            "--out",
+            str(tmp_path / "t"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "input space" in result.stdout
     with pytest.raises(json.JSONDecodeError):

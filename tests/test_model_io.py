@@ -32,15 +32,29 @@ def test_our_checkpoint_round_trip(calibrated_backbone, tmp_path):
     model = calibrated_backbone("mbf", 128)
     classifier = torch.randn(7, 128)
     path = tmp_path / "step_00000010.pt"
-    torch.save({
-        "format": "topofr-checkpoint", "topofr_version": "0.1.0",
-        "model": {"network": "mbf", "embedding_size": 128, "num_classes": 7},
-        "recipe": {"data": {"path": "somewhere"}}, "step": 10, "epoch": 0,
-        "backbone": model.state_dict(), "classifier": classifier, "latent_scale": None, "training": {},
-    }, path)
+    torch.save(
+        {
+            "format": "topofr-checkpoint",
+            "topofr_version": "0.1.0",
+            "model": {"network": "mbf", "embedding_size": 128, "num_classes": 7},
+            "recipe": {"data": {"path": "somewhere"}},
+            "step": 10,
+            "epoch": 0,
+            "backbone": model.state_dict(),
+            "classifier": classifier,
+            "latent_scale": None,
+            "training": {},
+        },
+        path,
+    )
     loaded = load_model(path)
     assert (loaded.kind, loaded.network, loaded.embedding_size, loaded.num_classes, loaded.step) == (
-        "topofr-checkpoint", "mbf", 128, 7, 10)
+        "topofr-checkpoint",
+        "mbf",
+        128,
+        7,
+        10,
+    )
     assert loaded.recipe.data.path == "somewhere"  # parsed into the typed recipe, defaults filled in
     assert loaded.recipe.head.scale == 64.0
     assert torch.equal(loaded.classifier_weight, classifier)

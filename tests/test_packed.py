@@ -69,8 +69,10 @@ def test_exception_inside_with_leaves_nothing(tmp_path):
 
 
 def test_label_out_of_range_refused(tmp_path):
-    with pytest.raises(TopofrError, match=r"s: b: label 3 out of range \(num_classes 2\)"), \
-            PackedWriter(tmp_path / "p", source="s") as writer:
+    with (
+        pytest.raises(TopofrError, match=r"s: b: label 3 out of range \(num_classes 2\)"),
+        PackedWriter(tmp_path / "p", source="s") as writer,
+    ):
         writer.add(smooth_jpeg(0), 0, "a")
         writer.add(smooth_jpeg(1), 3, "b")
         writer.finish({"num_classes": 2})
@@ -93,8 +95,10 @@ def test_existing_output_refused_unless_overwrite(tmp_path):
 def test_empty_and_undecodable_refused(tmp_path):
     with pytest.raises(TopofrError, match="no images"), PackedWriter(tmp_path / "p", source="s") as writer:
         writer.finish()
-    with pytest.raises(TopofrError, match="s: bad: not a decodable image"), \
-            PackedWriter(tmp_path / "p", source="s") as writer:
+    with (
+        pytest.raises(TopofrError, match="s: bad: not a decodable image"),
+        PackedWriter(tmp_path / "p", source="s") as writer,
+    ):
         writer.add(b"garbage", 0, "bad")
     assert list(tmp_path.iterdir()) == []
 

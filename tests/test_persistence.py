@@ -57,7 +57,9 @@ def point_clouds(count: int, seed: int):
             yield base[rng.integers(0, len(base), size=n)]
 
 
-@pytest.mark.parametrize("dtype, fixed_rounds", [(torch.float64, None), (torch.float32, None), (torch.float32, True)])
+@pytest.mark.parametrize(
+    "dtype, fixed_rounds", [(torch.float64, None), (torch.float32, None), (torch.float32, True)]
+)
 def test_deaths_equal_gudhi_including_ties_and_duplicates(dtype, fixed_rounds):
     # fixed_rounds=True is the accelerator path: the full ceil(log2 n) budget, no early stop.
     for points in point_clouds(60, seed=1 if dtype == torch.float64 else 2):
@@ -94,7 +96,9 @@ def test_batch_matches_single():
     assert pairs.shape == (4, 16, 2)
     for k, mat in enumerate(mats):
         assert torch.equal(pairs[k], h0_pairs(mat))
-        np.testing.assert_array_equal(death_times(batch, pairs)[k].numpy(), death_times(mat, pairs[k]).numpy())
+        np.testing.assert_array_equal(
+            death_times(batch, pairs)[k].numpy(), death_times(mat, pairs[k]).numpy()
+        )
 
 
 def test_small_sizes():

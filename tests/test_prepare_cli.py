@@ -130,8 +130,9 @@ def test_prepare_folder_bad_inputs(tmp_path):
     (tmp_path / "lm.csv").write_text(rows[0] + "\n")
     result = invoke("folder", tmp_path / "faces", tmp_path / "out", "--landmarks", tmp_path / "lm.csv")
     assert result.exit_code == 2 and "ben/1.png" in result.output and "no row" in result.output
-    result = invoke("folder", tmp_path / "faces", tmp_path / "out", "--landmarks", tmp_path / "lm.csv",
-                    "--skip-bad")
+    result = invoke(
+        "folder", tmp_path / "faces", tmp_path / "out", "--landmarks", tmp_path / "lm.csv", "--skip-bad"
+    )
     assert result.exit_code == 0 and "skipped 1 images" in result.output
     assert len(open_dataset(tmp_path / "out")) == 1
     (tmp_path / "empty").mkdir()
@@ -155,7 +156,11 @@ def test_prepare_bin(tmp_path):
     pairs = read_bin(tmp_path / "pairs.bin")
     assert pairs.images == [files[0], files[1], files[1], files[2]] and pairs.issame.tolist() == [True, False]
     result = invoke("bin", csv, tmp_path / "small.bin", "--size", 16)
-    assert result.exit_code == 0 and decode_image(read_bin(tmp_path / "small.bin").images[3]).shape == (16, 16, 3)
+    assert result.exit_code == 0 and decode_image(read_bin(tmp_path / "small.bin").images[3]).shape == (
+        16,
+        16,
+        3,
+    )
 
     csv.write_text("path1,path2,issame\nimgs/0.jpg,imgs/9.jpg,1\nimgs/1.jpg,imgs/2.jpg,0\n")
     result = invoke("bin", csv, tmp_path / "bad.bin")
@@ -178,8 +183,9 @@ def test_meta_json_is_plain_json(tmp_path):
 
 
 def test_prepare_rec_label_out_of_range_and_bad_idx(tmp_path):
-    rec, idx = write_rec(tmp_path / "rec", [smooth_jpeg(i) for i in range(3)], [0, 3, 1], header=False,
-                         num_classes=2)
+    rec, idx = write_rec(
+        tmp_path / "rec", [smooth_jpeg(i) for i in range(3)], [0, 3, 1], header=False, num_classes=2
+    )
     result = invoke("rec", tmp_path / "rec", tmp_path / "out")
     assert result.exit_code == 2 and "key 1: label 3 out of range" in result.output
     (tmp_path / "rec" / "property").unlink()
@@ -187,5 +193,9 @@ def test_prepare_rec_label_out_of_range_and_bad_idx(tmp_path):
     lines[2] = f"2\t{rec.stat().st_size + 4}"
     idx.write_text("\n".join(lines) + "\n")
     result = invoke("rec", tmp_path / "rec", tmp_path / "out")
-    assert result.exit_code == 2 and "train.idx line 3 (key 2)" in result.output and "past the end" in result.output
+    assert (
+        result.exit_code == 2
+        and "train.idx line 3 (key 2)" in result.output
+        and "past the end" in result.output
+    )
     assert _nothing_written(tmp_path, "out")

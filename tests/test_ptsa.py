@@ -66,7 +66,9 @@ def numpy_ptsa(x: np.ndarray, z: np.ndarray, form: str, scale: float) -> float:
     if form == "official":
         loss = ((dx - dz) ** 2).sum()
     else:
-        loss = ((dx - np.array([az[e] for e in tx])) ** 2).sum() + ((dz - np.array([ax[e] for e in tz])) ** 2).sum()
+        loss = ((dx - np.array([az[e] for e in tx])) ** 2).sum() + (
+            (dz - np.array([ax[e] for e in tz])) ** 2
+        ).sum()
     return loss / len(x)
 
 

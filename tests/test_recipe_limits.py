@@ -30,19 +30,22 @@ def test_every_numeric_field_declares_a_range_that_holds_its_default():
         assert f.default is None or f.default in valid, name
 
 
-@pytest.mark.parametrize(("override", "fragment"), [
-    ("data.batch_size=0", "key 'data.batch_size' must be in [1, 1048576], got 0"),
-    ("train.log_every=0", "key 'train.log_every' must be in [1, "),
-    ("schedule.epochs=0", "key 'schedule.epochs' must be in [1, 1000000], got 0"),
-    ("optim.lr=.nan", "key 'optim.lr' must be in (0, 1e+06], got nan"),
-    ("optim.lr=-.inf", "key 'optim.lr' must be in (0, 1e+06], got -inf"),
-    ("optim.lr=0", "key 'optim.lr' must be in (0, 1e+06], got 0.0"),
-    ("train.max_bad_steps=0", "key 'train.max_bad_steps' must be in [1, "),
-    ("topofr.rsp.prob=1.5", "key 'topofr.rsp.prob' must be in [0, 1], got 1.5"),
-    ("head.sample_rate=0", "key 'head.sample_rate' must be in (0, 1], got 0.0"),
-    ("data.num_workers=-1", "key 'data.num_workers' must be in [0, 1024], got -1"),
-    ("optim.lr=1" + "0" * 400, "key 'optim.lr' is too large a number"),
-])
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("data.batch_size=0", "key 'data.batch_size' must be in [1, 1048576], got 0"),
+        ("train.log_every=0", "key 'train.log_every' must be in [1, "),
+        ("schedule.epochs=0", "key 'schedule.epochs' must be in [1, 1000000], got 0"),
+        ("optim.lr=.nan", "key 'optim.lr' must be in (0, 1e+06], got nan"),
+        ("optim.lr=-.inf", "key 'optim.lr' must be in (0, 1e+06], got -inf"),
+        ("optim.lr=0", "key 'optim.lr' must be in (0, 1e+06], got 0.0"),
+        ("train.max_bad_steps=0", "key 'train.max_bad_steps' must be in [1, "),
+        ("topofr.rsp.prob=1.5", "key 'topofr.rsp.prob' must be in [0, 1], got 1.5"),
+        ("head.sample_rate=0", "key 'head.sample_rate' must be in (0, 1], got 0.0"),
+        ("data.num_workers=-1", "key 'data.num_workers' must be in [0, 1024], got -1"),
+        ("optim.lr=1" + "0" * 400, "key 'optim.lr' is too large a number"),
+    ],
+)
 def test_out_of_range_values_are_refused_naming_the_key_and_range(override, fragment):
     with pytest.raises(TopofrError) as info:
         load_recipe(None, [override])
@@ -52,13 +55,17 @@ def test_out_of_range_values_are_refused_naming_the_key_and_range(override, frag
 def test_range_checked_in_a_recipe_file_too(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("data:\n  batch_size: 0\n")
-    with pytest.raises(TopofrError, match=r"r\.yaml: key 'data\.batch_size' must be in \[1, 1048576\], got 0"):
+    with pytest.raises(
+        TopofrError, match=r"r\.yaml: key 'data\.batch_size' must be in \[1, 1048576\], got 0"
+    ):
         load_recipe(path)
 
 
 def test_scientific_notation_is_a_number():
-    recipe = load_recipe(None, ["optim.lr=1e-3", "optim.weight_decay=5E-4", "schedule.max_steps=1e4",
-                                "topofr.ptsa.alpha=2.5e+1"])
+    recipe = load_recipe(
+        None,
+        ["optim.lr=1e-3", "optim.weight_decay=5E-4", "schedule.max_steps=1e4", "topofr.ptsa.alpha=2.5e+1"],
+    )
     assert recipe.optim.lr == 0.001 and recipe.optim.weight_decay == 0.0005
     assert recipe.schedule.max_steps == 10000 and isinstance(recipe.schedule.max_steps, int)
     assert recipe.topofr.ptsa.alpha == 25.0
@@ -89,7 +96,9 @@ def test_duplicate_keys_are_an_error(tmp_path):
 
 def test_deep_nesting_is_bounded(tmp_path):
     assert "nested deeper than 64 levels" in _load_text(tmp_path, "a: " + "[" * 5000 + "]" * 5000 + "\n")
-    assert "nested deeper than 64 levels" in _load_text(tmp_path, "".join(f"{' ' * i}k{i}:\n" for i in range(200)))
+    assert "nested deeper than 64 levels" in _load_text(
+        tmp_path, "".join(f"{' ' * i}k{i}:\n" for i in range(200))
+    )
 
 
 def test_non_utf8_recipe(tmp_path):

@@ -15,8 +15,16 @@ from topofr_cli.errors import TopofrError
 from topofr_cli.recipes import PACKAGED_DIR, packaged_recipes, resolve_recipe
 
 runner = CliRunner()
-EXPECTED = {"quickstart", "quickstart_topofr", "ms1mv2_r50", "ms1mv2_r100", "ms1mv2_r200", "glint360k_r50",
-            "glint360k_r100", "glint360k_r200"}
+EXPECTED = {
+    "quickstart",
+    "quickstart_topofr",
+    "ms1mv2_r50",
+    "ms1mv2_r100",
+    "ms1mv2_r200",
+    "glint360k_r50",
+    "glint360k_r100",
+    "glint360k_r200",
+}
 
 
 def test_every_recipe_ships_inside_the_package():
@@ -39,7 +47,9 @@ def test_a_file_on_disk_wins_over_the_packaged_name(tmp_path, monkeypatch):
 @pytest.mark.parametrize("text", ["nosuch", "elsewhere/quickstart.yaml", "quickstart.yml"])
 def test_unknown_recipe_names_the_packaged_ones(text, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(TopofrError, match=r"recipe file not found \(packaged recipes: glint360k_r100, .*quickstart"):
+    with pytest.raises(
+        TopofrError, match=r"recipe file not found \(packaged recipes: glint360k_r100, .*quickstart"
+    ):
         resolve_recipe(text)
 
 
@@ -77,9 +87,15 @@ def test_train_without_a_recipe_is_one_line():
 @pytest.mark.slow
 def test_packaged_quickstart_runs_from_an_empty_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    small = ["data.synthetic.identities=4", "data.synthetic.images_per_identity=3",
-             "data.synthetic.heldout_identities=4", "data.synthetic.pairs=20", "data.batch_size=4",
-             "data.num_workers=0", "schedule.max_steps=2"]
+    small = [
+        "data.synthetic.identities=4",
+        "data.synthetic.images_per_identity=3",
+        "data.synthetic.heldout_identities=4",
+        "data.synthetic.pairs=20",
+        "data.batch_size=4",
+        "data.num_workers=0",
+        "schedule.max_steps=2",
+    ]
     args = ["train", "quickstart"] + [part for item in small for part in ("--set", item)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output

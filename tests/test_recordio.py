@@ -101,7 +101,7 @@ def test_wrong_magic(tmp_path):
     rec, idx = _good_set(tmp_path)
     offset = int(idx.read_text().splitlines()[2].split("\t")[1])
     data = bytearray(rec.read_bytes())
-    data[offset:offset + 4] = b"\x00\x01\x02\x03"
+    data[offset : offset + 4] = b"\x00\x01\x02\x03"
     rec.write_bytes(bytes(data))
     with pytest.raises(TopofrError, match=r"train\.rec key 2 .*wrong magic"):
         open_dataset(tmp_path)

@@ -76,8 +76,9 @@ def test_second_training_is_refused_and_kill_9_then_resume_is_bit_exact(data, ti
     (tmp_path / "b").mkdir()
     recipe = tiny_recipe_file(tmp_path / "b", data, tmp_path / "run")
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    first = subprocess.Popen(_train_argv(recipe, *steps), env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
+    first = subprocess.Popen(
+        _train_argv(recipe, *steps), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         _wait_for(lambda: (tmp_path / "run/checkpoints/step_00000001.pt").exists(), first)
         os.kill(first.pid, signal.SIGSTOP)  # frozen mid-run, lock held: it cannot finish under our checks
@@ -85,7 +86,9 @@ def test_second_training_is_refused_and_kill_9_then_resume_is_bit_exact(data, ti
         for extra in ([], ["--resume"], ["--overwrite"]):
             code, out = invoke(str(recipe), *steps, *extra)
             assert code == 2 and len(out.splitlines()) == 1, out
-            assert f"another training (process {first.pid}) is running" in out and str(tmp_path / "run") in out
+            assert (
+                f"another training (process {first.pid}) is running" in out and str(tmp_path / "run") in out
+            )
         assert snapshot(tmp_path / "run") == before
         os.kill(first.pid, signal.SIGKILL)
         first.wait()
@@ -137,8 +140,9 @@ def test_overwrite_empties_a_folder_but_not_what_its_links_point_to(data, tiny_r
 
 
 @pytest.mark.parametrize("existed", [False, True])
-def test_a_start_failing_at_its_first_batch_leaves_nothing_to_block_a_rerun(data, tiny_recipe_file, tmp_path,
-                                                                            monkeypatch, existed):
+def test_a_start_failing_at_its_first_batch_leaves_nothing_to_block_a_rerun(
+    data, tiny_recipe_file, tmp_path, monkeypatch, existed
+):
     run = tmp_path / "run"
     if existed:
         run.mkdir()
@@ -157,12 +161,17 @@ def test_a_start_failing_at_its_first_batch_leaves_nothing_to_block_a_rerun(data
     assert [s for s, _ in list_checkpoints(run)] == [0, 1]
 
 
-def test_stale_temporaries_are_removed_at_the_next_start_and_only_under_the_lock(data, tiny_recipe_file, tmp_path):
+def test_stale_temporaries_are_removed_at_the_next_start_and_only_under_the_lock(
+    data, tiny_recipe_file, tmp_path
+):
     run = tmp_path / "run"
     recipe = tiny_recipe_file(tmp_path, data, run)
     assert invoke(str(recipe), "--set", "schedule.max_steps=1")[0] == 0
-    stale = [run / "checkpoints/.step_00000002.0123456789ab.tmp.pt", run / ".recipe.a1b2c3d4e5f6.tmp.yaml",
-             run / "checkpoints/.step_00000002.pt.tmp-4242"]  # the last: the naming before atomic.py
+    stale = [
+        run / "checkpoints/.step_00000002.0123456789ab.tmp.pt",
+        run / ".recipe.a1b2c3d4e5f6.tmp.yaml",
+        run / "checkpoints/.step_00000002.pt.tmp-4242",
+    ]  # the last: the naming before atomic.py
     kept = [run / "notes.txt", run / "checkpoints/.keep"]
     for path in stale + kept:
         path.write_bytes(b"x")
@@ -189,5 +198,7 @@ def test_deterministic_training_seeds_python_and_numpy(data, tiny_recipe_file, t
         draws.append((random.random(), float(np.random.random())))
     assert draws[0] == draws[1]  # whatever the state before, training left both where its seed put them
     seed_everything(7)
-    assert (random.random(), np.random.random()) == (random.Random(7).random(),
-                                                     np.random.RandomState(7).random_sample())
+    assert (random.random(), np.random.random()) == (
+        random.Random(7).random(),
+        np.random.RandomState(7).random_sample(),
+    )

@@ -67,8 +67,11 @@ def test_bin_pairs_are_balanced_per_fold_and_come_from_heldout_identities(tiny_s
     assert pairs.issame.sum() == 10
     for fold in kfold_splits(20):
         assert pairs.issame[fold].sum() == 1  # folds of two pairs: one genuine, one impostor
-    heldout = {photo: (j, k) for j in range(TINY["heldout_identities"])
-               for k, photo in enumerate(render_identity((7, ROLE_HELDOUT, j, 3, 1.0, 90)))}
+    heldout = {
+        photo: (j, k)
+        for j in range(TINY["heldout_identities"])
+        for k, photo in enumerate(render_identity((7, ROLE_HELDOUT, j, 3, 1.0, 90)))
+    }
     dataset = open_dataset(out)
     training = {dataset.encoded(i) for i in range(len(dataset))}
     for i, same in enumerate(pairs.issame):
@@ -85,8 +88,9 @@ def test_heldout_identities_differ_from_training_identities():
         held = identity_parameters(3, ROLE_HELDOUT, j).vector()
         assert all(t.shape != held.shape or not np.allclose(t, held) for t in train)
     # and the parameters are a pure function of (seed, role, index)
-    np.testing.assert_array_equal(identity_parameters(3, ROLE_HELDOUT, 4).vector(),
-                                  identity_parameters(3, ROLE_HELDOUT, 4).vector())
+    np.testing.assert_array_equal(
+        identity_parameters(3, ROLE_HELDOUT, 4).vector(), identity_parameters(3, ROLE_HELDOUT, 4).vector()
+    )
 
 
 def test_same_seed_same_bytes_any_worker_count_and_other_seed_differs(tmp_path, tiny_set):
@@ -144,15 +148,26 @@ def test_pixel_baseline_matches_direct_computation_and_detects_identical_pairs(t
     assert chunked.auc == pytest.approx(direct.auc)
 
     # genuine pairs of one photo twice: distance 0, so the protocol must separate them
-    identical = [im for i, same in enumerate(issame)
-                 for im in (images[2 * i], images[2 * i] if same else images[2 * i + 1])]
+    identical = [
+        im
+        for i, same in enumerate(issame)
+        for im in (images[2 * i], images[2 * i] if same else images[2 * i + 1])
+    ]
     path.write_bytes(pickle.dumps((identical, issame), protocol=4))
     assert pixel_baseline_accuracy(path) > 0.9
 
 
 def test_raw_pixels_stay_below_75_percent(tmp_path):
-    report = generate_synthetic(tmp_path / "hard", identities=2, images_per_identity=6, heldout_identities=60,
-                                pairs=300, seed=11, progress=False, baseline=pixel_baseline)
+    report = generate_synthetic(
+        tmp_path / "hard",
+        identities=2,
+        images_per_identity=6,
+        heldout_identities=60,
+        pairs=300,
+        seed=11,
+        progress=False,
+        baseline=pixel_baseline,
+    )
     assert 0.4 < report.pixel_baseline_accuracy < 0.75
     meta = json.loads((report.out_dir / "meta.json").read_text())
     assert meta["synthetic"]["pixel_baseline_accuracy"] == pytest.approx(report.pixel_baseline_accuracy)
@@ -165,8 +180,10 @@ def test_without_a_baseline_function_meta_records_no_baseline(tiny_set):
     assert "pixel_baseline_accuracy" not in meta["synthetic"] and meta["synthetic"]["seed"] == 7
 
 
-@pytest.mark.parametrize("bad", [{"images_per_identity": 1}, {"heldout_identities": 1}, {"pairs": 21},
-                                 {"pairs": 10}, {"identities": 0}])
+@pytest.mark.parametrize(
+    "bad",
+    [{"images_per_identity": 1}, {"heldout_identities": 1}, {"pairs": 21}, {"pairs": 10}, {"identities": 0}],
+)
 def test_bad_arguments_are_user_errors(tmp_path, bad):
     with pytest.raises(TopofrError, match=str(tmp_path / "x")):
         generate_synthetic(tmp_path / "x", seed=0, progress=False, **{**TINY, **bad})
@@ -176,8 +193,22 @@ def test_bad_arguments_are_user_errors(tmp_path, bad):
 def test_cli_generates_and_refuses_existing_output(tmp_path):
     runner = CliRunner()
     out = tmp_path / "cli"
-    args = ["prepare", "synthetic", str(out), "--identities", "3", "--images-per-identity", "2",
-            "--heldout-identities", "3", "--pairs", "20", "--seed", "5", "--no-progress"]
+    args = [
+        "prepare",
+        "synthetic",
+        str(out),
+        "--identities",
+        "3",
+        "--images-per-identity",
+        "2",
+        "--heldout-identities",
+        "3",
+        "--pairs",
+        "20",
+        "--seed",
+        "5",
+        "--no-progress",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "pixel" in result.output.lower()

@@ -82,8 +82,15 @@ def test_resume_without_checkpoint(tiny_recipe_file, tmp_path, data):
 
 def test_resume_from_another_architecture(tiny_recipe_file, tmp_path, data):
     run = tmp_path / "run"
-    Checkpoint(network="r18", embedding_size=32, num_classes=4, backbone={}, classifier=torch.zeros(4, 32),
-               step=3, training={}).write(checkpoint_path(run, 3))
+    Checkpoint(
+        network="r18",
+        embedding_size=32,
+        num_classes=4,
+        backbone={},
+        classifier=torch.zeros(4, 32),
+        step=3,
+        training={},
+    ).write(checkpoint_path(run, 3))
     before = snapshot(run)
     recipe = tiny_recipe_file(tmp_path, data, run)
     code, out = invoke(str(recipe), "--resume")
@@ -105,8 +112,9 @@ def test_bad_recipe_key(tiny_recipe_file, tmp_path, data):
     assert code == 2 and "optim.lr" in out
 
 
-@pytest.mark.parametrize("name", ["ms1mv2_r50", "ms1mv2_r100", "ms1mv2_r200", "glint360k_r50", "glint360k_r100",
-                                  "glint360k_r200"])
+@pytest.mark.parametrize(
+    "name", ["ms1mv2_r50", "ms1mv2_r100", "ms1mv2_r200", "glint360k_r50", "glint360k_r100", "glint360k_r200"]
+)
 def test_reference_recipes_ask_for_the_data_path(name):
     code, out = invoke(name)  # the packaged recipe, by name
     assert code == 2 and "set data.path" in out

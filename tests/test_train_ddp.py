@@ -56,8 +56,9 @@ class LocalScopeReference(TopoFRObjective):
     def forward(self, *, x_topology, embeddings, output, step):
         w1, w2, _ = sde_weights(output.entropy, output.p_true, 1.0, "fixed")
         half = x_topology.shape[0] // 2
-        topo = 0.5 * (self.ptsa(x_topology[:half], embeddings[:half])
-                      + self.ptsa(x_topology[half:], embeddings[half:]))
+        topo = 0.5 * (
+            self.ptsa(x_topology[:half], embeddings[:half]) + self.ptsa(x_topology[half:], embeddings[half:])
+        )
         loss_cls = (w1 * w2 * output.ce).mean()
         return loss_cls + ALPHA * topo, {"loss_cls": loss_cls.detach()}
 
@@ -77,20 +78,36 @@ def _one_step(ctx: DistContext, objective: nn.Module, images, labels, backbone, 
     classifier = PartialFC(EMBED, CLASSES, CombinedMarginHead(scale=8.0, m2=0.3))
     classifier.load_full_weight(weight)
     model = _wrap_backbone(load_recipe(None), backbone, ctx)
-    opts = [torch.optim.SGD([*backbone.parameters(), *objective.parameters()], lr=0.5, momentum=0.9, fused=True),
-            torch.optim.SGD(classifier.parameters(), lr=0.5, momentum=0.9, fused=True)]
-    step = TrainStep(backbone=model, backbone_params=list(backbone.parameters()), classifier=classifier,
-                     objective=objective, optimizers=opts, precision="fp32", dist_ctx=ctx,
-                     clip_grad_norm=None, channels_last=False, horizontal_flip=False, seed=0)
+    opts = [
+        torch.optim.SGD([*backbone.parameters(), *objective.parameters()], lr=0.5, momentum=0.9, fused=True),
+        torch.optim.SGD(classifier.parameters(), lr=0.5, momentum=0.9, fused=True),
+    ]
+    step = TrainStep(
+        backbone=model,
+        backbone_params=list(backbone.parameters()),
+        classifier=classifier,
+        objective=objective,
+        optimizers=opts,
+        precision="fp32",
+        dist_ctx=ctx,
+        clip_grad_norm=None,
+        channels_last=False,
+        horizontal_flip=False,
+        seed=0,
+    )
     result = step(images, labels, 0)
-    return {"backbone": backbone[1].weight.detach().clone(), "classifier": classifier.full_weight(),
-            "loss_cls": result.terms.get("loss_cls", result.loss),
-            "scale": [p.detach().clone() for p in objective.parameters()]}
+    return {
+        "backbone": backbone[1].weight.detach().clone(),
+        "classifier": classifier.full_weight(),
+        "loss_cls": result.terms.get("loss_cls", result.loss),
+        "scale": [p.detach().clone() for p in objective.parameters()],
+    }
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     ctx = setup_distributed("cpu")
     try:
@@ -110,15 +127,21 @@ def test_two_rank_steps_equal_one_process_steps(tmp_path):
     expected = {}
     for kind in KINDS:
         images, labels, backbone, weight = _inputs()
-        expected[kind] = _one_step(single_ctx, _objective(kind, 1, reference=True), images, labels, backbone,
-                                   weight)
+        expected[kind] = _one_step(
+            single_ctx, _objective(kind, 1, reference=True), images, labels, backbone, weight
+        )
     mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
     for kind in KINDS:
         for rank in range(2):
             got = torch.load(tmp_path / f"{kind}{rank}.pt", weights_only=True)
             for key in ("backbone", "classifier", "loss_cls", "scale"):
-                torch.testing.assert_close(got[key], expected[kind][key], rtol=1e-5, atol=1e-6,
-                                           msg=lambda m, k=key, r=rank, n=kind: f"{n} {k} rank {r}: {m}")
+                torch.testing.assert_close(
+                    got[key],
+                    expected[kind][key],
+                    rtol=1e-5,
+                    atol=1e-6,
+                    msg=lambda m, k=key, r=rank, n=kind: f"{n} {k} rank {r}: {m}",
+                )
     assert not torch.allclose(expected["plain"]["classifier"], _inputs()[3])  # the step moved the classifier
     assert expected["local"]["scale"][0].item() != 0.0  # λ moved: its gradient is compared too
 
@@ -129,8 +152,13 @@ def test_torchrun_two_processes_checkpoint_and_resume(make_tiny_dataset, tiny_re
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "topofr_cli", "train", str(recipe), "--nproc-per-node", "2",
-                               *args], capture_output=True, text=True, env=env, timeout=240)
+        return subprocess.run(
+            [sys.executable, "-m", "topofr_cli", "train", str(recipe), "--nproc-per-node", "2", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=240,
+        )
 
     first = run("--set", "schedule.max_steps=1")
     assert first.returncode == 0, first.stderr[-3000:]

@@ -19,8 +19,10 @@ from topofr_cli.engine.metrics import read_metrics
 
 REPO = Path(__file__).resolve().parent.parent
 STEPS_PER_EPOCH, EPOCHS, LOG_EVERY = 4, 2, 2  # 4 classes × 8 images, batch 8
-STEP_LINE = re.compile(r"^step (\d+)/8 epoch (\d)/2 loss \d+\.\d{4}( \([^)]*\))? lr \S+ [\d.]+ img/s "
-                       r"eta \d+:\d\d:\d\d rss \d+\.\d\d GiB$")
+STEP_LINE = re.compile(
+    r"^step (\d+)/8 epoch (\d)/2 loss \d+\.\d{4}( \([^)]*\))? lr \S+ [\d.]+ img/s "
+    r"eta \d+:\d\d:\d\d rss \d+\.\d\d GiB$"
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +33,22 @@ def finished_run(make_tiny_dataset, tiny_recipe_file, tmp_path_factory):
     recipe = tiny_recipe_file(root, data, root / "run")
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
     with open(root / "stdout.txt", "w") as out, open(root / "stderr.txt", "w") as err:
-        code = subprocess.run([sys.executable, "-m", "topofr_cli", "train", str(recipe), "--set",
-                               f"train.log_every={LOG_EVERY}"], stdout=out, stderr=err, env=env,
-                              cwd=root, timeout=600).returncode
+        code = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "topofr_cli",
+                "train",
+                str(recipe),
+                "--set",
+                f"train.log_every={LOG_EVERY}",
+            ],
+            stdout=out,
+            stderr=err,
+            env=env,
+            cwd=root,
+            timeout=600,
+        ).returncode
     assert code == 0, (root / "stderr.txt").read_text()
     return root
 
@@ -46,9 +61,13 @@ def test_redirected_stdout_shows_banner_a_line_per_log_step_and_a_summary(finish
     assert banner[0] == f"topofr {__version__}: training {finished_run / 'run'} (a fresh run)"
     assert banner[1] == f"data {finished_run / 'data'}: 32 images, 4 classes"
     assert banner[2].startswith("1 process(es), rank 0 on cpu (") and banner[2].endswith(
-        "precision fp32; global batch 8 (8 per process)")
+        "precision fp32; global batch 8 (8 per process)"
+    )
     assert banner[3] == "8 steps (4 per epoch, 2 epochs); a line every 2 steps, a checkpoint every 3"
-    assert banner[4].startswith("recipe, changed from the defaults: data.path=") and "model.network=mbf" in banner[4]
+    assert (
+        banner[4].startswith("recipe, changed from the defaults: data.path=")
+        and "model.network=mbf" in banner[4]
+    )
     assert "train.log_every=2" in banner[4] and "optim.lr=" not in banner[4].replace("optim.lr=0.05", "")
 
     steps = [(int(m[1]), int(m[2])) for m in map(STEP_LINE.match, lines) if m]
@@ -57,7 +76,10 @@ def test_redirected_stdout_shows_banner_a_line_per_log_step_and_a_summary(finish
     assert [line.split(":")[0] for line in verification] == ["step 4", "step 8"]  # each epoch end
     summary = [line for line in lines if line.startswith("finished: ")]
     assert len(summary) == 1 and summary[0].startswith("finished: 8 steps in 0:")
-    assert "0 non-finite steps skipped, peak rss" in summary[0] and "last checkpoint step_00000008.pt" in summary[0]
+    assert (
+        "0 non-finite steps skipped, peak rss" in summary[0]
+        and "last checkpoint step_00000008.pt" in summary[0]
+    )
 
 
 def test_train_log_holds_the_same_lines(finished_run):
@@ -66,7 +88,7 @@ def test_train_log_holds_the_same_lines(finished_run):
     assert log[0].startswith("topofr ") and log[-1].startswith("finished: 8 steps")
     assert len([line for line in log if STEP_LINE.match(line)]) == 4
     start = stdout.index(log[0])
-    assert stdout[start:start + len(log)] == log  # stdout adds only what the command prints after the run
+    assert stdout[start : start + len(log)] == log  # stdout adds only what the command prints after the run
 
 
 def test_metrics_csv_conventions(finished_run):
@@ -87,12 +109,14 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 def test_resume_on_a_finished_run_says_so_and_changes_nothing(finished_run):
     run = finished_run / "run"
     before = _snapshot(run)
-    result = CliRunner().invoke(app, ["train", str(finished_run / "recipe.yaml"), "--set",
-                                      f"train.log_every={LOG_EVERY}", "--resume"])
+    result = CliRunner().invoke(
+        app, ["train", str(finished_run / "recipe.yaml"), "--set", f"train.log_every={LOG_EVERY}", "--resume"]
+    )
     assert result.exit_code == 0, result.output
     assert result.output.replace("\n", " ").strip() == (
         f"{run}: this run is already finished (step 8, 2 of 2 epochs); nothing to resume. Raise "
-        "schedule.epochs or schedule.max_steps with --set to train further")
+        "schedule.epochs or schedule.max_steps with --set to train further"
+    )
     assert _snapshot(run) == before  # no metrics row, no verification, no log line, no checkpoint
 
 
@@ -104,5 +128,11 @@ def test_a_preflight_error_is_printed_by_rank_0_only(tmp_path, rank, printed):
     result = CliRunner().invoke(app, ["train", str(recipe)], env=env)
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
-    assert lines == ([f"error: {tmp_path / 'missing'}: data.path does not exist (and the recipe has no "
-                      "data.synthetic section to generate it)"] if printed else [])
+    assert lines == (
+        [
+            f"error: {tmp_path / 'missing'}: data.path does not exist (and the recipe has no "
+            "data.synthetic section to generate it)"
+        ]
+        if printed
+        else []
+    )

@@ -61,7 +61,10 @@ def test_resumed_run_is_bit_identical(make_tiny_dataset, tiny_recipe_file, tmp_p
     assert [s for s, _ in list_checkpoints(tmp_path / "straight")] == [0, 3, 5]
     assert [s for s, _ in list_checkpoints(tmp_path / "split")] == [0, 2, 3, 5]
     # one metrics row per step in both, identical losses
-    rows_a, rows_b = read_metrics(tmp_path / "straight/metrics.csv"), read_metrics(tmp_path / "split/metrics.csv")
+    rows_a, rows_b = (
+        read_metrics(tmp_path / "straight/metrics.csv"),
+        read_metrics(tmp_path / "split/metrics.csv"),
+    )
     assert [r["step"] for r in rows_b] == ["1", "2", "3", "4", "5"]
     for column in ("loss", "loss_topo", "latent_scale", "gum_pi"):
         assert [r[column] for r in rows_a] == [r[column] for r in rows_b], column
@@ -82,8 +85,10 @@ def test_resume_from_the_initial_checkpoint_is_bit_identical(make_tiny_dataset, 
     assert [s for s, _ in list_checkpoints(tmp_path / "killed")] == [0]
     resumed = train(load_recipe(killed, overrides), resume=True)
     assert resumed.steps == 4
-    _assert_same_state(Checkpoint.read(latest_checkpoint(tmp_path / "straight")),
-                       Checkpoint.read(latest_checkpoint(tmp_path / "killed")))
+    _assert_same_state(
+        Checkpoint.read(latest_checkpoint(tmp_path / "straight")),
+        Checkpoint.read(latest_checkpoint(tmp_path / "killed")),
+    )
     rows = read_metrics(tmp_path / "killed/metrics.csv")
     assert [r["step"] for r in rows] == ["1", "2", "3", "4"]  # the killed run's rows were replaced
     assert [r["loss"] for r in rows] == [r["loss"] for r in read_metrics(tmp_path / "straight/metrics.csv")]

@@ -31,13 +31,24 @@ def _step(objective, optimizer_name="sgd"):
     torch.manual_seed(0)
     backbone = nn.Sequential(nn.Flatten(), nn.Linear(3 * 112 * 112, 4))
     classifier = PartialFC(4, 3, CombinedMarginHead(scale=8.0, m2=0.2))
-    make = {"sgd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=5e-4, fused=True),
-            "adamw": lambda p: torch.optim.AdamW(p, lr=0.1, fused=True)}[optimizer_name]
+    make = {
+        "sgd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=5e-4, fused=True),
+        "adamw": lambda p: torch.optim.AdamW(p, lr=0.1, fused=True),
+    }[optimizer_name]
     opts = [make(backbone.parameters()), make(classifier.parameters())]
-    step = TrainStep(backbone=backbone, backbone_params=list(backbone.parameters()), classifier=classifier,
-                     objective=objective, optimizers=opts, precision="bf16",
-                     dist_ctx=DistContext(0, 0, 1, torch.device("cpu"), None), clip_grad_norm=1.0,
-                     channels_last=True, horizontal_flip=True, seed=0)
+    step = TrainStep(
+        backbone=backbone,
+        backbone_params=list(backbone.parameters()),
+        classifier=classifier,
+        objective=objective,
+        optimizers=opts,
+        precision="bf16",
+        dist_ctx=DistContext(0, 0, 1, torch.device("cpu"), None),
+        clip_grad_norm=1.0,
+        channels_last=True,
+        horizontal_flip=True,
+        seed=0,
+    )
     images = torch.randint(0, 256, (4, 3, 112, 112), dtype=torch.uint8)
     return step, backbone, classifier, opts, images, torch.tensor([0, 1, 2, 0])
 
@@ -86,8 +97,10 @@ def test_fp16_grad_scaler_path_skips_a_nan_step_and_backs_off():
     before = [p.detach().clone() for p in [*backbone.parameters(), *classifier.parameters()]]
     result = step(images, labels, 0)
     assert result.skipped.item() == 1.0 and step.scaler.get_scale() == 512.0  # overflow: scale halves
-    assert all(torch.equal(a, p) for a, p in zip(before, [*backbone.parameters(), *classifier.parameters()],
-                                                  strict=True))
+    assert all(
+        torch.equal(a, p)
+        for a, p in zip(before, [*backbone.parameters(), *classifier.parameters()], strict=True)
+    )
     result = step(images, labels, 1)
     assert result.skipped.item() == 0.0 and torch.isfinite(result.loss)
     assert not torch.equal(before[0], next(backbone.parameters()))
@@ -128,15 +141,18 @@ def test_a_non_finite_loss_step_leaves_batchnorm_statistics_as_they_were():
     assert not torch.equal(norm.running_mean, torch.zeros(4))
 
 
-def test_lr_1e30_keeps_every_checkpoint_finite_and_counts_the_bad_steps(make_tiny_dataset, tiny_recipe_file,
-                                                                        tmp_path, monkeypatch):
+def test_lr_1e30_keeps_every_checkpoint_finite_and_counts_the_bad_steps(
+    make_tiny_dataset, tiny_recipe_file, tmp_path, monkeypatch
+):
     """lr 1e30 moves the weights to ~1e28 (finite); the next forward pass overflows. Those steps are
     skipped, BatchNorm's statistics included, so every checkpoint still holds finite weights."""
     from topofr_cli.artifacts.checkpoint import Checkpoint, list_checkpoints
 
     data = make_tiny_dataset(tmp_path / "data", classes=4, per_class=4, pairs=0)
-    recipe = load_recipe(tiny_recipe_file(tmp_path, data, tmp_path / "run"),
-                         ["schedule.warmup_epochs=0", "train.save_every=1", "train.max_bad_steps=10"])
+    recipe = load_recipe(
+        tiny_recipe_file(tmp_path, data, tmp_path / "run"),
+        ["schedule.warmup_epochs=0", "train.save_every=1", "train.max_bad_steps=10"],
+    )
     # recipes keep optim.lr within a sane range (the stored recipe is checked on read): the schedule gets it
     monkeypatch.setattr(trainer, "PolySchedule", lambda lr, *rest: PolySchedule(1e30, *rest))
     trainer.train(recipe, progress=False)

@@ -21,8 +21,13 @@ ALPHA = 0.1
 
 
 def config(compat="fixed", scope="local", rsp=True, prob=1.0) -> TopoFRConfig:
-    return TopoFRConfig(enabled=True, compat=compat, ptsa=PTSAConfig(alpha=ALPHA, scope=scope),
-                        rsp=RSPConfig(enabled=rsp, prob=prob), sde=SDEConfig())
+    return TopoFRConfig(
+        enabled=True,
+        compat=compat,
+        ptsa=PTSAConfig(alpha=ALPHA, scope=scope),
+        rsp=RSPConfig(enabled=rsp, prob=prob),
+        sde=SDEConfig(),
+    )
 
 
 def test_fixed_mode_keeps_the_clean_batch_as_input_space():
@@ -71,8 +76,9 @@ def test_loss_is_weighted_ce_plus_alpha_ptsa(compat):
 
 def test_training_with_topofr_logs_every_term_and_saves_lambda(make_tiny_dataset, tiny_recipe_file, tmp_path):
     data = make_tiny_dataset(tmp_path / "data", classes=4, per_class=4, pairs=0)
-    recipe = load_recipe(tiny_recipe_file(tmp_path, data, tmp_path / "run"),
-                         ["topofr.enabled=true", "schedule.max_steps=2"])
+    recipe = load_recipe(
+        tiny_recipe_file(tmp_path, data, tmp_path / "run"), ["topofr.enabled=true", "schedule.max_steps=2"]
+    )
     train(recipe)
     rows = read_metrics(tmp_path / "run/metrics.csv")
     assert len(rows) == 2

@@ -104,7 +104,9 @@ class ScheduleConfig:
     epochs: int = ranged(30, 1, 10**6)
     warmup_epochs: float = ranged(0.0, 0.0, 1e6)
     power: float = ranged(2.0, 0.0, 100.0)  # polynomial decay
-    max_steps: int | None = ranged(None, 1, _COUNT_MAX)  # stop early (smoke runs); the schedule still spans `epochs`
+    max_steps: int | None = ranged(
+        None, 1, _COUNT_MAX
+    )  # stop early (smoke runs); the schedule still spans `epochs`
 
 
 @dataclass
@@ -152,7 +154,9 @@ class TrainConfig:
     device: str = "auto"  # auto, cpu, cuda or cuda:N (topofr_cli.devices)
     log_every: int = ranged(10, 1, _COUNT_MAX)
     save_every: int = ranged(1000, 0, _COUNT_MAX)  # 0: only at epoch ends and the end
-    eval_every: int = ranged(0, 0, _COUNT_MAX)  # steps between periodic verifications (0: none besides the epoch ends)
+    eval_every: int = ranged(
+        0, 0, _COUNT_MAX
+    )  # steps between periodic verifications (0: none besides the epoch ends)
     eval_at_epoch_end: bool = True  # verify at each epoch end (always once more at the end of training)
     max_bad_steps: int = ranged(20, 1, _COUNT_MAX)  # consecutive non-finite losses before training stops
 
@@ -199,8 +203,10 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
                 return _convert(value, option, key, source)
             except TopofrError as exc:
                 errors.append(exc)
-        raise errors[0] if len(errors) == 1 else TopofrError(
-            f"{source}: key '{key}' expects {_type_name(tp)}, got {_show(value)}"
+        raise (
+            errors[0]
+            if len(errors) == 1
+            else TopofrError(f"{source}: key '{key}' expects {_type_name(tp)}, got {_show(value)}")
         )
     if origin is Literal:
         if value not in typing.get_args(tp):
@@ -247,7 +253,9 @@ def _build(cls: type, mapping: dict[str, Any], prefix: str, source: str) -> Any:
     for key, value in mapping.items():
         dotted = f"{prefix}.{key}" if prefix else str(key)
         if key not in fields:
-            raise TopofrError(f"{source}: unknown key '{_show(dotted)[1:-1]}' (known: {', '.join(sorted(fields))})")
+            raise TopofrError(
+                f"{source}: unknown key '{_show(dotted)[1:-1]}' (known: {', '.join(sorted(fields))})"
+            )
         kwargs[key] = _convert(value, hints[key], dotted, source)
         valid = fields[key].metadata.get("range")
         if valid is not None and kwargs[key] is not None and kwargs[key] not in valid:
@@ -288,7 +296,9 @@ def recipe_from_dict(tree: dict[str, Any], source: str = "<recipe>") -> Recipe:
         raise TopofrError(f"{source}: a recipe must be a mapping of sections, got {_show(tree)}")
     recipe = _build(Recipe, tree, "", source)
     if not is_device_name(recipe.train.device):
-        raise TopofrError(f"{source}: key 'train.device' must be one of {DEVICE_NAMES}, got {_show(recipe.train.device)}")
+        raise TopofrError(
+            f"{source}: key 'train.device' must be one of {DEVICE_NAMES}, got {_show(recipe.train.device)}"
+        )
     return recipe
 
 
@@ -297,8 +307,10 @@ def _check_values(recipe: Recipe) -> None:
     from topofr_cli.models import BACKBONE_NAMES  # deferred: the recipe schema does not need torch
 
     if recipe.model.network not in BACKBONE_NAMES:
-        raise TopofrError(f"model.network: unknown backbone {recipe.model.network!r}; valid names: "
-                          f"{', '.join(BACKBONE_NAMES)}")
+        raise TopofrError(
+            f"model.network: unknown backbone {recipe.model.network!r}; valid names: "
+            f"{', '.join(BACKBONE_NAMES)}"
+        )
     if not 0.0 <= recipe.topofr.rsp.prob <= 1.0:
         raise TopofrError(f"topofr.rsp.prob: expected a probability in [0, 1], got {recipe.topofr.rsp.prob}")
 

@@ -40,5 +40,7 @@ def resolve_device(text: str, *, option: str = "--device", local_rank: int = 0) 
         return torch.device("cuda", local_rank % count)
     index = int(text.split(":")[1])
     if index >= count:
-        raise TopofrError(f"{option} {text}: this machine has {count} CUDA device(s) (cuda:0 to cuda:{count - 1})")
+        raise TopofrError(
+            f"{option} {text}: this machine has {count} CUDA device(s) (cuda:0 to cuda:{count - 1})"
+        )
     return torch.device("cuda", index)

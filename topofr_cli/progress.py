@@ -35,8 +35,9 @@ class ProgressTask(Protocol):
 class Progress(Protocol):
     """Where core functions report what they are doing; see the module docstring."""
 
-    def start(self, description: str, total: int | None = None, *, completed: int = 0,
-              transient: bool = False) -> ProgressTask:
+    def start(
+        self, description: str, total: int | None = None, *, completed: int = 0, transient: bool = False
+    ) -> ProgressTask:
         """A new bar. `transient`: remove it when closed (a sub-step of a longer piece of work)."""
         ...
 
@@ -57,8 +58,9 @@ class _SilentTask:
 class SilentProgress:
     """Shows nothing (tests, benchmarks, non-zero ranks)."""
 
-    def start(self, description: str, total: int | None = None, *, completed: int = 0,
-              transient: bool = False) -> ProgressTask:
+    def start(
+        self, description: str, total: int | None = None, *, completed: int = 0, transient: bool = False
+    ) -> ProgressTask:
         return _SilentTask()
 
     def message(self, level: Level, text: str) -> None:
@@ -85,12 +87,14 @@ class _TqdmTask:
 class TqdmProgress:
     """`tqdm.auto` bars: a widget in a notebook, a text bar on a terminal (stderr)."""
 
-    def start(self, description: str, total: int | None = None, *, completed: int = 0,
-              transient: bool = False) -> ProgressTask:
+    def start(
+        self, description: str, total: int | None = None, *, completed: int = 0, transient: bool = False
+    ) -> ProgressTask:
         from tqdm.auto import tqdm
 
-        return _TqdmTask(tqdm(total=total, initial=completed, desc=description, leave=not transient,
-                              dynamic_ncols=True))
+        return _TqdmTask(
+            tqdm(total=total, initial=completed, desc=description, leave=not transient, dynamic_ncols=True)
+        )
 
     def message(self, level: Level, text: str) -> None:
         from tqdm.auto import tqdm
@@ -109,8 +113,9 @@ def resolve_progress(progress: Progress | bool | None) -> Progress:
     return progress
 
 
-def track(progress: Progress, items: Iterable[T], description: str, total: int | None, *,
-          transient: bool = False) -> Iterator[T]:
+def track(
+    progress: Progress, items: Iterable[T], description: str, total: int | None, *, transient: bool = False
+) -> Iterator[T]:
     """Yield `items`, advancing one bar by one per item; the bar closes when the loop ends or stops."""
     task = progress.start(description, total, transient=transient)
     try:

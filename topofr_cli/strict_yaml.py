@@ -17,10 +17,13 @@ MAX_DEPTH = 64
 
 _FLOAT_TAG = "tag:yaml.org,2002:float"
 # YAML 1.2 core-schema floats (digits with optional fraction and exponent), plus 1.1's underscores
-_FLOAT_12 = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?
+_FLOAT_12 = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?
                             |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
                             |[-+]?\.(?:inf|Inf|INF)
-                            |\.(?:nan|NaN|NAN))$""", re.X)
+                            |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
 
 
 class _RecipeLoader(yaml.SafeLoader):
@@ -37,8 +40,9 @@ class _RecipeLoader(yaml.SafeLoader):
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
-                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels",
-                                                  self.peek_event().start_mark)
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark
+                )
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -53,8 +57,9 @@ class _RecipeLoader(yaml.SafeLoader):
             except TypeError:  # an unhashable key: let the base class report it
                 break
             if duplicate:
-                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} given twice in one mapping",
-                                                        key_node.start_mark)
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice in one mapping", key_node.start_mark
+                )
         return super().construct_mapping(node, deep=deep)
 
 

@@ -58,11 +58,15 @@ class Report:
         lines = [f"{'target':<11} {'inputs':>6} " + " ".join(f"{k:>13}" for k in KINDS)]
         for target in dict.fromkeys(o.target for o in self.outcomes):
             counts = self.counts(target)
-            lines.append(f"{target:<11} {sum(counts.values()):>6} " + " ".join(f"{counts[k]:>13}" for k in KINDS))
+            lines.append(
+                f"{target:<11} {sum(counts.values()):>6} " + " ".join(f"{counts[k]:>13}" for k in KINDS)
+            )
         total = self.counts()
         lines.append(f"{'all':<11} {sum(total.values()):>6} " + " ".join(f"{total[k]:>13}" for k in KINDS))
-        lines.append(f"peak RSS of the worker {self.peak_rss_mb:.0f} MB (after imports and seeds: "
-                     f"{self.baseline_rss_mb:.0f} MB); seed {self.seed}")
+        lines.append(
+            f"peak RSS of the worker {self.peak_rss_mb:.0f} MB (after imports and seeds: "
+            f"{self.baseline_rss_mb:.0f} MB); seed {self.seed}"
+        )
         return "\n".join(lines)
 
 
@@ -134,8 +138,9 @@ class _Worker:
     def __init__(self, seeds_dir: Path, scratch: Path, memory_mb: int) -> None:
         context = multiprocessing.get_context("spawn")
         self.connection, child = context.Pipe()
-        self.process = context.Process(target=_worker, args=(child, str(seeds_dir), str(scratch), memory_mb),
-                                       daemon=True)
+        self.process = context.Process(
+            target=_worker, args=(child, str(seeds_dir), str(scratch), memory_mb), daemon=True
+        )
         self.process.start()
         child.close()
         self.baseline_rss_mb = self.connection.recv()
@@ -154,8 +159,9 @@ def build_seeds(folder: Path, targets: list[str]) -> None:
         TARGETS[name].seed(folder / name)
 
 
-def run_campaign(inputs: dict[str, int], *, seed: int = 0, timeout_s: float = 20.0, memory_mb: int = 1536,
-                 on_outcome=None) -> Report:
+def run_campaign(
+    inputs: dict[str, int], *, seed: int = 0, timeout_s: float = 20.0, memory_mb: int = 1536, on_outcome=None
+) -> Report:
     """`inputs[target]` mutated inputs per target, each in the worker under `timeout_s` and `memory_mb`."""
     report = Report(seed=seed)
     with tempfile.TemporaryDirectory(prefix="topofr-fuzz-") as base:
@@ -201,18 +207,27 @@ def _send(worker: _Worker, job: tuple, timeout_s: float) -> Outcome:
         while not worker.connection.poll(1.0):
             cpu, wall = _cpu_seconds(worker.process.pid) - start_cpu, time.perf_counter() - start
             if cpu > timeout_s or wall > 10 * timeout_s:
-                return Outcome(target, index, "hang", f"no answer after {cpu:.0f} s CPU, {wall:.0f} s wall",
-                               0.0, wall)
+                return Outcome(
+                    target, index, "hang", f"no answer after {cpu:.0f} s CPU, {wall:.0f} s wall", 0.0, wall
+                )
         return worker.connection.recv()
     except (EOFError, ConnectionError, OSError):
         worker.process.join(5)
-        return Outcome(target, index, "crash", f"worker died (exit code {worker.process.exitcode})", 0.0,
-                       time.perf_counter() - start)
+        return Outcome(
+            target,
+            index,
+            "crash",
+            f"worker died (exit code {worker.process.exitcode})",
+            0.0,
+            time.perf_counter() - start,
+        )
 
 
 def _clear(scratch: Path) -> None:
     for entry in scratch.iterdir():
-        shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        shutil.rmtree(
+            entry, ignore_errors=True
+        ) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
 
 
 __all__ = ["KINDS", "Outcome", "Report", "run_campaign"]

@@ -38,10 +38,13 @@ def _pick(rng: np.random.Generator, items: list) -> object:
 
 def _mutate_file(path: Path, rng: np.random.Generator, text: bool = False) -> None:
     data = path.read_bytes()
-    path.write_bytes(mutate_text(data.decode("utf-8", "surrogateescape"), rng) if text else mutate_bytes(data, rng))
+    path.write_bytes(
+        mutate_text(data.decode("utf-8", "surrogateescape"), rng) if text else mutate_bytes(data, rng)
+    )
 
 
 # -- RecordIO -------------------------------------------------------------------------------------
+
 
 def seed_recordio(folder: Path) -> None:
     from writers.rec_writer import write_rec  # the independent writer of the test suite
@@ -62,6 +65,7 @@ def run_recordio(case: Path, rng: np.random.Generator) -> None:
 
 
 # -- verification .bin ----------------------------------------------------------------------------
+
 
 def seed_bin(folder: Path) -> None:
     from topofr_cli.data.bins import write_bin
@@ -87,6 +91,7 @@ def run_bin(case: Path, rng: np.random.Generator) -> None:
 
 # -- packed ---------------------------------------------------------------------------------------
 
+
 def seed_packed(folder: Path) -> None:
     from topofr_cli.data.packed import PackedWriter
 
@@ -100,7 +105,9 @@ def run_packed(case: Path, rng: np.random.Generator) -> None:
     from topofr_cli.data import open_dataset
 
     folder = case / "set"
-    name = _pick(rng, ["meta.json"] * 3 + ["index.parquet"] * 4 + ["images-00000.shard"] * 2 + ["images-00001.shard"])
+    name = _pick(
+        rng, ["meta.json"] * 3 + ["index.parquet"] * 4 + ["images-00000.shard"] * 2 + ["images-00001.shard"]
+    )
     _mutate_file(folder / name, rng, text=name == "meta.json")
     dataset = open_dataset(folder)
     for index in range(min(len(dataset), READ_AT_MOST)):
@@ -110,8 +117,18 @@ def run_packed(case: Path, rng: np.random.Generator) -> None:
 
 # -- single images --------------------------------------------------------------------------------
 
-_IMAGE_SEEDS = [("JPEG", "RGB"), ("PNG", "RGB"), ("PNG", "L"), ("PNG", "P"), ("BMP", "RGB"), ("GIF", "P"),
-                ("WEBP", "RGB"), ("TIFF", "RGB"), ("PNG", "RGBA"), ("JPEG", "L")]
+_IMAGE_SEEDS = [
+    ("JPEG", "RGB"),
+    ("PNG", "RGB"),
+    ("PNG", "L"),
+    ("PNG", "P"),
+    ("BMP", "RGB"),
+    ("GIF", "P"),
+    ("WEBP", "RGB"),
+    ("TIFF", "RGB"),
+    ("PNG", "RGBA"),
+    ("JPEG", "L"),
+]
 
 
 def seed_image(folder: Path) -> None:
@@ -130,6 +147,7 @@ def run_image(case: Path, rng: np.random.Generator) -> None:
 
 # -- image folders --------------------------------------------------------------------------------
 
+
 def seed_folder(folder: Path) -> None:
     for identity in ("ann", "ben"):
         (folder / "faces" / identity).mkdir(parents=True)
@@ -137,8 +155,18 @@ def seed_folder(folder: Path) -> None:
             (folder / "faces" / identity / f"{number}.{fmt.lower()}").write_bytes(_image(number, fmt=fmt))
 
 
-_ODD_NAMES = [b"caf\xe9.jpg", b"[x].jpg", b"\x1b[2J.jpg", b"new\nline.jpg", b"-rf.png", b" .jpg", b"a\x7f.png",
-              "é.jpg".encode(), b"\xff\xfe", b"x.JPG"]
+_ODD_NAMES = [
+    b"caf\xe9.jpg",
+    b"[x].jpg",
+    b"\x1b[2J.jpg",
+    b"new\nline.jpg",
+    b"-rf.png",
+    b" .jpg",
+    b"a\x7f.png",
+    "é.jpg".encode(),
+    b"\xff\xfe",
+    b"x.JPG",
+]
 
 
 def run_folder(case: Path, rng: np.random.Generator) -> None:
@@ -166,9 +194,16 @@ def run_folder(case: Path, rng: np.random.Generator) -> None:
     else:
         shutil.rmtree(victim.parent)
     dataset = ImageFolderDataset(root)
-    report = pack_dataset(dataset, case / "packed", source=str(root), verify=True, skip_bad=bool(rng.random() < 0.5),
-                          num_classes=dataset.num_classes, extra_meta={"identities": dataset.identities},
-                          progress=False)
+    report = pack_dataset(
+        dataset,
+        case / "packed",
+        source=str(root),
+        verify=True,
+        skip_bad=bool(rng.random() < 0.5),
+        num_classes=dataset.num_classes,
+        extra_meta={"identities": dataset.identities},
+        progress=False,
+    )
     from topofr_cli.data import open_dataset
 
     packed = open_dataset(report.out_dir)
@@ -179,9 +214,24 @@ def run_folder(case: Path, rng: np.random.Generator) -> None:
 # -- recipes --------------------------------------------------------------------------------------
 
 _RECIPE_FILE = PACKAGED_DIR / "quickstart_topofr.yaml"
-_OVERRIDE_KEYS = ["optim.lr", "data.batch_size", "train.log_every", "schedule.epochs", "train.max_bad_steps",
-                  "topofr.rsp.prob", "head.m2", "data.path", "model.network", "data.synthetic.pairs",
-                  "topofr.ptsa.alpha", "train.seed", "optim", "nope.key", "data.val_bins", "head.num_classes"]
+_OVERRIDE_KEYS = [
+    "optim.lr",
+    "data.batch_size",
+    "train.log_every",
+    "schedule.epochs",
+    "train.max_bad_steps",
+    "topofr.rsp.prob",
+    "head.m2",
+    "data.path",
+    "model.network",
+    "data.synthetic.pairs",
+    "topofr.ptsa.alpha",
+    "train.seed",
+    "optim",
+    "nope.key",
+    "data.val_bins",
+    "head.num_classes",
+]
 
 
 def seed_recipe(folder: Path) -> None:
@@ -203,6 +253,7 @@ def run_recipe(case: Path, rng: np.random.Generator) -> None:
 
 # -- checkpoints ----------------------------------------------------------------------------------
 
+
 def _checkpoint_payload() -> dict:
     """What training writes (artifacts.checkpoint.Checkpoint), for a tiny MobileFaceNet."""
     from topofr_cli.artifacts.checkpoint import Checkpoint
@@ -212,8 +263,16 @@ def _checkpoint_payload() -> dict:
     torch.manual_seed(0)
     recipe = Recipe()
     recipe.model.network, recipe.model.embedding_size = "mbf", 8
-    return Checkpoint(network="mbf", embedding_size=8, num_classes=3, backbone=create_backbone("mbf", 8).state_dict(),
-                      classifier=torch.randn(3, 8), step=1, epoch=0, recipe=recipe).to_payload()
+    return Checkpoint(
+        network="mbf",
+        embedding_size=8,
+        num_classes=3,
+        backbone=create_backbone("mbf", 8).state_dict(),
+        classifier=torch.randn(3, 8),
+        step=1,
+        epoch=0,
+        recipe=recipe,
+    ).to_payload()
 
 
 def _save_checkpoint(payload: dict, path: Path) -> None:
@@ -229,8 +288,24 @@ def seed_checkpoint(folder: Path) -> None:
     torch.save(payload["backbone"], folder / "backbone.pt")  # an insightface-style bare state dict
 
 
-_SEMANTIC_VALUES = [0, -1, 2**40, 10**30, "r50", "mbf", "nope", None, 1.5, float("nan"), [], {}, "8",
-                    torch.zeros(0), torch.zeros(2, 2), True]
+_SEMANTIC_VALUES = [
+    0,
+    -1,
+    2**40,
+    10**30,
+    "r50",
+    "mbf",
+    "nope",
+    None,
+    1.5,
+    float("nan"),
+    [],
+    {},
+    "8",
+    torch.zeros(0),
+    torch.zeros(2, 2),
+    True,
+]
 
 
 def _mutate_payload(payload: dict, rng: np.random.Generator) -> None:
@@ -243,10 +318,14 @@ def _mutate_payload(payload: dict, rng: np.random.Generator) -> None:
         payload[_pick(rng, ["classifier", "format", "step", "recipe", "backbone", "model"])] = value
     elif op == 2:
         key = _pick(rng, sorted(payload["backbone"]))
-        payload["backbone"][key] = _pick(rng, [torch.zeros(3), torch.zeros(1, 1, 1, 1), torch.full((2,), float("nan"))])
+        payload["backbone"][key] = _pick(
+            rng, [torch.zeros(3), torch.zeros(1, 1, 1, 1), torch.full((2,), float("nan"))]
+        )
     elif op == 3:
         key = _pick(rng, sorted(payload["backbone"]))
-        payload["backbone"][f"module.{key}" if rng.random() < 0.5 else "extra.weight"] = payload["backbone"].pop(key)
+        payload["backbone"][f"module.{key}" if rng.random() < 0.5 else "extra.weight"] = payload[
+            "backbone"
+        ].pop(key)
     else:
         section = _pick(rng, sorted(payload["recipe"]))
         payload["recipe"][section] = value
@@ -278,14 +357,17 @@ class Target:
     run: Callable[[Path, np.random.Generator], None]
 
 
-TARGETS = {t.name: t for t in [
-    Target("recordio", seed_recordio, run_recordio),
-    Target("bin", seed_bin, run_bin),
-    Target("packed", seed_packed, run_packed),
-    Target("image", seed_image, run_image),
-    Target("folder", seed_folder, run_folder),
-    Target("recipe", seed_recipe, run_recipe),
-    Target("checkpoint", seed_checkpoint, run_checkpoint),
-]}
+TARGETS = {
+    t.name: t
+    for t in [
+        Target("recordio", seed_recordio, run_recordio),
+        Target("bin", seed_bin, run_bin),
+        Target("packed", seed_packed, run_packed),
+        Target("image", seed_image, run_image),
+        Target("folder", seed_folder, run_folder),
+        Target("recipe", seed_recipe, run_recipe),
+        Target("checkpoint", seed_checkpoint, run_checkpoint),
+    ]
+}
 
 __all__ = ["TARGETS", "Target"]

@@ -9,8 +9,15 @@ from fuzz.mutate import mutate_bytes, mutate_text
 from fuzz.runner import _caused_by_memory, run_campaign
 from topofr_cli.errors import TopofrError
 
-CI_INPUTS = {"recordio": 150, "bin": 150, "packed": 100, "image": 200, "folder": 60, "recipe": 200,
-             "checkpoint": 30}
+CI_INPUTS = {
+    "recordio": 150,
+    "bin": 150,
+    "packed": 100,
+    "image": 200,
+    "folder": 60,
+    "recipe": 200,
+    "checkpoint": 30,
+}
 
 
 def test_mutations_are_seeded_and_change_the_input():

@@ -39,7 +39,7 @@ def dot_photo(landmarks: np.ndarray | None, height: int = 200, width: int = 240,
     rng = np.random.default_rng(seed)
     rgb = rng.integers(20, 150, (height, width, 3), dtype=np.uint8)
     for x, y in np.asarray(landmarks if landmarks is not None else [], dtype=int).reshape(-1, 2):
-        rgb[y - 1:y + 2, x - 1:x + 2] = 255
+        rgb[y - 1 : y + 2, x - 1 : x + 2] = 255
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="PNG")
     return buffer.getvalue()

@@ -15,8 +15,10 @@ from pathlib import Path
 
 CACHE = Path(os.environ.get("TOPOFR_TEST_PHOTOS", Path.home() / ".cache" / "topofr-test-photos"))
 SOURCES = {
-    "face_recognition==1.3.0": ("face_recognition-1.3.0/tests/test_images/",
-                                ["obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "obama_partial_face.jpg"]),
+    "face_recognition==1.3.0": (
+        "face_recognition-1.3.0/tests/test_images/",
+        ["obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "obama_partial_face.jpg"],
+    ),
     "insightface==2.1": ("insightface-2.1/insightface/data/images/", ["t1.jpg", "Tom_Hanks_54745.png"]),
 }
 
@@ -51,8 +53,21 @@ def _download_sdist(requirement: str, folder: Path) -> Path:
     existing = sorted(folder.glob(f"{name}-{version}.tar.gz"))
     if existing:
         return existing[0]
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-               "--no-build-isolation", "--disable-pip-version-check", "-q", "-d", str(folder), requirement]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        "--no-build-isolation",
+        "--disable-pip-version-check",
+        "-q",
+        "-d",
+        str(folder),
+        requirement,
+    ]
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     except subprocess.TimeoutExpired:

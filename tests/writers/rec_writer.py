@@ -21,7 +21,7 @@ def _frames(payload: bytes) -> bytes:
     magic = struct.pack("<I", REC_MAGIC)
     pieces, begin, i = [], 0, 0
     while i + 4 <= len(payload):
-        if payload[i:i + 4] == magic:
+        if payload[i : i + 4] == magic:
             pieces.append(payload[begin:i])
             begin = i + 4
         i += 4
@@ -52,8 +52,16 @@ def pack_payload(label, image: bytes, record_id: int = 0) -> bytes:
     return head + image
 
 
-def write_rec(folder: Path, images: list[bytes], labels: list, *, header: bool, num_classes: int | None = None,
-              identity_records: bool = True, prefix: str = "train") -> tuple[Path, Path]:
+def write_rec(
+    folder: Path,
+    images: list[bytes],
+    labels: list,
+    *,
+    header: bool,
+    num_classes: int | None = None,
+    identity_records: bool = True,
+    prefix: str = "train",
+) -> tuple[Path, Path]:
     """Write `prefix.rec/.idx` (+ `property` when num_classes is given).
 
     With `header`: key 0 = [first identity key, end of identity keys] and no image, images at keys
@@ -73,8 +81,14 @@ def write_rec(folder: Path, images: list[bytes], labels: list, *, header: bool, 
         records.append((key, pack_payload(label, image, key)))
     if header and identity_records:
         for n, cls in enumerate(classes):
-            members = [k for k, lab in zip(keys, labels, strict=True) if int(lab[0] if isinstance(lab, (list, tuple)) else lab) == cls]
-            records.append((1 + len(images) + n, pack_payload([float(members[0]), float(members[-1] + 1)], b"")))
+            members = [
+                k
+                for k, lab in zip(keys, labels, strict=True)
+                if int(lab[0] if isinstance(lab, (list, tuple)) else lab) == cls
+            ]
+            records.append(
+                (1 + len(images) + n, pack_payload([float(members[0]), float(members[-1] + 1)], b""))
+            )
     rec = folder / f"{prefix}.rec"
     idx = folder / f"{prefix}.idx"
     blob, lines = b"", ""

@@ -15,9 +15,20 @@ if TYPE_CHECKING:  # the pipeline imports this module; annotations only, no impo
     from topofr_cli.analysis.pipeline import Target
 
 CURVE_METRICS = ("bottleneck", "wasserstein_1", "wasserstein_2")
-CURVE_COLUMNS = ("run", "step", "space", "dim", *CURVE_METRICS,
-                 "ptsa_official", "ptsa_symmetric", "shared_h0_fraction",
-                 "mean_cosine", "degenerate", "accuracy", "accuracy_std")
+CURVE_COLUMNS = (
+    "run",
+    "step",
+    "space",
+    "dim",
+    *CURVE_METRICS,
+    "ptsa_official",
+    "ptsa_symmetric",
+    "shared_h0_fraction",
+    "mean_cosine",
+    "degenerate",
+    "accuracy",
+    "accuracy_std",
+)
 
 
 def run_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
@@ -40,14 +51,20 @@ def curve_rows(targets: list[Target]) -> list[dict[str, Any]]:
         for point in target.points:
             for space, comparison in point.comparisons.items():
                 for dim, distances in comparison.distances.items():
-                    rows.append({
-                        "run": target.label, "step": point.step, "space": space, "dim": dim,
-                        **distances.as_dict(),
-                        "ptsa_official": comparison.ptsa_official,
-                        "ptsa_symmetric": comparison.ptsa_symmetric,
-                        "shared_h0_fraction": comparison.shared_h0_fraction,
-                        "mean_cosine": point.mean_cosine, "degenerate": point.degenerate,
-                        "accuracy": point.verification.accuracy if point.verification else None,
-                        "accuracy_std": point.verification.accuracy_std if point.verification else None,
-                    })
+                    rows.append(
+                        {
+                            "run": target.label,
+                            "step": point.step,
+                            "space": space,
+                            "dim": dim,
+                            **distances.as_dict(),
+                            "ptsa_official": comparison.ptsa_official,
+                            "ptsa_symmetric": comparison.ptsa_symmetric,
+                            "shared_h0_fraction": comparison.shared_h0_fraction,
+                            "mean_cosine": point.mean_cosine,
+                            "degenerate": point.degenerate,
+                            "accuracy": point.verification.accuracy if point.verification else None,
+                            "accuracy_std": point.verification.accuracy_std if point.verification else None,
+                        }
+                    )
     return rows

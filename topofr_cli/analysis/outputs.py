@@ -33,10 +33,10 @@ CONVENTIONS = {
     "latent": "A^Z = pairwise L2 distance of the embeddings before L2 normalisation / latent_scale (§1.2)",
     "latent_l2": "pairwise L2 distance of the L2-normalised embeddings",
     "h0": "births 0, deaths = minimum-spanning-tree edge lengths; the essential class (0, inf) is left out "
-          "of every diagram: it is the same point in all spaces, so no distance changes",
+    "of every diagram: it is the same point in all spaces, so no distance changes",
     "h1": "gudhi Vietoris-Rips persistence (edge collapse, expansion to triangles); no essential classes",
     "diagram_distances": f"gudhi.bottleneck_distance; gudhi.hera.wasserstein_distance with internal_p = inf "
-                         f"and relative error delta = {WASSERSTEIN_DELTA}",
+    f"and relative error delta = {WASSERSTEIN_DELTA}",
     "ptsa": "official / symmetric PTSA loss forms of §1.2, divided by the sample size",
 }
 
@@ -47,13 +47,18 @@ def diagram_frame(result: AnalysisResult) -> pd.DataFrame:
 
     def add(model: str | None, step: int | None, space: str, diagrams: dict[int, np.ndarray]) -> None:
         for dim, diagram in diagrams.items():
-            parts.append(pd.DataFrame({
-                "model": pd.Series([model] * len(diagram), dtype="string"),
-                "step": pd.Series([step] * len(diagram), dtype="Int64"),
-                "space": pd.Series([space] * len(diagram), dtype="string"),
-                "dim": np.full(len(diagram), dim, dtype=np.int64),
-                "birth": diagram[:, 0], "death": diagram[:, 1],
-            }))
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "model": pd.Series([model] * len(diagram), dtype="string"),
+                        "step": pd.Series([step] * len(diagram), dtype="Int64"),
+                        "space": pd.Series([space] * len(diagram), dtype="string"),
+                        "dim": np.full(len(diagram), dim, dtype=np.int64),
+                        "birth": diagram[:, 0],
+                        "death": diagram[:, 1],
+                    }
+                )
+            )
 
     add(None, None, INPUT_SPACE, result.input.diagrams)
     for target in result.targets:
@@ -73,13 +78,23 @@ def _point_summary(point: ModelPoint) -> dict[str, Any]:
             "seconds": topology.seconds,
         }
     verification = point.verification
-    return {"path": str(point.path), "step": point.step, "latent_scale": point.latent_scale,
-            "embedding_size": point.embedding_size, "spaces": spaces,
-            "mean_cosine": point.mean_cosine, "degenerate": point.degenerate,
-            "verification": None if verification is None else {
-                "bin": verification.bin_name, "accuracy": verification.accuracy,
-                "accuracy_std": verification.accuracy_std},
-            "seconds": point.seconds}
+    return {
+        "path": str(point.path),
+        "step": point.step,
+        "latent_scale": point.latent_scale,
+        "embedding_size": point.embedding_size,
+        "spaces": spaces,
+        "mean_cosine": point.mean_cosine,
+        "degenerate": point.degenerate,
+        "verification": None
+        if verification is None
+        else {
+            "bin": verification.bin_name,
+            "accuracy": verification.accuracy,
+            "accuracy_std": verification.accuracy_std,
+        },
+        "seconds": point.seconds,
+    }
 
 
 def summary(result: AnalysisResult) -> dict[str, Any]:
@@ -102,8 +117,12 @@ def summary(result: AnalysisResult) -> dict[str, Any]:
             "seconds": result.input.seconds,
         },
         "targets": [
-            {"label": t.label, "path": str(t.path), "kind": "run" if t.is_run else "model",
-             "points": [_point_summary(p) for p in t.points]}
+            {
+                "label": t.label,
+                "path": str(t.path),
+                "kind": "run" if t.is_run else "model",
+                "points": [_point_summary(p) for p in t.points],
+            }
             for t in result.targets
         ],
         "seconds": result.seconds,
@@ -117,24 +136,46 @@ def _views(result: AnalysisResult, point: ModelPoint | None) -> dict[str, dict[i
     return views
 
 
-def _write_point_figures(result: AnalysisResult, meta: FigureMeta, point: ModelPoint | None, folder: Path,
-                         figure_format: str) -> list[str]:
+def _write_point_figures(
+    result: AnalysisResult, meta: FigureMeta, point: ModelPoint | None, folder: Path, figure_format: str
+) -> list[str]:
     """Diagrams, barcodes and death times of the input and (with a point) both latent spaces, and a PCA view."""
     views = _views(result, point)
     paths = [
-        plot_persistence_diagrams(views, meta, folder / meta.file_stem("persistence_diagrams"),
-                                  figure_format=figure_format),
+        plot_persistence_diagrams(
+            views, meta, folder / meta.file_stem("persistence_diagrams"), figure_format=figure_format
+        ),
         plot_barcodes(views, meta, folder / meta.file_stem("barcodes"), figure_format=figure_format),
-        plot_death_histograms(views, meta, folder / meta.file_stem("death_histograms"), figure_format=figure_format),
+        plot_death_histograms(
+            views, meta, folder / meta.file_stem("death_histograms"), figure_format=figure_format
+        ),
     ]
     if point is None:
         projected, share = pca_from_distances(result.input.distances.numpy())
-        paths.append(plot_sample_pca(projected, share, result.sample.labels, meta, "input space (pixels), PCA",
-                                     folder / meta.file_stem("input_pca"), figure_format=figure_format))
+        paths.append(
+            plot_sample_pca(
+                projected,
+                share,
+                result.sample.labels,
+                meta,
+                "input space (pixels), PCA",
+                folder / meta.file_stem("input_pca"),
+                figure_format=figure_format,
+            )
+        )
     else:
         projected, share = pca_from_points(point.embeddings_l2)
-        paths.append(plot_sample_pca(projected, share, result.sample.labels, meta, "L2-normalised embeddings, PCA",
-                                     folder / meta.file_stem("latent_pca"), figure_format=figure_format))
+        paths.append(
+            plot_sample_pca(
+                projected,
+                share,
+                result.sample.labels,
+                meta,
+                "L2-normalised embeddings, PCA",
+                folder / meta.file_stem("latent_pca"),
+                figure_format=figure_format,
+            )
+        )
     return [path.name for path in paths]
 
 
@@ -158,8 +199,9 @@ def _write_figures(result: AnalysisResult, folder: Path, figure_format: str = "p
         # λ rescales the raw latent space, so runs with different λ also differ there by scale alone;
         # the L2-normalised space compares their shapes only.
         for space, name in ((LATENT_SPACE, "collapse_curve"), (LATENT_L2_SPACE, "collapse_curve_l2")):
-            written.append(plot_collapse_curves(rows, base, folder / name, space=space,
-                                                figure_format=figure_format).name)
+            written.append(
+                plot_collapse_curves(rows, base, folder / name, space=space, figure_format=figure_format).name
+            )
     return written
 
 
@@ -171,11 +213,13 @@ def _is_earlier_analysis(out_dir: Path) -> bool:
 
 
 # An analysis folder is replaced whole: with --overwrite, and only if it is an earlier analysis.
-OUTPUT_POLICY = OutputPolicy("dir", "replace_own", is_own=_is_earlier_analysis,
-                             refused="{path}: holds an earlier analysis (pass --overwrite to replace it or "
-                                     "choose another --out)",
-                             foreign=f"{{path}}: exists and is not an earlier analysis (no {SUMMARY_FILE}); "
-                                     "choose another --out")
+OUTPUT_POLICY = OutputPolicy(
+    "dir",
+    "replace_own",
+    is_own=_is_earlier_analysis,
+    refused="{path}: holds an earlier analysis (pass --overwrite to replace it or choose another --out)",
+    foreign=f"{{path}}: exists and is not an earlier analysis (no {SUMMARY_FILE}); choose another --out",
+)
 
 
 def check_output_dir(out_dir: Path, *, overwrite: bool = False) -> None:
@@ -183,8 +227,9 @@ def check_output_dir(out_dir: Path, *, overwrite: bool = False) -> None:
     check_output(out_dir, OUTPUT_POLICY, overwrite=overwrite)
 
 
-def write_outputs(result: AnalysisResult, out_dir: str | Path, *, figure_format: str = "png",
-                  overwrite: bool = False) -> dict[str, Any]:
+def write_outputs(
+    result: AnalysisResult, out_dir: str | Path, *, figure_format: str = "png", overwrite: bool = False
+) -> dict[str, Any]:
     """Write every output; returns the summary (with the list of files) that went to summary.json."""
     out_dir = Path(out_dir)
     check_output_dir(out_dir, overwrite=overwrite)
@@ -193,7 +238,8 @@ def write_outputs(result: AnalysisResult, out_dir: str | Path, *, figure_format:
         files = ["diagrams.parquet"]
         if result.targets:
             pd.DataFrame(curve_rows(result.targets), columns=list(CURVE_COLUMNS)).to_csv(
-                tmp / "distances.csv", index=False)
+                tmp / "distances.csv", index=False
+            )
             files.append("distances.csv")
         files += _write_figures(result, tmp, figure_format)
         data = summary(result)

@@ -102,11 +102,19 @@ class AnalysisResult:
     seconds: dict[str, float]
 
 
-def load_sample(dataset_path: str | Path, *, samples: int, per_identity: int | None, seed: int,
-                progress: Progress | bool | None = None) -> Sample:
+def load_sample(
+    dataset_path: str | Path,
+    *,
+    samples: int,
+    per_identity: int | None,
+    seed: int,
+    progress: Progress | bool | None = None,
+) -> Sample:
     """Draw the sample (see `draw_sample`) and decode its images into one uint8 tensor."""
     dataset = open_dataset(dataset_path)
-    indices = draw_sample(dataset.labels, samples, per_identity=per_identity, seed=seed, source=str(dataset_path))
+    indices = draw_sample(
+        dataset.labels, samples, per_identity=per_identity, seed=seed, source=str(dataset_path)
+    )
     images = []
     for index in track(resolve_progress(progress), indices.tolist(), "decoding sample", len(indices)):
         rgb, _ = dataset[index]
@@ -125,10 +133,20 @@ def input_space_distances(sample: Sample, device: torch.device) -> torch.Tensor:
     return input_distances(normalize(sample.images.to(device))).cpu()
 
 
-def analyze_model(path: Path, sample: Sample, input_topology: SpaceTopology, dims: Sequence[int], *,
-                  step: int | None, batch_size: int, device: torch.device,
-                  progress: Progress | bool | None = None, description: str = "embedding",
-                  keep_bars: bool = True, held_out: HeldOut | None = None) -> ModelPoint:
+def analyze_model(
+    path: Path,
+    sample: Sample,
+    input_topology: SpaceTopology,
+    dims: Sequence[int],
+    *,
+    step: int | None,
+    batch_size: int,
+    device: torch.device,
+    progress: Progress | bool | None = None,
+    description: str = "embedding",
+    keep_bars: bool = True,
+    held_out: HeldOut | None = None,
+) -> ModelPoint:
     """Embed the sample with one model (eval mode, no flip) and compare its latent spaces to the input."""
     if tuple(sample.images.shape[2:]) != MODEL_IMAGE_SIZE:
         raise TopofrError(
@@ -138,16 +156,21 @@ def analyze_model(path: Path, sample: Sample, input_topology: SpaceTopology, dim
     progress = resolve_progress(progress)
     start = time.perf_counter()
     loaded = load_model(path)
-    scale = 1.0 if loaded.latent_scale is None else loaded.latent_scale  # the reference's constant λ = 1 otherwise
+    scale = (
+        1.0 if loaded.latent_scale is None else loaded.latent_scale
+    )  # the reference's constant λ = 1 otherwise
     if not scale > 0:
         raise TopofrError(f"{path}: key 'latent_scale' is {scale}, a latent scale must be positive")
     images = sample.images
     batches = (images[i : i + batch_size] for i in range(0, len(images), batch_size))
     total = -(-len(images) // batch_size)
     embeddings = torch.from_numpy(
-        embed_images(loaded.backbone, track(progress, batches, description, total, transient=not keep_bars),
-                     flip=False,
-                     device=device)
+        embed_images(
+            loaded.backbone,
+            track(progress, batches, description, total, transient=not keep_bars),
+            flip=False,
+            device=device,
+        )
     )
     if embeddings.ndim != 2 or (loaded.embedding_size and embeddings.shape[1] != loaded.embedding_size):
         raise TopofrError(
@@ -161,7 +184,10 @@ def analyze_model(path: Path, sample: Sample, input_topology: SpaceTopology, dim
     start = time.perf_counter()
     with stage(progress, f"{description}: persistence and distances", transient=not keep_bars):
         topologies = space_topologies(
-            {LATENT_SPACE: latent_distances(embeddings, scale), LATENT_L2_SPACE: latent_distances(normalized, 1.0)},
+            {
+                LATENT_SPACE: latent_distances(embeddings, scale),
+                LATENT_L2_SPACE: latent_distances(normalized, 1.0),
+            },
             dims,
         )
         comparisons = {space: compare_spaces(input_topology, topo) for space, topo in topologies.items()}
@@ -171,16 +197,26 @@ def analyze_model(path: Path, sample: Sample, input_topology: SpaceTopology, dim
     verification, verify_start = None, time.perf_counter()
     if held_out is not None:
         with stage(progress, f"{description}: verification on {held_out.path.name}", transient=not keep_bars):
-            result = evaluate_pairs(loaded.backbone, held_out.pairs, held_out.path, batch_size=batch_size,
-                                    device=device)
+            result = evaluate_pairs(
+                loaded.backbone, held_out.pairs, held_out.path, batch_size=batch_size, device=device
+            )
         verification = Verification(held_out.path.name, result.accuracy_mean, result.accuracy_std)
     return ModelPoint(
-        path=path, step=step if step is not None else loaded.step, latent_scale=scale,
-        embedding_size=int(embeddings.shape[1]), topologies=topologies, comparisons=comparisons,
+        path=path,
+        step=step if step is not None else loaded.step,
+        latent_scale=scale,
+        embedding_size=int(embeddings.shape[1]),
+        topologies=topologies,
+        comparisons=comparisons,
         embeddings_l2=normalized.numpy(),
-        seconds={"embed": embed_seconds, "topology": verify_start - start,
-                 "verification": time.perf_counter() - verify_start},
-        mean_cosine=mean_cosine, degenerate=degenerate, verification=verification,
+        seconds={
+            "embed": embed_seconds,
+            "topology": verify_start - start,
+            "verification": time.perf_counter() - verify_start,
+        },
+        mean_cosine=mean_cosine,
+        degenerate=degenerate,
+        verification=verification,
     )
 
 
@@ -211,10 +247,18 @@ def _unique_labels(paths: Sequence[Path]) -> list[str]:
     return labels
 
 
-def analyze(dataset_path: str | Path, models: Sequence[str | Path], *, samples: int = 512,
-            per_identity: int | None = None, dims: Sequence[int] = (0, 1), seed: int = 0,
-            batch_size: int = 128, device: str | torch.device = "cpu",
-            progress: Progress | bool | None = None) -> AnalysisResult:
+def analyze(
+    dataset_path: str | Path,
+    models: Sequence[str | Path],
+    *,
+    samples: int = 512,
+    per_identity: int | None = None,
+    dims: Sequence[int] = (0, 1),
+    seed: int = 0,
+    batch_size: int = 128,
+    device: str | torch.device = "cpu",
+    progress: Progress | bool | None = None,
+) -> AnalysisResult:
     """Input-space topology of a dataset sample and, for each model file or run directory, the
     topology of its latent spaces and their distances to the input space.
 
@@ -234,7 +278,9 @@ def analyze(dataset_path: str | Path, models: Sequence[str | Path], *, samples: 
             raise TopofrError(f"{path}: no such model file or run directory")
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    sample = load_sample(dataset_path, samples=samples, per_identity=per_identity, seed=seed, progress=progress)
+    sample = load_sample(
+        dataset_path, samples=samples, per_identity=per_identity, seed=seed, progress=progress
+    )
     seconds["load_sample"] = time.perf_counter() - start
     start = time.perf_counter()
     a_x = input_space_distances(sample, device)
@@ -248,15 +294,34 @@ def analyze(dataset_path: str | Path, models: Sequence[str | Path], *, samples: 
     targets = []
     for label, (path, checkpoints) in zip(_unique_labels(paths), plans, strict=True):
         if checkpoints is None:
-            point = analyze_model(path, sample, input_topology, dims, step=None, batch_size=batch_size,
-                                  device=device, progress=progress, description=f"embedding {label}",
-                                  held_out=held_out)
+            point = analyze_model(
+                path,
+                sample,
+                input_topology,
+                dims,
+                step=None,
+                batch_size=batch_size,
+                device=device,
+                progress=progress,
+                description=f"embedding {label}",
+                held_out=held_out,
+            )
             targets.append(Target(label, path, False, [point]))
             continue
         points = [
-            analyze_model(ckpt, sample, input_topology, dims, step=step, batch_size=batch_size, device=device,
-                          progress=progress, description=f"{label} step {step}", keep_bars=False,
-                          held_out=held_out)
+            analyze_model(
+                ckpt,
+                sample,
+                input_topology,
+                dims,
+                step=step,
+                batch_size=batch_size,
+                device=device,
+                progress=progress,
+                description=f"{label} step {step}",
+                keep_bars=False,
+                held_out=held_out,
+            )
             for step, ckpt in track(progress, checkpoints, f"checkpoints of {label}", len(checkpoints))
         ]
         targets.append(Target(label, path, True, points))

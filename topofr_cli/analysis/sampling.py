@@ -8,7 +8,12 @@ from topofr_cli.errors import TopofrError
 
 
 def draw_sample(
-    labels: np.ndarray, samples: int, *, per_identity: int | None = None, seed: int = 0, source: str = "dataset"
+    labels: np.ndarray,
+    samples: int,
+    *,
+    per_identity: int | None = None,
+    seed: int = 0,
+    source: str = "dataset",
 ) -> np.ndarray:
     """Indices (ascending) of `samples` images chosen with a seeded generator.
 

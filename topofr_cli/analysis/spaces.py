@@ -33,7 +33,7 @@ LATENT_SPACES = (LATENT_SPACE, LATENT_L2_SPACE)
 
 
 def parse_dims(text: str) -> tuple[int, ...]:
-    """"0,1" → (0, 1); only the dimensions this tool computes (H0 exact, H1 by gudhi)."""
+    """ "0,1" → (0, 1); only the dimensions this tool computes (H0 exact, H1 by gudhi)."""
     try:
         dims = sorted({int(part) for part in text.split(",") if part.strip()})
     except ValueError:
@@ -104,7 +104,9 @@ class SpaceComparison:
         }
 
 
-def ptsa_terms(a_x: torch.Tensor, pairs_x: torch.Tensor, a_z: torch.Tensor, pairs_z: torch.Tensor) -> tuple[float, float]:
+def ptsa_terms(
+    a_x: torch.Tensor, pairs_x: torch.Tensor, a_z: torch.Tensor, pairs_z: torch.Tensor
+) -> tuple[float, float]:
     """Both PTSA loss forms (docs/method.md §1.2) from matrices and MST edges already computed.
 
     Skips recomputing A^X from the pixels and the two trees, which is most of `ptsa_loss`'s cost.

@@ -75,8 +75,9 @@ def load_weights_file(path: str | Path, *, mmap: bool = False) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
-        raise TopofrError(f"{path}: refused or unreadable with torch.load(weights_only=True) "
-                          f"({_first_line(exc)})") from None
+        raise TopofrError(
+            f"{path}: refused or unreadable with torch.load(weights_only=True) ({_first_line(exc)})"
+        ) from None
     except (RuntimeError, zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
         raise TopofrError(f"{path}: not a PyTorch model file ({_first_line(exc)})") from None
 
@@ -87,16 +88,22 @@ def _verify_checksum(payload: dict[str, Any], path: Path) -> dict[str, Any]:
         return payload
     content = {key: value for key, value in payload.items() if key != "checksum"}
     stored = payload["checksum"]
-    if not isinstance(stored, dict) or stored.get("algorithm") != ALGORITHM or not isinstance(stored.get("digest"), str):
+    if (
+        not isinstance(stored, dict)
+        or stored.get("algorithm") != ALGORITHM
+        or not isinstance(stored.get("digest"), str)
+    ):
         raise TopofrError(f"{path}: damaged checkpoint (its 'checksum' entry is malformed)")
     try:
         digest = content_digest(content)
     except (RuntimeError, TypeError, ValueError) as exc:  # a tensor kind no checkpoint of ours holds
-        raise TopofrError(f"{path}: damaged checkpoint (its content cannot be checksummed: "
-                          f"{_first_line(exc)})") from None
+        raise TopofrError(
+            f"{path}: damaged checkpoint (its content cannot be checksummed: {_first_line(exc)})"
+        ) from None
     if digest != stored["digest"]:
-        raise TopofrError(f"{path}: damaged checkpoint (its content does not match the {ALGORITHM} checksum "
-                          "stored in it)")
+        raise TopofrError(
+            f"{path}: damaged checkpoint (its content does not match the {ALGORITHM} checksum stored in it)"
+        )
     return content
 
 
@@ -116,8 +123,11 @@ def _v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
     if training is not None and "position" in training:
         position = training.pop("position")
         training["hooks"] = {
-            "loop": {"step": int(payload.get("step", 0)), "epoch": int(position["epoch"]),
-                     "batch_in_epoch": int(position["batch_in_epoch"])},
+            "loop": {
+                "step": int(payload.get("step", 0)),
+                "epoch": int(position["epoch"]),
+                "batch_in_epoch": int(position["batch_in_epoch"]),
+            },
             "metrics": {"bad_steps": int(training.pop("bad_steps", 0))},
             "stopping": {"consecutive_bad": int(training.pop("consecutive_bad", 0))},
         }
@@ -157,12 +167,20 @@ class Checkpoint:
 
     def to_payload(self) -> dict[str, Any]:
         payload: dict[str, Any] = {
-            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "topofr_version": self.topofr_version,
-            "model": {"network": self.network, "embedding_size": self.embedding_size,
-                      "num_classes": self.num_classes},
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "topofr_version": self.topofr_version,
+            "model": {
+                "network": self.network,
+                "embedding_size": self.embedding_size,
+                "num_classes": self.num_classes,
+            },
             "recipe": None if self.recipe is None else self.recipe.to_dict(),
-            "step": self.step, "epoch": self.epoch,
-            "backbone": self.backbone, "classifier": self.classifier, "objective": self.objective,
+            "step": self.step,
+            "epoch": self.epoch,
+            "backbone": self.backbone,
+            "classifier": self.classifier,
+            "objective": self.objective,
         }
         if self.training is not None:
             payload["training"] = self.training
@@ -180,14 +198,19 @@ class Checkpoint:
 
     def check_finite(self, path: str | Path) -> None:
         """Raise TopofrError naming the first weight tensor that holds a NaN or an infinity."""
-        groups = {"backbone": self.backbone or {}, "objective": self.objective,
-                  "classifier": {"": self.classifier}}
+        groups = {
+            "backbone": self.backbone or {},
+            "objective": self.objective,
+            "classifier": {"": self.classifier},
+        }
         for group, tensors in groups.items():
             name = _first_non_finite(tensors)
             if name is not None:
                 where = f"{group}.{name}" if name else group
-                raise TopofrError(f"{path}: not written: '{where}' holds non-finite values at step {self.step} "
-                                  "(the run diverged; resume from an earlier checkpoint with a lower optim.lr)")
+                raise TopofrError(
+                    f"{path}: not written: '{where}' holds non-finite values at step {self.step} "
+                    "(the run diverged; resume from an earlier checkpoint with a lower optim.lr)"
+                )
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any], path: Path) -> Checkpoint:
@@ -195,22 +218,36 @@ class Checkpoint:
         payload = _verify_checksum(payload, path)
         for key in ("model", "recipe", "objective", "training"):  # damaged or forged files: one clear line
             if payload.get(key) is not None and not isinstance(payload[key], dict):
-                raise TopofrError(f"{path}: key '{key}' holds a {type(payload[key]).__name__}, expected a mapping")
-        if payload.get("latent_scale") is not None and not isinstance(payload["latent_scale"], (int, float)) and not (
-                isinstance(payload["latent_scale"], torch.Tensor) and payload["latent_scale"].numel() == 1):
+                raise TopofrError(
+                    f"{path}: key '{key}' holds a {type(payload[key]).__name__}, expected a mapping"
+                )
+        if (
+            payload.get("latent_scale") is not None
+            and not isinstance(payload["latent_scale"], (int, float))
+            and not (
+                isinstance(payload["latent_scale"], torch.Tensor) and payload["latent_scale"].numel() == 1
+            )
+        ):
             raise TopofrError(f"{path}: key 'latent_scale' is not a number")
         if payload.get("version") is None:
             payload = _v1_to_v2(payload)
         model = payload.get("model") or {}
         recipe = payload.get("recipe")
         return cls(
-            network=model.get("network"), embedding_size=model.get("embedding_size"),
-            num_classes=model.get("num_classes"), backbone=payload.get("backbone"),
-            classifier=payload.get("classifier") if isinstance(payload.get("classifier"), torch.Tensor) else None,
-            step=payload.get("step"), epoch=payload.get("epoch"),
+            network=model.get("network"),
+            embedding_size=model.get("embedding_size"),
+            num_classes=model.get("num_classes"),
+            backbone=payload.get("backbone"),
+            classifier=payload.get("classifier")
+            if isinstance(payload.get("classifier"), torch.Tensor)
+            else None,
+            step=payload.get("step"),
+            epoch=payload.get("epoch"),
             recipe=None if recipe is None else recipe_from_dict(recipe, f"{path} (its recipe)"),
-            objective=dict(payload.get("objective") or {}), training=payload.get("training"),
-            topofr_version=str(payload.get("topofr_version", "unknown")), path=path,
+            objective=dict(payload.get("objective") or {}),
+            training=payload.get("training"),
+            topofr_version=str(payload.get("topofr_version", "unknown")),
+            path=path,
             latent_scale=None if payload.get("latent_scale") is None else float(payload["latent_scale"]),
         )
 
@@ -230,13 +267,21 @@ class Checkpoint:
     def check_resumable(self, *, network: str, embedding_size: int, num_classes: int) -> None:
         """Refuse to resume a run whose recipe describes another architecture than the checkpoint."""
         expected = {"network": network, "embedding_size": embedding_size, "num_classes": num_classes}
-        have = {"network": self.network, "embedding_size": self.embedding_size, "num_classes": self.num_classes}
+        have = {
+            "network": self.network,
+            "embedding_size": self.embedding_size,
+            "num_classes": self.num_classes,
+        }
         for key, want in expected.items():
             if have[key] != want:
-                raise TopofrError(f"{self.path}: checkpoint key 'model.{key}' is {have[key]!r} but the recipe "
-                                  f"asks for {want!r}")
+                raise TopofrError(
+                    f"{self.path}: checkpoint key 'model.{key}' is {have[key]!r} but the recipe "
+                    f"asks for {want!r}"
+                )
         if self.training is None:
-            raise TopofrError(f"{self.path}: checkpoint has no 'training' state (weights only), cannot resume")
+            raise TopofrError(
+                f"{self.path}: checkpoint has no 'training' state (weights only), cannot resume"
+            )
 
 
 def is_checkpoint_payload(payload: Any) -> bool:

@@ -66,13 +66,21 @@ class OutputPolicy:
 
 DATASET = OutputPolicy("dir", "refuse")
 BIN = OutputPolicy("file", "refuse")
-RUN = OutputPolicy("dir", "refuse", empty_dir_is_absent=True,
-                   not_a_dir="{path}: train.output exists and is not a directory",
-                   refused="{path}: run directory is not empty; pass --resume to continue that run or "
-                           "--overwrite to replace it")
-REPORT = OutputPolicy("dir", "merge", not_a_dir="{path}: --out must be a directory, and this is a file",
-                      refused="{path}: already exists (results of an earlier run; pass --overwrite to replace "
-                              "them or choose another --out)")
+RUN = OutputPolicy(
+    "dir",
+    "refuse",
+    empty_dir_is_absent=True,
+    not_a_dir="{path}: train.output exists and is not a directory",
+    refused="{path}: run directory is not empty; pass --resume to continue that run or "
+    "--overwrite to replace it",
+)
+REPORT = OutputPolicy(
+    "dir",
+    "merge",
+    not_a_dir="{path}: --out must be a directory, and this is a file",
+    refused="{path}: already exists (results of an earlier run; pass --overwrite to replace "
+    "them or choose another --out)",
+)
 FILE = OutputPolicy("file", "replace")
 
 
@@ -82,8 +90,9 @@ def check_kind(path: Path, policy: OutputPolicy) -> None:
         raise TopofrError(policy.not_a_dir.format(path=path))
 
 
-def check_output(path: str | Path, policy: OutputPolicy, *, overwrite: bool = False,
-                 results: Iterable[str] = ()) -> bool:
+def check_output(
+    path: str | Path, policy: OutputPolicy, *, overwrite: bool = False, results: Iterable[str] = ()
+) -> bool:
     """Raise TopofrError if `policy` forbids writing to `path`; True when something there is replaced.
 
     `results`: for a `merge` folder, the names of the files the command will write in it."""
@@ -97,8 +106,11 @@ def check_output(path: str | Path, policy: OutputPolicy, *, overwrite: bool = Fa
         return True
     if policy.existing == "merge":
         names = list(results)
-        clashes = [path / name for name in names if (path / name).exists()] if names else (
-            [path] if any(path.iterdir()) else [])
+        clashes = (
+            [path / name for name in names if (path / name).exists()]
+            if names
+            else ([path] if any(path.iterdir()) else [])
+        )
         if clashes and not overwrite:
             raise TopofrError(policy.refused.format(path=clashes[0]))
         return bool(clashes)
@@ -142,5 +154,11 @@ def command_line() -> str:
 
 def provenance(model: Path | str, *, step: int | None, network: str | None, flip: bool | None) -> dict:
     """Which model produced a result and how: written into every summary a command leaves."""
-    return {"model": str(model), "step": step, "network": network, "flip": flip,
-            "command": command_line(), "topofr_version": __version__}
+    return {
+        "model": str(model),
+        "step": step,
+        "network": network,
+        "flip": flip,
+        "command": command_line(),
+        "topofr_version": __version__,
+    }

@@ -1,12 +1,12 @@
 """The layout of a training run's folder (`train.output`), in one place.
 
-  recipe.yaml                    the recipe the run was started with (after --set overrides)
-  metrics.csv                    one row per logged step and per verification (docs/run-folder.md)
-  train.log                      the run's report as plain lines: banner, a line per logged step,
-                                 verification scores, summary; a resumed run appends to it
-  checkpoints/step_XXXXXXXX.pt   `Checkpoint` files, step 0 (the initial model) first
-  tensorboard/                   TensorBoard scalars (when tensorboard is installed)
-  .topofr-train.lock             held by the training running in it (artifacts/run_lock.py)
+recipe.yaml                    the recipe the run was started with (after --set overrides)
+metrics.csv                    one row per logged step and per verification (docs/run-folder.md)
+train.log                      the run's report as plain lines: banner, a line per logged step,
+                               verification scores, summary; a resumed run appends to it
+checkpoints/step_XXXXXXXX.pt   `Checkpoint` files, step 0 (the initial model) first
+tensorboard/                   TensorBoard scalars (when tensorboard is installed)
+.topofr-train.lock             held by the training running in it (artifacts/run_lock.py)
 """
 
 from __future__ import annotations

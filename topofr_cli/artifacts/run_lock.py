@@ -37,8 +37,10 @@ def _holder(path: Path) -> str:
 
 
 def _refusal(root: Path, lock_path: Path) -> TopofrError:
-    return TopofrError(f"{root}: another training ({_holder(lock_path)}) is running in this run directory; "
-                       "wait for it to end or choose another train.output")
+    return TopofrError(
+        f"{root}: another training ({_holder(lock_path)}) is running in this run directory; "
+        "wait for it to end or choose another train.output"
+    )
 
 
 def _try_lock(fd: int) -> bool:
@@ -90,7 +92,9 @@ class RunLock:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
             except OSError as exc:
-                raise TopofrError(f"{path}: cannot open the run directory's lock file ({exc.strerror})") from None
+                raise TopofrError(
+                    f"{path}: cannot open the run directory's lock file ({exc.strerror})"
+                ) from None
             if not _try_lock(fd):
                 os.close(fd)
                 raise _refusal(root, path)

@@ -56,7 +56,9 @@ def gaussian_blur(u: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     kx = _gaussian_kernels(sigma.to(u.dtype), BLUR_KERNEL_X).repeat_interleave(c, dim=0)
     ky = _gaussian_kernels(sigma.to(u.dtype), BLUR_KERNEL_Y).repeat_interleave(c, dim=0)
     flat = u.reshape(1, b * c, h, w)
-    padded = F.pad(flat, (BLUR_KERNEL_X // 2, BLUR_KERNEL_X // 2, BLUR_KERNEL_Y // 2, BLUR_KERNEL_Y // 2), mode="reflect")
+    padded = F.pad(
+        flat, (BLUR_KERNEL_X // 2, BLUR_KERNEL_X // 2, BLUR_KERNEL_Y // 2, BLUR_KERNEL_Y // 2), mode="reflect"
+    )
     rows = F.conv2d(padded, kx.reshape(b * c, 1, 1, BLUR_KERNEL_X), groups=b * c)
     out = F.conv2d(rows, ky.reshape(b * c, 1, BLUR_KERNEL_Y, 1), groups=b * c)
     return out.reshape(b, c, h, w)
@@ -113,13 +115,20 @@ def color_jitter(u: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) ->
             _adjust_hue(out, factors[:, 3]),
         )
         out = torch.where(
-            step == 0, candidates[0], torch.where(step == 1, candidates[1], torch.where(step == 2, candidates[2], candidates[3]))
+            step == 0,
+            candidates[0],
+            torch.where(step == 1, candidates[1], torch.where(step == 2, candidates[2], candidates[3])),
         )
     return out
 
 
-def erase_boxes(shape: tuple[int, ...], area: torch.Tensor, log_aspect: torch.Tensor,
-                top_u: torch.Tensor, left_u: torch.Tensor) -> torch.Tensor:
+def erase_boxes(
+    shape: tuple[int, ...],
+    area: torch.Tensor,
+    log_aspect: torch.Tensor,
+    top_u: torch.Tensor,
+    left_u: torch.Tensor,
+) -> torch.Tensor:
     """Boolean [B, H, W] masks of the erased rectangle (all False where no attempt fits).
 
     area, log_aspect: [B, attempts] draws; top_u, left_u: [B] uniforms placing the chosen box.
@@ -157,7 +166,9 @@ class RandomStructurePerturbation:
         self.prob = prob
         self.compact = compact
 
-    def draw(self, batch: int, device: torch.device, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+    def draw(
+        self, batch: int, device: torch.device, generator: torch.Generator | None
+    ) -> dict[str, torch.Tensor]:
         """All random numbers of one call, as tensors on `device` (fixed draw order: reproducible)."""
         source = generator.device if generator is not None else device
 
@@ -173,15 +184,21 @@ class RandomStructurePerturbation:
             ),
             "order": torch.argsort(uniform(batch, 4), dim=1),
             "area": uniform(batch, ERASE_ATTEMPTS, low=ERASE_AREA[0], high=ERASE_AREA[1]),
-            "log_aspect": uniform(batch, ERASE_ATTEMPTS, low=math.log(ERASE_ASPECT[0]), high=math.log(ERASE_ASPECT[1])),
+            "log_aspect": uniform(
+                batch, ERASE_ATTEMPTS, low=math.log(ERASE_ASPECT[0]), high=math.log(ERASE_ASPECT[1])
+            ),
             "top": uniform(batch),
             "left": uniform(batch),
         }
         return {key: value.to(device) for key, value in params.items()}
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if x.dim() != 4 or x.shape[1] != 3 or not x.is_floating_point():
-            raise TopofrError(f"RSP: expected a float batch [B, 3, H, W] in [-1, 1], got {tuple(x.shape)} {x.dtype}")
+            raise TopofrError(
+                f"RSP: expected a float batch [B, 3, H, W] in [-1, 1], got {tuple(x.shape)} {x.dtype}"
+            )
         if x.shape[2] <= BLUR_KERNEL_Y // 2 or x.shape[3] <= BLUR_KERNEL_X // 2:
             raise TopofrError(f"RSP: images of {x.shape[2]}×{x.shape[3]} are too small for the 5×9 blur")
         params = self.draw(x.shape[0], x.device, generator)
@@ -197,7 +214,9 @@ class RandomStructurePerturbation:
         for index, fn, keys in colour_ops:
             which = selected & (op == index)
             out = apply(out, which, _in_unit_range(fn), [params[k] for k in keys])
-        boxes = erase_boxes(tuple(x.shape), params["area"], params["log_aspect"], params["top"], params["left"])
+        boxes = erase_boxes(
+            tuple(x.shape), params["area"], params["log_aspect"], params["top"], params["left"]
+        )
         erase = boxes & (selected & (op == 3))[:, None, None]
         out.masked_fill_(erase[:, None, :, :], 0.0)
         return out.to(x.dtype), selected

@@ -45,8 +45,11 @@ def _h0_check(device: torch.device, make: Callable[[int, int], torch.Tensor], n:
     same_edges = torch.equal(got, reference)
     same_deaths = torch.equal(death_times(dist, got), death_times(dist, reference))
     versus = "CPU" if device.type != "cpu" else "CPU early-stop (fixed-round Borůvka on the CPU)"
-    return same_edges and same_deaths, f"3×{n}×{n} vs {versus}: edges {'equal' if same_edges else 'DIFFER'}, " \
-                                       f"deaths {'equal' if same_deaths else 'DIFFER'}"
+    return (
+        same_edges and same_deaths,
+        f"3×{n}×{n} vs {versus}: edges {'equal' if same_edges else 'DIFFER'}, "
+        f"deaths {'equal' if same_deaths else 'DIFFER'}",
+    )
 
 
 def _ptsa_check(device: torch.device, batch: int) -> tuple[bool, str]:
@@ -63,11 +66,17 @@ def _ptsa_check(device: torch.device, batch: int) -> tuple[bool, str]:
             loss.backward()
             results.append((loss.detach().double().cpu(), zz.grad.double().cpu()))
         (loss_d, grad_d), (loss_r, grad_r) = results
-        worst = max(worst, float((loss_d - loss_r).abs() / loss_r.abs().clamp_min(1e-30)),
-                    float((grad_d - grad_r).abs().max() / grad_r.abs().max().clamp_min(1e-30)))
+        worst = max(
+            worst,
+            float((loss_d - loss_r).abs() / loss_r.abs().clamp_min(1e-30)),
+            float((grad_d - grad_r).abs().max() / grad_r.abs().max().clamp_min(1e-30)),
+        )
     versus = "CPU float32" if device.type != "cpu" else "CPU float64"
-    return worst <= PTSA_RTOL, f"B={batch}, both forms, float32 vs {versus}: worst relative Δ {worst:.1e} " \
-                               f"(tolerance {PTSA_RTOL:.0e}, loss and gradient)"
+    return (
+        worst <= PTSA_RTOL,
+        f"B={batch}, both forms, float32 vs {versus}: worst relative Δ {worst:.1e} "
+        f"(tolerance {PTSA_RTOL:.0e}, loss and gradient)",
+    )
 
 
 def _gum_check(device: torch.device, batch: int) -> tuple[bool, str]:
@@ -82,8 +91,11 @@ def _gum_check(device: torch.device, batch: int) -> tuple[bool, str]:
     # another device sums in another order: the 1e-10 stopping test may then fall one iteration apart
     slack = 0 if device.type == "cpu" else 1
     ok = delta <= GUM_ATOL and abs(got.iterations - reference.iterations) <= slack
-    return ok, f"B={batch} vs {versus}: max|Δγ| {delta:.1e} (tolerance {GUM_ATOL:.0e}), " \
-               f"iterations {got.iterations} vs {reference.iterations}"
+    return (
+        ok,
+        f"B={batch} vs {versus}: max|Δγ| {delta:.1e} (tolerance {GUM_ATOL:.0e}), "
+        f"iterations {got.iterations} vs {reference.iterations}",
+    )
 
 
 def _rsp_check(device: torch.device, batch: int) -> tuple[bool, str]:
@@ -96,8 +108,11 @@ def _rsp_check(device: torch.device, batch: int) -> tuple[bool, str]:
     untouched = torch.equal(x, before)
     changed = int((first != x).flatten(1).any(1).sum())
     ok = same and untouched and changed > 0
-    return ok, f"B={batch}, p=0.5: same seed → {'identical' if same else 'DIFFERENT'} output; input " \
-               f"{'unchanged' if untouched else 'WRITTEN'}; {changed} of {int(mask1.sum())} selected samples changed"
+    return (
+        ok,
+        f"B={batch}, p=0.5: same seed → {'identical' if same else 'DIFFERENT'} output; input "
+        f"{'unchanged' if untouched else 'WRITTEN'}; {changed} of {int(mask1.sum())} selected samples changed",
+    )
 
 
 def _step_check(plan: BenchPlan, ctx: DistContext, precision: str) -> tuple[bool, str]:
@@ -119,8 +134,11 @@ def _step_check(plan: BenchPlan, ctx: DistContext, precision: str) -> tuple[bool
     del step
     free_device_memory(ctx.device)
     shown = ", ".join(f"{v:.3f}" for v in losses[-3:])
-    return ok, f"{plan.check_network} B={plan.check_batch}{scaler}{ran}: {applied} updates applied, {skipped} " \
-               f"skipped in {len(losses)} steps; last losses {shown}; weights {'finite' if params_finite else 'NOT FINITE'}"
+    return (
+        ok,
+        f"{plan.check_network} B={plan.check_batch}{scaler}{ran}: {applied} updates applied, {skipped} "
+        f"skipped in {len(losses)} steps; last losses {shown}; weights {'finite' if params_finite else 'NOT FINITE'}",
+    )
 
 
 def _sync_check(plan: BenchPlan, ctx: DistContext) -> tuple[bool | None, str]:
@@ -131,7 +149,9 @@ def _sync_check(plan: BenchPlan, ctx: DistContext) -> tuple[bool | None, str]:
     images, labels = synthetic_batch(plan.check_batch, plan.check_classes, ctx.device, seed=2)
     counts = {}
     for sde in (False, True):
-        step = make_train_step(plan.check_network, plan.check_classes, make_objective("topofr", sde=sde), "bf16", ctx)
+        step = make_train_step(
+            plan.check_network, plan.check_classes, make_objective("topofr", sde=sde), "bf16", ctx
+        )
         step(images, labels, 0)  # first step: lazy state (momentum, cuDNN plans) is created outside the check
         torch.cuda.synchronize()
         mode = "warn" if sde else "error"
@@ -145,8 +165,11 @@ def _sync_check(plan: BenchPlan, ctx: DistContext) -> tuple[bool | None, str]:
         counts[sde] = sum("synchroniz" in str(w.message) for w in caught)
         del step
     free_device_memory(ctx.device)
-    return counts[False] == 0, f"RSP+PTSA step: {counts[False]} syncs (mode 'error'); with SDE: {counts[True]} " \
-                               f"(the GUM's, one per 16 EM iterations)"
+    return (
+        counts[False] == 0,
+        f"RSP+PTSA step: {counts[False]} syncs (mode 'error'); with SDE: {counts[True]} "
+        f"(the GUM's, one per 16 EM iterations)",
+    )
 
 
 def _meta_check(batch: int) -> tuple[bool, str]:
@@ -177,5 +200,10 @@ def run_correctness(plan: BenchPlan, ctx: DistContext) -> dict[str, Any]:
         _row("hot paths sync-free (meta device)", lambda: _meta_check(batch)),
     ]
     failed = [r["check"] for r in rows if r["ok"] is False]
-    return {"status": "fail" if failed else "pass", "failed": failed, "seconds": round(clock.elapsed(), 2),
-            "budget_s": clock.budget_s, "rows": rows}
+    return {
+        "status": "fail" if failed else "pass",
+        "failed": failed,
+        "seconds": round(clock.elapsed(), 2),
+        "budget_s": clock.budget_s,
+        "rows": rows,
+    }

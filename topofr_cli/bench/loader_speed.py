@@ -36,8 +36,15 @@ def loader_throughput(plan: BenchPlan) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="topofr-bench-") as tmp:
         data = Path(tmp) / "synthetic"
-        generate_synthetic(data, identities=identities, images_per_identity=IMAGES_PER_IDENTITY,
-                           heldout_identities=2, pairs=20, seed=0, progress=False)
+        generate_synthetic(
+            data,
+            identities=identities,
+            images_per_identity=IMAGES_PER_IDENTITY,
+            heldout_identities=2,
+            pairs=20,
+            seed=0,
+            progress=False,
+        )
         dataset = open_dataset(data)
         generated_s = clock.elapsed()
         for workers in plan.loader_workers:
@@ -51,5 +58,9 @@ def loader_throughput(plan: BenchPlan) -> dict[str, Any]:
                 rows.append({**row, "img_s": round(rate, 1), "status": "ok"})
             except Exception as exc:
                 rows.append({**row, "status": f"error: {describe_failure(exc)}"})
-    return {"seconds": round(clock.elapsed(), 2), "budget_s": clock.budget_s,
-            "generate_seconds": round(generated_s, 2), "rows": rows}
+    return {
+        "seconds": round(clock.elapsed(), 2),
+        "budget_s": clock.budget_s,
+        "generate_seconds": round(generated_s, 2),
+        "rows": rows,
+    }

@@ -40,8 +40,12 @@ COLLECTIVE_TIMEOUT = timedelta(seconds=120)
 def image_gather_bytes(world_size: int, batch_per_rank: int) -> dict[str, int]:
     """Bytes each rank receives from global-scope PTSA's image all-gather in one step."""
     images = world_size * batch_per_rank * IMAGE_ELEMENTS
-    return {"world_size": world_size, "batch_per_rank": batch_per_rank, "float32_bytes": 4 * images,
-            "uint8_bytes": images}
+    return {
+        "world_size": world_size,
+        "batch_per_rank": batch_per_rank,
+        "float32_bytes": 4 * images,
+        "uint8_bytes": images,
+    }
 
 
 class GatherCounter:
@@ -76,11 +80,23 @@ def _tiny_step(ctx: DistContext, weight: torch.Tensor) -> tuple[TrainStep, nn.Mo
     config = TopoFRConfig(enabled=True, ptsa=PTSAConfig(scope="global"), rsp=RSPConfig(enabled=False))
     objective = TopoFRObjective(config, world_size=ctx.world_size).to(ctx.device)
     model = ddp_wrap(backbone, ctx) if ctx.distributed else backbone
-    opts = [torch.optim.SGD([*backbone.parameters(), *objective.parameters()], lr=0.5, momentum=0.9, fused=True),
-            torch.optim.SGD(classifier.parameters(), lr=0.5, momentum=0.9, fused=True)]
-    step = TrainStep(backbone=model, backbone_params=list(backbone.parameters()), classifier=classifier,
-                     objective=objective, optimizers=opts, precision="fp32", dist_ctx=ctx, clip_grad_norm=None,
-                     channels_last=False, horizontal_flip=False, seed=0)
+    opts = [
+        torch.optim.SGD([*backbone.parameters(), *objective.parameters()], lr=0.5, momentum=0.9, fused=True),
+        torch.optim.SGD(classifier.parameters(), lr=0.5, momentum=0.9, fused=True),
+    ]
+    step = TrainStep(
+        backbone=model,
+        backbone_params=list(backbone.parameters()),
+        classifier=classifier,
+        objective=objective,
+        optimizers=opts,
+        precision="fp32",
+        dist_ctx=ctx,
+        clip_grad_norm=None,
+        channels_last=False,
+        horizontal_flip=False,
+        seed=0,
+    )
     return step, backbone, classifier
 
 
@@ -99,8 +115,13 @@ def _equality_step(ctx: DistContext) -> dict[str, Any]:
     step, backbone, classifier = _tiny_step(ctx, weight)
     with GatherCounter() as counted:
         result = step(images[share].to(ctx.device), labels[share].to(ctx.device), 0)
-    return {"backbone": backbone[1].weight.detach().cpu(), "classifier": classifier.full_weight().cpu(),
-            "loss": result.loss.cpu(), "image_gather_bytes": counted.images, "other_gather_bytes": counted.other}
+    return {
+        "backbone": backbone[1].weight.detach().cpu(),
+        "classifier": classifier.full_weight().cpu(),
+        "loss": result.loss.cpu(),
+        "image_gather_bytes": counted.images,
+        "other_gather_bytes": counted.other,
+    }
 
 
 def _compare(got: dict[str, Any], want: dict[str, Any]) -> tuple[bool, float]:
@@ -109,8 +130,9 @@ def _compare(got: dict[str, Any], want: dict[str, Any]) -> tuple[bool, float]:
     return all(torch.allclose(got[k], want[k], rtol=EQUALITY_RTOL, atol=EQUALITY_ATOL) for k in keys), worst
 
 
-def _throughput(ctx: DistContext, network: str, classes: int, batch: int, warmup: int, steps: int
-                ) -> dict[str, Any]:
+def _throughput(
+    ctx: DistContext, network: str, classes: int, batch: int, warmup: int, steps: int
+) -> dict[str, Any]:
     images, labels = synthetic_batch(batch, classes, ctx.device, seed=ctx.rank)
     rates = {}
     for kind, scope in (("plain", "local"), ("topofr", "global")):
@@ -122,14 +144,25 @@ def _throughput(ctx: DistContext, network: str, classes: int, batch: int, warmup
     return rates
 
 
-def _worker(rank: int, port: int, out_dir: str, device_type: str, network: str, classes: int, batch: int,
-            warmup: int, steps: int) -> None:
+def _worker(
+    rank: int,
+    port: int,
+    out_dir: str,
+    device_type: str,
+    network: str,
+    classes: int,
+    batch: int,
+    warmup: int,
+    steps: int,
+) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     device = torch.device(device_type, rank) if device_type == "cuda" else torch.device("cpu")
     backend = "nccl" if device_type == "cuda" else "gloo"
     if device_type == "cuda":
         torch.cuda.set_device(device)
-        dist.init_process_group(backend, rank=rank, world_size=2, device_id=device, timeout=COLLECTIVE_TIMEOUT)
+        dist.init_process_group(
+            backend, rank=rank, world_size=2, device_id=device, timeout=COLLECTIVE_TIMEOUT
+        )
     else:
         torch.set_num_threads(1)
         dist.init_process_group(backend, rank=rank, world_size=2, timeout=COLLECTIVE_TIMEOUT)
@@ -163,16 +196,28 @@ def _join_or_kill(ranks: mp.ProcessContext, timeout_s: float) -> None:
             raise TimeoutError(f"the two ranks did not finish within {timeout_s:.0f} s (killed)")
 
 
-def run_two_ranks(device_type: str, network: str, classes: int, batch: int, steps: int, *, warmup: int = 2,
-                  timeout_s: float = 600.0) -> dict[str, Any]:
+def run_two_ranks(
+    device_type: str,
+    network: str,
+    classes: int,
+    batch: int,
+    steps: int,
+    *,
+    warmup: int = 2,
+    timeout_s: float = 600.0,
+) -> dict[str, Any]:
     """Spawn two ranks; compare their step with this process's one-process step; per-GPU img/s."""
     device = torch.device("cuda", 0) if device_type == "cuda" else torch.device("cpu")
     # PartialFC reads the process group when it is built, so the one-process reference runs here, before
     # (and outside) the ranks' group.
     want = _equality_step(DistContext(0, 0, 1, device, None))
     with tempfile.TemporaryDirectory(prefix="topofr-bench-ranks-") as tmp:
-        ranks_running = mp.spawn(_worker, args=(_free_port(), tmp, device_type, network, classes, batch, warmup,
-                                                 steps), nprocs=2, join=False)
+        ranks_running = mp.spawn(
+            _worker,
+            args=(_free_port(), tmp, device_type, network, classes, batch, warmup, steps),
+            nprocs=2,
+            join=False,
+        )
         _join_or_kill(ranks_running, timeout_s)
         ranks = [torch.load(Path(tmp) / f"rank{r}.pt", weights_only=True) for r in range(2)]
     checks = [_compare(r["equality"], want) for r in ranks]
@@ -181,10 +226,18 @@ def run_two_ranks(device_type: str, network: str, classes: int, batch: int, step
         "two_ranks_equal_one_process": all(ok for ok, _ in checks),
         "worst_relative_delta": max(worst for _, worst in checks),
         "tolerance": f"rtol {EQUALITY_RTOL:.0e}, atol {EQUALITY_ATOL:.0e}",
-        "measured_image_gather_bytes": {"world_size": 2, "batch_per_rank": TINY_BATCH // 2,
-                                        "bytes": image_bytes,
-                                        "float32_would_be": image_gather_bytes(2, TINY_BATCH // 2)["float32_bytes"]},
-        "throughput": {"network": network, "classes": classes, "batch_per_gpu": batch, **ranks[0]["throughput"]},
+        "measured_image_gather_bytes": {
+            "world_size": 2,
+            "batch_per_rank": TINY_BATCH // 2,
+            "bytes": image_bytes,
+            "float32_would_be": image_gather_bytes(2, TINY_BATCH // 2)["float32_bytes"],
+        },
+        "throughput": {
+            "network": network,
+            "classes": classes,
+            "batch_per_gpu": batch,
+            **ranks[0]["throughput"],
+        },
     }
 
 
@@ -199,8 +252,16 @@ def run_multigpu(plan: BenchPlan, ctx: DistContext) -> dict[str, Any]:
         section["status"] = f"skipped: {devices} device"
     else:
         try:
-            section.update(run_two_ranks("cuda", plan.network, plan.classes, batch, plan.timed_steps,
-                                         timeout_s=max(30.0, clock.left())))
+            section.update(
+                run_two_ranks(
+                    "cuda",
+                    plan.network,
+                    plan.classes,
+                    batch,
+                    plan.timed_steps,
+                    timeout_s=max(30.0, clock.left()),
+                )
+            )
             section["status"] = "pass" if section["two_ranks_equal_one_process"] else "fail"
         except Exception as exc:
             section["status"] = f"error: {describe_failure(exc)}"

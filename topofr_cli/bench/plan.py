@@ -54,16 +54,88 @@ def make_plan(device: str, quick: bool, cpu_count: int) -> BenchPlan:
     compiled); --quick keeps every section but shrinks it (a tiny network on the CPU, no compile)."""
     workers = tuple(sorted({0, min(2, cpu_count), min(8, cpu_count)}))
     if device == "cuda" and not quick:
-        return BenchPlan(device, quick, "r50", 85_742, (128, 256), (False, True), 5, 20, "r50", 85_742, 128, 3,
-                         (128, 512, 1024), 128, 20, 2_000, workers, 128)
+        return BenchPlan(
+            device,
+            quick,
+            "r50",
+            85_742,
+            (128, 256),
+            (False, True),
+            5,
+            20,
+            "r50",
+            85_742,
+            128,
+            3,
+            (128, 512, 1024),
+            128,
+            20,
+            2_000,
+            workers,
+            128,
+        )
     if device == "cuda":
-        return BenchPlan(device, quick, "r50", 85_742, (128,), (False,), 3, 10, "r50", 85_742, 128, 3,
-                         (128, 512, 1024), 128, 10, 1_000, workers, 128)
+        return BenchPlan(
+            device,
+            quick,
+            "r50",
+            85_742,
+            (128,),
+            (False,),
+            3,
+            10,
+            "r50",
+            85_742,
+            128,
+            3,
+            (128, 512, 1024),
+            128,
+            10,
+            1_000,
+            workers,
+            128,
+        )
     if not quick:  # a CPU run without --quick: still r50-shaped, but small enough to finish
-        return BenchPlan(device, quick, "r18", 10_000, (32,), (False,), 1, 3, "r18", 1_000, 16, 3,
-                         (128, 512, 1024), 128, 5, 1_000, workers, 64)
-    return BenchPlan(device, quick, "mbf", 1_000, (8,), (False,), 1, 2, "mbf", 100, 4, 2,
-                     (128, 512), 32, 3, 192, (0, min(2, cpu_count)), 32)
+        return BenchPlan(
+            device,
+            quick,
+            "r18",
+            10_000,
+            (32,),
+            (False,),
+            1,
+            3,
+            "r18",
+            1_000,
+            16,
+            3,
+            (128, 512, 1024),
+            128,
+            5,
+            1_000,
+            workers,
+            64,
+        )
+    return BenchPlan(
+        device,
+        quick,
+        "mbf",
+        1_000,
+        (8,),
+        (False,),
+        1,
+        2,
+        "mbf",
+        100,
+        4,
+        2,
+        (128, 512),
+        32,
+        3,
+        192,
+        (0, min(2, cpu_count)),
+        32,
+    )
 
 
 class Clock:
@@ -89,5 +161,9 @@ class Clock:
 def describe_failure(exc: BaseException) -> str:
     """The exception's first line and the innermost frame of this package that raised it."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if "topofr_cli" in f.filename]
-    place = f" (at {frames[-1].filename.rsplit('topofr_cli', 1)[-1].lstrip('/')}:{frames[-1].lineno})" if frames else ""
+    place = (
+        f" (at {frames[-1].filename.rsplit('topofr_cli', 1)[-1].lstrip('/')}:{frames[-1].lineno})"
+        if frames
+        else ""
+    )
     return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}{place}"

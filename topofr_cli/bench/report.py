@@ -46,20 +46,30 @@ def correctness_table(section: dict[str, Any]) -> Table:
 
 
 def training_steps_table(section: dict[str, Any]) -> Table:
-    table = _table(f"2a. Training step, median after warm-up ({_budget(section)})",
-                   ["configuration", "plain img/s", "TopoFR img/s", "TopoFR/plain", "peak GiB plain/TopoFR",
-                    "status"])
+    table = _table(
+        f"2a. Training step, median after warm-up ({_budget(section)})",
+        ["configuration", "plain img/s", "TopoFR img/s", "TopoFR/plain", "peak GiB plain/TopoFR", "status"],
+    )
     for row in section["rows"]:
-        config = (f"{row['network']}, {row['classes']:,} classes, B {row['batch']}, {row['precision']}, "
-                  + ("compiled" if row["compile"] else "eager"))
+        config = f"{row['network']}, {row['classes']:,} classes, B {row['batch']}, {row['precision']}, " + (
+            "compiled" if row["compile"] else "eager"
+        )
         peaks = f"{_fmt(row.get('plain_peak_gib'), 2)} / {_fmt(row.get('topofr_peak_gib'), 2)}"
-        table.add_row(config, _fmt(row.get("plain_img_s")), _fmt(row.get("topofr_img_s")),
-                      _fmt(row.get("topofr_over_plain"), 3), peaks, row["status"])
+        table.add_row(
+            config,
+            _fmt(row.get("plain_img_s")),
+            _fmt(row.get("topofr_img_s")),
+            _fmt(row.get("topofr_over_plain"), 3),
+            peaks,
+            row["status"],
+        )
     return table
 
 
 def step_parts_table(section: dict[str, Any]) -> Table:
-    table = _table(f"2b. Parts of the TopoFR step ({_budget(section)})", ["part", "batch", "ms (median)", "status"])
+    table = _table(
+        f"2b. Parts of the TopoFR step ({_budget(section)})", ["part", "batch", "ms (median)", "status"]
+    )
     for row in section["rows"]:
         table.add_row(row["part"], str(row["batch"]), _fmt(row.get("ms"), 3), row["status"])
     return table
@@ -73,11 +83,18 @@ def h0_pairs_table(section: dict[str, Any]) -> Table:
 
 
 def data_loader_table(section: dict[str, Any]) -> Table:
-    table = _table(f"2d. Train loader on a packed synthetic set ({_budget(section)})",
-                   ["images", "batch", "workers", "img/s", "status"])
+    table = _table(
+        f"2d. Train loader on a packed synthetic set ({_budget(section)})",
+        ["images", "batch", "workers", "img/s", "status"],
+    )
     for row in section["rows"]:
-        table.add_row(str(row["images"]), str(row["batch"]), str(row["workers"]), _fmt(row.get("img_s"), 0),
-                      row["status"])
+        table.add_row(
+            str(row["images"]),
+            str(row["batch"]),
+            str(row["workers"]),
+            _fmt(row.get("img_s"), 0),
+            row["status"],
+        )
     return table
 
 
@@ -85,19 +102,28 @@ def multi_gpu_table(section: dict[str, Any]) -> Table:
     table = _table(f"3. Multi-GPU: {section['status']} ({_budget(section)})", ["what", "value"])
     table.columns[1].justify = "left"
     for row in section["image_gather_bytes"]:
-        table.add_row(f"global PTSA image all-gather, {row['world_size']} ranks × {row['batch_per_rank']}",
-                      f"{row['float32_bytes'] / MB:,.1f} MB as float32 → {row['uint8_bytes'] / MB:,.1f} MB as uint8 "
-                      "(computed)")
+        table.add_row(
+            f"global PTSA image all-gather, {row['world_size']} ranks × {row['batch_per_rank']}",
+            f"{row['float32_bytes'] / MB:,.1f} MB as float32 → {row['uint8_bytes'] / MB:,.1f} MB as uint8 "
+            "(computed)",
+        )
     if "two_ranks_equal_one_process" in section:
-        table.add_row("2 ranks equal 1 process", f"{_verdict(section['two_ranks_equal_one_process'])} (worst "
-                      f"relative Δ {section['worst_relative_delta']:.1e}, {section['tolerance']})")
+        table.add_row(
+            "2 ranks equal 1 process",
+            f"{_verdict(section['two_ranks_equal_one_process'])} (worst "
+            f"relative Δ {section['worst_relative_delta']:.1e}, {section['tolerance']})",
+        )
         measured = section["measured_image_gather_bytes"]
-        table.add_row(f"image all-gather measured, 2 ranks × {measured['batch_per_rank']}",
-                      f"{measured['bytes']:,} B (float32 would be {measured['float32_would_be']:,} B)")
+        table.add_row(
+            f"image all-gather measured, 2 ranks × {measured['batch_per_rank']}",
+            f"{measured['bytes']:,} B (float32 would be {measured['float32_would_be']:,} B)",
+        )
         tp = section["throughput"]
-        table.add_row(f"img/s per GPU, {tp['network']} B={tp['batch_per_gpu']}/GPU",
-                      f"plain {_fmt(tp.get('plain_img_s_per_gpu'))}, TopoFR global scope "
-                      f"{_fmt(tp.get('topofr_img_s_per_gpu'))}" + (f" — {tp['status']}" if "status" in tp else ""))
+        table.add_row(
+            f"img/s per GPU, {tp['network']} B={tp['batch_per_gpu']}/GPU",
+            f"plain {_fmt(tp.get('plain_img_s_per_gpu'))}, TopoFR global scope "
+            f"{_fmt(tp.get('topofr_img_s_per_gpu'))}" + (f" — {tp['status']}" if "status" in tp else ""),
+        )
     return table
 
 
@@ -114,8 +140,11 @@ TABLES = {
 def heading(result: dict[str, Any]) -> str:
     env = result["environment"]
     mode = "quick" if result["quick"] else "full"
-    return (f"topofr bench ({mode}) on {env['device_name']}, torch {env['torch']}"
-            + (f", CUDA {env['cuda']}" if env["device"] == "cuda" else "") + f", {env['visible_gpus']} GPU(s) visible")
+    return (
+        f"topofr bench ({mode}) on {env['device_name']}, torch {env['torch']}"
+        + (f", CUDA {env['cuda']}" if env["device"] == "cuda" else "")
+        + f", {env['visible_gpus']} GPU(s) visible"
+    )
 
 
 def to_json(result: dict[str, Any]) -> str:

@@ -45,19 +45,27 @@ def environment(device: torch.device) -> dict[str, Any]:
     }
 
 
-def run_bench(device_choice: str, quick: bool,
-              on_section: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def run_bench(
+    device_choice: str, quick: bool, on_section: Callable[[str, dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
     """Every section on one device; `on_section(key, section)` is called as each one finishes."""
     started = time.perf_counter()
     device = resolve_device(device_choice)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = True  # as training would: fixed shapes, so tune the convolutions once
+        torch.backends.cudnn.benchmark = (
+            True  # as training would: fixed shapes, so tune the convolutions once
+        )
     plan = make_plan(device.type, quick, os.cpu_count() or 1)
     ctx = DistContext(0, 0, 1, device, None)
-    result: dict[str, Any] = {"topofr_bench": FORMAT_VERSION, "quick": quick, "environment": environment(device),
-                              "plan": {k: v for k, v in dataclasses.asdict(plan).items() if k != "budgets_s"},
-                              "budgets_s": plan.budgets_s, "total_budget_s": TOTAL_BUDGET_S}
+    result: dict[str, Any] = {
+        "topofr_bench": FORMAT_VERSION,
+        "quick": quick,
+        "environment": environment(device),
+        "plan": {k: v for k, v in dataclasses.asdict(plan).items() if k != "budgets_s"},
+        "budgets_s": plan.budgets_s,
+        "total_budget_s": TOTAL_BUDGET_S,
+    }
     for key, budget_name, run in SECTIONS:
         left = max(0.0, TOTAL_BUDGET_S - (time.perf_counter() - started))
         budgets = {**plan.budgets_s, budget_name: min(plan.budgets_s[budget_name], left)}

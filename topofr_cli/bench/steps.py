@@ -27,14 +27,16 @@ EMBEDDING = 512
 
 def ddp_wrap(backbone: torch.nn.Module, ctx: DistContext) -> torch.nn.Module:
     """The backbone in DDP as the trainer wraps it: gradients summed over ranks (Partial FC's global loss)."""
-    model = DistributedDataParallel(backbone, device_ids=[ctx.device] if ctx.device.type == "cuda" else None,
-                                    gradient_as_bucket_view=True)
+    model = DistributedDataParallel(
+        backbone, device_ids=[ctx.device] if ctx.device.type == "cuda" else None, gradient_as_bucket_view=True
+    )
     model.register_comm_hook(None, sum_gradients_hook)
     return model
 
 
-def make_objective(kind: Literal["plain", "topofr"], *, sde: bool = True, world_size: int = 1,
-                   scope: str = "local") -> torch.nn.Module:
+def make_objective(
+    kind: Literal["plain", "topofr"], *, sde: bool = True, world_size: int = 1, scope: str = "local"
+) -> torch.nn.Module:
     if kind == "plain":
         return PlainObjective()
     config = TopoFRConfig(enabled=True)
@@ -43,8 +45,16 @@ def make_objective(kind: Literal["plain", "topofr"], *, sde: bool = True, world_
     return TopoFRObjective(config, world_size=world_size)
 
 
-def make_train_step(network: str, classes: int, objective: torch.nn.Module, precision: str,
-                    ctx: DistContext, *, compile_backbone: bool = False, wrap=None) -> TrainStep:
+def make_train_step(
+    network: str,
+    classes: int,
+    objective: torch.nn.Module,
+    precision: str,
+    ctx: DistContext,
+    *,
+    compile_backbone: bool = False,
+    wrap=None,
+) -> TrainStep:
     """A fresh model and optimizers (seeded) around TrainStep. `wrap` turns the backbone into what the
     step calls (DDP in the multi-GPU section); torch.compile goes around that, as in the trainer."""
     torch.manual_seed(0)
@@ -56,17 +66,39 @@ def make_train_step(network: str, classes: int, objective: torch.nn.Module, prec
     if compile_backbone:
         model = torch.compile(model, dynamic=False)
     optimizers = [
-        torch.optim.SGD([*backbone.parameters(), *objective.parameters()], lr=0.01, momentum=0.9,
-                        weight_decay=5e-4, fused=True),
+        torch.optim.SGD(
+            [*backbone.parameters(), *objective.parameters()],
+            lr=0.01,
+            momentum=0.9,
+            weight_decay=5e-4,
+            fused=True,
+        ),
         torch.optim.SGD(classifier.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4, fused=True),
     ]
-    return TrainStep(backbone=model, backbone_params=list(backbone.parameters()), classifier=classifier,
-                     objective=objective, optimizers=optimizers, precision=precision, dist_ctx=ctx,
-                     clip_grad_norm=5.0, channels_last=True, horizontal_flip=True, seed=0)
+    return TrainStep(
+        backbone=model,
+        backbone_params=list(backbone.parameters()),
+        classifier=classifier,
+        objective=objective,
+        optimizers=optimizers,
+        precision=precision,
+        dist_ctx=ctx,
+        clip_grad_norm=5.0,
+        channels_last=True,
+        horizontal_flip=True,
+        seed=0,
+    )
 
 
-def step_times_ms(step: Callable[[torch.Tensor, torch.Tensor, int], object], images: torch.Tensor, labels: torch.Tensor, *, warmup: int, steps: int,
-                  time_cap_s: float = float("inf")) -> list[float]:
+def step_times_ms(
+    step: Callable[[torch.Tensor, torch.Tensor, int], object],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    warmup: int,
+    steps: int,
+    time_cap_s: float = float("inf"),
+) -> list[float]:
     """Wall time of each timed step (synchronised), after `warmup` untimed ones; stops early past the cap."""
     for i in range(warmup):
         step(images, labels, i)
@@ -83,8 +115,14 @@ def step_times_ms(step: Callable[[torch.Tensor, torch.Tensor, int], object], ima
     return times
 
 
-def images_per_second(step: Callable[[torch.Tensor, torch.Tensor, int], object], images: torch.Tensor, labels: torch.Tensor, *, warmup: int,
-                      steps: int) -> float:
+def images_per_second(
+    step: Callable[[torch.Tensor, torch.Tensor, int], object],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    warmup: int,
+    steps: int,
+) -> float:
     """Batch size over the median step time."""
     times = step_times_ms(step, images, labels, warmup=warmup, steps=steps)
     return images.shape[0] * 1e3 / statistics.median(times)

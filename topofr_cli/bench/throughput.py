@@ -32,16 +32,20 @@ PRECISION = "bf16"
 TIMED_STEP_CAP_S = 20.0  # per objective and configuration: a slow device still finishes its section
 
 
-def _time_objective(plan: BenchPlan, ctx: DistContext, kind: str, batch: int, compiled: bool
-                    ) -> tuple[float, float | None]:
+def _time_objective(
+    plan: BenchPlan, ctx: DistContext, kind: str, batch: int, compiled: bool
+) -> tuple[float, float | None]:
     """(median step ms, peak GiB) of one objective; the model is freed before returning."""
     images, labels = synthetic_batch(batch, plan.classes, ctx.device)
     free_device_memory(ctx.device)
     reset_peak_memory(ctx.device)
-    step = make_train_step(plan.network, plan.classes, make_objective(kind), PRECISION, ctx,
-                           compile_backbone=compiled)
+    step = make_train_step(
+        plan.network, plan.classes, make_objective(kind), PRECISION, ctx, compile_backbone=compiled
+    )
     warmup = plan.warmup_steps + (2 if compiled else 0)  # the first compiled calls compile forward, backward
-    times = step_times_ms(step, images, labels, warmup=warmup, steps=plan.timed_steps, time_cap_s=TIMED_STEP_CAP_S)
+    times = step_times_ms(
+        step, images, labels, warmup=warmup, steps=plan.timed_steps, time_cap_s=TIMED_STEP_CAP_S
+    )
     peak = peak_memory_gib(ctx.device)
     del step
     free_device_memory(ctx.device)
@@ -49,8 +53,13 @@ def _time_objective(plan: BenchPlan, ctx: DistContext, kind: str, batch: int, co
 
 
 def _step_row(plan: BenchPlan, ctx: DistContext, batch: int, compiled: bool, clock: Clock) -> dict[str, Any]:
-    row: dict[str, Any] = {"network": plan.network, "classes": plan.classes, "batch": batch,
-                           "precision": f"{PRECISION}+channels-last", "compile": compiled}
+    row: dict[str, Any] = {
+        "network": plan.network,
+        "classes": plan.classes,
+        "batch": batch,
+        "precision": f"{PRECISION}+channels-last",
+        "compile": compiled,
+    }
     skip = clock.skip_reason(COMPILE_RESERVE_S if compiled else 0.0)
     if skip:
         return {**row, "status": skip}
@@ -59,8 +68,13 @@ def _step_row(plan: BenchPlan, ctx: DistContext, batch: int, compiled: bool, clo
             if kind == "topofr" and (skip := clock.skip_reason(COMPILE_RESERVE_S if compiled else 0.0)):
                 return {**row, "status": f"TopoFR {skip}"}  # the plain half (a slow compile) spent it
             ms, peak = _time_objective(plan, ctx, kind, batch, compiled)
-            row.update({f"{kind}_ms": round(ms, 2), f"{kind}_img_s": round(batch * 1e3 / ms, 1),
-                        f"{kind}_peak_gib": None if peak is None else round(peak, 2)})
+            row.update(
+                {
+                    f"{kind}_ms": round(ms, 2),
+                    f"{kind}_img_s": round(batch * 1e3 / ms, 1),
+                    f"{kind}_peak_gib": None if peak is None else round(peak, 2),
+                }
+            )
         row["topofr_over_plain"] = round(row["topofr_ms"] / row["plain_ms"], 3)
         row["status"] = "ok"
     except Exception as exc:  # an out-of-memory or a compiler failure is a result, not a crash
@@ -71,7 +85,11 @@ def _step_row(plan: BenchPlan, ctx: DistContext, batch: int, compiled: bool, clo
 
 def training_steps(plan: BenchPlan, ctx: DistContext) -> dict[str, Any]:
     clock = Clock(plan.budgets_s["training steps"])
-    rows = [_step_row(plan, ctx, batch, compiled, clock) for compiled in plan.compile_modes for batch in plan.batches]
+    rows = [
+        _step_row(plan, ctx, batch, compiled, clock)
+        for compiled in plan.compile_modes
+        for batch in plan.batches
+    ]
     return {"seconds": round(clock.elapsed(), 2), "budget_s": clock.budget_s, "rows": rows}
 
 

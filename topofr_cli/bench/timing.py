@@ -51,8 +51,9 @@ def device_name(device: torch.device) -> str:
     return f"CPU ({torch.get_num_threads()} torch thread(s))"
 
 
-def synthetic_batch(batch: int, classes: int, device: torch.device, seed: int = 0
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+def synthetic_batch(
+    batch: int, classes: int, device: torch.device, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images [B, 3, 112, 112] and labels on `device`, as the loader delivers them."""
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (batch, 3, 112, 112), dtype=torch.uint8, generator=g)

@@ -27,16 +27,21 @@ def _number(value: float) -> str:
 
 
 def _input_table(result: AnalysisResult) -> Table:
-    table = Table(title=f"input space of {result.sample.dataset} ({len(result.sample.indices)} samples, "
-                        f"{len(set(result.sample.labels.tolist()))} identities)")
+    table = Table(
+        title=f"input space of {result.sample.dataset} ({len(result.sample.indices)} samples, "
+        f"{len(set(result.sample.labels.tolist()))} identities)"
+    )
     for column in ("dim", "pairs", "max death", "mean persistence", "total persistence"):
         table.add_column(column, justify="right")
     for dim, diagram in result.input.diagrams.items():
         persistence = diagram[:, 1] - diagram[:, 0]
-        table.add_row(f"H{dim}", str(len(diagram)),
-                      _number(float(diagram[:, 1].max())) if len(diagram) else "-",
-                      _number(float(persistence.mean())) if len(diagram) else "-",
-                      _number(float(persistence.sum())))
+        table.add_row(
+            f"H{dim}",
+            str(len(diagram)),
+            _number(float(diagram[:, 1].max())) if len(diagram) else "-",
+            _number(float(persistence.mean())) if len(diagram) else "-",
+            _number(float(persistence.sum())),
+        )
     return table
 
 
@@ -56,14 +61,23 @@ def _distance_table(result: AnalysisResult) -> Table:
             step = "-" if point.step is None else str(point.step)
             for space, comparison in point.comparisons.items():
                 for dim, d in comparison.distances.items():
-                    table.add_row(target.label, step, space, f"H{dim}", _number(d.bottleneck),
-                                  _number(d.wasserstein_1), _number(d.wasserstein_2))
+                    table.add_row(
+                        target.label,
+                        step,
+                        space,
+                        f"H{dim}",
+                        _number(d.bottleneck),
+                        _number(d.wasserstein_1),
+                        _number(d.wasserstein_2),
+                    )
     return table
 
 
 def _ptsa_table(result: AnalysisResult) -> Table:
-    table = Table(title="PTSA loss forms and shared H0 pairs (MST edges), input vs latent; the model's "
-                        "mean cosine between different images and held-out accuracy")
+    table = Table(
+        title="PTSA loss forms and shared H0 pairs (MST edges), input vs latent; the model's "
+        "mean cosine between different images and held-out accuracy"
+    )
     for column in ("model", "step", "space", "official", "symmetric", "shared H0", "mean cos", "accuracy"):
         table.add_column(column, justify="left" if column in ("model", "space") else "right", no_wrap=True)
     for target in result.targets:
@@ -72,9 +86,16 @@ def _ptsa_table(result: AnalysisResult) -> Table:
             cosine = f"{point.mean_cosine:.3f}" + (" [red](degenerate)[/]" if point.degenerate else "")
             accuracy = "-" if point.verification is None else f"{point.verification.accuracy:.2%}"
             for space, comparison in point.comparisons.items():
-                table.add_row(target.label, step, space, _number(comparison.ptsa_official),
-                              _number(comparison.ptsa_symmetric), f"{comparison.shared_h0_fraction:.1%}",
-                              cosine, accuracy)
+                table.add_row(
+                    target.label,
+                    step,
+                    space,
+                    _number(comparison.ptsa_official),
+                    _number(comparison.ptsa_symmetric),
+                    f"{comparison.shared_h0_fraction:.1%}",
+                    cosine,
+                    accuracy,
+                )
     return table
 
 
@@ -82,12 +103,15 @@ def _ptsa_table(result: AnalysisResult) -> Table:
 @prints_json
 def analyze_topology(
     models: list[Path] = typer.Argument(
-        None, metavar="MODEL_OR_RUN_DIR",
+        None,
+        metavar="MODEL_OR_RUN_DIR",
         help="Model files (topofr checkpoint, the reference implementation's model.pt, insightface backbone, ONNX) or run directories "
-             "(RUN/checkpoints/step_*.pt: one analysis per checkpoint, plus the structure collapse curve). "
-             "Omit with --no-model.",
+        "(RUN/checkpoints/step_*.pt: one analysis per checkpoint, plus the structure collapse curve). "
+        "Omit with --no-model.",
     ),
-    data: Path = typer.Option(..., "--data", help="Dataset to sample: packed folder, RecordIO, or image folder."),
+    data: Path = typer.Option(
+        ..., "--data", help="Dataset to sample: packed folder, RecordIO, or image folder."
+    ),
     samples: int = typer.Option(512, "--samples", help="Number of images in the sample."),
     per_identity: int | None = typer.Option(
         None, "--per-identity", help="Take K images from each drawn identity, so identity clusters exist."
@@ -95,15 +119,20 @@ def analyze_topology(
     dims: str = typer.Option("0,1", "--dims", help="Homology dimensions, comma-separated (0 and/or 1)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sample draw (same seed, same sample)."),
     out: Path | None = typer.Option(
-        None, "--out",
+        None,
+        "--out",
         help="Output directory: diagrams.parquet, distances.csv, summary.json, PNG figures. Default: beside "
-             "the run (RUN/analyze-topology/, RUN/analyze-topology/step_N/ for one checkpoint), else "
-             "topofr-analyze-topology/<model or dataset name>/.",
+        "the run (RUN/analyze-topology/, RUN/analyze-topology/step_N/ for one checkpoint), else "
+        "topofr-analyze-topology/<model or dataset name>/.",
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier analysis in the output directory."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an earlier analysis in the output directory."
+    ),
     no_model: bool = typer.Option(False, "--no-model", help="Analyse the input space of the dataset alone."),
     batch_size: int = typer.Option(128, "--batch-size", help="Images per forward pass when embedding."),
-    device: str = typer.Option("auto", "--device", help="Device for embedding and distances: auto, cpu, cuda or cuda:N."),
+    device: str = typer.Option(
+        "auto", "--device", help="Device for embedding and distances: auto, cpu, cuda or cuda:N."
+    ),
     figure_format: str = typer.Option("png", "--figure-format", help="Figures as png, pdf or svg."),
     json_out: bool = json_option(),
 ) -> dict[str, Any]:
@@ -118,7 +147,9 @@ def analyze_topology(
     if no_model and models:
         raise TopofrError(f"--no-model: do not also name models ({models[0]})")
     if not no_model and not models:
-        raise TopofrError("name at least one MODEL_OR_RUN_DIR, or pass --no-model to analyse the dataset alone")
+        raise TopofrError(
+            "name at least one MODEL_OR_RUN_DIR, or pass --no-model to analyse the dataset alone"
+        )
     check_format(figure_format)
     dimensions = parse_dims(dims)
     torch_device = resolve_device(device)
@@ -126,8 +157,17 @@ def analyze_topology(
         out = default_output("analyze-topology", models[0] if len(models) == 1 else Path(data))
     check_output_dir(out, overwrite=overwrite)  # before minutes of work, not after
     progress = RichProgress(console, elapsed=True)
-    result = analyze(data, models, samples=samples, per_identity=per_identity, dims=dimensions, seed=seed,
-                     batch_size=batch_size, device=torch_device, progress=progress)
+    result = analyze(
+        data,
+        models,
+        samples=samples,
+        per_identity=per_identity,
+        dims=dimensions,
+        seed=seed,
+        batch_size=batch_size,
+        device=torch_device,
+        progress=progress,
+    )
     with stage(progress, "writing outputs"):
         written = write_outputs(result, out, figure_format=figure_format, overwrite=overwrite)
     console.print(_input_table(result))
@@ -138,7 +178,9 @@ def analyze_topology(
         for point in target.points:
             if point.degenerate:
                 step = "" if point.step is None or not target.is_run else f" step {point.step}"
-                warn(degenerate_warning(f"{target.label}{step}", point.mean_cosine)
-                     + "; its diagram distances are not a sign of good alignment")
+                warn(
+                    degenerate_warning(f"{target.label}{step}", point.mean_cosine)
+                    + "; its diagram distances are not a sign of good alignment"
+                )
     console.print(f"wrote {len(written['files'])} files to [bold]{out}[/]: {', '.join(written['files'])}")
     return {**written, "out": out}

@@ -13,21 +13,39 @@ from topofr_cli import __version__
 from topofr_cli.cli.lazy import lazy_group
 
 COMMANDS = {  # name: ("module:attribute", one-line help)
-    "prepare": ("topofr_cli.cli.prepare:app", "Bring datasets in: pack RecordIO or image folders, build .bin "
-                "pair files, or generate synthetic faces."),
-    "train": ("topofr_cli.cli.train:train", "Train a model from RECIPE; prints verification accuracy next to "
-              "the raw-pixel baseline."),
-    "eval": ("topofr_cli.cli.evaluate:evaluate", "Evaluate a face model: verification .bin files, IJB-B/C 1:1, "
-             "or write dataset embeddings."),
-    "export": ("topofr_cli.cli.evaluate:export", "Export the backbone to ONNX and check it against PyTorch "
-               "with onnxruntime."),
-    "analyze-topology": ("topofr_cli.cli.analyze_topology:analyze_topology", "Persistence diagrams (H0, H1) of "
-                         "a dataset sample in input and latent space, their distances, and the structure "
-                         "collapse curve of a training run."),
-    "hard-samples": ("topofr_cli.cli.hard_samples:hard_samples", "Rank every image by structure damage score "
-                     "(SDS = w1 · w2, docs/method.md §1.3) to find label noise."),
-    "bench": ("topofr_cli.cli.bench:bench", "How fast is TopoFR on this hardware, what does it cost over plain "
-              "ArcFace, and is every device path right?"),
+    "prepare": (
+        "topofr_cli.cli.prepare:app",
+        "Bring datasets in: pack RecordIO or image folders, build .bin "
+        "pair files, or generate synthetic faces.",
+    ),
+    "train": (
+        "topofr_cli.cli.train:train",
+        "Train a model from RECIPE; prints verification accuracy next to the raw-pixel baseline.",
+    ),
+    "eval": (
+        "topofr_cli.cli.evaluate:evaluate",
+        "Evaluate a face model: verification .bin files, IJB-B/C 1:1, or write dataset embeddings.",
+    ),
+    "export": (
+        "topofr_cli.cli.evaluate:export",
+        "Export the backbone to ONNX and check it against PyTorch with onnxruntime.",
+    ),
+    "analyze-topology": (
+        "topofr_cli.cli.analyze_topology:analyze_topology",
+        "Persistence diagrams (H0, H1) of "
+        "a dataset sample in input and latent space, their distances, and the structure "
+        "collapse curve of a training run.",
+    ),
+    "hard-samples": (
+        "topofr_cli.cli.hard_samples:hard_samples",
+        "Rank every image by structure damage score "
+        "(SDS = w1 · w2, docs/method.md §1.3) to find label noise.",
+    ),
+    "bench": (
+        "topofr_cli.cli.bench:bench",
+        "How fast is TopoFR on this hardware, what does it cost over plain "
+        "ArcFace, and is every device path right?",
+    ),
 }
 
 app = typer.Typer(

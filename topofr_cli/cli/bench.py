@@ -27,11 +27,21 @@ HELP = (
 
 @user_errors
 def bench(
-    device: str = typer.Option("auto", "--device", help=f"Where to run: {DEVICE_NAMES} (auto: CUDA when present)."),
-    quick: bool = typer.Option(False, "--quick", help="Every section, small: one batch size, no torch.compile; on "
-                               "the CPU a MobileFaceNet and a few classes (well under a minute)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout (tables go to stderr)."),
-    out: Path | None = typer.Option(None, "--out", "-o", help=f"Also write {JSON_NAME} and {TEXT_NAME} here."),
+    device: str = typer.Option(
+        "auto", "--device", help=f"Where to run: {DEVICE_NAMES} (auto: CUDA when present)."
+    ),
+    quick: bool = typer.Option(
+        False,
+        "--quick",
+        help="Every section, small: one batch size, no torch.compile; on "
+        "the CPU a MobileFaceNet and a few classes (well under a minute).",
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print one JSON object on stdout (tables go to stderr)."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help=f"Also write {JSON_NAME} and {TEXT_NAME} here."
+    ),
 ) -> None:
     from topofr_cli.bench import run_bench
     from topofr_cli.bench.report import TABLES, heading, to_json, write_atomic
@@ -53,7 +63,9 @@ def bench(
         shown.print(f"wrote {out / JSON_NAME} and {out / TEXT_NAME}", highlight=False)
     if as_json:
         typer.echo(to_json(result), nl=False)
-    failed = result["correctness"]["failed"] + (["multi-GPU equality"] if result["multi_gpu"]["status"] == "fail" else [])
+    failed = result["correctness"]["failed"] + (
+        ["multi-GPU equality"] if result["multi_gpu"]["status"] == "fail" else []
+    )
     if failed:
         fail(f"checks failed: {', '.join(failed)}")
         raise typer.Exit(1)

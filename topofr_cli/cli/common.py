@@ -74,8 +74,10 @@ def warn(message: str) -> None:
 
 def degenerate_warning(what: str, mean_cosine: float) -> str:
     """The one wording for a collapsed model (`evaluation.degeneracy`), whichever command finds it."""
-    return (f"{what}: degenerate embeddings (mean cosine between different images {mean_cosine:.4f}); "
-            "the model maps every face to nearly the same direction, so its scores say little")
+    return (
+        f"{what}: degenerate embeddings (mean cosine between different images {mean_cosine:.4f}); "
+        "the model maps every face to nearly the same direction, so its scores say little"
+    )
 
 
 def not_built(command: str, issue: str) -> typer.Exit:

@@ -34,8 +34,11 @@ def plain(value: Any) -> Any:
 
 
 def json_option() -> Any:
-    return typer.Option(False, "--json", help="Print one JSON object with the results on stdout (everything "
-                        "else goes to stderr).")
+    return typer.Option(
+        False,
+        "--json",
+        help="Print one JSON object with the results on stdout (everything else goes to stderr).",
+    )
 
 
 def prints_json(func: Callable[..., dict[str, Any] | None]) -> Callable[..., None]:

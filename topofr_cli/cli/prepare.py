@@ -14,8 +14,11 @@ from topofr_cli.errors import TopofrError
 if TYPE_CHECKING:
     import numpy as np
 
-app = typer.Typer(help="Bring datasets in: pack RecordIO or image folders, build .bin pair files, "
-                  "or generate synthetic faces.", no_args_is_help=True)
+app = typer.Typer(
+    help="Bring datasets in: pack RecordIO or image folders, build .bin pair files, "
+    "or generate synthetic faces.",
+    no_args_is_help=True,
+)
 
 _SHOWN_SKIPS = 20
 
@@ -36,22 +39,46 @@ def prepare_folder(
     source: Path = typer.Argument(..., help="Image folder with one sub-folder per identity."),
     out: Path = typer.Argument(..., help="Output packed dataset directory (must not exist)."),
     landmarks: Path | None = typer.Option(
-        None, "--landmarks", help="CSV of 'path, x1 y1 ... x5 y5' (path relative to SOURCE): align every "
-        "image onto the ArcFace template before packing."),
-    size: int = typer.Option(112, "--size", help="Side of the aligned crop (with --landmarks or --detect): a "
-                             "multiple of 112, or of 128 (insightface's convention: the 112 face, 8 px margins)."),
-    detect: bool = typer.Option(False, "--detect", help="Raw photos: find the face in each, align it and pack it "
-                                "(needs pip install 'topofr[detect]'). Writes OUT/detections.csv."),
-    detector: str = typer.Option("dlib-hog", "--detector", help="With --detect: dlib-hog (fast; faces of 80 px "
-                                 "and more in the photo shrunk to 1024 px), dlib-hog-small (down to 40 px, 3x slower), "
-                                 "dlib-cnn (more poses, slow on CPU), or package.module:factory for your own detector."),
-    pick: str = typer.Option("largest", "--pick", help="With --detect, the face kept when a photo has several: "
-                             "largest or central (box centre nearest the photo centre)."),
+        None,
+        "--landmarks",
+        help="CSV of 'path, x1 y1 ... x5 y5' (path relative to SOURCE): align every "
+        "image onto the ArcFace template before packing.",
+    ),
+    size: int = typer.Option(
+        112,
+        "--size",
+        help="Side of the aligned crop (with --landmarks or --detect): a "
+        "multiple of 112, or of 128 (insightface's convention: the 112 face, 8 px margins).",
+    ),
+    detect: bool = typer.Option(
+        False,
+        "--detect",
+        help="Raw photos: find the face in each, align it and pack it "
+        "(needs pip install 'topofr[detect]'). Writes OUT/detections.csv.",
+    ),
+    detector: str = typer.Option(
+        "dlib-hog",
+        "--detector",
+        help="With --detect: dlib-hog (fast; faces of 80 px "
+        "and more in the photo shrunk to 1024 px), dlib-hog-small (down to 40 px, 3x slower), "
+        "dlib-cnn (more poses, slow on CPU), or package.module:factory for your own detector.",
+    ),
+    pick: str = typer.Option(
+        "largest",
+        "--pick",
+        help="With --detect, the face kept when a photo has several: "
+        "largest or central (box centre nearest the photo centre).",
+    ),
     workers: int = typer.Option(1, "--workers", help="With --detect: detection processes."),
-    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave out undecodable images (and, with "
-                                  "--landmarks, images without a row) and list them, instead of failing."),
-    no_verify: bool = typer.Option(False, "--no-verify", help="Do not decode each image to check it "
-                                   "(without --landmarks)."),
+    skip_bad: bool = typer.Option(
+        False,
+        "--skip-bad",
+        help="Leave out undecodable images (and, with "
+        "--landmarks, images without a row) and list them, instead of failing.",
+    ),
+    no_verify: bool = typer.Option(
+        False, "--no-verify", help="Do not decode each image to check it (without --landmarks)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
 ) -> None:
     """Pack an image folder (optionally 5-point aligned, or detected and aligned) into the packed format."""
@@ -83,12 +110,23 @@ def prepare_folder(
                 raise TopofrError(f"cannot align: {exc}") from None
 
         extra = {"aligned": True, "landmarks": str(landmarks)}
-    report = pack_dataset(dataset, out, source=str(source), verify=not no_verify, skip_bad=skip_bad,
-                          transform=transform, num_classes=dataset.num_classes, overwrite=overwrite,
-                          extra_meta={**extra, "identities": dataset.identities}, progress=bars(console))
+    report = pack_dataset(
+        dataset,
+        out,
+        source=str(source),
+        verify=not no_verify,
+        skip_bad=skip_bad,
+        transform=transform,
+        num_classes=dataset.num_classes,
+        overwrite=overwrite,
+        extra_meta={**extra, "identities": dataset.identities},
+        progress=bars(console),
+    )
     _report_skipped(report.skipped, "images")
-    console.print(f"packed {report.num_images} images of {report.num_classes} identities into {report.out_dir}",
-                  highlight=False)
+    console.print(
+        f"packed {report.num_images} images of {report.num_classes} identities into {report.out_dir}",
+        highlight=False,
+    )
 
 
 def _check_size(size: int) -> None:
@@ -100,33 +138,62 @@ def _check_size(size: int) -> None:
         raise TopofrError(f"--size: {exc}") from None
 
 
-def _prepare_detected(source: Path, out: Path, landmarks: Path | None, detector: str, pick: str, size: int,
-                      workers: int, skip_bad: bool, overwrite: bool) -> None:
+def _prepare_detected(
+    source: Path,
+    out: Path,
+    landmarks: Path | None,
+    detector: str,
+    pick: str,
+    size: int,
+    workers: int,
+    skip_bad: bool,
+    overwrite: bool,
+) -> None:
     from topofr_cli.data.detect_folder import DETECTIONS_FILE, pack_detected_folder
 
     if landmarks is not None:
         raise TopofrError("--detect and --landmarks exclude each other (--detect finds the landmarks)")
-    report = pack_detected_folder(source, out, detector=detector, pick=pick, size=size, workers=workers,
-                                  skip_bad=skip_bad, overwrite=overwrite, progress=bars(console))
+    report = pack_detected_folder(
+        source,
+        out,
+        detector=detector,
+        pick=pick,
+        size=size,
+        workers=workers,
+        skip_bad=skip_bad,
+        overwrite=overwrite,
+        progress=bars(console),
+    )
     _report_skipped(report.unreadable, "unreadable images")
     if report.no_face:
-        console.print(f"[yellow]no face found in {len(report.no_face)} photos[/] (listed in "
-                      f"{report.out_dir / DETECTIONS_FILE})", highlight=False)
+        console.print(
+            f"[yellow]no face found in {len(report.no_face)} photos[/] (listed in "
+            f"{report.out_dir / DETECTIONS_FILE})",
+            highlight=False,
+        )
     total = report.num_images + len(report.no_face) + len(report.unreadable)
-    console.print(f"packed {report.num_images} aligned faces of {report.num_classes} identities into "
-                  f"{report.out_dir} ({total / report.seconds:.1f} photos/s)", highlight=False)
+    console.print(
+        f"packed {report.num_images} aligned faces of {report.num_classes} identities into "
+        f"{report.out_dir} ({total / report.seconds:.1f} photos/s)",
+        highlight=False,
+    )
 
 
 @app.command("rec")
 @user_errors
 def prepare_rec(
-    source: Path = typer.Argument(..., help="insightface RecordIO: folder with train.rec/.idx, a prefix, "
-                                  "or the .rec file."),
+    source: Path = typer.Argument(
+        ..., help="insightface RecordIO: folder with train.rec/.idx, a prefix, or the .rec file."
+    ),
     out: Path = typer.Argument(..., help="Output packed dataset directory (must not exist)."),
-    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave out undecodable images and list them, "
-                                  "instead of failing."),
-    no_verify: bool = typer.Option(False, "--no-verify", help="Copy bytes without decoding each image "
-                                   "(faster; corrupt images are not caught)."),
+    skip_bad: bool = typer.Option(
+        False, "--skip-bad", help="Leave out undecodable images and list them, instead of failing."
+    ),
+    no_verify: bool = typer.Option(
+        False,
+        "--no-verify",
+        help="Copy bytes without decoding each image (faster; corrupt images are not caught).",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
 ) -> None:
     """Copy a RecordIO set into the packed format, byte for byte (no re-encoding)."""
@@ -134,23 +201,41 @@ def prepare_rec(
     from topofr_cli.data.recordio import RecordIODataset
 
     dataset = RecordIODataset(source)
-    report = pack_dataset(dataset, out, source=str(dataset.rec_path), verify=not no_verify, skip_bad=skip_bad,
-                          num_classes=dataset.num_classes, overwrite=overwrite, progress=bars(console))
+    report = pack_dataset(
+        dataset,
+        out,
+        source=str(dataset.rec_path),
+        verify=not no_verify,
+        skip_bad=skip_bad,
+        num_classes=dataset.num_classes,
+        overwrite=overwrite,
+        progress=bars(console),
+    )
     _report_skipped(report.skipped, "images")
-    console.print(f"packed {report.num_images} images of {report.num_classes} classes into {report.out_dir}",
-                  highlight=False)
+    console.print(
+        f"packed {report.num_images} images of {report.num_classes} classes into {report.out_dir}",
+        highlight=False,
+    )
 
 
 @app.command("bin")
 @user_errors
 def prepare_bin(
-    pairs: Path = typer.Argument(..., help="CSV with columns path1, path2, issame (paths relative to the "
-                                 "CSV's folder)."),
+    pairs: Path = typer.Argument(
+        ..., help="CSV with columns path1, path2, issame (paths relative to the CSV's folder)."
+    ),
     out: Path = typer.Argument(..., help="Output .bin file."),
-    size: int | None = typer.Option(None, "--size", help="Resize every image to SIZE x SIZE and re-encode "
-                                    "as JPEG (default: store the files' bytes as they are)."),
-    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave out pairs with an unreadable image and "
-                                  "list them, instead of failing."),
+    size: int | None = typer.Option(
+        None,
+        "--size",
+        help="Resize every image to SIZE x SIZE and re-encode "
+        "as JPEG (default: store the files' bytes as they are).",
+    ),
+    skip_bad: bool = typer.Option(
+        False,
+        "--skip-bad",
+        help="Leave out pairs with an unreadable image and list them, instead of failing.",
+    ),
     no_verify: bool = typer.Option(False, "--no-verify", help="Do not decode each image to check it."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
 ) -> None:
@@ -159,8 +244,15 @@ def prepare_bin(
 
     if not pairs.is_file():
         raise TopofrError(f"{pairs}: no such file")
-    report = build_bin(pairs, out, size=size, verify=not no_verify, skip_bad=skip_bad, overwrite=overwrite,
-                       progress=bars(console))
+    report = build_bin(
+        pairs,
+        out,
+        size=size,
+        verify=not no_verify,
+        skip_bad=skip_bad,
+        overwrite=overwrite,
+        progress=bars(console),
+    )
     _report_skipped(report.skipped, "pairs (by CSV line)")
     console.print(f"wrote {report.num_pairs} pairs to {report.path}", highlight=False)
 
@@ -170,18 +262,29 @@ def prepare_bin(
 def synthetic(
     out: Path = typer.Argument(..., help="Output packed dataset directory (must not exist)."),
     identities: int = typer.Option(200, "--identities", help="Training identities (labels 0..N-1)."),
-    images_per_identity: int = typer.Option(20, "--images-per-identity",
-                                            help="Photos per identity (training and held-out)."),
-    heldout_identities: int = typer.Option(100, "--heldout-identities",
-                                           help="Identities used only in the verification .bin."),
+    images_per_identity: int = typer.Option(
+        20, "--images-per-identity", help="Photos per identity (training and held-out)."
+    ),
+    heldout_identities: int = typer.Option(
+        100, "--heldout-identities", help="Identities used only in the verification .bin."
+    ),
     pairs: int = typer.Option(600, "--pairs", help="Verification pairs (even; half genuine, half impostor)."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same bytes."),
-    quality: int = typer.Option(90, "--quality", help="Best JPEG quality; each photo draws its own "
-                                "quality up to 30 below it (scaled by --difficulty)."),
-    difficulty: float = typer.Option(1.0, "--difficulty", help="Scale of the per-photo nuisance (pose, "
-                                     "light, colour cast, occluders, blur, noise, JPEG), 0 to 3."),
-    workers: int | None = typer.Option(None, "--workers", help="Rendering processes (default: CPU count "
-                                       "for large sets, 1 for small ones)."),
+    quality: int = typer.Option(
+        90,
+        "--quality",
+        help="Best JPEG quality; each photo draws its own "
+        "quality up to 30 below it (scaled by --difficulty).",
+    ),
+    difficulty: float = typer.Option(
+        1.0,
+        "--difficulty",
+        help="Scale of the per-photo nuisance (pose, "
+        "light, colour cast, occluders, blur, noise, JPEG), 0 to 3.",
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", help="Rendering processes (default: CPU count for large sets, 1 for small ones)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
@@ -189,16 +292,34 @@ def synthetic(
     from topofr_cli.data.synthetic import generate_synthetic
     from topofr_cli.evaluation.baseline import pixel_baseline
 
-    report = generate_synthetic(out, identities=identities, images_per_identity=images_per_identity,
-                                heldout_identities=heldout_identities, pairs=pairs, seed=seed,
-                                progress=bars(console, enabled=progress, elapsed=True), difficulty=difficulty,
-                                quality=quality, workers=workers, overwrite=overwrite, baseline=pixel_baseline)
+    report = generate_synthetic(
+        out,
+        identities=identities,
+        images_per_identity=images_per_identity,
+        heldout_identities=heldout_identities,
+        pairs=pairs,
+        seed=seed,
+        progress=bars(console, enabled=progress, elapsed=True),
+        difficulty=difficulty,
+        quality=quality,
+        workers=workers,
+        overwrite=overwrite,
+        baseline=pixel_baseline,
+    )
     baseline = report.pixel_baseline
-    console.print(f"wrote {report.num_images} images of {report.num_classes} identities to {report.out_dir} "
-                  f"in {report.seconds:.1f} s", highlight=False)
-    console.print(f"verification pairs: {report.pairs} of {report.heldout_identities} held-out identities "
-                  f"in {report.bin_path}", highlight=False)
+    console.print(
+        f"wrote {report.num_images} images of {report.num_classes} identities to {report.out_dir} "
+        f"in {report.seconds:.1f} s",
+        highlight=False,
+    )
+    console.print(
+        f"verification pairs: {report.pairs} of {report.heldout_identities} held-out identities "
+        f"in {report.bin_path}",
+        highlight=False,
+    )
     colour = "green" if baseline.accuracy_mean < 0.75 else "yellow"
-    console.print(f"raw-pixel baseline accuracy: [{colour}]{100 * baseline.accuracy_mean:.2f}% "
-                  f"± {100 * baseline.accuracy_std:.2f}[/] (a trained model should beat this clearly)",
-                  highlight=False)
+    console.print(
+        f"raw-pixel baseline accuracy: [{colour}]{100 * baseline.accuracy_mean:.2f}% "
+        f"± {100 * baseline.accuracy_std:.2f}[/] (a trained model should beat this clearly)",
+        highlight=False,
+    )

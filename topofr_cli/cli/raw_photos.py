@@ -7,10 +7,14 @@ from typing import Any
 
 from topofr_cli.cli.common import console
 
-DETECT_HELP = ("--data is a folder of raw photos (one sub-folder per identity): detect, align (112 px) and "
-               "use one face per photo; photos without a face are left out (needs pip install 'topofr[detect]').")
-DETECTOR_HELP = ("With --detect: dlib-hog, dlib-hog-small (smaller faces, 3x slower), dlib-cnn, or "
-                 "package.module:factory for your own detector.")
+DETECT_HELP = (
+    "--data is a folder of raw photos (one sub-folder per identity): detect, align (112 px) and "
+    "use one face per photo; photos without a face are left out (needs pip install 'topofr[detect]')."
+)
+DETECTOR_HELP = (
+    "With --detect: dlib-hog, dlib-hog-small (smaller faces, 3x slower), dlib-cnn, or "
+    "package.module:factory for your own detector."
+)
 
 
 def open_data(data: Path, detector: str | None, workers: int = 1, progress: Any = None) -> Any:
@@ -23,6 +27,9 @@ def open_data(data: Path, detector: str | None, workers: int = 1, progress: Any 
         return open_dataset(data)
     dataset, report = open_detected_folder(data, detector=detector, workers=workers, progress=progress)
     if report.no_face:
-        console.print(f"[yellow]no face found in {len(report.no_face)} of {len(dataset) + len(report.no_face)} "
-                      f"photos[/] (left out, e.g. {report.no_face[0]})", highlight=False)
+        console.print(
+            f"[yellow]no face found in {len(report.no_face)} of {len(dataset) + len(report.no_face)} "
+            f"photos[/] (left out, e.g. {report.no_face[0]})",
+            highlight=False,
+        )
     return dataset

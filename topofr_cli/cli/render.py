@@ -55,16 +55,24 @@ class RichProgress:
 
     def _new_bars(self) -> RichBars:
         clock = TimeElapsedColumn() if self._elapsed else TimeRemainingColumn()
-        return RichBars(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[status]}", markup=False), clock, console=self.console)
+        return RichBars(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}", markup=False),
+            clock,
+            console=self.console,
+        )
 
-    def start(self, description: str, total: int | None = None, *, completed: int = 0,
-              transient: bool = False) -> ProgressTask:
+    def start(
+        self, description: str, total: int | None = None, *, completed: int = 0, transient: bool = False
+    ) -> ProgressTask:
         if self.bars is None:
             self.bars = self._new_bars()
             self.bars.start()
-        task = _RichTask(self, self.bars.add_task(description, total=total, completed=completed, status=""),
-                         transient)
+        task = _RichTask(
+            self, self.bars.add_task(description, total=total, completed=completed, status=""), transient
+        )
         self._open.append(task)
         return task
 
@@ -90,8 +98,9 @@ class RichProgress:
 
 
 class _PlainTask:
-    def __init__(self, owner: PlainProgress, description: str, total: int | None, completed: int,
-                 transient: bool) -> None:
+    def __init__(
+        self, owner: PlainProgress, description: str, total: int | None, completed: int, transient: bool
+    ) -> None:
         self._owner, self._description, self._total = owner, description, total
         self._done, self._transient = completed, transient
         self._started, self._closed = time.perf_counter(), False
@@ -107,8 +116,11 @@ class _PlainTask:
             return
         self._closed = True
         count = f"{self._done:,}/{self._total:,} " if self._total is not None else ""
-        self._owner.console.print(f"{self._description}: {count}done in {time.perf_counter() - self._started:.0f} s",
-                                  highlight=False, soft_wrap=True)
+        self._owner.console.print(
+            f"{self._description}: {count}done in {time.perf_counter() - self._started:.0f} s",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 class PlainProgress:
@@ -117,13 +129,15 @@ class PlainProgress:
     def __init__(self, console: Console) -> None:
         self.console = console
 
-    def start(self, description: str, total: int | None = None, *, completed: int = 0,
-              transient: bool = False) -> ProgressTask:
+    def start(
+        self, description: str, total: int | None = None, *, completed: int = 0, transient: bool = False
+    ) -> ProgressTask:
         return _PlainTask(self, description, total, completed, transient)
 
     def message(self, level: Level, text: str) -> None:
-        self.console.print(f"note: {text}" if level == "note" else text, highlight=False, soft_wrap=True,
-                           markup=False)
+        self.console.print(
+            f"note: {text}" if level == "note" else text, highlight=False, soft_wrap=True, markup=False
+        )
 
 
 def for_console(console: Console, *, elapsed: bool = False) -> Progress:

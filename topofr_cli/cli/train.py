@@ -17,21 +17,27 @@ def _summary(result, pixel_baselines: dict[str, float]) -> Table:
     table.add_column("raw-pixel baseline", justify="right")
     for score in result.verification:
         baseline = pixel_baselines.get(score.name)
-        table.add_row(score.name, f"{100 * score.accuracy:.2f} ± {100 * score.accuracy_std:.2f}",
-                      "-" if baseline is None else f"{100 * baseline:.2f}")
+        table.add_row(
+            score.name,
+            f"{100 * score.accuracy:.2f} ± {100 * score.accuracy_std:.2f}",
+            "-" if baseline is None else f"{100 * baseline:.2f}",
+        )
     return table
 
 
 @user_errors
 def train(
     recipe: str | None = typer.Argument(
-        None, help="YAML recipe file, or the name of a packaged recipe (quickstart, quickstart_topofr, "
-        "ms1mv2_r50, ... glint360k_r200)."
+        None,
+        help="YAML recipe file, or the name of a packaged recipe (quickstart, quickstart_topofr, "
+        "ms1mv2_r50, ... glint360k_r200).",
     ),
     overrides: list[str] = typer.Option(
         [], "--set", help="Override a recipe key, e.g. --set optim.lr=0.05 (repeatable)."
     ),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the run directory's latest checkpoint."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue from the run directory's latest checkpoint."
+    ),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace an existing non-empty run directory (train.output)."
     ),
@@ -47,8 +53,10 @@ def train(
         None, "--device", help="auto, cpu, cuda or cuda:N: shorthand for --set train.device=DEVICE."
     ),
     print_config: bool = typer.Option(
-        False, "--print-config", help="Print the resolved recipe (file, defaults and --set) as YAML and exit; "
-        "without RECIPE, the defaults."
+        False,
+        "--print-config",
+        help="Print the resolved recipe (file, defaults and --set) as YAML and exit; "
+        "without RECIPE, the defaults.",
     ),
 ) -> None:
     """Train a model from RECIPE; prints verification accuracy next to the raw-pixel baseline."""
@@ -59,7 +67,9 @@ def train(
     from topofr_cli.recipes import packaged_recipes, resolve_recipe
 
     if recipe is None and not print_config:
-        raise TopofrError(f"name a RECIPE: a YAML file or a packaged recipe ({', '.join(packaged_recipes())})")
+        raise TopofrError(
+            f"name a RECIPE: a YAML file or a packaged recipe ({', '.join(packaged_recipes())})"
+        )
     recipe_path = resolve_recipe(recipe) if recipe is not None else None
     if device is not None:
         overrides = [*overrides, f"train.device={device}"]
@@ -72,7 +82,9 @@ def train(
     spec = LaunchSpec(nproc_per_node, nnodes, node_rank, rdzv_endpoint)
     if spec.needs_launcher and not launched_by_torchrun():
         spec.validate()
-        plan = plan_run(loaded, resume=resume, overwrite=overwrite)  # one clear error before any worker starts
+        plan = plan_run(
+            loaded, resume=resume, overwrite=overwrite
+        )  # one clear error before any worker starts
         if plan.finished:
             console.print(plan.finished_message(), highlight=False, soft_wrap=True)
             return
@@ -96,5 +108,8 @@ def train(
         from topofr_cli.evaluation.baseline import pixel_baselines
 
         console.print(_summary(result, pixel_baselines([score.path for score in result.verification])))
-    console.print(f"run directory {result.run_dir} (train.log, metrics.csv, checkpoints/)", highlight=False,
-                  soft_wrap=True)  # the numbers are in the summary line the run printed last
+    console.print(
+        f"run directory {result.run_dir} (train.log, metrics.csv, checkpoints/)",
+        highlight=False,
+        soft_wrap=True,
+    )  # the numbers are in the summary line the run printed last

@@ -26,5 +26,15 @@ def open_dataset(path: str | Path) -> FaceDataset:
     raise TopofrError(f"{path}: not a dataset (expected a packed folder, a .rec, or an image folder)")
 
 
-__all__ = ["DetectedFace", "FaceDataset", "FaceDetector", "ImageFolderDataset", "PackedDataset", "RecordIODataset",
-           "align_faces", "make_detector", "open_dataset", "register_detector"]
+__all__ = [
+    "DetectedFace",
+    "FaceDataset",
+    "FaceDetector",
+    "ImageFolderDataset",
+    "PackedDataset",
+    "RecordIODataset",
+    "align_faces",
+    "make_detector",
+    "open_dataset",
+    "register_detector",
+]

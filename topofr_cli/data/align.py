@@ -11,13 +11,16 @@ from topofr_cli.errors import TopofrError
 
 # docs/method.md §3.4: the 96x112 template points with x + 8, i.e. for a 112x112 crop. Pixel centres at
 # integer coordinates (the OpenCV convention the landmark files use).
-ARCFACE_TEMPLATE = np.array([
-    [30.2946 + 8.0, 51.6963],
-    [65.5318 + 8.0, 51.5014],
-    [48.0252 + 8.0, 71.7366],
-    [33.5493 + 8.0, 92.3655],
-    [62.7299 + 8.0, 92.2041],
-], dtype=np.float64)
+ARCFACE_TEMPLATE = np.array(
+    [
+        [30.2946 + 8.0, 51.6963],
+        [65.5318 + 8.0, 51.5014],
+        [48.0252 + 8.0, 71.7366],
+        [33.5493 + 8.0, 92.3655],
+        [62.7299 + 8.0, 92.2041],
+    ],
+    dtype=np.float64,
+)
 
 
 def estimate_similarity(source: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -28,7 +31,9 @@ def estimate_similarity(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     source = np.asarray(source, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
     if source.shape != target.shape or source.ndim != 2 or source.shape[1] != 2 or len(source) < 2:
-        raise ValueError(f"estimate_similarity expects two [n, 2] point sets, got {source.shape}, {target.shape}")
+        raise ValueError(
+            f"estimate_similarity expects two [n, 2] point sets, got {source.shape}, {target.shape}"
+        )
     source_mean, target_mean = source.mean(axis=0), target.mean(axis=0)
     source_centred, target_centred = source - source_mean, target - target_mean
     covariance = target_centred.T @ source_centred / len(source)
@@ -37,7 +42,7 @@ def estimate_similarity(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     if np.linalg.det(u) * np.linalg.det(vt) < 0:  # keep a rotation, never a reflection
         signs[1] = -1.0
     rotation = u @ np.diag(signs) @ vt
-    source_variance = (source_centred ** 2).sum() / len(source)
+    source_variance = (source_centred**2).sum() / len(source)
     if source_variance == 0:
         raise ValueError("estimate_similarity: all source points coincide")
     scale = float((singular * signs).sum() / source_variance)
@@ -54,7 +59,9 @@ def opencv_available() -> bool:
     return True
 
 
-def warp_affine(rgb: np.ndarray, matrix: np.ndarray, height: int, width: int, backend: str = "auto") -> np.ndarray:
+def warp_affine(
+    rgb: np.ndarray, matrix: np.ndarray, height: int, width: int, backend: str = "auto"
+) -> np.ndarray:
     """Warp with the forward 2x3 `matrix` (input → output coordinates): bilinear, rounded, black outside.
 
     `backend` is "opencv" (cv2.warpAffine, what insightface's norm_crop calls), "numpy", or "auto"
@@ -66,8 +73,14 @@ def warp_affine(rgb: np.ndarray, matrix: np.ndarray, height: int, width: int, ba
     if backend == "opencv" or (backend == "auto" and opencv_available()):
         import cv2
 
-        return cv2.warpAffine(np.ascontiguousarray(rgb), np.asarray(matrix, dtype=np.float64), (width, height),
-                              flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return cv2.warpAffine(
+            np.ascontiguousarray(rgb),
+            np.asarray(matrix, dtype=np.float64),
+            (width, height),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )
     return _warp_numpy(np.asarray(rgb), matrix, height, width)
 
 
@@ -88,8 +101,12 @@ def _warp_numpy(rgb: np.ndarray, matrix: np.ndarray, height: int, width: int) ->
     image_height, image_width = rgb.shape[:2]
     flat = rgb.reshape(image_height * image_width, -1)
     warped = np.zeros((height * width, flat.shape[1]), dtype=np.float32)
-    for dy, dx, weight in ((0, 0, (1 - fx) * (1 - fy)), (0, 1, fx * (1 - fy)),
-                           (1, 0, (1 - fx) * fy), (1, 1, fx * fy)):
+    for dy, dx, weight in (
+        (0, 0, (1 - fx) * (1 - fy)),
+        (0, 1, fx * (1 - fy)),
+        (1, 0, (1 - fx) * fy),
+        (1, 1, fx * fy),
+    ):
         column, row = x0 + dx, y0 + dy
         inside = (column >= 0) & (column < image_width) & (row >= 0) & (row < image_height)
         index = np.where(inside, row * image_width + column, 0).reshape(-1)
@@ -143,8 +160,10 @@ def read_landmarks(csv_path: str | Path, root: str | Path) -> dict[str, np.ndarr
                     continue  # header
                 raise TopofrError(f"{csv_path} line {number}: coordinates must be numbers") from None
             if len(values) != 10:
-                raise TopofrError(f"{csv_path} line {number}: expected a path and 10 coordinates "
-                                  f"(x1 y1 ... x5 y5), got {len(values)}")
+                raise TopofrError(
+                    f"{csv_path} line {number}: expected a path and 10 coordinates "
+                    f"(x1 y1 ... x5 y5), got {len(values)}"
+                )
             if not np.all(np.isfinite(values)):
                 raise TopofrError(f"{csv_path} line {number}: coordinates must be finite")
             path = Path(fields[0])

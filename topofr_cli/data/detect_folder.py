@@ -31,8 +31,11 @@ from topofr_cli.progress import Progress, resolve_progress, track
 
 DETECTIONS_FILE = "detections.csv"
 STATUS_PACKED, STATUS_NO_FACE, STATUS_UNREADABLE = "packed", "no_face", "unreadable"
-_COLUMNS = (["key", "label", "status", "faces", "score", "box_x0", "box_y0", "box_x1", "box_y1"]
-            + [f"{axis}{n}" for n in range(1, 6) for axis in ("x", "y")] + ["reason"])
+_COLUMNS = (
+    ["key", "label", "status", "faces", "score", "box_x0", "box_y0", "box_x1", "box_y1"]
+    + [f"{axis}{n}" for n in range(1, 6) for axis in ("x", "y")]
+    + ["reason"]
+)
 
 
 @dataclass
@@ -79,8 +82,14 @@ def _process(key: str) -> _Outcome:
         crop = align_face(rgb, face.landmarks, size=int(state["size"]))  # type: ignore[arg-type]
     except ValueError as exc:  # degenerate landmarks from a plugged-in detector
         return _Outcome(STATUS_NO_FACE, faces=len(faces), reason=f"cannot align: {exc}")
-    return _Outcome(STATUS_PACKED, encode_jpeg(crop), len(faces), face.score, np.asarray(face.box, dtype=float),
-                    np.asarray(face.landmarks, dtype=float).reshape(5, 2))
+    return _Outcome(
+        STATUS_PACKED,
+        encode_jpeg(crop),
+        len(faces),
+        face.score,
+        np.asarray(face.box, dtype=float),
+        np.asarray(face.landmarks, dtype=float).reshape(5, 2),
+    )
 
 
 def _outcomes(keys: list[str], workers: int, initargs: tuple, detector: FaceDetector) -> Iterator[_Outcome]:
@@ -97,17 +106,30 @@ def _row(key: str, label: int, outcome: _Outcome) -> list[object]:
     box = outcome.box if outcome.box is not None else [""] * 4
     points = outcome.landmarks.reshape(-1) if outcome.landmarks is not None else [""] * 10
     score = "" if np.isnan(outcome.score) else f"{outcome.score:.4f}"
-    return ([key, label, outcome.status, outcome.faces, score] + [_number(v) for v in box]
-            + [_number(v) for v in points] + [outcome.reason])
+    return (
+        [key, label, outcome.status, outcome.faces, score]
+        + [_number(v) for v in box]
+        + [_number(v) for v in points]
+        + [outcome.reason]
+    )
 
 
 def _number(value: object) -> str:
     return value if isinstance(value, str) else f"{float(value):.2f}"
 
 
-def pack_detected_folder(source: str | Path, out_dir: str | Path, *, detector: str = "dlib-hog",
-                         pick: str = "largest", size: int = 112, workers: int = 1, skip_bad: bool = False,
-                         overwrite: bool = False, progress: Progress | bool | None = None) -> DetectPackReport:
+def pack_detected_folder(
+    source: str | Path,
+    out_dir: str | Path,
+    *,
+    detector: str = "dlib-hog",
+    pick: str = "largest",
+    size: int = 112,
+    workers: int = 1,
+    skip_bad: bool = False,
+    overwrite: bool = False,
+    progress: Progress | bool | None = None,
+) -> DetectPackReport:
     """Detect, align (size x size, insightface's template convention) and pack one face per photo.
 
     An unreadable photo is an error naming it, or with `skip_bad` a skipped row. The detector is
@@ -131,7 +153,9 @@ def pack_detected_folder(source: str | Path, out_dir: str | Path, *, detector: s
         with open(writer.tmp_dir / DETECTIONS_FILE, "w", newline="", encoding="utf-8") as handle:
             table = csv.writer(handle)
             table.writerow(_COLUMNS)
-            for index, outcome in enumerate(track(resolve_progress(progress), outcomes, "detecting", len(dataset))):
+            for index, outcome in enumerate(
+                track(resolve_progress(progress), outcomes, "detecting", len(dataset))
+            ):
                 key, label = dataset.keys[index], int(dataset.labels[index])
                 if outcome.status == STATUS_UNREADABLE:
                     if not skip_bad:
@@ -144,13 +168,26 @@ def pack_detected_folder(source: str | Path, out_dir: str | Path, *, detector: s
                 table.writerow(_row(key, label, outcome))
         if len(writer) == 0:
             raise TopofrError(f"{source}: no face found in any of its {len(dataset)} photos")
-        report.out_dir = writer.finish({
-            "num_classes": dataset.num_classes, "identities": dataset.identities, "aligned": True,
-            "detection": {"detector": detector, "pick": pick, "size": size, "photos": len(dataset),
-                          "no_face": len(report.no_face), "unreadable": len(report.unreadable)},
-            **({"skipped": report.no_face + [key for key, _ in report.unreadable]}
-               if report.no_face or report.unreadable else {}),
-        })
+        report.out_dir = writer.finish(
+            {
+                "num_classes": dataset.num_classes,
+                "identities": dataset.identities,
+                "aligned": True,
+                "detection": {
+                    "detector": detector,
+                    "pick": pick,
+                    "size": size,
+                    "photos": len(dataset),
+                    "no_face": len(report.no_face),
+                    "unreadable": len(report.unreadable),
+                },
+                **(
+                    {"skipped": report.no_face + [key for key, _ in report.unreadable]}
+                    if report.no_face or report.unreadable
+                    else {}
+                ),
+            }
+        )
     report.num_images = len(writer)
     report.seconds = time.perf_counter() - start
     return report
@@ -170,15 +207,26 @@ class DetectedPhotoDataset(PackedDataset):
         return state
 
 
-def open_detected_folder(source: str | Path, *, detector: str = "dlib-hog", pick: str = "largest",
-                         workers: int = 1, progress: Progress | bool | None = None,
-                         ) -> tuple[DetectedPhotoDataset, DetectPackReport]:
+def open_detected_folder(
+    source: str | Path,
+    *,
+    detector: str = "dlib-hog",
+    pick: str = "largest",
+    workers: int = 1,
+    progress: Progress | bool | None = None,
+) -> tuple[DetectedPhotoDataset, DetectPackReport]:
     """A raw photo folder as a dataset of aligned 112 x 112 faces (keys stay the photos' paths; photos
     without a face are left out and listed in the report)."""
     temporary = tempfile.TemporaryDirectory(prefix="topofr-detect-")
     try:
-        report = pack_detected_folder(source, Path(temporary.name) / "aligned", detector=detector, pick=pick,
-                                      workers=workers, progress=progress)
+        report = pack_detected_folder(
+            source,
+            Path(temporary.name) / "aligned",
+            detector=detector,
+            pick=pick,
+            workers=workers,
+            progress=progress,
+        )
         return DetectedPhotoDataset(report.out_dir, temporary), report
     except BaseException:
         temporary.cleanup()

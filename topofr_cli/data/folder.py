@@ -32,13 +32,17 @@ def list_image_folder(root: Path) -> tuple[list[str], list[str], np.ndarray]:
     keys: list[str] = []
     labels: list[int] = []
     for label, identity in enumerate(identities):
-        files = sorted(p for p in (root / identity).rglob("*")
-                       if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith("."))
+        files = sorted(
+            p
+            for p in (root / identity).rglob("*")
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith(".")
+        )
         keys.extend(p.relative_to(root).as_posix() for p in files)
         labels.extend([label] * len(files))
     if not keys:
-        raise TopofrError(f"{root}: no images in its identity sub-folders "
-                          f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise TopofrError(
+            f"{root}: no images in its identity sub-folders (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
     return identities, keys, np.asarray(labels, dtype=np.int64)
 
 
@@ -53,8 +57,12 @@ class ImageFolderDataset:
             raise TopofrError(f"{exc.filename or self.path}: cannot list ({exc.strerror or exc})") from None
         self.identities = [printable_name(name) for name in identities]
         self.num_classes = len(self.identities)
-        self.meta = {"format": "image-folder", "num_images": len(self.keys), "num_classes": self.num_classes,
-                     "source": str(self.path)}
+        self.meta = {
+            "format": "image-folder",
+            "num_images": len(self.keys),
+            "num_classes": self.num_classes,
+            "source": str(self.path),
+        }
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -63,7 +71,9 @@ class ImageFolderDataset:
         try:
             return (self.path / self.keys[index]).read_bytes()
         except OSError as exc:
-            raise TopofrError(f"{self.path / self.keys[index]}: cannot read ({exc.strerror or exc})") from None
+            raise TopofrError(
+                f"{self.path / self.keys[index]}: cannot read ({exc.strerror or exc})"
+            ) from None
 
     def source_key(self, index: int) -> str:
         """The relative path as text; bytes of a non-UTF-8 name are shown as `\\xNN` escapes (the

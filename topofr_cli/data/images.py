@@ -54,8 +54,9 @@ def decode_image(data: bytes | bytearray | memoryview | np.ndarray) -> np.ndarra
 def _check_pixels(size: tuple[int, int]) -> None:
     width, height = size
     if width * height > MAX_IMAGE_PIXELS:
-        raise ImageDecodeError(f"image of {width} x {height} pixels is larger than the limit of "
-                               f"{MAX_IMAGE_PIXELS} pixels")
+        raise ImageDecodeError(
+            f"image of {width} x {height} pixels is larger than the limit of {MAX_IMAGE_PIXELS} pixels"
+        )
 
 
 def image_size(data: bytes) -> tuple[int, int]:

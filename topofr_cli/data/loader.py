@@ -27,8 +27,17 @@ class EpochBatchSampler(Sampler[list[int]]):
     rank (callers report that with the dataset's name).
     """
 
-    def __init__(self, num_samples: int, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1,
-                 drop_last: bool = True, shuffle: bool = True) -> None:
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        *,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = True,
+        shuffle: bool = True,
+    ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world size {world_size}")
         self.num_samples = num_samples
@@ -68,13 +77,13 @@ class EpochBatchSampler(Sampler[list[int]]):
         total = self.samples_per_rank * self.world_size
         if total > self.num_samples:
             order = np.concatenate([order, order[: total - self.num_samples]])
-        return order[self.rank:total:self.world_size]
+        return order[self.rank : total : self.world_size]
 
     def __iter__(self) -> Iterator[list[int]]:
         start, self.start_batch = self.start_batch, 0
         indices = self.epoch_indices()
         for batch in range(start, self.batches_per_epoch):
-            yield indices[batch * self.batch_size:(batch + 1) * self.batch_size].tolist()
+            yield indices[batch * self.batch_size : (batch + 1) * self.batch_size].tolist()
 
     def __len__(self) -> int:
         return self.batches_per_epoch
@@ -122,8 +131,10 @@ def _first_failure(items: Sequence[Any]) -> _Failure | None:
 def _stack_images(images: Sequence[np.ndarray]) -> torch.Tensor:
     shapes = {image.shape for image in images}
     if len(shapes) > 1:
-        raise TopofrError(f"images in one batch have different sizes {sorted(shapes)}; pack the set "
-                          f"at one size (e.g. `topofr prepare folder --landmarks`)")
+        raise TopofrError(
+            f"images in one batch have different sizes {sorted(shapes)}; pack the set "
+            f"at one size (e.g. `topofr prepare folder --landmarks`)"
+        )
     stacked = torch.from_numpy(np.stack(images))  # [B, H, W, 3]
     return stacked.permute(0, 3, 1, 2).contiguous()
 
@@ -151,17 +162,31 @@ def _loader_options(num_workers: int) -> dict[str, Any]:
     return options
 
 
-def make_train_loader(dataset: FaceDataset, batch_size: int, *, num_workers: int, seed: int, rank: int = 0,
-                      world_size: int = 1, drop_last: bool = True) -> FaceLoader:
+def make_train_loader(
+    dataset: FaceDataset,
+    batch_size: int,
+    *,
+    num_workers: int,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+    drop_last: bool = True,
+) -> FaceLoader:
     """Shuffled, epoch-seeded, rank-sharded loader of `(uint8 [B, 3, H, W], int64 [B])`.
 
     `loader.sampler` is the EpochBatchSampler (`set_epoch`, `set_start_batch`).
     """
-    batch_sampler = EpochBatchSampler(len(dataset), batch_size, seed=seed, rank=rank, world_size=world_size,
-                                      drop_last=drop_last)
+    batch_sampler = EpochBatchSampler(
+        len(dataset), batch_size, seed=seed, rank=rank, world_size=world_size, drop_last=drop_last
+    )
     generator = torch.Generator().manual_seed(seed * 1000 + rank)
-    loader = FaceLoader(_Guarded(dataset), batch_sampler=batch_sampler,
-                        collate_fn=collate_train, generator=generator, **_loader_options(num_workers))
+    loader = FaceLoader(
+        _Guarded(dataset),
+        batch_sampler=batch_sampler,
+        collate_fn=collate_train,
+        generator=generator,
+        **_loader_options(num_workers),
+    )
     # DataLoader.sampler is its internal SequentialSampler when a batch_sampler is given; expose ours.
     loader.__dict__["sampler"] = batch_sampler
     return loader

@@ -62,13 +62,20 @@ def _worker_init(_worker_id: int) -> None:
 
 
 def ordered_batches(
-    images: GuardedImages, *, batch_size: int, num_workers: int = 0,
+    images: GuardedImages,
+    *,
+    batch_size: int,
+    num_workers: int = 0,
     on_images: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(uint8 [B, 3, size, size], int64 indices [B]) in index order; the first bad image raises its error."""
     loader = DataLoader(
-        images, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-        pin_memory=torch.cuda.is_available(), persistent_workers=False,
+        images,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
         worker_init_fn=_worker_init if num_workers > 0 else None,
     )
     for batch, indices, errors in loader:
@@ -80,20 +87,29 @@ def ordered_batches(
 
 
 def iterate_batches(
-    images: GuardedImages, *, batch_size: int, num_workers: int = 0,
+    images: GuardedImages,
+    *,
+    batch_size: int,
+    num_workers: int = 0,
     on_images: Callable[[int], None] | None = None,
 ) -> Iterator[torch.Tensor]:
     """The image batches of `ordered_batches` alone."""
-    for batch, _ in ordered_batches(images, batch_size=batch_size, num_workers=num_workers, on_images=on_images):
+    for batch, _ in ordered_batches(
+        images, batch_size=batch_size, num_workers=num_workers, on_images=on_images
+    ):
         yield batch
 
 
 def dataset_batches(
-    dataset: FaceDataset, batch_size: int, *, num_workers: int = 0,
+    dataset: FaceDataset,
+    batch_size: int,
+    *,
+    num_workers: int = 0,
     on_images: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """(uint8 images, int64 labels, int64 indices) of every image of `dataset`, in order."""
     images = GuardedImages(DatasetImages(dataset), len(dataset))
-    for batch, indices in ordered_batches(images, batch_size=batch_size, num_workers=num_workers,
-                                          on_images=on_images):
+    for batch, indices in ordered_batches(
+        images, batch_size=batch_size, num_workers=num_workers, on_images=on_images
+    ):
         yield batch, torch.from_numpy(np.asarray(dataset.labels, dtype=np.int64)[indices.numpy()]), indices

@@ -53,8 +53,14 @@ def is_packed_dir(path: str | Path) -> bool:
 class PackedWriter:
     """Write a packed dataset into a staged sibling folder, moved onto `out_dir` by `finish`."""
 
-    def __init__(self, out_dir: str | Path, source: str, *, shard_bytes: int = DEFAULT_SHARD_BYTES,
-                 overwrite: bool = False) -> None:
+    def __init__(
+        self,
+        out_dir: str | Path,
+        source: str,
+        *,
+        shard_bytes: int = DEFAULT_SHARD_BYTES,
+        overwrite: bool = False,
+    ) -> None:
         self.out_dir = Path(out_dir)
         self.source = source
         self.shard_bytes = shard_bytes
@@ -114,15 +120,19 @@ class PackedWriter:
         num_classes = int(extra.pop("num_classes", None) or labels.max() + 1)
         if labels.max() >= num_classes:
             bad = int(np.argmax(labels >= num_classes))
-            raise TopofrError(f"{self.source}: {self._keys[bad]}: label {labels[bad]} out of range "
-                              f"(num_classes {num_classes})")
-        table = pa.table({
-            "shard": pa.array(self._shards, type=pa.int32()),
-            "offset": pa.array(self._offsets, type=pa.int64()),
-            "length": pa.array(self._lengths, type=pa.int64()),
-            "label": pa.array(labels, type=pa.int64()),
-            "key": pa.array(self._keys, type=pa.string()),
-        })
+            raise TopofrError(
+                f"{self.source}: {self._keys[bad]}: label {labels[bad]} out of range "
+                f"(num_classes {num_classes})"
+            )
+        table = pa.table(
+            {
+                "shard": pa.array(self._shards, type=pa.int32()),
+                "offset": pa.array(self._offsets, type=pa.int64()),
+                "length": pa.array(self._lengths, type=pa.int64()),
+                "label": pa.array(labels, type=pa.int64()),
+                "key": pa.array(self._keys, type=pa.string()),
+            }
+        )
         pq.write_table(table, self.tmp_dir / INDEX_FILE)
         sizes = sorted(self._sizes)
         meta = {
@@ -147,8 +157,13 @@ class PackedWriter:
         self._finished = True
 
 
-_INDEX_COLUMNS = {"shard": pa.types.is_integer, "offset": pa.types.is_integer, "length": pa.types.is_integer,
-                  "label": pa.types.is_integer, "key": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)}
+_INDEX_COLUMNS = {
+    "shard": pa.types.is_integer,
+    "offset": pa.types.is_integer,
+    "length": pa.types.is_integer,
+    "label": pa.types.is_integer,
+    "key": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
+}
 
 
 def read_meta(meta_path: Path) -> dict[str, Any]:
@@ -161,15 +176,19 @@ def read_meta(meta_path: Path) -> dict[str, Any]:
         raise TopofrError(f"{meta_path}: cannot read ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
         raise TopofrError(f"{meta_path}: not UTF-8 text") from None
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError; RecursionError: deep nesting
+    except (
+        ValueError,
+        RecursionError,
+    ) as exc:  # JSONDecodeError is a ValueError; RecursionError: deep nesting
         raise TopofrError(f"{meta_path}: not valid JSON ({str(exc)[:200]})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise TopofrError(f"{meta_path}: key 'format' is not '{FORMAT_NAME}'")
     for key in ("num_images", "num_classes"):
         value = meta.get(key)
         if type(value) is not int or not 1 <= value < 2**31:
-            raise TopofrError(f"{meta_path}: key '{key}' must be an integer in [1, {2**31 - 1}], "
-                              f"got {str(value)[:40]!r}")
+            raise TopofrError(
+                f"{meta_path}: key '{key}' must be an integer in [1, {2**31 - 1}], got {str(value)[:40]!r}"
+            )
     return meta
 
 
@@ -180,16 +199,21 @@ def read_index(index_path: Path) -> dict[str, Any]:
         for name, is_expected in _INDEX_COLUMNS.items():
             column = table[name]
             if not is_expected(column.type) or column.null_count:
-                raise TopofrError(f"{index_path}: column '{name}' has type {column.type} "
-                                  f"({column.null_count} nulls), expected {'string' if name == 'key' else 'integer'}")
-        columns: dict[str, Any] = {name: table[name].to_numpy().astype(np.int64)
-                                   for name in _INDEX_COLUMNS if name != "key"}
+                raise TopofrError(
+                    f"{index_path}: column '{name}' has type {column.type} "
+                    f"({column.null_count} nulls), expected {'string' if name == 'key' else 'integer'}"
+                )
+        columns: dict[str, Any] = {
+            name: table[name].to_numpy().astype(np.int64) for name in _INDEX_COLUMNS if name != "key"
+        }
         table["key"].validate(full=True)  # UTF-8 and offsets checked now, not when a key is first needed
         columns["key"] = table["key"]
     except FileNotFoundError:
         raise TopofrError(f"{index_path}: missing") from None
     except (pa.ArrowException, OSError, ValueError) as exc:  # damaged pages, bad UTF-8 in the key column
-        raise TopofrError(f"{index_path}: unreadable index ({(str(exc).splitlines() or [''])[0][:200]})") from None
+        raise TopofrError(
+            f"{index_path}: unreadable index ({(str(exc).splitlines() or [''])[0][:200]})"
+        ) from None
     return columns
 
 
@@ -213,14 +237,18 @@ class PackedDataset:
 
     def _validate(self, index_path: Path) -> None:
         if len(self.labels) != self.meta["num_images"]:
-            raise TopofrError(f"{index_path}: {len(self.labels)} rows but meta.json says "
-                              f"num_images {self.meta['num_images']}")
+            raise TopofrError(
+                f"{index_path}: {len(self.labels)} rows but meta.json says "
+                f"num_images {self.meta['num_images']}"
+            )
         if len(self.labels) == 0:
             raise TopofrError(f"{index_path}: no images")
         bad = np.flatnonzero((self.labels < 0) | (self.labels >= self.num_classes))
         if bad.size:
-            raise TopofrError(f"{index_path}: row {bad[0]}: label {self.labels[bad[0]]} out of range "
-                              f"(num_classes {self.num_classes})")
+            raise TopofrError(
+                f"{index_path}: row {bad[0]}: label {self.labels[bad[0]]} out of range "
+                f"(num_classes {self.num_classes})"
+            )
         negative = np.flatnonzero((self._offset < 0) | (self._length < 0) | (self._shard < 0))
         if negative.size:
             raise TopofrError(f"{index_path}: row {negative[0]}: negative shard, offset or length")
@@ -257,7 +285,7 @@ class PackedDataset:
 
     def encoded(self, index: int) -> bytes:
         offset = int(self._offset[index])
-        return self._shard_map(int(self._shard[index]))[offset:offset + int(self._length[index])]
+        return self._shard_map(int(self._shard[index]))[offset : offset + int(self._length[index])]
 
     def source_key(self, index: int) -> str:
         if self._keys is None:  # dropped when pickled for a worker; checked once on open
@@ -287,10 +315,19 @@ def _describe(dataset: FaceDataset, index: int) -> str:
     return f"{dataset.path} record {key}"
 
 
-def pack_dataset(dataset: FaceDataset, out_dir: str | Path, *, source: str, verify: bool = True, skip_bad: bool = False,
-                 transform: Callable[[int, np.ndarray], bytes] | None = None, num_classes: int | None = None,
-                 overwrite: bool = False, extra_meta: dict[str, Any] | None = None,
-                 progress: Progress | bool | None = None) -> PackReport:
+def pack_dataset(
+    dataset: FaceDataset,
+    out_dir: str | Path,
+    *,
+    source: str,
+    verify: bool = True,
+    skip_bad: bool = False,
+    transform: Callable[[int, np.ndarray], bytes] | None = None,
+    num_classes: int | None = None,
+    overwrite: bool = False,
+    extra_meta: dict[str, Any] | None = None,
+    progress: Progress | bool | None = None,
+) -> PackReport:
     """Copy every image of `dataset` into a packed directory.
 
     Without `transform` the stored bytes are copied as they are (never re-encoded); `verify` decodes
@@ -319,5 +356,9 @@ def pack_dataset(dataset: FaceDataset, out_dir: str | Path, *, source: str, veri
         if skipped:
             meta["skipped"] = [key for key, _ in skipped]
         path = writer.finish(meta)
-        return PackReport(out_dir=path, num_images=len(writer), num_classes=json.loads(
-            (path / META_FILE).read_text())["num_classes"], skipped=skipped)
+        return PackReport(
+            out_dir=path,
+            num_images=len(writer),
+            num_classes=json.loads((path / META_FILE).read_text())["num_classes"],
+            skipped=skipped,
+        )

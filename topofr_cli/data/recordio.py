@@ -50,8 +50,9 @@ MAX_CLASS_ID = np.iinfo(np.int32).max - 1
 def read_idx(idx_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(keys, offsets) as int64 arrays, in file order, from `key\\toffset` lines."""
     try:
-        table = pd.read_csv(idx_path, sep="\t", header=None, names=["key", "offset"], dtype=np.int64,
-                            engine="c")
+        table = pd.read_csv(
+            idx_path, sep="\t", header=None, names=["key", "offset"], dtype=np.int64, engine="c"
+        )
     except FileNotFoundError:
         raise TopofrError(f"{idx_path}: missing (a .rec needs its .idx)") from None
     except pd.errors.EmptyDataError:
@@ -86,11 +87,15 @@ def read_property(property_path: Path) -> int | None:
     try:
         text = raw.decode("utf-8").strip()
     except UnicodeDecodeError:
-        raise TopofrError(f"{property_path} line 1: not UTF-8 text (expected 'num_classes,height,width')") from None
+        raise TopofrError(
+            f"{property_path} line 1: not UTF-8 text (expected 'num_classes,height,width')"
+        ) from None
     try:
         classes = int(text.split(",")[0])
     except ValueError:
-        raise TopofrError(f"{property_path} line 1: expected 'num_classes,height,width', got {text[:80]!r}") from None
+        raise TopofrError(
+            f"{property_path} line 1: expected 'num_classes,height,width', got {text[:80]!r}"
+        ) from None
     if not 1 <= classes <= MAX_CLASS_ID + 1:
         raise TopofrError(f"{property_path} line 1: num_classes {classes} is not in [1, {MAX_CLASS_ID + 1}]")
     return classes
@@ -102,18 +107,24 @@ def read_frames(buffer: Any, offset: int, size: int, where: str) -> bytes:
     position = offset
     while True:
         if position + 8 > size:
-            raise TopofrError(f"{where}: truncated (frame header at byte {position} past the end, size {size})")
+            raise TopofrError(
+                f"{where}: truncated (frame header at byte {position} past the end, size {size})"
+            )
         magic, lrec = struct.unpack_from("<II", buffer, position)
         if magic != MAGIC:
-            raise TopofrError(f"{where}: wrong magic 0x{magic:08x} at byte {position} (expected 0x{MAGIC:08x})")
+            raise TopofrError(
+                f"{where}: wrong magic 0x{magic:08x} at byte {position} (expected 0x{MAGIC:08x})"
+            )
         cflag, length = lrec >> 29, lrec & LENGTH_MASK
         start = position + 8
         if start + length > size:
-            raise TopofrError(f"{where}: truncated (record of {length} bytes at byte {start}, file size {size})")
+            raise TopofrError(
+                f"{where}: truncated (record of {length} bytes at byte {start}, file size {size})"
+            )
         expected = (0, 1) if not parts else (2, 3)
         if cflag not in expected:
             raise TopofrError(f"{where}: unexpected continuation flag {cflag} at byte {position}")
-        parts.append(bytes(buffer[start:start + length]))
+        parts.append(bytes(buffer[start : start + length]))
         position = start + ((length + 3) & ~3)
         if cflag in (0, 3):
             return MAGIC_BYTES.join(parts)
@@ -160,10 +171,17 @@ class RecordIODataset:
         self.num_classes = property_classes if property_classes is not None else int(self.labels.max()) + 1
         bad = np.flatnonzero(self.labels >= self.num_classes)
         if bad.size:
-            raise TopofrError(f"{self.rec_path} key {self.keys[bad[0]]}: label {self.labels[bad[0]]} out of "
-                              f"range (num_classes {self.num_classes} from {self.property_path})")
-        self.meta = {"format": "recordio", "num_images": len(self.keys), "num_classes": self.num_classes,
-                     "has_header_record": self.has_header_record, "source": str(self.rec_path)}
+            raise TopofrError(
+                f"{self.rec_path} key {self.keys[bad[0]]}: label {self.labels[bad[0]]} out of "
+                f"range (num_classes {self.num_classes} from {self.property_path})"
+            )
+        self.meta = {
+            "format": "recordio",
+            "num_images": len(self.keys),
+            "num_classes": self.num_classes,
+            "has_header_record": self.has_header_record,
+            "source": str(self.rec_path),
+        }
 
     # -- opening: checks done once, vectorised ------------------------------------------------
 
@@ -180,20 +198,26 @@ class RecordIODataset:
         past = np.flatnonzero((offsets < 0) | (offsets > self._size - 8))  # no `offsets + 8`: it can wrap
         if past.size:
             i = past[0]
-            raise TopofrError(f"{self.idx_path} line {i + 1} (key {keys[i]}): offset {offsets[i]} is past the "
-                              f"end of {self.rec_path.name} ({self._size} bytes)")
+            raise TopofrError(
+                f"{self.idx_path} line {i + 1} (key {keys[i]}): offset {offsets[i]} is past the "
+                f"end of {self.rec_path.name} ({self._size} bytes)"
+            )
         unaligned = np.flatnonzero(offsets % 4)
         if unaligned.size:
             i = unaligned[0]
-            raise TopofrError(f"{self.idx_path} line {i + 1} (key {keys[i]}): offset {offsets[i]} is not a "
-                              f"record boundary (not 4-byte aligned)")
+            raise TopofrError(
+                f"{self.idx_path} line {i + 1} (key {keys[i]}): offset {offsets[i]} is not a "
+                f"record boundary (not 4-byte aligned)"
+            )
         words = np.frombuffer(self._buffer(), dtype="<u4", count=self._size // 4)
         at = offsets // 4
         bad_magic = np.flatnonzero(words[at] != MAGIC)
         if bad_magic.size:
             i = bad_magic[0]
-            raise TopofrError(f"{self.rec_path} key {keys[i]} (offset {offsets[i]}): wrong magic "
-                              f"0x{int(words[at[i]]):08x} (expected 0x{MAGIC:08x})")
+            raise TopofrError(
+                f"{self.rec_path} key {keys[i]} (offset {offsets[i]}): wrong magic "
+                f"0x{int(words[at[i]]):08x} (expected 0x{MAGIC:08x})"
+            )
         lrec = words[at + 1]
         length = lrec & LENGTH_MASK
         cflag = lrec >> 29
@@ -201,11 +225,15 @@ class RecordIODataset:
         overflow = np.flatnonzero(offsets + 8 + length > self._size)
         if overflow.size:
             i = overflow[0]
-            raise TopofrError(f"{self.rec_path} key {keys[i]} (offset {offsets[i]}): truncated (record of "
-                              f"{length[i]} bytes, file has {self._size - offsets[i] - 8} left)")
+            raise TopofrError(
+                f"{self.rec_path} key {keys[i]} (offset {offsets[i]}): truncated (record of "
+                f"{length[i]} bytes, file has {self._size - offsets[i] - 8} left)"
+            )
         for i in np.flatnonzero(cflag != 0):
             if cflag[i] != 1:
-                raise TopofrError(f"{self.rec_path} key {keys[i]}: record starts with continuation flag {cflag[i]}")
+                raise TopofrError(
+                    f"{self.rec_path} key {keys[i]}: record starts with continuation flag {cflag[i]}"
+                )
             read_frames(self._buffer(), int(offsets[i]), self._size, f"{self.rec_path} key {keys[i]}")
         self._words = words
 
@@ -214,8 +242,10 @@ class RecordIODataset:
         pos = np.minimum(pos, len(self._sorted_keys) - 1)
         missing = np.flatnonzero(self._sorted_keys[pos] != keys)
         if missing.size:
-            raise TopofrError(f"{self.idx_path}: key {keys[missing[0]]} (listed by the header record of "
-                              f"{self.rec_path.name}) is missing")
+            raise TopofrError(
+                f"{self.idx_path}: key {keys[missing[0]]} (listed by the header record of "
+                f"{self.rec_path.name}) is missing"
+            )
         return self._sorted_offsets[pos]
 
     def _image_keys(self, keys: np.ndarray) -> tuple[bool, np.ndarray]:
@@ -228,8 +258,10 @@ class RecordIODataset:
             return False, np.sort(keys)
         # label[0] is where the image keys end; it sizes an array, so it must fit the .idx it indexes
         if not np.isfinite(labels[0]) or not first_key + 1 < labels[0] <= first_key + len(keys):
-            raise TopofrError(f"{where}: header record says image keys end at {labels[0]}, but the "
-                              f"{self.idx_path.name} has keys for {len(keys)} records from key {first_key}")
+            raise TopofrError(
+                f"{where}: header record says image keys end at {labels[0]}, but the "
+                f"{self.idx_path.name} has keys for {len(keys)} records from key {first_key}"
+            )
         return True, np.arange(first_key + 1, int(labels[0]), dtype=np.int64)
 
     def _read_labels(self) -> np.ndarray:
@@ -240,24 +272,32 @@ class RecordIODataset:
         length = words[at + 1] & LENGTH_MASK
         too_short = np.flatnonzero(whole & (length < PAYLOAD_HEADER.size))
         if too_short.size:
-            raise TopofrError(f"{self.rec_path} key {self.keys[too_short[0]]}: record shorter than its header")
+            raise TopofrError(
+                f"{self.rec_path} key {self.keys[too_short[0]]}: record shorter than its header"
+            )
         flag = words[np.minimum(at + 2, len(words) - 1)].astype(np.int64)  # 4 * flag must not wrap
         word_of_label = np.where(flag > 0, at + 8, at + 3)  # vector labels follow the 24-byte header
         labels = words[np.minimum(word_of_label, len(words) - 1)].view("<f4").astype(np.float64)
         bad_vector = np.flatnonzero(whole & (flag > 0) & (length < PAYLOAD_HEADER.size + 4 * flag))
         if bad_vector.size:
-            raise TopofrError(f"{self.rec_path} key {self.keys[bad_vector[0]]}: label vector runs past the record")
+            raise TopofrError(
+                f"{self.rec_path} key {self.keys[bad_vector[0]]}: label vector runs past the record"
+            )
         for i in np.flatnonzero(~whole):  # split records: read the joined payload
             where = f"{self.rec_path} key {self.keys[i]}"
-            labels[i] = split_payload(read_frames(self._buffer(), int(self.offsets[i]), self._size, where),
-                                      where)[1][0]
+            labels[i] = split_payload(
+                read_frames(self._buffer(), int(self.offsets[i]), self._size, where), where
+            )[1][0]
         with np.errstate(invalid="ignore"):
-            invalid = np.flatnonzero(~np.isfinite(labels) | (labels < 0) | (labels != np.floor(labels))
-                                     | (labels > MAX_CLASS_ID))
+            invalid = np.flatnonzero(
+                ~np.isfinite(labels) | (labels < 0) | (labels != np.floor(labels)) | (labels > MAX_CLASS_ID)
+            )
         if invalid.size:
             i = invalid[0]
-            raise TopofrError(f"{self.rec_path} key {self.keys[i]}: label {labels[i]} is not a class id "
-                              f"(an integer in [0, {MAX_CLASS_ID}])")
+            raise TopofrError(
+                f"{self.rec_path} key {self.keys[i]}: label {labels[i]} is not a class id "
+                f"(an integer in [0, {MAX_CLASS_ID}])"
+            )
         return labels.astype(np.int64)
 
     # -- access -------------------------------------------------------------------------------
@@ -312,8 +352,14 @@ def frame_record(payload: bytes) -> bytes:
     return bytes(out)
 
 
-def write_recordio(prefix: str | Path, images: list[bytes], labels: list[int], *, header_record: bool = True,
-                   num_classes: int | None = None) -> Path:
+def write_recordio(
+    prefix: str | Path,
+    images: list[bytes],
+    labels: list[int],
+    *,
+    header_record: bool = True,
+    num_classes: int | None = None,
+) -> Path:
     """Write an insightface-style `.rec`/`.idx` (+ `property`) — used by benchmarks and exports.
 
     With `header_record`, key 0 holds [first identity key, ...] per §3.1 and images are keys 1..N.

@@ -39,7 +39,9 @@ class _CheckedArray(np.ndarray):
     calling `__new__`, so refusing here costs the real rebuild nothing)."""
 
     def __new__(cls, *args: Any, **kwargs: Any) -> _CheckedArray:
-        raise PickleRefused("asks for numpy.ndarray called directly (only numpy's own rebuild may make arrays)")
+        raise PickleRefused(
+            "asks for numpy.ndarray called directly (only numpy's own rebuild may make arrays)"
+        )
 
     def __setstate__(self, state: Any) -> None:
         if not isinstance(state, tuple) or len(state) not in (4, 5):
@@ -49,7 +51,9 @@ class _CheckedArray(np.ndarray):
         if not isinstance(raw, (bytes, bytearray, str)):
             raise PickleRefused("asks for an array whose data is not a byte string")
         if _nbytes(shape, dtype) != len(raw):
-            raise PickleRefused(f"asks for an array of shape {reprlib.repr(shape)} whose data holds {len(raw)} bytes")
+            raise PickleRefused(
+                f"asks for an array of shape {reprlib.repr(shape)} whose data holds {len(raw)} bytes"
+            )
         super().__setstate__(state)
 
 
@@ -98,11 +102,16 @@ class _Unpickler(pickle.Unpickler):
 
         def encode(text: Any, codec: Any = "utf-8", *_: Any) -> bytes:
             if not isinstance(text, str) or codec not in ("latin1", "latin-1"):
-                raise PickleRefused(f"asks for _codecs.encode with codec {reprlib.repr(codec)} (only latin1 rebuilds bytes)")
+                raise PickleRefused(
+                    f"asks for _codecs.encode with codec {reprlib.repr(codec)} (only latin1 rebuilds bytes)"
+                )
             return _codecs.encode(text, "latin1")
 
-        self.callables = {("numpy", "ndarray"): array_class, ("numpy", "dtype"): make_dtype,
-                          ("_codecs", "encode"): encode}
+        self.callables = {
+            ("numpy", "ndarray"): array_class,
+            ("numpy", "dtype"): make_dtype,
+            ("_codecs", "encode"): encode,
+        }
         for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
             self.callables[(module, "_reconstruct")] = reconstruct
             self.callables[(module, "scalar")] = scalar
@@ -113,7 +122,9 @@ class _Unpickler(pickle.Unpickler):
         try:
             return self.callables[(module, name)]
         except KeyError:
-            raise PickleRefused(f"references {module}.{name}, which a .bin never needs (it could run code)") from None
+            raise PickleRefused(
+                f"references {module}.{name}, which a .bin never needs (it could run code)"
+            ) from None
 
 
 _MEMO_OPS = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"})

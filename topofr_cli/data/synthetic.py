@@ -78,8 +78,9 @@ def render_identity(job: tuple[int, int, int, int, float, int]) -> list[bytes]:
     return encode_photos(render_pixels(identity, nuisance), nuisance)
 
 
-def draw_pairs(rng: np.random.Generator, identities: int, per_identity: int, pairs: int
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def draw_pairs(
+    rng: np.random.Generator, identities: int, per_identity: int, pairs: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """LFW-like pair list: (first [P, 2], second [P, 2]) as (identity, photo), issame [P].
 
     Exactly half the pairs are genuine, and each contiguous fold of the 10-fold protocol gets a
@@ -98,15 +99,26 @@ def draw_pairs(rng: np.random.Generator, identities: int, per_identity: int, pai
     return np.stack([first_id, first_photo], 1), np.stack([second_id, second_photo], 1), issame
 
 
-def _check_arguments(out_dir: Path, identities: int, images_per_identity: int, heldout_identities: int,
-                     pairs: int, difficulty: float, quality: int) -> None:
+def _check_arguments(
+    out_dir: Path,
+    identities: int,
+    images_per_identity: int,
+    heldout_identities: int,
+    pairs: int,
+    difficulty: float,
+    quality: int,
+) -> None:
     problems = []
     if identities < 1:
         problems.append(f"identities must be at least 1 (got {identities})")
     if images_per_identity < 2:
-        problems.append(f"images_per_identity must be at least 2 for genuine pairs (got {images_per_identity})")
+        problems.append(
+            f"images_per_identity must be at least 2 for genuine pairs (got {images_per_identity})"
+        )
     if heldout_identities < 2:
-        problems.append(f"heldout_identities must be at least 2 for impostor pairs (got {heldout_identities})")
+        problems.append(
+            f"heldout_identities must be at least 2 for impostor pairs (got {heldout_identities})"
+        )
     if pairs < 2 * NUM_FOLDS or pairs % 2:
         problems.append(f"pairs must be even and at least {2 * NUM_FOLDS} (got {pairs})")
     if not 0.0 <= difficulty <= 3.0:
@@ -127,11 +139,21 @@ def _results(jobs: list[tuple], workers: int) -> Iterator[list[bytes]]:
         yield from pool.imap(render_identity, jobs, chunksize=2)
 
 
-def generate_synthetic(out_dir: str | Path, *, identities: int, images_per_identity: int,
-                       heldout_identities: int, pairs: int, seed: int,
-                       progress: Progress | bool | None = None, difficulty: float = 1.0, quality: int = 90,
-                       workers: int | None = None, overwrite: bool = False,
-                       baseline: Callable[[Path], PairScore] | None = None) -> SyntheticReport:
+def generate_synthetic(
+    out_dir: str | Path,
+    *,
+    identities: int,
+    images_per_identity: int,
+    heldout_identities: int,
+    pairs: int,
+    seed: int,
+    progress: Progress | bool | None = None,
+    difficulty: float = 1.0,
+    quality: int = 90,
+    workers: int | None = None,
+    overwrite: bool = False,
+    baseline: Callable[[Path], PairScore] | None = None,
+) -> SyntheticReport:
     """Write a packed set of `identities` × `images_per_identity` photos (labels 0..N−1, keys
     "id00012/img0003") with `synthetic_val.bin` inside it: `pairs` pairs of `heldout_identities`
     identities never seen in training. `quality` is the best JPEG quality (photos draw theirs
@@ -144,7 +166,9 @@ def generate_synthetic(out_dir: str | Path, *, identities: int, images_per_ident
     if workers is None:
         workers = min(os.cpu_count() or 1, 8) if total_images >= _POOL_MIN_IMAGES else 1
     jobs = [(seed, ROLE_TRAIN, i, images_per_identity, difficulty, quality) for i in range(identities)]
-    jobs += [(seed, ROLE_HELDOUT, j, images_per_identity, difficulty, quality) for j in range(heldout_identities)]
+    jobs += [
+        (seed, ROLE_HELDOUT, j, images_per_identity, difficulty, quality) for j in range(heldout_identities)
+    ]
 
     heldout_photos: list[list[bytes]] = []
     with PackedWriter(out_dir, source=f"synthetic(seed={seed})", overwrite=overwrite) as writer:
@@ -161,25 +185,38 @@ def generate_synthetic(out_dir: str | Path, *, identities: int, images_per_ident
         finally:
             task.close()
 
-        first, second, issame = draw_pairs(stream(seed, ROLE_PAIRS, 0), heldout_identities,
-                                           images_per_identity, pairs)
+        first, second, issame = draw_pairs(
+            stream(seed, ROLE_PAIRS, 0), heldout_identities, images_per_identity, pairs
+        )
         images = []
         for (id_a, photo_a), (id_b, photo_b) in zip(first, second, strict=True):
             images += [heldout_photos[id_a][photo_a], heldout_photos[id_b][photo_b]]
         write_bin(writer.tmp_dir / BIN_NAME, images, issame)
         score = None if baseline is None else baseline(writer.tmp_dir / BIN_NAME)
         settings = {
-            "generator_version": GENERATOR_VERSION, "seed": seed, "identities": identities,
-            "images_per_identity": images_per_identity, "heldout_identities": heldout_identities,
-            "pairs": pairs, "difficulty": difficulty, "quality": quality,
+            "generator_version": GENERATOR_VERSION,
+            "seed": seed,
+            "identities": identities,
+            "images_per_identity": images_per_identity,
+            "heldout_identities": heldout_identities,
+            "pairs": pairs,
+            "difficulty": difficulty,
+            "quality": quality,
         }
         if score is not None:
-            settings.update(pixel_baseline_accuracy=score.accuracy_mean,
-                            pixel_baseline_accuracy_std=score.accuracy_std)
-        final_dir = writer.finish(extra_meta={"num_classes": identities, "verification_bins": [BIN_NAME],
-                                              "synthetic": settings})
+            settings.update(
+                pixel_baseline_accuracy=score.accuracy_mean, pixel_baseline_accuracy_std=score.accuracy_std
+            )
+        final_dir = writer.finish(
+            extra_meta={"num_classes": identities, "verification_bins": [BIN_NAME], "synthetic": settings}
+        )
     return SyntheticReport(
-        out_dir=final_dir, bin_path=final_dir / BIN_NAME, num_images=identities * images_per_identity,
-        num_classes=identities, heldout_identities=heldout_identities, pairs=pairs,
-        pixel_baseline=score, seconds=time.perf_counter() - start_time,
+        out_dir=final_dir,
+        bin_path=final_dir / BIN_NAME,
+        num_images=identities * images_per_identity,
+        num_classes=identities,
+        heldout_identities=heldout_identities,
+        pairs=pairs,
+        pixel_baseline=score,
+        seconds=time.perf_counter() - start_time,
     )

@@ -45,8 +45,9 @@ class Nuisance:
     quality: np.ndarray  # JPEG quality
 
 
-def draw_nuisance(rng: np.random.Generator, count: int, difficulty: float = 1.0,
-                  max_quality: int = 90) -> Nuisance:
+def draw_nuisance(
+    rng: np.random.Generator, count: int, difficulty: float = 1.0, max_quality: int = 90
+) -> Nuisance:
     """Draw the variation of `count` photos; `difficulty` scales pose, light, colour and degradation.
 
     Background and clothing colours are not scaled: they cost raw-pixel matching the most and a
@@ -60,13 +61,18 @@ def draw_nuisance(rng: np.random.Generator, count: int, difficulty: float = 1.0,
     occluder = rng.random(k) < min(0.2 * d, 0.9)
     min_quality = int(np.clip(max_quality - 30 * d, 10, max_quality))
     return Nuisance(
-        yaw=u(-0.06, 0.06, k) * d, pitch=u(-0.03, 0.03, k) * d,
+        yaw=u(-0.06, 0.06, k) * d,
+        pitch=u(-0.03, 0.03, k) * d,
         eye_open=np.where(rng.random(k) < 0.1, u(0.15, 0.5, k), u(0.7, 1.1, k)),
-        gaze=u(-0.025, 0.025, k), brow_raise=u(-0.015, 0.035, k), smile=u(-0.4, 1.0, k),
+        gaze=u(-0.025, 0.025, k),
+        brow_raise=u(-0.015, 0.035, k),
+        smile=u(-0.4, 1.0, k),
         mouth_open=np.where(rng.random(k) < 0.3, u(0.01, 0.06, k), 0.0),
         clothing=u(0.05, 0.95, (k, 3)),
-        rotation=np.deg2rad(u(-8, 8, k) * d), scale=1.0 + u(-0.08, 0.08, k) * d,
-        squash=1.0 + u(-0.05, 0.05, k) * d, shift=u(-5, 5, (k, 2)) * d,
+        rotation=np.deg2rad(u(-8, 8, k) * d),
+        scale=1.0 + u(-0.08, 0.08, k) * d,
+        squash=1.0 + u(-0.05, 0.05, k) * d,
+        shift=u(-5, 5, (k, 2)) * d,
         background=u(0.03, 0.97, (k, 3)),
         background_gradient=np.stack([np.cos(angle), np.sin(angle)], 1) * u(0, 0.5, (k, 1)),
         background_tint=u(-0.5, 0.5, (k, 3)),
@@ -74,11 +80,13 @@ def draw_nuisance(rng: np.random.Generator, count: int, difficulty: float = 1.0,
         light_gradient=np.stack([np.cos(light_angle), np.sin(light_angle)], 1) * u(0, 0.4, (k, 1)) * d,
         color_cast=np.exp(u(-0.1, 0.1, (k, 3)) * d),
         occluder=occluder,
-        occluder_shape=np.stack([rng.random(k) < 0.5, u(-0.6, 0.6, k), u(-0.5, 0.8, k),
-                                 u(0.15, 0.55, k), u(0.08, 0.3, k)], 1),
+        occluder_shape=np.stack(
+            [rng.random(k) < 0.5, u(-0.6, 0.6, k), u(-0.5, 0.8, k), u(0.15, 0.55, k), u(0.08, 0.3, k)], 1
+        ),
         occluder_color=u(0.0, 1.0, (k, 3)),
         blur=np.where(rng.random(k) < 0.4, u(0.3, 1.0, k) * d, 0.0),
         noise=u(0.0, 0.03, k) * d,
-        noise_field=rng.integers(0, NOISE_BANK_SIZE, k), noise_flip=rng.random(k) < 0.5,
+        noise_field=rng.integers(0, NOISE_BANK_SIZE, k),
+        noise_flip=rng.random(k) < 0.5,
         quality=rng.integers(min_quality, max_quality + 1, k),
     )

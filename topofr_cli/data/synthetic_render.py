@@ -28,14 +28,29 @@ PIXEL = 2.0 / IMAGE_SIZE  # canonical units per pixel
 # pixel-centre coordinates; kept 1-D so masks are built by broadcasting [H, 1] against [1, W]
 _AXIS = ((np.arange(IMAGE_SIZE, dtype=np.float32) + 0.5) * PIXEL - 1.0).astype(np.float32)
 
-HAIR_PALETTE = np.array([
-    [0.06, 0.05, 0.05], [0.20, 0.12, 0.07], [0.38, 0.24, 0.13], [0.75, 0.60, 0.35],
-    [0.55, 0.22, 0.10], [0.70, 0.70, 0.68], [0.30, 0.28, 0.27],
-], dtype=np.float32)
-IRIS_PALETTE = np.array([
-    [0.25, 0.15, 0.08], [0.10, 0.07, 0.05], [0.25, 0.45, 0.70], [0.30, 0.50, 0.30],
-    [0.45, 0.45, 0.48], [0.50, 0.38, 0.18],
-], dtype=np.float32)
+HAIR_PALETTE = np.array(
+    [
+        [0.06, 0.05, 0.05],
+        [0.20, 0.12, 0.07],
+        [0.38, 0.24, 0.13],
+        [0.75, 0.60, 0.35],
+        [0.55, 0.22, 0.10],
+        [0.70, 0.70, 0.68],
+        [0.30, 0.28, 0.27],
+    ],
+    dtype=np.float32,
+)
+IRIS_PALETTE = np.array(
+    [
+        [0.25, 0.15, 0.08],
+        [0.10, 0.07, 0.05],
+        [0.25, 0.45, 0.70],
+        [0.30, 0.50, 0.30],
+        [0.45, 0.45, 0.48],
+        [0.50, 0.38, 0.18],
+    ],
+    dtype=np.float32,
+)
 SKIN_LIGHT = np.array([0.97, 0.82, 0.70], dtype=np.float32)
 SKIN_DARK = np.array([0.33, 0.21, 0.14], dtype=np.float32)
 HAIR_STYLES = ("short", "long", "bald", "fringe", "curly")
@@ -80,8 +95,9 @@ class Identity:
 
     def vector(self) -> np.ndarray:
         """All parameters as one float vector (to compare identities)."""
-        parts = [np.ravel(np.asarray(getattr(self, name), dtype=np.float64))
-                 for name in self.__dataclass_fields__]
+        parts = [
+            np.ravel(np.asarray(getattr(self, name), dtype=np.float64)) for name in self.__dataclass_fields__
+        ]
         return np.concatenate(parts)
 
 
@@ -98,26 +114,55 @@ def draw_identity(rng: np.random.Generator) -> Identity:
     skin = np.clip(SKIN_LIGHT + u(0, 1) * (SKIN_DARK - SKIN_LIGHT) + rng.normal(0, 0.035, 3), 0, 1)
     lip_tint = np.array([u(0.75, 0.95), u(0.45, 0.62), u(0.45, 0.62)])
     num_marks = min(int(rng.poisson(1.6)), 5)
-    marks = np.stack([
-        u(-0.7, 0.7, num_marks) * face_rx, u(eye_y - 0.12, mouth_y + 0.08, num_marks),
-        u(0.012, 0.032, num_marks), u(0.25, 0.7, num_marks),
-    ], axis=1) if num_marks else np.zeros((0, 4))
+    marks = (
+        np.stack(
+            [
+                u(-0.7, 0.7, num_marks) * face_rx,
+                u(eye_y - 0.12, mouth_y + 0.08, num_marks),
+                u(0.012, 0.032, num_marks),
+                u(0.25, 0.7, num_marks),
+            ],
+            axis=1,
+        )
+        if num_marks
+        else np.zeros((0, 4))
+    )
     texture = np.stack([u(2, 9, 3), u(2, 9, 3), u(0, 2 * np.pi, 3), u(0.01, 0.05, 3)], axis=1)
     return Identity(
-        face_cy=face_cy, face_rx=face_rx, face_ry=face_ry, jaw_taper=u(0.0, 0.4),
-        skin=skin.astype(np.float32), skin_texture=texture.astype(np.float32), ear_size=u(0.07, 0.13),
-        hair_style=int(rng.integers(len(HAIR_STYLES))), hair_color=hair_color.astype(np.float32),
-        hairline=eye_y - brow_gap - u(0.17, 0.36), hair_volume=u(0.05, 0.2),
+        face_cy=face_cy,
+        face_rx=face_rx,
+        face_ry=face_ry,
+        jaw_taper=u(0.0, 0.4),
+        skin=skin.astype(np.float32),
+        skin_texture=texture.astype(np.float32),
+        ear_size=u(0.07, 0.13),
+        hair_style=int(rng.integers(len(HAIR_STYLES))),
+        hair_color=hair_color.astype(np.float32),
+        hairline=eye_y - brow_gap - u(0.17, 0.36),
+        hair_volume=u(0.05, 0.2),
         hair_wave=np.array([u(20, 70), u(-0.6, 0.6), u(0, 2 * np.pi)], dtype=np.float32),
-        eye_y=eye_y, eye_dx=u(0.25, 0.36), eye_rx=u(0.085, 0.135), eye_ry=u(0.035, 0.06),
+        eye_y=eye_y,
+        eye_dx=u(0.25, 0.36),
+        eye_rx=u(0.085, 0.135),
+        eye_ry=u(0.035, 0.06),
         iris_r=u(0.028, 0.042),
-        iris_color=np.clip(IRIS_PALETTE[rng.integers(len(IRIS_PALETTE))] + rng.normal(0, 0.03, 3), 0, 1)
-        .astype(np.float32),
-        brow_gap=brow_gap, brow_len=u(0.10, 0.17), brow_thick=u(0.015, 0.045), brow_arch=u(-0.5, 3.0),
-        brow_tilt=u(-0.3, 0.3), brow_color=(hair_color * u(0.5, 1.0)).astype(np.float32),
-        nose_y=nose_y, nose_w=u(0.07, 0.14), mouth_y=mouth_y, mouth_w=u(0.13, 0.25), lip_h=u(0.022, 0.048),
+        iris_color=np.clip(
+            IRIS_PALETTE[rng.integers(len(IRIS_PALETTE))] + rng.normal(0, 0.03, 3), 0, 1
+        ).astype(np.float32),
+        brow_gap=brow_gap,
+        brow_len=u(0.10, 0.17),
+        brow_thick=u(0.015, 0.045),
+        brow_arch=u(-0.5, 3.0),
+        brow_tilt=u(-0.3, 0.3),
+        brow_color=(hair_color * u(0.5, 1.0)).astype(np.float32),
+        nose_y=nose_y,
+        nose_w=u(0.07, 0.14),
+        mouth_y=mouth_y,
+        mouth_w=u(0.13, 0.25),
+        lip_h=u(0.022, 0.048),
         lip_color=np.clip(skin * lip_tint * u(0.8, 1.05), 0, 1).astype(np.float32),
-        beard=u(0.4, 1.0) if rng.random() < 0.3 else 0.0, marks=marks.astype(np.float32),
+        beard=u(0.4, 1.0) if rng.random() < 0.3 else 0.0,
+        marks=marks.astype(np.float32),
     )
 
 
@@ -140,10 +185,12 @@ def _paint(canvas, window, alpha, color):
 
 def _window(u0, u1, v0, v1):
     """Row/column slices of the canonical canvas covering [u0, u1] × [v0, v1]."""
+
     def span(lo, hi):
         first = int(np.clip(np.floor((lo + 1.0) / PIXEL), 0, IMAGE_SIZE))
         last = int(np.clip(np.ceil((hi + 1.0) / PIXEL) + 1, 0, IMAGE_SIZE))
         return slice(first, max(first, last))
+
     return span(v0, v1), span(u0, u1)
 
 
@@ -170,8 +217,12 @@ def _identity_layer(ident: Identity) -> tuple[np.ndarray, np.ndarray]:
     neck = _ramp(neck_w - np.abs(u)) * _ramp(v - ident.face_cy)
     over(neck, ident.skin * 0.78)
     for side in (-1.0, 1.0):
-        over(_ellipse(u, v, side * ident.face_rx * 0.98, ident.eye_y + 0.12, ident.ear_size * 0.6,
-                      ident.ear_size), ident.skin * 0.9)
+        over(
+            _ellipse(
+                u, v, side * ident.face_rx * 0.98, ident.eye_y + 0.12, ident.ear_size * 0.6, ident.ear_size
+            ),
+            ident.skin * 0.9,
+        )
     dv = (v - ident.face_cy) / ident.face_ry
     rx = ident.face_rx * (1.0 - ident.jaw_taper * np.square(np.clip(dv, 0.0, 1.0)))
     q = np.square(u / rx) + np.square(dv)
@@ -194,8 +245,14 @@ def _identity_layer(ident: Identity) -> tuple[np.ndarray, np.ndarray]:
     if style != "bald":
         volume = ident.hair_volume * (2.2 if style == "curly" else 1.0)
         extra_down = 0.45 if style == "long" else 0.0
-        outer = _ellipse(u, v, 0.0, ident.face_cy - 0.06 + extra_down / 2, ident.face_rx + volume,
-                         ident.face_ry + volume * 0.8 + extra_down / 2)
+        outer = _ellipse(
+            u,
+            v,
+            0.0,
+            ident.face_cy - 0.06 + extra_down / 2,
+            ident.face_rx + volume,
+            ident.face_ry + volume * 0.8 + extra_down / 2,
+        )
         if style == "fringe":
             line = ident.eye_y - ident.brow_gap - 0.05 + 0.02 * np.sin(40 * u)
         else:
@@ -227,8 +284,12 @@ def _paint_features(canvas: np.ndarray, ident: Identity, nz: Nuisance) -> None:
     dark = ident.skin * 0.22
     for side in (-1.0, 1.0):
         centre = side * ident.eye_dx
-        win = _window(centre - reach - 1.3 * ident.eye_rx, centre + reach + 1.3 * ident.eye_rx,
-                      ident.eye_y - lift - 1.6 * ident.eye_ry, ident.eye_y + lift + 1.6 * ident.eye_ry)
+        win = _window(
+            centre - reach - 1.3 * ident.eye_rx,
+            centre + reach + 1.3 * ident.eye_rx,
+            ident.eye_y - lift - 1.6 * ident.eye_ry,
+            ident.eye_y + lift + 1.6 * ident.eye_ry,
+        )
         u, v = _axes(win)
         cx, cy = centre + 0.6 * yaw, ident.eye_y + 0.5 * pitch
         ry = ident.eye_ry * _per_image(nz.eye_open)
@@ -237,35 +298,58 @@ def _paint_features(canvas: np.ndarray, ident: Identity, nz: Nuisance) -> None:
         _paint(canvas, win, white, eye_white)
         gx = cx + _per_image(nz.gaze)
         _paint(canvas, win, _ellipse(u, v, gx, cy, ident.iris_r, ident.iris_r) * white, ident.iris_color)
-        _paint(canvas, win, _ellipse(u, v, gx, cy, ident.iris_r * 0.45, ident.iris_r * 0.45) * white,
-               np.float32(0.03))
+        _paint(
+            canvas,
+            win,
+            _ellipse(u, v, gx, cy, ident.iris_r * 0.45, ident.iris_r * 0.45) * white,
+            np.float32(0.03),
+        )
 
         brow_x = side * (ident.eye_dx + 0.01)
         brow_y = ident.eye_y - ident.brow_gap
-        win = _window(brow_x - reach - ident.brow_len - 0.02, brow_x + reach + ident.brow_len + 0.02,
-                      brow_y - lift - 0.12, brow_y + lift + 0.12)
+        win = _window(
+            brow_x - reach - ident.brow_len - 0.02,
+            brow_x + reach + ident.brow_len + 0.02,
+            brow_y - lift - 0.12,
+            brow_y + lift + 0.12,
+        )
         u, v = _axes(win)
         x = u - (brow_x + 0.6 * yaw)
-        centre_line = (brow_y + 0.5 * pitch - _per_image(nz.brow_raise)
-                       + ident.brow_arch * np.square(x) - side * ident.brow_tilt * x)
+        centre_line = (
+            brow_y
+            + 0.5 * pitch
+            - _per_image(nz.brow_raise)
+            + ident.brow_arch * np.square(x)
+            - side * ident.brow_tilt * x
+        )
         brow = _ramp(0.5 * ident.brow_thick - np.abs(v - centre_line)) * _ramp(ident.brow_len - np.abs(x))
         _paint(canvas, win, brow, ident.brow_color)
 
-    win = _window(-reach - 2 * ident.nose_w, reach + 2 * ident.nose_w, ident.eye_y, ident.nose_y + lift + 0.03)
+    win = _window(
+        -reach - 2 * ident.nose_w, reach + 2 * ident.nose_w, ident.eye_y, ident.nose_y + lift + 0.03
+    )
     u, v = _axes(win)
     ncx, base = yaw, ident.nose_y + 0.6 * pitch
     length = 0.5 * (ident.nose_y - ident.eye_y)
     ridge_side = np.where(yaw >= 0, 1.0, -1.0).astype(np.float32)
     ridge = _ellipse(u, v, ncx + ridge_side * ident.nose_w * 0.45, base - length, ident.nose_w * 0.2, length)
     _paint(canvas, win, ridge * 0.35, ident.skin * 0.6)
-    _paint(canvas, win, _ellipse(u, v, ncx, base - 0.03, ident.nose_w * 0.5, 0.045) * 0.3,
-           np.minimum(ident.skin * 1.15, 1.0))
+    _paint(
+        canvas,
+        win,
+        _ellipse(u, v, ncx, base - 0.03, ident.nose_w * 0.5, 0.045) * 0.3,
+        np.minimum(ident.skin * 1.15, 1.0),
+    )
     for side in (-1.0, 1.0):
         nostril = _ellipse(u, v, ncx + side * ident.nose_w * 0.45, base, ident.nose_w * 0.22, 0.017)
         _paint(canvas, win, nostril, ident.skin * 0.3)
 
-    win = _window(-reach - 1.1 * ident.mouth_w, reach + 1.1 * ident.mouth_w,
-                  ident.mouth_y - lift - 0.12, ident.mouth_y + lift + 0.12)
+    win = _window(
+        -reach - 1.1 * ident.mouth_w,
+        reach + 1.1 * ident.mouth_w,
+        ident.mouth_y - lift - 0.12,
+        ident.mouth_y + lift + 0.12,
+    )
     u, v = _axes(win)
     mcx, mcy = 0.7 * yaw, ident.mouth_y + 0.6 * pitch
     bent = v + _per_image(nz.smile) * 0.05 * np.square((u - mcx) / ident.mouth_w)  # corners up
@@ -310,7 +394,8 @@ def _warp(canvas: np.ndarray, alpha: np.ndarray, nz: Nuisance) -> np.ndarray:
     size = (IMAGE_SIZE, IMAGE_SIZE)
     for i in range(len(rgba)):
         warped = Image.fromarray(rgba[i], "RGBA").transform(
-            size, Image.Transform.AFFINE, _affine_coefficients(nz, i), resample=Image.Resampling.BILINEAR)
+            size, Image.Transform.AFFINE, _affine_coefficients(nz, i), resample=Image.Resampling.BILINEAR
+        )
         rgba[i] = np.asarray(warped)
     return rgba
 
@@ -335,11 +420,14 @@ def render_pixels(ident: Identity, nz: Nuisance) -> np.ndarray:
     u, v = _AXIS[None, None, :], _AXIS[None, :, None]
     f32 = np.float32
     grad = _per_image(nz.background_gradient[:, 0]) * u + _per_image(nz.background_gradient[:, 1]) * v
-    image = nz.background[:, None, None, :].astype(f32) + grad[..., None] * nz.background_tint[:, None, None, :].astype(f32)
+    image = nz.background[:, None, None, :].astype(f32) + grad[..., None] * nz.background_tint[
+        :, None, None, :
+    ].astype(f32)
     face_alpha = face[..., 3:] * f32(1 / 255)
     image += (face[..., :3] * f32(1 / 255) - image) * face_alpha
     light = _per_image(nz.light_gain) * (
-        1.0 + _per_image(nz.light_gradient[:, 0]) * u + _per_image(nz.light_gradient[:, 1]) * v)
+        1.0 + _per_image(nz.light_gradient[:, 0]) * u + _per_image(nz.light_gradient[:, 1]) * v
+    )
     image *= light[..., None]
     image *= nz.color_cast[:, None, None, :].astype(f32)
 
@@ -349,7 +437,9 @@ def render_pixels(ident: Identity, nz: Nuisance) -> np.ndarray:
         rect = _ramp(hw - np.abs(u - cu)) * _ramp(hh - np.abs(v - cv))
         blob = _ellipse(u, v, cu, cv, hw, hh)
         occ = np.where(is_rect > 0.5, rect, blob)[..., None]
-        image[occluded] = image[occluded] * (1.0 - occ) + occ * nz.occluder_color[occluded, None, None, :].astype(f32)
+        image[occluded] = image[occluded] * (1.0 - occ) + occ * nz.occluder_color[
+            occluded, None, None, :
+        ].astype(f32)
 
     noise = _noise_bank()[nz.noise_field]
     noise[nz.noise_flip] = noise[nz.noise_flip, :, ::-1]

@@ -30,6 +30,9 @@ def backbone_options(recipe: Any) -> dict[str, Any]:
 def step_options(recipe: Any) -> dict[str, Any]:
     """Keyword arguments for `TrainStep`."""
     reference = reference_mode(recipe)
-    return {"clip_classifier": reference,
-            "scaler_growth_interval": REFERENCE_SCALER_GROWTH_INTERVAL if reference
-            else TORCH_SCALER_GROWTH_INTERVAL}
+    return {
+        "clip_classifier": reference,
+        "scaler_growth_interval": REFERENCE_SCALER_GROWTH_INTERVAL
+        if reference
+        else TORCH_SCALER_GROWTH_INTERVAL,
+    }

@@ -78,17 +78,33 @@ class MetricsHook(Hook):
     def _log(self, loop: TrainLoop, speed: float) -> None:
         result = loop.result
         loss = float(result.loss.item())  # the host-device sync of a log step
-        row: dict[str, Any] = {"epoch": loop.step_epoch, "loss": loss, "lr": loop.lr, "img_per_s": speed,
-                               "grad_norm": float(result.grad_norm.item()), "bad_steps": self.bad_steps}
+        row: dict[str, Any] = {
+            "epoch": loop.step_epoch,
+            "loss": loss,
+            "lr": loop.lr,
+            "img_per_s": speed,
+            "grad_norm": float(result.grad_norm.item()),
+            "bad_steps": self.bad_steps,
+        }
         terms = {name: float(value.item()) for name, value in result.terms.items()}
         row.update(terms)
         self.metrics.log(loop.step, row)
         loop.progress.show(epoch=loop.step_epoch, loss=loss, lr=loop.lr, images_per_second=speed)
         remaining = (loop.setup.stop_step - loop.step) * self.global_batch / max(speed, 1e-9)
-        loop.progress.log(train_log.step_line(
-            step=loop.step, total_steps=loop.setup.stop_step, epoch=loop.step_epoch, epochs=loop.setup.epochs,
-            loss=loss, terms=terms, lr=loop.lr, images_per_second=speed, eta_seconds=remaining,
-            memory=train_log.peak_memory(loop.device)))
+        loop.progress.log(
+            train_log.step_line(
+                step=loop.step,
+                total_steps=loop.setup.stop_step,
+                epoch=loop.step_epoch,
+                epochs=loop.setup.epochs,
+                loss=loss,
+                terms=terms,
+                lr=loop.lr,
+                images_per_second=speed,
+                eta_seconds=remaining,
+                memory=train_log.peak_memory(loop.device),
+            )
+        )
 
     @property
     def bad_steps(self) -> int:
@@ -130,7 +146,8 @@ class BadStepGuard(Hook):
             raise TopofrError(
                 f"{self.run_dir}: the loss or the update was not finite for {self.max_bad} consecutive steps "
                 f"(by step {loop.step}); lower optim.lr, raise optim.clip_grad_norm's strictness or use "
-                "train.precision fp32/bf16")
+                "train.precision fp32/bf16"
+            )
 
     def state_dict(self) -> dict[str, Any]:
         return {"consecutive_bad": int(self.consecutive.item())}
@@ -194,7 +211,11 @@ class VerificationHook(Hook):
                 row[f"val_{score.name}_acc"] = score.accuracy
                 row[f"val_{score.name}_std"] = score.accuracy_std
             loop.metrics.log(loop.step, row)
-            loop.progress.print(f"step {loop.step}: " + ", ".join(
-                f"{s.name} {100 * s.accuracy:.2f}% ± {100 * s.accuracy_std:.2f}" for s in self.scores))
+            loop.progress.print(
+                f"step {loop.step}: "
+                + ", ".join(
+                    f"{s.name} {100 * s.accuracy:.2f}% ± {100 * s.accuracy_std:.2f}" for s in self.scores
+                )
+            )
         self.scored_at = loop.step
         D.barrier(self.ctx)

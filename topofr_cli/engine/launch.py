@@ -38,8 +38,13 @@ def torchrun_argv(spec: LaunchSpec, worker_args: list[str]) -> list[str]:
     if spec.nnodes == 1 and not spec.rdzv_endpoint:
         argv.append("--standalone")  # a free local port, no rendezvous server to start
     else:
-        argv += [f"--nnodes={spec.nnodes}", f"--node-rank={spec.node_rank}", "--rdzv-backend=c10d",
-                 f"--rdzv-endpoint={spec.rdzv_endpoint}", f"--rdzv-id={spec.rdzv_id}"]
+        argv += [
+            f"--nnodes={spec.nnodes}",
+            f"--node-rank={spec.node_rank}",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={spec.rdzv_endpoint}",
+            f"--rdzv-id={spec.rdzv_id}",
+        ]
     return [*argv, "--module", "topofr_cli", "train", *worker_args]
 
 

@@ -92,8 +92,13 @@ class TrainLoop:
     def state_dict(self) -> dict[str, Any]:
         """Where the next batch comes from, and every hook's state (the checkpoint's `training.hooks`)."""
         done = self.epoch_done
-        states = {"loop": {"step": self.step, "epoch": self.epoch + 1 if done else self.epoch,
-                           "batch_in_epoch": 0 if done else self.batch_in_epoch}}
+        states = {
+            "loop": {
+                "step": self.step,
+                "epoch": self.epoch + 1 if done else self.epoch,
+                "batch_in_epoch": 0 if done else self.batch_in_epoch,
+            }
+        }
         states.update({hook.name: hook.state_dict() for hook in self.hooks if hook.name})
         return states
 
@@ -109,8 +114,13 @@ class TrainLoop:
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self) -> None:
-        with TrainProgress(total_steps=self.setup.stop_step, start_step=self.step, enabled=self.setup.ctx.is_main,
-                           progress=self.reporter, log_path=self.log_path) as self.progress:
+        with TrainProgress(
+            total_steps=self.setup.stop_step,
+            start_step=self.step,
+            enabled=self.setup.ctx.is_main,
+            progress=self.reporter,
+            log_path=self.log_path,
+        ) as self.progress:
             for line in self.banner:
                 self.progress.print(line)
             self._each(lambda hook: hook.before_train(self))

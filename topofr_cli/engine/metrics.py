@@ -35,8 +35,15 @@ class MetricsLog:
     file describes exactly one history.
     """
 
-    def __init__(self, run_dir: str | Path, columns: Sequence[str], *, enabled: bool = True,
-                 resume_step: int | None = None, tensorboard: bool = True) -> None:
+    def __init__(
+        self,
+        run_dir: str | Path,
+        columns: Sequence[str],
+        *,
+        enabled: bool = True,
+        resume_step: int | None = None,
+        tensorboard: bool = True,
+    ) -> None:
         self.enabled = enabled
         self.columns = ["step", *[c for c in columns if c != "step"]]
         self.path = RunDir(Path(run_dir)).metrics

@@ -22,8 +22,9 @@ class Objective(Protocol):
         """(backbone input, the topology loss's input space) for a normalised batch."""
         ...
 
-    def __call__(self, *, x_topology: torch.Tensor, embeddings: torch.Tensor, output: Any,
-                 step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def __call__(
+        self, *, x_topology: torch.Tensor, embeddings: torch.Tensor, output: Any, step: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(loss to minimise, detached per-term tensors to log)."""
         ...
 
@@ -52,8 +53,9 @@ class PlainObjective(torch.nn.Module):
     def synchronize_gradients(self) -> None:
         """No parameters of its own."""
 
-    def forward(self, *, x_topology: torch.Tensor, embeddings: torch.Tensor, output: Any,
-                step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self, *, x_topology: torch.Tensor, embeddings: torch.Tensor, output: Any, step: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return output.ce.float().mean(), {}
 
 

@@ -44,9 +44,11 @@ class RunPlan:
 
     def finished_message(self) -> str:
         position = (self.resume_from.hook_state("loop") if self.resume_from else None) or {}
-        return (f"{self.run.root}: this run is already finished (step {position.get('step')}, "
-                f"{position.get('epoch')} of {self.recipe.schedule.epochs} epochs); nothing to resume. Raise "
-                "schedule.epochs or schedule.max_steps with --set to train further")
+        return (
+            f"{self.run.root}: this run is already finished (step {position.get('step')}, "
+            f"{position.get('epoch')} of {self.recipe.schedule.epochs} epochs); nothing to resume. Raise "
+            "schedule.epochs or schedule.max_steps with --set to train further"
+        )
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -71,8 +73,10 @@ def _check_link(run_dir: Path, *, overwrite: bool) -> None:
     if not run_dir.exists():
         raise TopofrError(f"{run_dir}: train.output is a symbolic link to {target}, which does not exist")
     if overwrite and not RunDir(run_dir).is_empty():
-        raise TopofrError(f"{run_dir}: train.output is a symbolic link (to {target}); --overwrite does not "
-                          f"delete through links: remove the link, or set train.output to {target}")
+        raise TopofrError(
+            f"{run_dir}: train.output is a symbolic link (to {target}); --overwrite does not "
+            f"delete through links: remove the link, or set train.output to {target}"
+        )
 
 
 def newest_intact_checkpoint(run: RunDir) -> tuple[Checkpoint, list[str]]:
@@ -80,15 +84,18 @@ def newest_intact_checkpoint(run: RunDir) -> tuple[Checkpoint, list[str]]:
     notes: list[str] = []
     found = run.checkpoints()
     if not found:
-        raise TopofrError(f"{run.root}: --resume given but the run directory holds no checkpoint "
-                          "(checkpoints/step_*.pt)")
+        raise TopofrError(
+            f"{run.root}: --resume given but the run directory holds no checkpoint (checkpoints/step_*.pt)"
+        )
     for _step, path in reversed(found):
         try:
             return Checkpoint.read(path), notes
         except TopofrError as exc:
             notes.append(f"{exc}; skipped, resuming from an earlier checkpoint")
-    raise TopofrError(f"{run.root}: --resume found no intact checkpoint: all {len(found)} are damaged "
-                      f"(the newest: {notes[0].split('; skipped')[0]})")
+    raise TopofrError(
+        f"{run.root}: --resume found no intact checkpoint: all {len(found)} are damaged "
+        f"(the newest: {notes[0].split('; skipped')[0]})"
+    )
 
 
 def dataset_class_count(recipe: Recipe, dataset: FaceDataset) -> int:
@@ -101,8 +108,10 @@ def dataset_class_count(recipe: Recipe, dataset: FaceDataset) -> int:
         )
     labels = dataset.labels
     if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= found):
-        raise TopofrError(f"{dataset.path}: labels span [{int(labels.min())}, {int(labels.max())}] "
-                          f"but the dataset declares {found} classes")
+        raise TopofrError(
+            f"{dataset.path}: labels span [{int(labels.min())}, {int(labels.max())}] "
+            f"but the dataset declares {found} classes"
+        )
     return found
 
 
@@ -111,21 +120,27 @@ def plan_run(recipe: Recipe, *, resume: bool, overwrite: bool, check_lock: bool 
 
     `check_lock=False` on torchrun ranks other than 0: rank 0 may already hold the run's lock."""
     if recipe.data.path is None:
-        raise TopofrError("recipe key 'data.path' is not set: set data.path (e.g. --set data.path=DIR) "
-                          "to a packed set, a RecordIO folder or an image folder")
+        raise TopofrError(
+            "recipe key 'data.path' is not set: set data.path (e.g. --set data.path=DIR) "
+            "to a packed set, a RecordIO folder or an image folder"
+        )
     data_path = Path(recipe.data.path)
     generate = not data_path.exists()
     if generate and recipe.data.synthetic is None:
-        raise TopofrError(f"{data_path}: data.path does not exist (and the recipe has no data.synthetic "
-                          "section to generate it)")
+        raise TopofrError(
+            f"{data_path}: data.path does not exist (and the recipe has no data.synthetic "
+            "section to generate it)"
+        )
     num_classes = None
     if not generate:
         from topofr_cli.data import open_dataset
 
         num_classes = dataset_class_count(recipe, open_dataset(data_path))
     elif recipe.head.num_classes is not None and recipe.head.num_classes != recipe.data.synthetic.identities:
-        raise TopofrError(f"{data_path}: the synthetic set will have {recipe.data.synthetic.identities} "
-                          f"classes but the recipe's head.num_classes is {recipe.head.num_classes}")
+        raise TopofrError(
+            f"{data_path}: the synthetic set will have {recipe.data.synthetic.identities} "
+            f"classes but the recipe's head.num_classes is {recipe.head.num_classes}"
+        )
     else:
         num_classes = recipe.data.synthetic.identities
     for name in recipe.data.val_bins:
@@ -141,9 +156,18 @@ def plan_run(recipe: Recipe, *, resume: bool, overwrite: bool, check_lock: bool 
     checkpoint, notes = None, []
     if resume:
         checkpoint, notes = newest_intact_checkpoint(run)
-        checkpoint.check_resumable(network=recipe.model.network, embedding_size=recipe.model.embedding_size,
-                                   num_classes=num_classes)
+        checkpoint.check_resumable(
+            network=recipe.model.network, embedding_size=recipe.model.embedding_size, num_classes=num_classes
+        )
     elif not run.is_empty():  # a lock file alone is what a finished or killed start leaves
         check_output(run_dir, RUN, overwrite=overwrite)
-    return RunPlan(recipe=recipe, run=run, data_path=data_path, generate_data=generate, num_classes=num_classes,
-                   resume_from=checkpoint, overwrite=overwrite, notes=notes)
+    return RunPlan(
+        recipe=recipe,
+        run=run,
+        data_path=data_path,
+        generate_data=generate,
+        num_classes=num_classes,
+        resume_from=checkpoint,
+        overwrite=overwrite,
+        notes=notes,
+    )

@@ -11,8 +11,15 @@ from topofr_cli.progress import SILENT, Level, Progress
 class TrainProgress:
     """Rank 0 reports through `progress` and into `log_path`; the other ranks stay silent (`enabled=False`)."""
 
-    def __init__(self, *, total_steps: int, start_step: int, enabled: bool, progress: Progress,
-                 log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        total_steps: int,
+        start_step: int,
+        enabled: bool,
+        progress: Progress,
+        log_path: Path | None = None,
+    ) -> None:
         self.enabled = enabled
         self._progress = progress if enabled else SILENT
         self._total, self._start = total_steps, start_step

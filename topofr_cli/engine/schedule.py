@@ -48,5 +48,9 @@ class PolySchedule:
         return lr
 
     def state_dict(self) -> dict[str, float | int]:
-        return {"base_lr": self.base_lr, "total_steps": self.total_steps,
-                "warmup_steps": self.warmup_steps, "power": self.power}
+        return {
+            "base_lr": self.base_lr,
+            "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
+            "power": self.power,
+        }

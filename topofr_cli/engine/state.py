@@ -32,8 +32,10 @@ class TrainingParts:
 
 
 def _shard_sizes(classifier: PartialFC) -> list[int]:
-    return [shard_bounds(classifier.num_classes, classifier.world_size, r)[1]
-            for r in range(classifier.world_size)]
+    return [
+        shard_bounds(classifier.num_classes, classifier.world_size, r)[1]
+        for r in range(classifier.world_size)
+    ]
 
 
 def _is_shard_tensor(value: Any, classifier: PartialFC) -> bool:
@@ -47,7 +49,8 @@ def gather_classifier_optimizer(ctx: DistContext, parts: TrainingParts) -> dict[
     merged: dict[int, dict[str, Any]] = {}
     for index, entry in sorted(state["state"].items()):
         merged[index] = {
-            key: gather_rows(ctx, value.detach(), sizes).cpu() if _is_shard_tensor(value, parts.classifier)
+            key: gather_rows(ctx, value.detach(), sizes).cpu()
+            if _is_shard_tensor(value, parts.classifier)
             else (value.cpu() if isinstance(value, torch.Tensor) else value)
             for key, value in entry.items()
         }
@@ -58,16 +61,27 @@ def shard_classifier_optimizer(state: dict[str, Any], classifier: PartialFC) -> 
     start, size = classifier.class_start, classifier.num_local
     full_shape = (classifier.num_classes, classifier.embedding_size)
     sharded = {
-        index: {key: value[start:start + size].clone()
-                if isinstance(value, torch.Tensor) and tuple(value.shape) == full_shape else value
-                for key, value in entry.items()}
+        index: {
+            key: value[start : start + size].clone()
+            if isinstance(value, torch.Tensor) and tuple(value.shape) == full_shape
+            else value
+            for key, value in entry.items()
+        }
         for index, entry in state["state"].items()
     }
     return {"state": sharded, "param_groups": state["param_groups"]}
 
 
-def build_checkpoint(ctx: DistContext, recipe: Recipe, parts: TrainingParts, *, num_classes: int,
-                     step: int, epoch: int, hook_states: dict[str, Any]) -> Checkpoint | None:
+def build_checkpoint(
+    ctx: DistContext,
+    recipe: Recipe,
+    parts: TrainingParts,
+    *,
+    num_classes: int,
+    step: int,
+    epoch: int,
+    hook_states: dict[str, Any],
+) -> Checkpoint | None:
     """Call on every rank (collectives); returns the checkpoint on rank 0, None elsewhere.
 
     `epoch` is the epoch of the next batch, as `hook_states["loop"]` records it."""
@@ -77,9 +91,14 @@ def build_checkpoint(ctx: DistContext, recipe: Recipe, parts: TrainingParts, *, 
     if not ctx.is_main:
         return None
     return Checkpoint(
-        network=recipe.model.network, embedding_size=recipe.model.embedding_size, num_classes=num_classes,
+        network=recipe.model.network,
+        embedding_size=recipe.model.embedding_size,
+        num_classes=num_classes,
         backbone={k: v.detach().cpu() for k, v in parts.backbone.state_dict().items()},
-        classifier=classifier_weight, step=step, epoch=epoch, recipe=recipe,
+        classifier=classifier_weight,
+        step=step,
+        epoch=epoch,
+        recipe=recipe,
         # λ exactly, as the parameter (a float does not survive exp/log round trips bit for bit)
         objective={k: v.detach().cpu() for k, v in parts.objective.state_dict().items()},
         training={
@@ -102,7 +121,8 @@ def restore_parts(checkpoint: Checkpoint, parts: TrainingParts) -> None:
     training = checkpoint.training
     parts.backbone_optimizer.load_state_dict(training["backbone_optimizer"])
     parts.classifier_optimizer.load_state_dict(
-        shard_classifier_optimizer(training["classifier_optimizer"], parts.classifier))
+        shard_classifier_optimizer(training["classifier_optimizer"], parts.classifier)
+    )
 
 
 def restore_scaler(checkpoint: Checkpoint, scaler: torch.amp.GradScaler | None) -> None:

@@ -53,11 +53,23 @@ class TrainStep:
     resumed run draws the same augmentations.
     """
 
-    def __init__(self, *, backbone: nn.Module, backbone_params: list[nn.Parameter], classifier: nn.Module,
-                 objective: Objective, optimizers: list[torch.optim.Optimizer], precision: str,
-                 dist_ctx: DistContext, clip_grad_norm: float | None, channels_last: bool,
-                 horizontal_flip: bool, seed: int, clip_classifier: bool = False,
-                 scaler_growth_interval: int = 2000) -> None:
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        backbone_params: list[nn.Parameter],
+        classifier: nn.Module,
+        objective: Objective,
+        optimizers: list[torch.optim.Optimizer],
+        precision: str,
+        dist_ctx: DistContext,
+        clip_grad_norm: float | None,
+        channels_last: bool,
+        horizontal_flip: bool,
+        seed: int,
+        clip_classifier: bool = False,
+        scaler_growth_interval: int = 2000,
+    ) -> None:
         self.backbone = backbone
         self.backbone_params = backbone_params
         self.classifier = classifier
@@ -67,8 +79,11 @@ class TrainStep:
         self.device = dist_ctx.device
         self.precision = effective_precision(precision, self.device)
         self.autocast_dtype = AUTOCAST_DTYPES[self.precision]
-        self.scaler = (torch.amp.GradScaler(self.device.type, growth_interval=scaler_growth_interval)
-                       if self.precision == "fp16" else None)
+        self.scaler = (
+            torch.amp.GradScaler(self.device.type, growth_interval=scaler_growth_interval)
+            if self.precision == "fp16"
+            else None
+        )
         self.clip_grad_norm = clip_grad_norm
         self.clip_classifier = clip_classifier
         self.channels_last = channels_last
@@ -92,8 +107,9 @@ class TrainStep:
         """Make every optimizer on every rank see one overflow flag. GradScaler keeps a flag per optimizer
         and per rank; Partial FC's classifier shards differ per rank, so an overflow seen on one rank only
         would let the loss scales diverge and DDP would average gradients of different scales."""
-        per_optimizer = [self.scaler._per_optimizer_states[id(opt)]["found_inf_per_device"]
-                         for opt in self.optimizers]
+        per_optimizer = [
+            self.scaler._per_optimizer_states[id(opt)]["found_inf_per_device"] for opt in self.optimizers
+        ]
         for flags in per_optimizer:
             for flag in flags.values():
                 torch.maximum(found_inf, flag.reshape(()).to(found_inf.device), out=found_inf)
@@ -113,12 +129,16 @@ class TrainStep:
             optimizer.zero_grad(set_to_none=True)
         self.update_guard.save()  # before the forward pass, which updates BatchNorm's running statistics
 
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
-                            enabled=self.autocast_dtype is not None):
+        with torch.autocast(
+            self.device.type,
+            dtype=self.autocast_dtype or torch.float32,
+            enabled=self.autocast_dtype is not None,
+        ):
             embeddings = self.backbone(x_backbone)
             output = self.classifier(embeddings, labels)
-        loss, terms = self.objective(x_topology=x_topology, embeddings=embeddings.float(), output=output,
-                                     step=step)
+        loss, terms = self.objective(
+            x_topology=x_topology, embeddings=embeddings.float(), output=output, step=step
+        )
 
         bad = (~torch.isfinite(loss.detach())).float()  # 0-dim, as fused optimizers expect
         all_reduce_max_(self.ctx, bad)  # every rank must skip together or DDP replicas drift apart
@@ -127,8 +147,13 @@ class TrainStep:
         self._update(found_inf)  # may raise found_inf in place (fp16 scaler overflow)
         bad_update = self.update_guard.undo_if_bad(bad)
         bad, skipped = torch.maximum(bad, bad_update), torch.maximum(found_inf, bad_update)
-        return StepResult(loss=loss.detach(), bad=bad, skipped=skipped, grad_norm=grad_norm.detach(),
-                          terms={k: v.detach() for k, v in terms.items()})
+        return StepResult(
+            loss=loss.detach(),
+            bad=bad,
+            skipped=skipped,
+            grad_norm=grad_norm.detach(),
+            terms={k: v.detach() for k, v in terms.items()},
+        )
 
     def _backward(self, loss: torch.Tensor) -> torch.Tensor:
         """Gradients (unscaled, summed over ranks, clipped); returns the norm before clipping."""
@@ -150,7 +175,9 @@ class TrainStep:
         squared norm is summed over ranks (a collective, not a host sync).
         """
         params = list(self.backbone_params)
-        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None], foreach=True)
+        grad_norm = torch.nn.utils.get_total_norm(
+            [p.grad for p in params if p.grad is not None], foreach=True
+        )
         if self.clip_classifier:
             shard = [p for p in self.classifier.parameters() if p.grad is not None]
             shard_sq = torch.nn.utils.get_total_norm([p.grad for p in shard], foreach=True).square()

@@ -27,8 +27,10 @@ def classifier_terms(logits: torch.Tensor, labels: torch.Tensor) -> ClassifierOu
     The same terms `PartialFC` returns; cross-entropy carries the gradient, p_gt and entropy do not.
     """
     if logits.dim() != 2 or labels.shape != (logits.shape[0],):
-        raise TopofrError(f"TopoFRLoss: expected logits [B, C] and labels [B], got {tuple(logits.shape)} "
-                          f"and {tuple(labels.shape)}")
+        raise TopofrError(
+            f"TopoFRLoss: expected logits [B, C] and labels [B], got {tuple(logits.shape)} "
+            f"and {tuple(labels.shape)}"
+        )
     logits = logits.float()
     labels = labels.long()
     ce = F.cross_entropy(logits, labels, reduction="none")
@@ -83,17 +85,31 @@ class TopoFRLoss(nn.Module):
     True
     """
 
-    def __init__(self, *, alpha: float = 0.1, form: str = "official", ptsa: bool = True, sde: bool = True,
-                 temperature: float = 1.0, rsp: bool = True, rsp_prob: float = 0.2) -> None:
+    def __init__(
+        self,
+        *,
+        alpha: float = 0.1,
+        form: str = "official",
+        ptsa: bool = True,
+        sde: bool = True,
+        temperature: float = 1.0,
+        rsp: bool = True,
+        rsp_prob: float = 0.2,
+    ) -> None:
         super().__init__()
         if form not in FORMS:
             raise TopofrError(f"TopoFRLoss: form must be one of {', '.join(FORMS)}, got {form!r}")
         if alpha < 0 or temperature <= 0:
-            raise TopofrError(f"TopoFRLoss: need alpha >= 0 and temperature > 0, got {alpha} and {temperature}")
-        config = TopoFRConfig(enabled=True, compat="fixed",
-                              ptsa=PTSAConfig(enabled=ptsa, form=form, alpha=alpha),  # type: ignore[arg-type]
-                              rsp=RSPConfig(enabled=rsp, prob=rsp_prob),
-                              sde=SDEConfig(enabled=sde, temperature=temperature))
+            raise TopofrError(
+                f"TopoFRLoss: need alpha >= 0 and temperature > 0, got {alpha} and {temperature}"
+            )
+        config = TopoFRConfig(
+            enabled=True,
+            compat="fixed",
+            ptsa=PTSAConfig(enabled=ptsa, form=form, alpha=alpha),  # type: ignore[arg-type]
+            rsp=RSPConfig(enabled=rsp, prob=rsp_prob),
+            sde=SDEConfig(enabled=sde, temperature=temperature),
+        )
         self.objective = TopoFRObjective(config)
         self.last_terms: dict[str, torch.Tensor] = {}
         self._calls = 0
@@ -102,11 +118,13 @@ class TopoFRLoss(nn.Module):
         """The backbone's input: RSP applied to the clean batch (the batch itself when `rsp=False`)."""
         return self.objective.perturb(images, generator)[0]  # type: ignore[arg-type]
 
-    def forward(self, images: torch.Tensor, embeddings: torch.Tensor, logits: torch.Tensor,
-                labels: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, images: torch.Tensor, embeddings: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
         output = classifier_terms(logits, labels)
-        loss, terms = self.objective(x_topology=images, embeddings=embeddings.float(), output=output,
-                                     step=self._calls)
+        loss, terms = self.objective(
+            x_topology=images, embeddings=embeddings.float(), output=output, step=self._calls
+        )
         self._calls += 1
         self.last_terms = terms
         return loss

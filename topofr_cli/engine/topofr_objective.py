@@ -73,8 +73,9 @@ class TopoFRObjective(nn.Module):
     one parameter is PTSA's latent scale λ (fixed mode). For a loop of your own, `TopoFRLoss` wraps it.
     """
 
-    def __init__(self, config: TopoFRConfig, *, world_size: int = 1,
-                 autocast_dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self, config: TopoFRConfig, *, world_size: int = 1, autocast_dtype: torch.dtype | None = None
+    ) -> None:
         super().__init__()
         self.config = config
         self.world_size = world_size
@@ -119,15 +120,21 @@ class TopoFRObjective(nn.Module):
             if param.grad is not None:
                 dist.all_reduce(param.grad)
 
-    def forward(self, *, x_topology: torch.Tensor, embeddings: torch.Tensor, output: Any,
-                step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self, *, x_topology: torch.Tensor, embeddings: torch.Tensor, output: Any, step: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         ce = output.ce.float()
         terms: dict[str, torch.Tensor] = {}
         if self.config.sde.enabled:
             # docs/method.md §1.3: L_cls = mean(w1 · w2 · CE) over the global batch.
-            w1, w2, gum = sde_weights(output.entropy, output.p_true, self.config.sde.temperature,
-                                      self.config.compat, groups=self.gum_groups,
-                                      softmax_dtype=self.softmax_dtype)
+            w1, w2, gum = sde_weights(
+                output.entropy,
+                output.p_true,
+                self.config.sde.temperature,
+                self.config.compat,
+                groups=self.gum_groups,
+                softmax_dtype=self.softmax_dtype,
+            )
             sds = (w1 * w2).to(ce.dtype)
             loss_cls = (sds * ce).mean()
             terms.update(gum_pi=gum.pi.mean(), gamma_mean=gum.gamma.mean(), sds_mean=sds.mean())

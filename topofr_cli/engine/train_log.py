@@ -31,7 +31,9 @@ def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def recipe_changes(recipe: Recipe) -> dict[str, Any]:
     """The recipe keys whose value differs from the defaults (`Recipe()`), dotted, in schema order."""
     defaults = _flat(Recipe().to_dict())
-    return {key: value for key, value in _flat(recipe.to_dict()).items() if defaults.get(key, object()) != value}
+    return {
+        key: value for key, value in _flat(recipe.to_dict()).items() if defaults.get(key, object()) != value
+    }
 
 
 def device_name(device: torch.device) -> str:
@@ -54,9 +56,20 @@ def duration(seconds: float) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
 
 
-def banner(*, recipe: Recipe, run_dir: Any, resumed_step: int | None, data_path: Any, images: int, classes: int,
-           world_size: int, device: torch.device, global_batch: int, total_steps: int,
-           steps_per_epoch: int) -> list[str]:
+def banner(
+    *,
+    recipe: Recipe,
+    run_dir: Any,
+    resumed_step: int | None,
+    data_path: Any,
+    images: int,
+    classes: int,
+    world_size: int,
+    device: torch.device,
+    global_batch: int,
+    total_steps: int,
+    steps_per_epoch: int,
+) -> list[str]:
     """What the run is about to do, in a few lines (the first lines of train.log)."""
     start = "a fresh run" if resumed_step is None else f"resumed from step {resumed_step}"
     changes = recipe_changes(recipe)
@@ -72,17 +85,42 @@ def banner(*, recipe: Recipe, run_dir: Any, resumed_step: int | None, data_path:
     ]
 
 
-def step_line(*, step: int, total_steps: int, epoch: int, epochs: int, loss: float, terms: Mapping[str, float],
-              lr: float, images_per_second: float, eta_seconds: float, memory: str) -> str:
+def step_line(
+    *,
+    step: int,
+    total_steps: int,
+    epoch: int,
+    epochs: int,
+    loss: float,
+    terms: Mapping[str, float],
+    lr: float,
+    images_per_second: float,
+    eta_seconds: float,
+    memory: str,
+) -> str:
     """One logged step: `step 40/200 epoch 1/4 loss 9.8765 (ce 9.70, ptsa 0.1765) lr 0.1 812.3 img/s eta 0:01:02 mem …`."""
     parts = ", ".join(f"{name} {value:.4g}" for name, value in terms.items())
-    return (f"step {step}/{total_steps} epoch {epoch + 1}/{epochs} loss {loss:.4f}" + (f" ({parts})" if parts else "")
-            + f" lr {lr:.4g} {images_per_second:.1f} img/s eta {duration(eta_seconds)} {memory}")
+    return (
+        f"step {step}/{total_steps} epoch {epoch + 1}/{epochs} loss {loss:.4f}"
+        + (f" ({parts})" if parts else "")
+        + f" lr {lr:.4g} {images_per_second:.1f} img/s eta {duration(eta_seconds)} {memory}"
+    )
 
 
-def summary(*, steps: int, seconds: float, images_per_second: float, bad_steps: int, checkpoint: Any,
-            verification: str, memory: str) -> str:
+def summary(
+    *,
+    steps: int,
+    seconds: float,
+    images_per_second: float,
+    bad_steps: int,
+    checkpoint: Any,
+    verification: str,
+    memory: str,
+) -> str:
     """The last line of a run."""
-    return (f"finished: {steps} steps in {duration(seconds)} ({images_per_second:.1f} img/s), {bad_steps} non-finite "
-            f"steps skipped, peak {memory}" + (f"; {verification}" if verification else "")
-            + (f"; last checkpoint {checkpoint}" if checkpoint else ""))
+    return (
+        f"finished: {steps} steps in {duration(seconds)} ({images_per_second:.1f} img/s), {bad_steps} non-finite "
+        f"steps skipped, peak {memory}"
+        + (f"; {verification}" if verification else "")
+        + (f"; last checkpoint {checkpoint}" if checkpoint else "")
+    )

@@ -55,8 +55,9 @@ class RunResult:
 def _make_optimizer(recipe: Recipe, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
     opt = recipe.optim
     if opt.name == "sgd":
-        return torch.optim.SGD(groups, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay,
-                               fused=True)
+        return torch.optim.SGD(
+            groups, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay, fused=True
+        )
     return torch.optim.AdamW(groups, lr=opt.lr, weight_decay=opt.weight_decay, fused=True)
 
 
@@ -64,23 +65,31 @@ def _build_parts(recipe: Recipe, num_classes: int, ctx: D.DistContext, objective
     from topofr_cli.models import CombinedMarginHead, PartialFC, create_backbone
 
     torch.manual_seed(recipe.train.seed)  # identical backbone on every rank (DDP also broadcasts it)
-    backbone = create_backbone(recipe.model.network, recipe.model.embedding_size,
-                               dropout=recipe.model.dropout,
-                               gradient_checkpointing=recipe.model.gradient_checkpointing,
-                               **compat.backbone_options(recipe))
+    backbone = create_backbone(
+        recipe.model.network,
+        recipe.model.embedding_size,
+        dropout=recipe.model.dropout,
+        gradient_checkpointing=recipe.model.gradient_checkpointing,
+        **compat.backbone_options(recipe),
+    )
     backbone = backbone.to(ctx.device)
     if recipe.model.channels_last:
         backbone = backbone.to(memory_format=torch.channels_last)
     h = recipe.head
-    classifier = PartialFC(recipe.model.embedding_size, num_classes,
-                           CombinedMarginHead(h.scale, h.m1, h.m2, h.m3), sample_rate=h.sample_rate)
+    classifier = PartialFC(
+        recipe.model.embedding_size,
+        num_classes,
+        CombinedMarginHead(h.scale, h.m1, h.m2, h.m3),
+        sample_rate=h.sample_rate,
+    )
     classifier = classifier.to(ctx.device)
     objective.to(ctx.device)
     groups: list[dict[str, Any]] = [{"params": list(backbone.parameters())}]
     extra = [p for p in objective.parameters() if p.requires_grad]
     if extra:  # TopoFR's latent scale λ: optimised with the backbone, never weight-decayed, slower
-        groups.append({"params": extra, "weight_decay": 0.0,
-                       "lr_multiplier": recipe.topofr.ptsa.scale_lr_multiplier})
+        groups.append(
+            {"params": extra, "weight_decay": 0.0, "lr_multiplier": recipe.topofr.ptsa.scale_lr_multiplier}
+        )
     backbone_optimizer = _make_optimizer(recipe, groups)
     classifier_optimizer = _make_optimizer(recipe, [{"params": [classifier.weight]}])
     return TrainingParts(backbone, classifier, objective, backbone_optimizer, classifier_optimizer)
@@ -89,8 +98,11 @@ def _build_parts(recipe: Recipe, num_classes: int, ctx: D.DistContext, objective
 def _wrap_backbone(recipe: Recipe, backbone: nn.Module, ctx: D.DistContext) -> nn.Module:
     model = backbone
     if ctx.distributed:
-        model = DistributedDataParallel(backbone, device_ids=[ctx.device] if ctx.device.type == "cuda" else None,
-                                        gradient_as_bucket_view=True)
+        model = DistributedDataParallel(
+            backbone,
+            device_ids=[ctx.device] if ctx.device.type == "cuda" else None,
+            gradient_as_bucket_view=True,
+        )
         model.register_comm_hook(None, D.sum_gradients_hook)
     if recipe.train.compile:
         model = torch.compile(model)
@@ -107,10 +119,16 @@ def _prepare_data(plan: RunPlan, ctx: D.DistContext, progress: Progress) -> tupl
         from topofr_cli.evaluation.baseline import pixel_baseline
 
         spec = plan.recipe.data.synthetic
-        generate_synthetic(plan.data_path, identities=spec.identities,
-                           images_per_identity=spec.images_per_identity,
-                           heldout_identities=spec.heldout_identities, pairs=spec.pairs, seed=spec.seed,
-                           progress=progress, baseline=pixel_baseline)
+        generate_synthetic(
+            plan.data_path,
+            identities=spec.identities,
+            images_per_identity=spec.images_per_identity,
+            heldout_identities=spec.heldout_identities,
+            pairs=spec.pairs,
+            seed=spec.seed,
+            progress=progress,
+            baseline=pixel_baseline,
+        )
         generated = True
     D.barrier(ctx)
     dataset = open_dataset(plan.data_path)
@@ -124,8 +142,9 @@ def _log_columns(objective: Objective, bins: list[Path]) -> list[str]:
     return columns
 
 
-def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False,
-          progress: Progress | bool | None = None) -> RunResult:
+def train(
+    recipe: Recipe, *, resume: bool = False, overwrite: bool = False, progress: Progress | bool | None = None
+) -> RunResult:
     """Run (or resume) the training the recipe describes; see the module docstring.
 
     `progress`: where rank 0 reports (see `topofr_cli.progress.resolve_progress`)."""
@@ -133,8 +152,14 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False,
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
     ctx = D.setup_distributed(recipe.train.device)
     try:
-        return _train(recipe, ctx, resume=resume, overwrite=overwrite, started=started,
-                      progress=resolve_progress(progress))
+        return _train(
+            recipe,
+            ctx,
+            resume=resume,
+            overwrite=overwrite,
+            started=started,
+            progress=resolve_progress(progress),
+        )
     finally:
         D.teardown_distributed(ctx)
 
@@ -147,16 +172,22 @@ def _set_determinism(recipe: Recipe) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def _train(recipe: Recipe, ctx: D.DistContext, *, resume: bool, overwrite: bool, started: float,
-           progress: Progress) -> RunResult:
+def _train(
+    recipe: Recipe, ctx: D.DistContext, *, resume: bool, overwrite: bool, started: float, progress: Progress
+) -> RunResult:
     try:
         plan = plan_run(recipe, resume=resume, overwrite=overwrite, check_lock=ctx.is_main)
     except TopofrError as exc:  # the same on every rank: said once (cli.common.user_errors)
         raise PreflightError(str(exc)) from None
     if plan.finished:  # nothing to train: no file is touched, no verification is repeated
-        return RunResult(run_dir=plan.run.root, steps=plan.resume_from.step or 0,
-                         epochs_completed=plan.resume_from.epoch or 0, checkpoint=plan.resume_from.path,
-                         rank=ctx.rank, finished_before=plan.finished_message())
+        return RunResult(
+            run_dir=plan.run.root,
+            steps=plan.resume_from.step or 0,
+            epochs_completed=plan.resume_from.epoch or 0,
+            checkpoint=plan.resume_from.path,
+            rank=ctx.rank,
+            finished_before=plan.finished_message(),
+        )
     lock = _claim_run_dir(plan) if ctx.is_main else None  # only rank 0 writes the folder, only it locks it
     loop: TrainLoop | None = None
     try:
@@ -192,8 +223,9 @@ def _claim_run_dir(plan: RunPlan) -> RunLock:
     return lock
 
 
-def _build_loop(recipe: Recipe, ctx: D.DistContext, plan: RunPlan, dataset: FaceDataset,
-                progress: Progress) -> TrainLoop:
+def _build_loop(
+    recipe: Recipe, ctx: D.DistContext, plan: RunPlan, dataset: FaceDataset, progress: Progress
+) -> TrainLoop:
     num_classes = dataset_class_count(recipe, dataset)
     bins = verification_bins(recipe.data.val_bins, Path(dataset.path), dataset.meta)
     _set_determinism(recipe)
@@ -208,59 +240,110 @@ def _build_loop(recipe: Recipe, ctx: D.DistContext, plan: RunPlan, dataset: Face
     setup = _loop_setup(recipe, ctx, parts, step_fn, dataset, plan, bins)
     global_batch = recipe.data.batch_size * ctx.world_size
     banner = train_log.banner(
-        recipe=recipe, run_dir=plan.run.root, resumed_step=None if checkpoint is None else checkpoint.step,
-        data_path=dataset.path, images=len(dataset), classes=num_classes, world_size=ctx.world_size,
-        device=ctx.device, global_batch=global_batch, total_steps=setup.stop_step,
-        steps_per_epoch=setup.steps_per_epoch)
-    loop = TrainLoop(setup, _hooks(recipe, ctx, setup, plan, bins, num_classes), reporter=progress,
-                     log_path=plan.run.log, banner=banner, summary=_summary_line)
+        recipe=recipe,
+        run_dir=plan.run.root,
+        resumed_step=None if checkpoint is None else checkpoint.step,
+        data_path=dataset.path,
+        images=len(dataset),
+        classes=num_classes,
+        world_size=ctx.world_size,
+        device=ctx.device,
+        global_batch=global_batch,
+        total_steps=setup.stop_step,
+        steps_per_epoch=setup.steps_per_epoch,
+    )
+    loop = TrainLoop(
+        setup,
+        _hooks(recipe, ctx, setup, plan, bins, num_classes),
+        reporter=progress,
+        log_path=plan.run.log,
+        banner=banner,
+        summary=_summary_line,
+    )
     if checkpoint is not None:
         loop.load_state_dict(checkpoint)
     return loop
 
 
 def _make_step(recipe: Recipe, parts: TrainingParts, ctx: D.DistContext) -> TrainStep:
-    step_fn = TrainStep(backbone=_wrap_backbone(recipe, parts.backbone, ctx),
-                        backbone_params=list(parts.backbone.parameters()),
-                        classifier=parts.classifier, objective=parts.objective,
-                        optimizers=[parts.backbone_optimizer, parts.classifier_optimizer],
-                        precision=recipe.train.precision, dist_ctx=ctx,
-                        clip_grad_norm=recipe.optim.clip_grad_norm, channels_last=recipe.model.channels_last,
-                        horizontal_flip=recipe.data.horizontal_flip, seed=recipe.train.seed,
-                        **compat.step_options(recipe))
+    step_fn = TrainStep(
+        backbone=_wrap_backbone(recipe, parts.backbone, ctx),
+        backbone_params=list(parts.backbone.parameters()),
+        classifier=parts.classifier,
+        objective=parts.objective,
+        optimizers=[parts.backbone_optimizer, parts.classifier_optimizer],
+        precision=recipe.train.precision,
+        dist_ctx=ctx,
+        clip_grad_norm=recipe.optim.clip_grad_norm,
+        channels_last=recipe.model.channels_last,
+        horizontal_flip=recipe.data.horizontal_flip,
+        seed=recipe.train.seed,
+        **compat.step_options(recipe),
+    )
     parts.scaler = step_fn.scaler
     return step_fn
 
 
-def _loop_setup(recipe: Recipe, ctx: D.DistContext, parts: TrainingParts, step_fn: TrainStep, dataset: FaceDataset,
-                plan: RunPlan, bins: list[Path]) -> LoopSetup:
+def _loop_setup(
+    recipe: Recipe,
+    ctx: D.DistContext,
+    parts: TrainingParts,
+    step_fn: TrainStep,
+    dataset: FaceDataset,
+    plan: RunPlan,
+    bins: list[Path],
+) -> LoopSetup:
     from topofr_cli.data.loader import make_train_loader
 
-    loader = make_train_loader(dataset, recipe.data.batch_size, num_workers=recipe.data.num_workers,
-                               seed=recipe.train.seed, rank=ctx.rank, world_size=ctx.world_size,
-                               drop_last=True)
+    loader = make_train_loader(
+        dataset,
+        recipe.data.batch_size,
+        num_workers=recipe.data.num_workers,
+        seed=recipe.train.seed,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+        drop_last=True,
+    )
     steps_per_epoch = len(loader)
     if steps_per_epoch < 1:
-        raise TopofrError(f"{dataset.path}: {len(dataset)} images give no full batch of "
-                          f"{recipe.data.batch_size} × {ctx.world_size} processes (lower data.batch_size)")
+        raise TopofrError(
+            f"{dataset.path}: {len(dataset)} images give no full batch of "
+            f"{recipe.data.batch_size} × {ctx.world_size} processes (lower data.batch_size)"
+        )
     sched = recipe.schedule
     total_steps = sched.epochs * steps_per_epoch
     warmup = min(total_steps, round(sched.warmup_epochs * steps_per_epoch))
     resume_step = None if plan.resume_from is None else plan.resume_from.step
-    metrics = MetricsLog(plan.run.root, _log_columns(parts.objective, bins), enabled=ctx.is_main,
-                         resume_step=resume_step)
-    return LoopSetup(ctx=ctx, parts=parts, step_fn=step_fn, loader=loader,
-                     schedule=PolySchedule(recipe.optim.lr, total_steps, warmup, sched.power), metrics=metrics,
-                     steps_per_epoch=steps_per_epoch, epochs=sched.epochs,
-                     stop_step=total_steps if sched.max_steps is None else min(total_steps, sched.max_steps))
+    metrics = MetricsLog(
+        plan.run.root, _log_columns(parts.objective, bins), enabled=ctx.is_main, resume_step=resume_step
+    )
+    return LoopSetup(
+        ctx=ctx,
+        parts=parts,
+        step_fn=step_fn,
+        loader=loader,
+        schedule=PolySchedule(recipe.optim.lr, total_steps, warmup, sched.power),
+        metrics=metrics,
+        steps_per_epoch=steps_per_epoch,
+        epochs=sched.epochs,
+        stop_step=total_steps if sched.max_steps is None else min(total_steps, sched.max_steps),
+    )
 
 
-def _hooks(recipe: Recipe, ctx: D.DistContext, setup: LoopSetup, plan: RunPlan, bins: list[Path],
-           num_classes: int) -> list[Hook]:
+def _hooks(
+    recipe: Recipe, ctx: D.DistContext, setup: LoopSetup, plan: RunPlan, bins: list[Path], num_classes: int
+) -> list[Hook]:
     def save(loop: TrainLoop) -> Path | None:
         states = loop.state_dict()
-        checkpoint = build_checkpoint(ctx, recipe, setup.parts, num_classes=num_classes, step=loop.step,
-                                      epoch=states["loop"]["epoch"], hook_states=states)
+        checkpoint = build_checkpoint(
+            ctx,
+            recipe,
+            setup.parts,
+            num_classes=num_classes,
+            step=loop.step,
+            epoch=states["loop"]["epoch"],
+            hook_states=states,
+        )
         path = None if checkpoint is None else checkpoint.write(plan.run.checkpoint(loop.step))
         D.barrier(ctx)
         return path
@@ -276,19 +359,34 @@ def _hooks(recipe: Recipe, ctx: D.DistContext, setup: LoopSetup, plan: RunPlan, 
 
 def _summary_line(loop: TrainLoop) -> str:
     metrics, _, checkpointer, verification = loop.hooks
-    scores = ", ".join(f"{s.name} {100 * s.accuracy:.2f}% ± {100 * s.accuracy_std:.2f}" for s in verification.scores)
+    scores = ", ".join(
+        f"{s.name} {100 * s.accuracy:.2f}% ± {100 * s.accuracy_std:.2f}" for s in verification.scores
+    )
     return train_log.summary(
-        steps=loop.step, seconds=time.perf_counter() - loop.started_at, images_per_second=metrics.images_per_second(),
-        bad_steps=metrics.bad_steps, checkpoint=checkpointer.last.name if checkpointer.last else None,
+        steps=loop.step,
+        seconds=time.perf_counter() - loop.started_at,
+        images_per_second=metrics.images_per_second(),
+        bad_steps=metrics.bad_steps,
+        checkpoint=checkpointer.last.name if checkpointer.last else None,
         verification=f"verification at step {verification.scored_at}: {scores}" if scores else "",
-        memory=train_log.peak_memory(loop.device))
+        memory=train_log.peak_memory(loop.device),
+    )
 
 
-def _result(loop: TrainLoop, plan: RunPlan, ctx: D.DistContext, *, generated: bool, started: float) -> RunResult:
+def _result(
+    loop: TrainLoop, plan: RunPlan, ctx: D.DistContext, *, generated: bool, started: float
+) -> RunResult:
     metrics, _, checkpointer, verification = loop.hooks
-    result = RunResult(run_dir=plan.run.root, steps=loop.step, epochs_completed=loop.epoch,
-                       checkpoint=checkpointer.last, verification=verification.scores,
-                       bad_steps=metrics.bad_steps, images_per_second=metrics.images_per_second(),
-                       generated_data=generated, rank=ctx.rank)
+    result = RunResult(
+        run_dir=plan.run.root,
+        steps=loop.step,
+        epochs_completed=loop.epoch,
+        checkpoint=checkpointer.last,
+        verification=verification.scores,
+        bad_steps=metrics.bad_steps,
+        images_per_second=metrics.images_per_second(),
+        generated_data=generated,
+        rank=ctx.rank,
+    )
     result.wall_seconds = time.perf_counter() - started
     return result

@@ -18,7 +18,9 @@ import torch
 from topofr_cli.engine.distributed import DistContext, all_reduce_max_
 
 
-def _floating_state(optimizers: list[torch.optim.Optimizer], modules: list[torch.nn.Module]) -> list[torch.Tensor]:
+def _floating_state(
+    optimizers: list[torch.optim.Optimizer], modules: list[torch.nn.Module]
+) -> list[torch.Tensor]:
     """Every parameter the optimizers update, every floating tensor of their state and every floating
     buffer of `modules`, in a fixed order."""
     tensors: list[torch.Tensor] = [b for m in modules for b in m.buffers() if b.is_floating_point()]
@@ -26,8 +28,11 @@ def _floating_state(optimizers: list[torch.optim.Optimizer], modules: list[torch
         for group in optimizer.param_groups:
             for param in group["params"]:
                 tensors.append(param.detach())
-                tensors += [value for value in optimizer.state.get(param, {}).values()
-                            if isinstance(value, torch.Tensor) and value.is_floating_point()]
+                tensors += [
+                    value
+                    for value in optimizer.state.get(param, {}).values()
+                    if isinstance(value, torch.Tensor) and value.is_floating_point()
+                ]
     return tensors
 
 
@@ -54,8 +59,9 @@ def init_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
 class UpdateGuard:
     """`save()` before the forward pass, `undo_if_bad(bad_loss)` after the update."""
 
-    def __init__(self, optimizers: list[torch.optim.Optimizer], modules: list[torch.nn.Module],
-                 ctx: DistContext) -> None:
+    def __init__(
+        self, optimizers: list[torch.optim.Optimizer], modules: list[torch.nn.Module], ctx: DistContext
+    ) -> None:
         self.optimizers = optimizers
         self.modules = modules
         self.ctx = ctx

@@ -36,16 +36,18 @@ class BinScore:
     path: Path  # the `.bin` scored
 
 
-def verify(backbone: torch.nn.Module, bins: list[Path], *, device: torch.device,
-           batch_size: int) -> list[BinScore]:
+def verify(
+    backbone: torch.nn.Module, bins: list[Path], *, device: torch.device, batch_size: int
+) -> list[BinScore]:
     """Accuracy of `backbone` on each `.bin`; the module is put back in training mode afterwards."""
     was_training = backbone.training
     backbone.eval()
     try:
         scores = []
         for path in bins:
-            result: VerificationResult = evaluate_bin(backbone, path, batch_size=batch_size, flip=True,
-                                                      device=device)
+            result: VerificationResult = evaluate_bin(
+                backbone, path, batch_size=batch_size, flip=True, device=device
+            )
             scores.append(BinScore(bin_label(path), result.accuracy_mean, result.accuracy_std, path))
         return scores
     finally:

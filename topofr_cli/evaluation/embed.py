@@ -37,7 +37,7 @@ def flip_sum(backbone: Any, x: torch.Tensor, *, flip: bool) -> torch.Tensor:
     if not flip:
         return backbone(x).float()
     both = backbone(torch.cat([x, torch.flip(x, dims=[3])])).float()
-    return both[: len(x)] + both[len(x):]
+    return both[: len(x)] + both[len(x) :]
 
 
 @torch.inference_mode()
@@ -47,7 +47,11 @@ def embed_batch(backbone: Any, images_uint8: torch.Tensor, *, flip: bool, device
 
 
 def stream_embeddings(
-    backbone: Any, batches: Iterable[Any], *, flip: bool = True, device="cpu",
+    backbone: Any,
+    batches: Iterable[Any],
+    *,
+    flip: bool = True,
+    device="cpu",
     batches_per_copy: int = BATCHES_PER_HOST_COPY,
 ) -> Iterator[np.ndarray]:
     """Yield float32 [n, E] host arrays, in input order, each covering up to `batches_per_copy` batches.
@@ -74,7 +78,9 @@ def stream_embeddings(
             backbone.train()
 
 
-def embed_images(backbone: Any, batches_of_uint8: Iterable[Any], *, flip: bool = True, device="cpu") -> np.ndarray:
+def embed_images(
+    backbone: Any, batches_of_uint8: Iterable[Any], *, flip: bool = True, device="cpu"
+) -> np.ndarray:
     """All embeddings float32 [N, E] of uint8 batches [B, 3, H, W] (or loader tuples), in order."""
     chunks = list(stream_embeddings(backbone, batches_of_uint8, flip=flip, device=device))
     if not chunks:
@@ -89,14 +95,18 @@ def _as_face_batch(images: Any) -> torch.Tensor:
     """A tensor [N, 3, 112, 112] from an array or tensor, channels first or last, with or without N."""
     batch = torch.from_numpy(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
     if not isinstance(batch, torch.Tensor):
-        raise TopofrError(f"embed: expected a torch tensor or numpy array of images, got {type(images).__name__}")
+        raise TopofrError(
+            f"embed: expected a torch tensor or numpy array of images, got {type(images).__name__}"
+        )
     if batch.dim() == 3:
         batch = batch.unsqueeze(0)
     if batch.dim() == 4 and batch.shape[-1] == 3 and batch.shape[1] != 3:
         batch = batch.permute(0, 3, 1, 2)
     if batch.dim() != 4 or tuple(batch.shape[1:]) != (3, FACE_SIZE, FACE_SIZE):
-        raise TopofrError(f"embed: expected aligned RGB faces [N, 3, 112, 112] or [N, 112, 112, 3], "
-                          f"got shape {tuple(images.shape)}")
+        raise TopofrError(
+            f"embed: expected aligned RGB faces [N, 3, 112, 112] or [N, 112, 112, 3], "
+            f"got shape {tuple(images.shape)}"
+        )
     return batch
 
 
@@ -109,13 +119,22 @@ def _model_input(chunk: torch.Tensor, device: torch.device, normalized: bool) ->
     low, high = (-1.0, 1.0) if normalized else (0.0, 1.0)
     if x.numel() and (x.min() < low or x.max() > high):  # one sync per chunk: a user-facing check
         hint = "" if normalized else " (pass normalized=True for images already in [-1, 1])"
-        raise TopofrError(f"embed: float images must lie in [{low:g}, {high:g}]{hint}, got values in "
-                          f"[{float(x.min()):.3g}, {float(x.max()):.3g}]")
+        raise TopofrError(
+            f"embed: float images must lie in [{low:g}, {high:g}]{hint}, got values in "
+            f"[{float(x.min()):.3g}, {float(x.max()):.3g}]"
+        )
     return x if normalized else x * 2.0 - 1.0
 
 
-def embed(model: Any, images: Any, *, flip: bool = True, normalized: bool = False, batch_size: int = 256,
-          device: str | torch.device | None = None) -> torch.Tensor:
+def embed(
+    model: Any,
+    images: Any,
+    *,
+    flip: bool = True,
+    normalized: bool = False,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+) -> torch.Tensor:
     """L2-normalised face embeddings float32 [N, E] (on the CPU) of aligned 112×112 RGB face crops.
 
     `model`: what `load_model` returns, a backbone module (`create_backbone`), or an ONNX backbone.
@@ -151,8 +170,12 @@ def embed(model: Any, images: Any, *, flip: bool = True, normalized: bool = Fals
         backbone.to(device).eval()
     try:
         with torch.inference_mode():
-            parts = [flip_sum(backbone, _model_input(batch[start:start + batch_size], device, normalized),
-                              flip=flip).cpu() for start in range(0, batch.shape[0], batch_size)]
+            parts = [
+                flip_sum(
+                    backbone, _model_input(batch[start : start + batch_size], device, normalized), flip=flip
+                ).cpu()
+                for start in range(0, batch.shape[0], batch_size)
+            ]
     finally:
         if was_training:
             backbone.train()

@@ -39,13 +39,17 @@ class _ParquetSink:
     def write(self, start: int, chunk: np.ndarray) -> None:
         pa = self.pa
         stop = start + len(chunk)
-        embedding = pa.FixedSizeListArray.from_arrays(pa.array(chunk.reshape(-1), pa.float32()), chunk.shape[1])
-        table = pa.table({
-            "index": pa.array(np.arange(start, stop, dtype=np.int64)),
-            "label": pa.array(self.labels[start:stop]),
-            "source_key": pa.array([self.dataset.source_key(i) for i in range(start, stop)], pa.string()),
-            "embedding": embedding.cast(pa.list_(pa.float32())),
-        })
+        embedding = pa.FixedSizeListArray.from_arrays(
+            pa.array(chunk.reshape(-1), pa.float32()), chunk.shape[1]
+        )
+        table = pa.table(
+            {
+                "index": pa.array(np.arange(start, stop, dtype=np.int64)),
+                "label": pa.array(self.labels[start:stop]),
+                "source_key": pa.array([self.dataset.source_key(i) for i in range(start, stop)], pa.string()),
+                "embedding": embedding.cast(pa.list_(pa.float32())),
+            }
+        )
         if self.writer is None:
             self.writer = self.pq.ParquetWriter(self.tmp, table.schema)
         self.writer.write_table(table)
@@ -64,9 +68,10 @@ class _NpySink:
 
     def write(self, start: int, chunk: np.ndarray) -> None:
         if self.array is None:
-            self.array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.float32,
-                                                   shape=(self.count, chunk.shape[1]))
-        self.array[start:start + len(chunk)] = chunk
+            self.array = np.lib.format.open_memmap(
+                self.tmp, mode="w+", dtype=np.float32, shape=(self.count, chunk.shape[1])
+            )
+        self.array[start : start + len(chunk)] = chunk
 
     def close(self) -> None:
         if self.array is not None:
@@ -75,8 +80,15 @@ class _NpySink:
 
 
 def write_embeddings(
-    backbone: Any, dataset: FaceDataset, out_path: str | Path, *, flip: bool = True, batch_size: int = 128,
-    num_workers: int = 2, device="cpu", on_images: Callable[[int], None] | None = None,
+    backbone: Any,
+    dataset: FaceDataset,
+    out_path: str | Path,
+    *,
+    flip: bool = True,
+    batch_size: int = 128,
+    num_workers: int = 2,
+    device="cpu",
+    on_images: Callable[[int], None] | None = None,
 ) -> EmbeddingsReport:
     """Flip-summed, *not* L2-normalised embeddings of every image of `dataset`, in dataset order.
 
@@ -92,7 +104,11 @@ def write_embeddings(
     batches = iterate_batches(images, batch_size=batch_size, num_workers=num_workers, on_images=on_images)
     written, embedding_size = 0, 0
     with atomic_path(out_path) as tmp:
-        sink = _ParquetSink(tmp, dataset) if out_path.suffix.lower() == ".parquet" else _NpySink(tmp, len(dataset))
+        sink = (
+            _ParquetSink(tmp, dataset)
+            if out_path.suffix.lower() == ".parquet"
+            else _NpySink(tmp, len(dataset))
+        )
         try:
             for chunk in stream_embeddings(backbone, batches, flip=flip, device=device):
                 sink.write(written, chunk)

@@ -54,39 +54,60 @@ def _export(backbone: torch.nn.Module, example: torch.Tensor, out: Path) -> str:
     try:
         with _quiet_exporter():
             torch.onnx.export(
-                backbone, (example,), str(out), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
-                external_data=False, verbose=False,
+                backbone,
+                (example,),
+                str(out),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamo=True,
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+                external_data=False,
+                verbose=False,
             )
         return "dynamo"
     except Exception:  # noqa: BLE001 — any dynamo failure: the legacy exporter is the fallback
         out.unlink(missing_ok=True)
     with _quiet_exporter():
         torch.onnx.export(
-            backbone, (example,), str(out), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamo=False, dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            backbone,
+            (example,),
+            str(out),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamo=False,
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
             opset_version=17,
         )
     return "legacy"
 
 
-def onnx_max_abs_diff(onnx_path: Path, backbone: torch.nn.Module, inputs: torch.Tensor) -> tuple[float, float]:
+def onnx_max_abs_diff(
+    onnx_path: Path, backbone: torch.nn.Module, inputs: torch.Tensor
+) -> tuple[float, float]:
     """(largest |onnxruntime − PyTorch|, largest |PyTorch output|) over the embeddings of `inputs`."""
     try:
         import onnxruntime as ort
     except ImportError:
-        raise TopofrError(f"{onnx_path}: checking the export needs onnxruntime (pip install 'topofr[onnx]')") from None
+        raise TopofrError(
+            f"{onnx_path}: checking the export needs onnxruntime (pip install 'topofr[onnx]')"
+        ) from None
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: inputs.numpy()})
     with torch.inference_mode():
         expected = backbone(inputs).numpy()
     if got.shape != expected.shape:
-        raise TopofrError(f"{onnx_path}: onnxruntime output {got.shape} differs from PyTorch {expected.shape}")
+        raise TopofrError(
+            f"{onnx_path}: onnxruntime output {got.shape} differs from PyTorch {expected.shape}"
+        )
     return float(np.max(np.abs(got - expected))), float(np.max(np.abs(expected)))
 
 
 def export_onnx(
-    backbone: torch.nn.Module, out_path: str | Path, *, tolerance: float = DEFAULT_TOLERANCE, seed: int = 0,
+    backbone: torch.nn.Module,
+    out_path: str | Path,
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+    seed: int = 0,
 ) -> ExportReport:
     """Write `backbone` (fp32, CPU, eval) to `out_path` as ONNX with a dynamic batch axis.
 
@@ -105,7 +126,15 @@ def export_onnx(
         exporter = _export(backbone, example, tmp)
         diff, scale = onnx_max_abs_diff(tmp, backbone, check)
         if not diff <= tolerance * max(1.0, scale):
-            raise TopofrError(f"{out_path}: ONNX output differs from PyTorch by {diff:.3g} "
-                              f"(> {tolerance:g} × max(1, output magnitude {scale:.3g})); file not written")
-    return ExportReport(path=out_path, exporter=exporter, max_abs_diff=diff, output_scale=scale,
-                        check_batch_size=len(check), size_bytes=out_path.stat().st_size)
+            raise TopofrError(
+                f"{out_path}: ONNX output differs from PyTorch by {diff:.3g} "
+                f"(> {tolerance:g} × max(1, output magnitude {scale:.3g})); file not written"
+            )
+    return ExportReport(
+        path=out_path,
+        exporter=exporter,
+        max_abs_diff=diff,
+        output_scale=scale,
+        check_batch_size=len(check),
+        size_bytes=out_path.stat().st_size,
+    )

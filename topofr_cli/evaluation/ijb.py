@@ -51,7 +51,9 @@ class IJBImageLoader:
         try:
             return align_face(rgb, self.landmarks[index])
         except ValueError as exc:
-            raise TopofrError(f"{self.landmark_file}: row {index + 1}: landmarks cannot be aligned ({exc})") from None
+            raise TopofrError(
+                f"{self.landmark_file}: row {index + 1}: landmarks cannot be aligned ({exc})"
+            ) from None
 
 
 @dataclass
@@ -78,14 +80,25 @@ def ijb_image_loader(root: str | Path, target: str, meta: IJBMeta) -> GuardedIma
     image_dir = Path(root) / "loose_crop"
     if not image_dir.is_dir():
         raise TopofrError(f"{image_dir}: IJB image folder not found")
-    loader = IJBImageLoader(image_dir, meta.image_names, meta.landmarks, meta_paths(root, target)["landmarks"])
+    loader = IJBImageLoader(
+        image_dir, meta.image_names, meta.landmarks, meta_paths(root, target)["landmarks"]
+    )
     return GuardedImages(loader, len(meta.image_names))
 
 
 def evaluate_ijb(
-    backbone: Any, root: str | Path, target: str = "IJBC", *, flip: bool = True, use_norm_score: bool = True,
-    use_detector_score: bool = True, batch_size: int = 128, num_workers: int = 2, device="cpu",
-    meta: IJBMeta | None = None, on_images: Callable[[int], None] | None = None,
+    backbone: Any,
+    root: str | Path,
+    target: str = "IJBC",
+    *,
+    flip: bool = True,
+    use_norm_score: bool = True,
+    use_detector_score: bool = True,
+    batch_size: int = 128,
+    num_workers: int = 2,
+    device="cpu",
+    meta: IJBMeta | None = None,
+    on_images: Callable[[int], None] | None = None,
 ) -> IJBResult:
     """TAR at FAR 1e-6 … 1e-1 with insightface's defaults (flip-sum, raw norms, detector-score weights).
 
@@ -102,13 +115,25 @@ def evaluate_ijb(
         if pooler is None:
             pooler = TemplatePooler(meta.templates, meta.medias, chunk.shape[1])
         rows = slice(seen, seen + len(chunk))
-        pooler.add(image_features(chunk, meta.detector_scores[rows], use_norm_score=use_norm_score,
-                                  use_detector_score=use_detector_score))
+        pooler.add(
+            image_features(
+                chunk,
+                meta.detector_scores[rows],
+                use_norm_score=use_norm_score,
+                use_detector_score=use_detector_score,
+            )
+        )
         seen += len(chunk)
     scores = score_pairs(pooler.template_features(), pooler.template_ids, meta.pair_templates)
     fpr, tpr, _ = roc_curve(meta.pair_labels, scores)
     return IJBResult(
-        target=target, scores=scores, labels=meta.pair_labels, tar_at_far=tar_at_far(fpr, tpr, FAR_TARGETS),
-        fpr=fpr, tpr=tpr, auc=area_under(fpr, tpr), num_images=len(meta.image_names),
+        target=target,
+        scores=scores,
+        labels=meta.pair_labels,
+        tar_at_far=tar_at_far(fpr, tpr, FAR_TARGETS),
+        fpr=fpr,
+        tpr=tpr,
+        auc=area_under(fpr, tpr),
+        num_images=len(meta.image_names),
         num_templates=len(pooler.template_ids),
     )

@@ -37,17 +37,23 @@ def _parse_lines(path: Path, kinds: list[type], what: str) -> list[np.ndarray]:
             if not tokens:
                 continue
             if len(tokens) != len(kinds):
-                raise TopofrError(f"{path}: line {lineno}: {len(tokens)} columns, expected {len(kinds)} ({what})")
+                raise TopofrError(
+                    f"{path}: line {lineno}: {len(tokens)} columns, expected {len(kinds)} ({what})"
+                )
             for column, (kind, token) in enumerate(zip(kinds, tokens, strict=True)):
                 try:
                     columns[column].append(kind(token))
                 except ValueError:
-                    raise TopofrError(f"{path}: line {lineno}: column {column + 1} is {token!r}, "
-                                      f"expected {kind.__name__} ({what})") from None
+                    raise TopofrError(
+                        f"{path}: line {lineno}: column {column + 1} is {token!r}, "
+                        f"expected {kind.__name__} ({what})"
+                    ) from None
     if not columns[0]:
         raise TopofrError(f"{path}: empty file ({what})")
-    return [np.array(col, dtype=object if kind is str else np.int64 if kind is int else np.float32)
-            for col, kind in zip(columns, kinds, strict=True)]
+    return [
+        np.array(col, dtype=object if kind is str else np.int64 if kind is int else np.float32)
+        for col, kind in zip(columns, kinds, strict=True)
+    ]
 
 
 def read_table(path: str | Path, kinds: list[type], what: str) -> list[np.ndarray]:
@@ -62,14 +68,19 @@ def read_table(path: str | Path, kinds: list[type], what: str) -> list[np.ndarra
         arrow_types = {str: pa.string(), int: pa.int64(), float: pa.float32()}
         names = [f"c{i}" for i in range(len(kinds))]
         table = csv.read_csv(
-            path, read_options=csv.ReadOptions(column_names=names),
+            path,
+            read_options=csv.ReadOptions(column_names=names),
             parse_options=csv.ParseOptions(delimiter=" "),
-            convert_options=csv.ConvertOptions(column_types={n: arrow_types[k] for n, k in zip(names, kinds, strict=True)}),
+            convert_options=csv.ConvertOptions(
+                column_types={n: arrow_types[k] for n, k in zip(names, kinds, strict=True)}
+            ),
         )
         if table.num_rows == 0 or any(table.column(n).null_count for n in names):
             raise ValueError("empty file or empty fields")
-        return [table.column(n).to_numpy(zero_copy_only=False) if k is str else table.column(n).to_numpy()
-                for n, k in zip(names, kinds, strict=True)]
+        return [
+            table.column(n).to_numpy(zero_copy_only=False) if k is str else table.column(n).to_numpy()
+            for n, k in zip(names, kinds, strict=True)
+        ]
     except Exception:  # any fast-path failure (ArrowInvalid, empty fields, …): the exact parser explains
         return _parse_lines(path, kinds, what)
 
@@ -100,30 +111,43 @@ def read_ijb_meta(root: str | Path, target: str) -> IJBMeta:
     paths = meta_paths(root, target)
     names, templates, medias = read_table(paths["tid_mid"], [str, int, int], "image template media")
     t1, t2, labels = read_table(paths["pairs"], [int, int, int], "template1 template2 label")
-    landmark_columns = read_table(paths["landmarks"], [str] + [float] * 11, "image, 10 landmark coordinates, score")
+    landmark_columns = read_table(
+        paths["landmarks"], [str] + [float] * 11, "image, 10 landmark coordinates, score"
+    )
     landmark_names = landmark_columns[0]
     if len(landmark_names) != len(names):
-        raise TopofrError(f"{paths['landmarks']}: {len(landmark_names)} images but {paths['tid_mid'].name} "
-                          f"lists {len(names)}")
+        raise TopofrError(
+            f"{paths['landmarks']}: {len(landmark_names)} images but {paths['tid_mid'].name} "
+            f"lists {len(names)}"
+        )
     mismatch = np.flatnonzero(landmark_names != names)
     if len(mismatch):
         row = int(mismatch[0])
-        raise TopofrError(f"{paths['landmarks']}: row {row + 1} is {landmark_names[row]}, but row {row + 1} of "
-                          f"{paths['tid_mid'].name} is {names[row]}")
+        raise TopofrError(
+            f"{paths['landmarks']}: row {row + 1} is {landmark_names[row]}, but row {row + 1} of "
+            f"{paths['tid_mid'].name} is {names[row]}"
+        )
     bad_label = np.flatnonzero((labels != 0) & (labels != 1))
     if len(bad_label):
-        raise TopofrError(f"{paths['pairs']}: row {bad_label[0] + 1}: label {labels[bad_label[0]]}, expected 0 or 1")
+        raise TopofrError(
+            f"{paths['pairs']}: row {bad_label[0] + 1}: label {labels[bad_label[0]]}, expected 0 or 1"
+        )
     pair_templates = np.stack([t1, t2], axis=1)
     unknown = template_positions(np.unique(templates), pair_templates) < 0
     if unknown.any():
         row, col = np.argwhere(unknown)[0]
-        raise TopofrError(f"{paths['pairs']}: row {row + 1}: template {pair_templates[row, col]} has no images "
-                          f"in {paths['tid_mid'].name}")
+        raise TopofrError(
+            f"{paths['pairs']}: row {row + 1}: template {pair_templates[row, col]} has no images "
+            f"in {paths['tid_mid'].name}"
+        )
     return IJBMeta(
         image_names=names,
         landmarks=np.stack(landmark_columns[1:11], axis=1).reshape(-1, 5, 2).astype(np.float32),
         detector_scores=landmark_columns[11].astype(np.float32),
-        templates=templates, medias=medias, pair_templates=pair_templates, pair_labels=labels,
+        templates=templates,
+        medias=medias,
+        pair_templates=pair_templates,
+        pair_labels=labels,
     )
 
 
@@ -187,8 +211,9 @@ class TemplatePooler:
         return torch.from_numpy((self.sums / np.where(norms > 0, norms, 1.0)).astype(np.float32))
 
 
-def image_features(embeddings: np.ndarray, detector_scores: np.ndarray, *, use_norm_score: bool,
-                   use_detector_score: bool) -> np.ndarray:
+def image_features(
+    embeddings: np.ndarray, detector_scores: np.ndarray, *, use_norm_score: bool, use_detector_score: bool
+) -> np.ndarray:
     """Per-image features before pooling (§3.4): optionally unit norm, optionally × detector score."""
     features = np.asarray(embeddings, dtype=np.float32)
     if not use_norm_score:  # drop the norm: insightface's use_norm_score=False
@@ -201,8 +226,13 @@ def image_features(embeddings: np.ndarray, detector_scores: np.ndarray, *, use_n
 # ------------------------------------------------------------------ scoring
 
 
-def score_pairs(template_features: torch.Tensor, template_ids: np.ndarray, pair_templates: np.ndarray,
-                *, block_bytes: int = SCORE_BLOCK_BYTES) -> np.ndarray:
+def score_pairs(
+    template_features: torch.Tensor,
+    template_ids: np.ndarray,
+    pair_templates: np.ndarray,
+    *,
+    block_bytes: int = SCORE_BLOCK_BYTES,
+) -> np.ndarray:
     """Cosine score of every pair [P] (features already unit-norm), in pair order, float32."""
     num_templates = len(template_ids)
     sides = [template_positions(template_ids, pair_templates[:, k]) for k in (0, 1)]
@@ -240,9 +270,9 @@ def score_pairs(template_features: torch.Tensor, template_ids: np.ndarray, pair_
     scores = np.empty(len(pair_templates), dtype=np.float32)
     for b in range(num_blocks):
         start = b * block_rows
-        rows = torch.from_numpy(row_templates[start:start + block_rows])
+        rows = torch.from_numpy(row_templates[start : start + block_rows])
         block = (features[rows] @ columns_t).numpy().reshape(-1)  # [b·C] flattened score matrix
-        selected = slice(bounds[b], bounds[b + 1]) if order is None else order[bounds[b]:bounds[b + 1]]
+        selected = slice(bounds[b], bounds[b + 1]) if order is None else order[bounds[b] : bounds[b + 1]]
         flat = np.multiply(pair_row[selected] - start, num_cols, dtype=flat_dtype)
         flat += pair_col[selected]
         # torch's index_select gathers with all threads (np.take uses one)

@@ -53,10 +53,12 @@ class OnnxBackbone:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise TopofrError(f"{path}: running an ONNX model needs onnxruntime "
-                              f"(pip install 'topofr[onnx]')") from None
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-                     if p in ort.get_available_providers()]
+            raise TopofrError(
+                f"{path}: running an ONNX model needs onnxruntime (pip install 'topofr[onnx]')"
+            ) from None
+        providers = [
+            p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()
+        ]
         try:
             self.session = ort.InferenceSession(str(path), providers=providers)
         except Exception as exc:  # onnxruntime raises its own unexported exception types
@@ -93,13 +95,18 @@ def infer_network(state: dict[str, torch.Tensor], path: Path) -> str:
         return network
     depth = list(stage_depths_of(state))
     if any(depth):
-        raise TopofrError(f"{path}: IResNet with {depth} blocks per stage matches no known network "
-                          f"({', '.join(BACKBONE_NAMES)}); pass --network")
-    raise TopofrError(f"{path}: cannot tell the architecture from the keys (no layer1…4 or mbf keys); "
-                      f"pass --network")
+        raise TopofrError(
+            f"{path}: IResNet with {depth} blocks per stage matches no known network "
+            f"({', '.join(BACKBONE_NAMES)}); pass --network"
+        )
+    raise TopofrError(
+        f"{path}: cannot tell the architecture from the keys (no layer1…4 or mbf keys); pass --network"
+    )
 
 
-def build_backbone(state: dict[str, torch.Tensor], network: str, embedding_size: int, path: Path) -> torch.nn.Module:
+def build_backbone(
+    state: dict[str, torch.Tensor], network: str, embedding_size: int, path: Path
+) -> torch.nn.Module:
     """Create `network` and load `state` strictly; a mismatch names the file and the first keys."""
     if network not in BACKBONE_NAMES:
         raise TopofrError(f"{path}: unknown network {network!r}; valid: {', '.join(BACKBONE_NAMES)}")
@@ -107,8 +114,11 @@ def build_backbone(state: dict[str, torch.Tensor], network: str, embedding_size:
     expected = backbone.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    wrong_shape = [f"{k} {tuple(state[k].shape)}≠{tuple(v.shape)}" for k, v in expected.items()
-                   if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    wrong_shape = [
+        f"{k} {tuple(state[k].shape)}≠{tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
     if missing or unexpected or wrong_shape:
         parts = []
         for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
@@ -125,14 +135,23 @@ def _load_checkpoint(checkpoint: Checkpoint, path: Path, network: str | None) ->
     if not isinstance(state, dict) or checkpoint.network is None:
         raise TopofrError(f"{path}: topofr checkpoint without 'backbone' state dict or 'model.network'")
     net = network or checkpoint.network
-    notes = [] if network is None or network == checkpoint.network else [
-        f"--network {network} overrides the checkpoint's {checkpoint.network}"]
+    notes = (
+        []
+        if network is None or network == checkpoint.network
+        else [f"--network {network} overrides the checkpoint's {checkpoint.network}"]
+    )
     embedding_size = _checked_embedding_size(checkpoint.embedding_size, state, net, path)
     return LoadedModel(
         backbone=build_backbone(state, net, embedding_size, path),
-        classifier_weight=checkpoint.classifier, network=net, embedding_size=embedding_size,
-        num_classes=checkpoint.num_classes, kind=CHECKPOINT_FORMAT, recipe=checkpoint.recipe,
-        step=checkpoint.step, notes=notes, latent_scale=checkpoint.latent_scale,
+        classifier_weight=checkpoint.classifier,
+        network=net,
+        embedding_size=embedding_size,
+        num_classes=checkpoint.num_classes,
+        kind=CHECKPOINT_FORMAT,
+        recipe=checkpoint.recipe,
+        step=checkpoint.step,
+        notes=notes,
+        latent_scale=checkpoint.latent_scale,
     )
 
 
@@ -140,7 +159,9 @@ def _checked_embedding_size(declared: Any, state: dict, network: Any, path: Path
     """The size the weights have; a declared size must agree: it sizes the model built before the
     weights are compared with it (2**40 would be allocated first)."""
     if not isinstance(network, str) or network not in BACKBONE_NAMES:
-        raise TopofrError(f"{path}: unknown network {str(network)[:40]!r}; valid: {', '.join(BACKBONE_NAMES)}")
+        raise TopofrError(
+            f"{path}: unknown network {str(network)[:40]!r}; valid: {', '.join(BACKBONE_NAMES)}"
+        )
     try:
         stored = embedding_size_of(state, network)
     except (AttributeError, IndexError, TypeError):  # the embedding entry is not a [E, ...] tensor
@@ -148,8 +169,10 @@ def _checked_embedding_size(declared: Any, state: dict, network: Any, path: Path
     if declared is None:
         return stored or 512
     if type(declared) is not int or not 1 <= declared <= MAX_EMBEDDING_SIZE or stored not in (None, declared):
-        raise TopofrError(f"{path}: model.embedding_size {str(declared)[:40]} does not match the weights "
-                          f"({stored if stored is not None else 'no embedding layer'})")
+        raise TopofrError(
+            f"{path}: model.embedding_size {str(declared)[:40]} does not match the weights "
+            f"({stored if stored is not None else 'no embedding layer'})"
+        )
     return declared
 
 
@@ -157,8 +180,10 @@ def _load_state_dict(state: dict, path: Path, network: str | None) -> LoadedMode
     state = strip_ddp_prefix(state)
     non_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if non_tensors:
-        raise TopofrError(f"{path}: not a state dict or topofr checkpoint (key {non_tensors[0]!r} "
-                          f"holds a {type(state[non_tensors[0]]).__name__})")
+        raise TopofrError(
+            f"{path}: not a state dict or topofr checkpoint (key {non_tensors[0]!r} "
+            f"holds a {type(state[non_tensors[0]]).__name__})"
+        )
     classifier = state.pop("weight", None)  # the reference keeps its classifier [C, E] in the same dict
     kind = "reference" if classifier is not None else "insightface"
     notes = []
@@ -170,13 +195,20 @@ def _load_state_dict(state: dict, path: Path, network: str | None) -> LoadedMode
     if embedding_size is None:
         raise TopofrError(f"{path}: no embedding layer ({embedding_key(network)}) for {network}")
     if classifier is not None and (classifier.ndim != 2 or classifier.shape[1] != embedding_size):
-        raise TopofrError(f"{path}: key 'weight' has shape {tuple(classifier.shape)}, expected a classifier "
-                          f"[C, {embedding_size}]")
+        raise TopofrError(
+            f"{path}: key 'weight' has shape {tuple(classifier.shape)}, expected a classifier "
+            f"[C, {embedding_size}]"
+        )
     return LoadedModel(
         backbone=build_backbone(state, network, embedding_size, path),
-        classifier_weight=classifier, network=network, embedding_size=embedding_size,
+        classifier_weight=classifier,
+        network=network,
+        embedding_size=embedding_size,
         num_classes=None if classifier is None else int(classifier.shape[0]),
-        kind=kind, recipe=None, step=None, notes=notes,
+        kind=kind,
+        recipe=None,
+        step=None,
+        notes=notes,
     )
 
 
@@ -193,12 +225,21 @@ def load_model(path: str | Path, network: str | None = None) -> LoadedModel:
         raise TopofrError(f"{path}: model file not found")
     if _is_onnx(path):
         backbone = OnnxBackbone(path)
-        return LoadedModel(backbone=backbone, classifier_weight=None, network="onnx",
-                           embedding_size=backbone.embedding_size or 0, num_classes=None, kind="onnx",
-                           recipe=None, step=None)
+        return LoadedModel(
+            backbone=backbone,
+            classifier_weight=None,
+            network="onnx",
+            embedding_size=backbone.embedding_size or 0,
+            num_classes=None,
+            kind="onnx",
+            recipe=None,
+            step=None,
+        )
     payload = load_weights_file(path)
     if not isinstance(payload, dict):
-        raise TopofrError(f"{path}: expected a state dict or topofr checkpoint, found a {type(payload).__name__}")
+        raise TopofrError(
+            f"{path}: expected a state dict or topofr checkpoint, found a {type(payload).__name__}"
+        )
     if is_checkpoint_payload(payload):
         return _load_checkpoint(Checkpoint.from_payload(payload, path), path, network)
     if "format" in payload and not isinstance(payload["format"], torch.Tensor):

@@ -84,7 +84,9 @@ def pair_distances(embeddings: np.ndarray) -> np.ndarray:
     return np.sum(np.square(diff), axis=1)
 
 
-def _counts_below(dist: np.ndarray, issame: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _counts_below(
+    dist: np.ndarray, issame: np.ndarray, thresholds: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Numbers of same / different pairs with dist < t (insightface's `np.less`) for every t."""
     same = np.sort(dist[issame])
     diff = np.sort(dist[~issame])

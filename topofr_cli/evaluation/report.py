@@ -53,10 +53,20 @@ def _cell(value: Any) -> Any:
     return f"{value:.6g}" if isinstance(value, float) else value
 
 
-def verification_report(backbone: Any, bins: list[Path], out: Path, *, batch_size: int, flip: bool, device: Any,
-                        num_workers: int, provenance: dict[str, Any] | None = None,
-                        progress: Progress = SILENT, figure: FigureMeta = FigureMeta(),
-                        figure_format: str = "png") -> VerificationReport:
+def verification_report(
+    backbone: Any,
+    bins: list[Path],
+    out: Path,
+    *,
+    batch_size: int,
+    flip: bool,
+    device: Any,
+    num_workers: int,
+    provenance: dict[str, Any] | None = None,
+    progress: Progress = SILENT,
+    figure: FigureMeta = FigureMeta(),
+    figure_format: str = "png",
+) -> VerificationReport:
     """The 10-fold protocol on each `.bin`; writes `verification.csv` and `verification_roc.<format>` in
     `out` (the exact ROC on a log FAR axis; `figure` names the model and step in its title).
 
@@ -72,8 +82,16 @@ def verification_report(backbone: Any, bins: list[Path], out: Path, *, batch_siz
         task = progress.start(f"verify {path.name}", len(pairs.images), transient=True)
         try:
             name = path.stem if path.stem not in results else str(path)  # same file name twice
-            results[name] = evaluate_pairs(backbone, pairs, path, batch_size=batch_size, flip=flip,
-                                           device=device, num_workers=num_workers, on_images=task.advance)
+            results[name] = evaluate_pairs(
+                backbone,
+                pairs,
+                path,
+                batch_size=batch_size,
+                flip=flip,
+                device=device,
+                num_workers=num_workers,
+                on_images=task.advance,
+            )
         finally:
             task.close()
     source = dict(provenance or {})
@@ -85,10 +103,19 @@ def verification_report(backbone: Any, bins: list[Path], out: Path, *, batch_siz
     header = [*first, "set", *results[next(iter(results))].summary(), *source]
     report = VerificationReport(results, out / VERIFICATION_CSV, out / f"{VERIFICATION_ROC}.{figure_format}")
     write_text(report.csv_path, _csv_text(header, rows))
-    curves = [RocCurve(name, *exact_verification_roc(r.distances, r.issame), negatives=int((~r.issame).sum()),
-                       auc=r.auc, accuracy=(r.accuracy_mean, r.accuracy_std)) for name, r in results.items()]
-    figure = replace(figure, dataset=", ".join(results), n=sum(r.num_pairs for r in results.values()),
-                     n_label="pairs")
+    curves = [
+        RocCurve(
+            name,
+            *exact_verification_roc(r.distances, r.issame),
+            negatives=int((~r.issame).sum()),
+            auc=r.auc,
+            accuracy=(r.accuracy_mean, r.accuracy_std),
+        )
+        for name, r in results.items()
+    ]
+    figure = replace(
+        figure, dataset=", ".join(results), n=sum(r.num_pairs for r in results.values()), n_label="pairs"
+    )
     plot_roc(curves, figure, report.roc_path, what="verification ROC", figure_format=figure_format)
     return report
 
@@ -98,10 +125,23 @@ def ijb_tar_far_name(target: str) -> str:
     return f"{target.strip().lower()}_tar_far.csv"
 
 
-def ijb_report(backbone: Any, root: Path, target: str, out: Path, *, flip: bool, use_norm_score: bool,
-               use_detector_score: bool, batch_size: int, device: Any, num_workers: int,
-               provenance: dict[str, Any] | None = None, progress: Progress = SILENT,
-               figure: FigureMeta = FigureMeta(), figure_format: str = "png") -> IJBReport:
+def ijb_report(
+    backbone: Any,
+    root: Path,
+    target: str,
+    out: Path,
+    *,
+    flip: bool,
+    use_norm_score: bool,
+    use_detector_score: bool,
+    batch_size: int,
+    device: Any,
+    num_workers: int,
+    provenance: dict[str, Any] | None = None,
+    progress: Progress = SILENT,
+    figure: FigureMeta = FigureMeta(),
+    figure_format: str = "png",
+) -> IJBReport:
     """IJB-B/C 1:1 verification; writes `<target>_scores.npy`, `_tar_far.csv` and `_roc.<format>` in `out`."""
     import numpy as np
 
@@ -113,30 +153,67 @@ def ijb_report(backbone: Any, root: Path, target: str, out: Path, *, flip: bool,
     meta = read_ijb_meta(root, target)
     task = progress.start(f"{target} images", len(meta.image_names), transient=True)
     try:
-        result = evaluate_ijb(backbone, root, target, flip=flip, use_norm_score=use_norm_score,
-                              use_detector_score=use_detector_score, batch_size=batch_size,
-                              num_workers=num_workers, device=device, meta=meta, on_images=task.advance)
+        result = evaluate_ijb(
+            backbone,
+            root,
+            target,
+            flip=flip,
+            use_norm_score=use_norm_score,
+            use_detector_score=use_detector_score,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            device=device,
+            meta=meta,
+            on_images=task.advance,
+        )
     finally:
         task.close()
     prefix = target.lower()
-    report = IJBReport(target, result, out / f"{prefix}_scores.npy", out / ijb_tar_far_name(target),
-                       out / f"{prefix}_roc.{figure_format}")
+    report = IJBReport(
+        target,
+        result,
+        out / f"{prefix}_scores.npy",
+        out / ijb_tar_far_name(target),
+        out / f"{prefix}_roc.{figure_format}",
+    )
     write_npy(report.scores_path, result.scores)
     source = dict(provenance or {})
     first = {key: source.pop(key, None) for key in ("model", "step")}
-    write_text(report.tar_far_path, _csv_text(
-        [*first, "far", "tar", *source],
-        [[*map(_cell, first.values()), f"{far:g}", f"{tar:.6f}", *map(_cell, source.values())]
-         for far, tar in result.tar_at_far.items()]))
-    curve = RocCurve(target, result.fpr, result.tpr, negatives=int(np.sum(~np.asarray(result.labels, dtype=bool))),
-                     auc=result.auc, tar_at_far=result.tar_at_far)
+    write_text(
+        report.tar_far_path,
+        _csv_text(
+            [*first, "far", "tar", *source],
+            [
+                [*map(_cell, first.values()), f"{far:g}", f"{tar:.6f}", *map(_cell, source.values())]
+                for far, tar in result.tar_at_far.items()
+            ],
+        ),
+    )
+    curve = RocCurve(
+        target,
+        result.fpr,
+        result.tpr,
+        negatives=int(np.sum(~np.asarray(result.labels, dtype=bool))),
+        auc=result.auc,
+        tar_at_far=result.tar_at_far,
+    )
     figure = replace(figure, dataset=f"{target} 1:1", n=len(result.scores), n_label="pairs")
     plot_roc([curve], figure, report.roc_path, what=f"{target} 1:1 ROC", figure_format=figure_format)
     return report
 
 
-def embeddings_report(backbone: Any, data: Path, embeddings: Path, *, flip: bool, batch_size: int, device: Any,
-                      num_workers: int, progress: Progress = SILENT, dataset: Any = None) -> EmbeddingsReport:
+def embeddings_report(
+    backbone: Any,
+    data: Path,
+    embeddings: Path,
+    *,
+    flip: bool,
+    batch_size: int,
+    device: Any,
+    num_workers: int,
+    progress: Progress = SILENT,
+    dataset: Any = None,
+) -> EmbeddingsReport:
     """Embed every image of the dataset at `data` (or of `dataset`, already opened from it) into
     `embeddings` (.parquet or .npy)."""
     from topofr_cli.data import open_dataset
@@ -145,7 +222,15 @@ def embeddings_report(backbone: Any, data: Path, embeddings: Path, *, flip: bool
     dataset = open_dataset(data) if dataset is None else dataset
     task = progress.start(f"embed {Path(data).name}", len(dataset), transient=True)
     try:
-        return write_embeddings(backbone, dataset, embeddings, flip=flip, batch_size=batch_size,
-                                num_workers=num_workers, device=device, on_images=task.advance)
+        return write_embeddings(
+            backbone,
+            dataset,
+            embeddings,
+            flip=flip,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            device=device,
+            on_images=task.advance,
+        )
     finally:
         task.close()

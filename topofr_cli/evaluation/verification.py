@@ -35,8 +35,15 @@ class BinImageLoader:
 
 
 def evaluate_pairs(
-    backbone: Any, pairs: VerificationPairs, path: Path, *, batch_size: int = 64, flip: bool = True,
-    device="cpu", num_workers: int = 0, on_images: Callable[[int], None] | None = None,
+    backbone: Any,
+    pairs: VerificationPairs,
+    path: Path,
+    *,
+    batch_size: int = 64,
+    flip: bool = True,
+    device="cpu",
+    num_workers: int = 0,
+    on_images: Callable[[int], None] | None = None,
 ) -> VerificationResult:
     """`evaluate_bin` on pairs already read from `path` (named in errors)."""
     if len(pairs) < NUM_FOLDS:
@@ -50,8 +57,14 @@ def evaluate_pairs(
 
 
 def evaluate_bin(
-    backbone: Any, bin_path: str | Path, *, batch_size: int = 64, flip: bool = True, device="cpu",
-    num_workers: int = 0, on_images: Callable[[int], None] | None = None,
+    backbone: Any,
+    bin_path: str | Path,
+    *,
+    batch_size: int = 64,
+    flip: bool = True,
+    device="cpu",
+    num_workers: int = 0,
+    on_images: Callable[[int], None] | None = None,
 ) -> VerificationResult:
     """Accuracy (10-fold mean ± std), best threshold, VAL@FAR=1e-3 and AUC of `backbone` on a `.bin`.
 
@@ -59,8 +72,16 @@ def evaluate_bin(
     twice the number of pairs.
     """
     path = Path(bin_path)
-    return evaluate_pairs(backbone, read_bin(path), path, batch_size=batch_size, flip=flip, device=device,
-                          num_workers=num_workers, on_images=on_images)
+    return evaluate_pairs(
+        backbone,
+        read_bin(path),
+        path,
+        batch_size=batch_size,
+        flip=flip,
+        device=device,
+        num_workers=num_workers,
+        on_images=on_images,
+    )
 
 
 def default_verification_bins(recipe: Recipe | None, model_path: str | Path) -> list[Path]:
@@ -72,8 +93,10 @@ def default_verification_bins(recipe: Recipe | None, model_path: str | Path) -> 
         raise TopofrError(f"{model_path}: no --bin given and the model records no training dataset; {hint}")
     meta_file = Path(data_path) / "meta.json"
     if not meta_file.is_file():
-        raise TopofrError(f"{model_path}: no --bin given and its training set {data_path} has no meta.json "
-                          f"(not found from {Path.cwd()}); {hint}")
+        raise TopofrError(
+            f"{model_path}: no --bin given and its training set {data_path} has no meta.json "
+            f"(not found from {Path.cwd()}); {hint}"
+        )
     try:
         meta = json.loads(meta_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -32,8 +32,9 @@ def _check_rule(drop_top: int | None, drop_above: float | None) -> None:
         raise TopofrError("--write-clean: give exactly one of --drop-top K or --drop-above X")
 
 
-def check_clean_options(out_dir: Path | None, *, drop_top: int | None, drop_above: float | None,
-                        overwrite: bool) -> None:
+def check_clean_options(
+    out_dir: Path | None, *, drop_top: int | None, drop_above: float | None, overwrite: bool
+) -> None:
     """Refuse a clean-set request that cannot be written, before any scoring (`out_dir` None: no clean set)."""
     if out_dir is None:
         if drop_top is not None or drop_above is not None:
@@ -72,7 +73,9 @@ def verification_bins_to_copy(dataset: FaceDataset) -> list[Path]:
     found: dict[str, Path] = {}
     for name in names:
         if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
-            raise TopofrError(f"{where} entry {str(name)[:200]!r} is not a relative name inside the dataset folder")
+            raise TopofrError(
+                f"{where} entry {str(name)[:200]!r} is not a relative name inside the dataset folder"
+            )
         try:
             resolved = (root / name).resolve(strict=True)
         except FileNotFoundError:
@@ -80,8 +83,10 @@ def verification_bins_to_copy(dataset: FaceDataset) -> list[Path]:
         except (OSError, RuntimeError, ValueError) as exc:  # symlink loop, NUL byte
             raise TopofrError(f"{where} entry {name[:200]!r}: cannot resolve ({exc})") from None
         if not resolved.is_relative_to(root) or not resolved.is_file():
-            raise TopofrError(f"{where} entry {name[:200]!r} resolves to {resolved}, which is not a file "
-                              f"inside the dataset folder {root}")
+            raise TopofrError(
+                f"{where} entry {name[:200]!r} resolves to {resolved}, which is not a file "
+                f"inside the dataset folder {root}"
+            )
         if resolved.name in found and found[resolved.name] != resolved:
             raise TopofrError(f"{where}: two entries share the file name {resolved.name!r}")
         found[resolved.name] = resolved

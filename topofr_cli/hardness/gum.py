@@ -87,7 +87,9 @@ def gum_posterior(
     `iterations` is the largest row's count.
     """
     if h.dim() not in (1, 2) or h.shape[-1] == 0:
-        raise TopofrError(f"gum_posterior: expected a non-empty 1-D statistic (or one per row), got shape {tuple(h.shape)}")
+        raise TopofrError(
+            f"gum_posterior: expected a non-empty 1-D statistic (or one per row), got shape {tuple(h.shape)}"
+        )
     if check_every < 1:
         raise TopofrError(f"gum_posterior: check_every must be ≥ 1, got {check_every}")
     h = h.detach().to(torch.float64)
@@ -118,5 +120,10 @@ def gum_posterior(
             run += 1
         if bool(done.all()):  # the only sync: once per chunk
             break
-    return GUMResult(gamma=gamma, pi=pi.squeeze(-1), sigma2=sigma2.squeeze(-1), c=c.squeeze(-1),
-                     iterations=int(iterations.max()))
+    return GUMResult(
+        gamma=gamma,
+        pi=pi.squeeze(-1),
+        sigma2=sigma2.squeeze(-1),
+        c=c.squeeze(-1),
+        iterations=int(iterations.max()),
+    )

@@ -56,7 +56,9 @@ class HardnessTable:
     labels: np.ndarray  # int64
     predicted: np.ndarray  # int64, class of the largest cosine (the model's decision)
     runner_up: np.ndarray  # int64, class of the second-largest cosine (−1 if there is none)
-    p_true: np.ndarray  # float32, softmax probabilities of the label (from the cosines or margin logits: `mode`)
+    p_true: (
+        np.ndarray
+    )  # float32, softmax probabilities of the label (from the cosines or margin logits: `mode`)
     p_predicted: np.ndarray
     p_runner_up: np.ndarray
     cosine_gap: np.ndarray  # float32, cos θ_predicted − cos θ_runner_up
@@ -176,13 +178,17 @@ def score_dataset(
             fit = None
             if batch_fit is not None:
                 fit = torch.stack(_fit_batch_gum(stats.entropy), dim=1)
-            pending.append((
-                indices.to(torch.int64),
-                torch.stack([stats.predicted, stats.runner_up, batch_labels], dim=1),
-                torch.stack([stats.p_true, stats.p_predicted, stats.p_runner_up, stats.cosine_gap,
-                             stats.entropy], dim=1),
-                fit,
-            ))
+            pending.append(
+                (
+                    indices.to(torch.int64),
+                    torch.stack([stats.predicted, stats.runner_up, batch_labels], dim=1),
+                    torch.stack(
+                        [stats.p_true, stats.p_predicted, stats.p_runner_up, stats.cosine_gap, stats.entropy],
+                        dim=1,
+                    ),
+                    fit,
+                )
+            )
             if len(pending) >= _FLUSH_EVERY:
                 flush()
             task.advance(len(indices))
@@ -190,9 +196,18 @@ def score_dataset(
     finally:
         task.close()
     table = finish_table(
-        labels=labels, predicted=predicted, runner_up=runner_up, p_true=p_true,
-        p_predicted=p_predicted, p_runner_up=p_runner_up, cosine_gap=cosine_gap, entropy=entropy,
-        gum_scope=gum_scope, batch_fit=batch_fit, temperature=recipe.topofr.sde.temperature, mode=mode,
+        labels=labels,
+        predicted=predicted,
+        runner_up=runner_up,
+        p_true=p_true,
+        p_predicted=p_predicted,
+        p_runner_up=p_runner_up,
+        cosine_gap=cosine_gap,
+        entropy=entropy,
+        gum_scope=gum_scope,
+        batch_fit=batch_fit,
+        temperature=recipe.topofr.sde.temperature,
+        mode=mode,
     )
     sample = torch.cat(sampled).float().cpu().numpy()
     if len(sample) >= 2:
@@ -223,7 +238,9 @@ def finish_table(
         gum_input = _numpy64(statistic)
         gamma = _numpy64(result.gamma)
         gum = GumFit(
-            pi=float(result.pi), sigma2=float(result.sigma2), c=float(result.c),
+            pi=float(result.pi),
+            sigma2=float(result.sigma2),
+            c=float(result.c),
             iterations=int(result.iterations),
         )
     else:
@@ -233,10 +250,22 @@ def finish_table(
     )
     w1, w2 = _numpy64(w1), _numpy64(w2)
     return HardnessTable(
-        labels=labels, predicted=predicted, runner_up=runner_up, p_true=p_true,
-        p_predicted=p_predicted, p_runner_up=p_runner_up, cosine_gap=cosine_gap, entropy=entropy,
+        labels=labels,
+        predicted=predicted,
+        runner_up=runner_up,
+        p_true=p_true,
+        p_predicted=p_predicted,
+        p_runner_up=p_runner_up,
+        cosine_gap=cosine_gap,
+        entropy=entropy,
         gum_input=gum_input,
-        gamma=gamma, w1=w1, w2=w2, sds=w1 * w2, gum_scope=gum_scope, gum=gum, mode=mode,
+        gamma=gamma,
+        w1=w1,
+        w2=w2,
+        sds=w1 * w2,
+        gum_scope=gum_scope,
+        gum=gum,
+        mode=mode,
         temperature=temperature,
     )
 

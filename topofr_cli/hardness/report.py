@@ -34,16 +34,26 @@ def summary(table: HardnessTable, provenance: dict[str, Any], data_path: Path) -
         "mean_cosine": table.mean_cosine,
         "degenerate": table.degenerate,
         "gum_scope": table.gum_scope,
-        "gum": None if fit is None else {"pi": fit.pi, "sigma2": fit.sigma2, "c": fit.c,
-                                         "iterations": fit.iterations},
+        "gum": None
+        if fit is None
+        else {"pi": fit.pi, "sigma2": fit.sigma2, "c": fit.c, "iterations": fit.iterations},
         "misclassified": int(np.sum(table.predicted != table.labels)),
         "sds_mean": float(np.mean(table.sds)),
         "sds_max": float(np.max(table.sds)),
     }
 
 
-def write_report(table: HardnessTable, dataset: FaceDataset, out: Path, *, provenance: dict[str, Any],
-                 data_path: Path, top: int, typical: int, figure_format: str = "png") -> Path:
+def write_report(
+    table: HardnessTable,
+    dataset: FaceDataset,
+    out: Path,
+    *,
+    provenance: dict[str, Any],
+    data_path: Path,
+    top: int,
+    typical: int,
+    figure_format: str = "png",
+) -> Path:
     """Write sds.parquet, sds.csv, the two figures and summary.json into `out` (each replaces its
     namesake; other files stay); the gallery shows at most `GALLERY_MAX_ROWS` of the `top` highest-SDS
     images, each beside `typical` images of its identity."""
@@ -52,12 +62,19 @@ def write_report(table: HardnessTable, dataset: FaceDataset, out: Path, *, prove
     from topofr_cli.plots.hardness import plot_distributions, plot_gallery
     from topofr_cli.plots.style import FigureMeta, model_label
 
-    meta = FigureMeta(model=model_label(Path(provenance["model"])), step=provenance["step"],
-                      dataset=Path(data_path).name, n=len(table), n_label="images")
+    meta = FigureMeta(
+        model=model_label(Path(provenance["model"])),
+        step=provenance["step"],
+        dataset=Path(data_path).name,
+        n=len(table),
+        n_label="images",
+    )
     shown = min(top, GALLERY_MAX_ROWS)
     with staged_directory(out) as staging:
         write_table(table, dataset, staging)
         plot_distributions(table, meta, staging / DISTRIBUTIONS, top=shown, figure_format=figure_format)
-        plot_gallery(table, dataset, meta, staging / GALLERY, top=shown, typical=typical, figure_format=figure_format)
+        plot_gallery(
+            table, dataset, meta, staging / GALLERY, top=shown, typical=typical, figure_format=figure_format
+        )
         write_json(staging / SUMMARY_JSON, summary(table, provenance, data_path))
     return out

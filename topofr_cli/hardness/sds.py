@@ -22,8 +22,9 @@ __all__ = [
 COMPAT_MODES = ("fixed", "reference")
 
 
-def negated_positions(n: int, compat: Literal["fixed", "reference"] = "fixed",
-                      device: torch.device | None = None) -> torch.Tensor:
+def negated_positions(
+    n: int, compat: Literal["fixed", "reference"] = "fixed", device: torch.device | None = None
+) -> torch.Tensor:
     """Bool mask [n] of the batch positions whose entropy is negated before the GUM fit.
 
     fixed: every even position 0, 2, 4, … (so a sample's sign depends on its parity alone).
@@ -46,7 +47,9 @@ def sde_statistic(entropy: torch.Tensor, compat: Literal["fixed", "reference"] =
     standardised on its own, as each of the reference's processes does with its local batch.
     """
     if entropy.dim() not in (1, 2):
-        raise TopofrError(f"sde_statistic: expected a 1-D entropy vector (or one per row), got shape {tuple(entropy.shape)}")
+        raise TopofrError(
+            f"sde_statistic: expected a 1-D entropy vector (or one per row), got shape {tuple(entropy.shape)}"
+        )
     _check_compat(compat)
     h = entropy.detach().to(torch.float64)
     h = torch.where(negated_positions(h.shape[-1], compat, h.device), -h, h)
@@ -57,7 +60,9 @@ def sde_statistic(entropy: torch.Tensor, compat: Literal["fixed", "reference"] =
 
 def _check_compat(compat: str) -> None:
     if compat not in COMPAT_MODES:
-        raise TopofrError(f"SDE compatibility mode: expected one of {', '.join(COMPAT_MODES)}, got {compat!r}")
+        raise TopofrError(
+            f"SDE compatibility mode: expected one of {', '.join(COMPAT_MODES)}, got {compat!r}"
+        )
 
 
 def sample_weights(
@@ -77,7 +82,9 @@ def sample_weights(
     """
     _check_compat(compat)
     if gamma.shape != p_true.shape:
-        raise TopofrError(f"sample_weights: gamma {tuple(gamma.shape)} and p_true {tuple(p_true.shape)} differ")
+        raise TopofrError(
+            f"sample_weights: gamma {tuple(gamma.shape)} and p_true {tuple(p_true.shape)} differ"
+        )
     dtype = p_true.dtype if p_true.is_floating_point() else torch.float32
     w1 = (2.0 - gamma.detach().to(torch.float64)).pow(temperature).to(dtype)
     p = p_true.detach()
@@ -116,7 +123,9 @@ def sde_weights(
     batch. With groups > 1 the fit's π, σ², c are per group.
     """
     if groups < 1 or entropy.shape[0] % groups:
-        raise TopofrError(f"sde_weights: {entropy.shape[0]} entropies do not split into {groups} equal groups")
+        raise TopofrError(
+            f"sde_weights: {entropy.shape[0]} entropies do not split into {groups} equal groups"
+        )
     statistic = sde_statistic(entropy.reshape(groups, -1) if groups > 1 else entropy, compat)
     gum = gum_posterior(statistic, validate=False)
     gum.gamma = gum.gamma.reshape(entropy.shape)

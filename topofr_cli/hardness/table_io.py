@@ -24,17 +24,42 @@ CSV_NAME = "sds.csv"
 ROWS_PER_SLICE = 65536
 
 COLUMNS = (
-    "rank", "index", "key", "label", "predicted", "p_predicted", "p_gt", "entropy", "cosine_gap",
-    "runner_up", "gum_input", "gamma", "w1", "w2", "sds",
+    "rank",
+    "index",
+    "key",
+    "label",
+    "predicted",
+    "p_predicted",
+    "p_gt",
+    "entropy",
+    "cosine_gap",
+    "runner_up",
+    "gum_input",
+    "gamma",
+    "w1",
+    "w2",
+    "sds",
 )
 
-SCHEMA = pa.schema([
-    ("rank", pa.int64()), ("index", pa.int64()), ("key", pa.string()), ("label", pa.int64()),
-    ("predicted", pa.int64()), ("p_predicted", pa.float32()), ("p_gt", pa.float32()),
-    ("entropy", pa.float32()), ("cosine_gap", pa.float32()), ("runner_up", pa.int64()),
-    ("gum_input", pa.float64()), ("gamma", pa.float64()), ("w1", pa.float64()),
-    ("w2", pa.float64()), ("sds", pa.float64()),
-])
+SCHEMA = pa.schema(
+    [
+        ("rank", pa.int64()),
+        ("index", pa.int64()),
+        ("key", pa.string()),
+        ("label", pa.int64()),
+        ("predicted", pa.int64()),
+        ("p_predicted", pa.float32()),
+        ("p_gt", pa.float32()),
+        ("entropy", pa.float32()),
+        ("cosine_gap", pa.float32()),
+        ("runner_up", pa.int64()),
+        ("gum_input", pa.float64()),
+        ("gamma", pa.float64()),
+        ("w1", pa.float64()),
+        ("w2", pa.float64()),
+        ("sds", pa.float64()),
+    ]
+)
 
 
 def ranked_slices(
@@ -43,7 +68,7 @@ def ranked_slices(
     """Record batches of the table in SDS order (highest first)."""
     order = table.ranking()
     for start in range(0, len(order), rows_per_slice):
-        index = order[start:start + rows_per_slice]
+        index = order[start : start + rows_per_slice]
         columns = {
             "rank": np.arange(start + 1, start + 1 + len(index), dtype=np.int64),
             "index": index.astype(np.int64),

@@ -15,7 +15,11 @@ BACKBONE_NAMES = (*STAGE_DEPTHS, "mbf")
 
 
 def create_backbone(
-    name: str, embedding_size: int = 512, *, dropout: float = 0.0, gradient_checkpointing: bool = False,
+    name: str,
+    embedding_size: int = 512,
+    *,
+    dropout: float = 0.0,
+    gradient_checkpointing: bool = False,
     trainable_embedding_scale: bool = False,
 ) -> nn.Module:
     """Build a face backbone: float [B, 3, 112, 112] in [-1, 1] -> embeddings [B, embedding_size].
@@ -26,7 +30,10 @@ def create_backbone(
     """
     if name in STAGE_DEPTHS:
         return build_iresnet(
-            name, embedding_size, dropout=dropout, gradient_checkpointing=gradient_checkpointing,
+            name,
+            embedding_size,
+            dropout=dropout,
+            gradient_checkpointing=gradient_checkpointing,
             trainable_embedding_scale=trainable_embedding_scale,
         )
     if name == "mbf":
@@ -51,4 +58,13 @@ def embedding_key(network: str) -> str:
     return (mobilefacenet if network == "mbf" else iresnet).EMBEDDING_KEY
 
 
-__all__ = ["BACKBONE_NAMES", "ClassifierOutput", "CombinedMarginHead", "PartialFC", "checkpoint_filter_fn", "create_backbone", "embedding_key", "embedding_size_of"]
+__all__ = [
+    "BACKBONE_NAMES",
+    "ClassifierOutput",
+    "CombinedMarginHead",
+    "PartialFC",
+    "checkpoint_filter_fn",
+    "create_backbone",
+    "embedding_key",
+    "embedding_size_of",
+]

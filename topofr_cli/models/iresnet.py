@@ -85,7 +85,6 @@ def frozen_batchnorm_statistics(module: nn.Module) -> Iterator[None]:
                 m.num_batches_tracked.copy_(tracked)
 
 
-
 def run_stages(stages: Iterable[nn.Module], x: torch.Tensor, checkpointed: bool) -> torch.Tensor:
     """Apply `stages` in order; with `checkpointed`, each keeps only its input for backward and is
     recomputed there (with its BatchNorm statistics frozen, so they are updated once per step)."""
@@ -100,6 +99,7 @@ def run_stages(stages: Iterable[nn.Module], x: torch.Tensor, checkpointed: bool)
         else:
             x = stage(x)
     return x
+
 
 class IResNet(nn.Module):
     """insightface IResNet: 3×3 stem (64 ch, stride 1), four stride-2 stages, BN → FC → BN1d head.
@@ -161,11 +161,18 @@ class IResNet(nn.Module):
 
 
 def build_iresnet(
-    name: str, embedding_size: int = 512, *, dropout: float = 0.0, gradient_checkpointing: bool = False,
+    name: str,
+    embedding_size: int = 512,
+    *,
+    dropout: float = 0.0,
+    gradient_checkpointing: bool = False,
     trainable_embedding_scale: bool = False,
 ) -> IResNet:
     return IResNet(
-        STAGE_DEPTHS[name], embedding_size, dropout=dropout, gradient_checkpointing=gradient_checkpointing,
+        STAGE_DEPTHS[name],
+        embedding_size,
+        dropout=dropout,
+        gradient_checkpointing=gradient_checkpointing,
         trainable_embedding_scale=trainable_embedding_scale,
     )
 
@@ -207,5 +214,5 @@ def checkpoint_filter_fn(state: Mapping[str, torch.Tensor]) -> dict[str, torch.T
 
 def strip_ddp_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if state and all(k.startswith("module.") for k in state):
-        return {k[len("module."):]: v for k, v in state.items()}
+        return {k[len("module.") :]: v for k, v in state.items()}
     return dict(state)

@@ -27,21 +27,36 @@ SPACE_UNITS = {
     "latent_l2": "input ÷ √(4·3·H·W) vs L2-normalised latent",
 }
 SPACE_NAMES = {"latent": "latent space (embeddings ÷ λ)", "latent_l2": "L2-normalised latent space"}
-DISTANCE_PANELS = (("bottleneck", "bottleneck distance"), ("wasserstein_1", "Wasserstein distance, p = 1"),
-                   ("wasserstein_2", "Wasserstein distance, p = 2"))
-PTSA_PANELS = (("ptsa_official", "PTSA loss, official form", "loss ÷ n (squared distance)"),
-               ("ptsa_symmetric", "PTSA loss, symmetric form", "loss ÷ n (squared distance)"),
-               ("shared_h0_fraction", "H0 pairs shared with the input", "fraction of MST edges"))
+DISTANCE_PANELS = (
+    ("bottleneck", "bottleneck distance"),
+    ("wasserstein_1", "Wasserstein distance, p = 1"),
+    ("wasserstein_2", "Wasserstein distance, p = 2"),
+)
+PTSA_PANELS = (
+    ("ptsa_official", "PTSA loss, official form", "loss ÷ n (squared distance)"),
+    ("ptsa_symmetric", "PTSA loss, symmetric form", "loss ÷ n (squared distance)"),
+    ("shared_h0_fraction", "H0 pairs shared with the input", "fraction of MST edges"),
+)
 FLAG_COLOR = "#d62728"
 
 
 def _series(rows: Sequence[dict[str, Any]], run: str, space: str, dim: int, key: str):
     """(steps, values, degenerate) of one run, by step, skipping missing values."""
-    points = sorted((row["step"], row[key], bool(row.get("degenerate"))) for row in rows
-                    if row["run"] == run and row["space"] == space and row["dim"] == dim
-                    and row["step"] is not None and row.get(key) is not None and not _isnan(row.get(key)))
-    return (np.array([p[0] for p in points]), np.array([p[1] for p in points], dtype=np.float64),
-            np.array([p[2] for p in points], dtype=bool))
+    points = sorted(
+        (row["step"], row[key], bool(row.get("degenerate")))
+        for row in rows
+        if row["run"] == run
+        and row["space"] == space
+        and row["dim"] == dim
+        and row["step"] is not None
+        and row.get(key) is not None
+        and not _isnan(row.get(key))
+    )
+    return (
+        np.array([p[0] for p in points]),
+        np.array([p[1] for p in points], dtype=np.float64),
+        np.array([p[2] for p in points], dtype=bool),
+    )
 
 
 def _isnan(value: Any) -> bool:
@@ -58,21 +73,38 @@ def _draw_runs(axes, rows, runs, space, dim, key, scale: float = 1.0, errors: st
         if errors is not None:
             _, spread, _ = _series(rows, run, space, dim, errors)
             if len(spread) == len(values):
-                axes.fill_between(steps, values - scale * spread, values + scale * spread, color=color, alpha=0.15,
-                                  lw=0)
+                axes.fill_between(
+                    steps, values - scale * spread, values + scale * spread, color=color, alpha=0.15, lw=0
+                )
         initial = steps == 0
         axes.plot(steps[initial], values[initial], "s", color=color, ms=7, mec="black", mew=0.8)
         axes.plot(steps[degenerate], values[degenerate], "o", ms=12, mfc="none", mec=FLAG_COLOR, mew=1.6)
 
 
 def _legend_handles(runs: list[str], rows) -> list[Line2D]:
-    handles = [Line2D([], [], color=color, lw=1.5, marker="o", ms=4, label=run)
-               for color, run in zip(PALETTE, runs, strict=False)]
+    handles = [
+        Line2D([], [], color=color, lw=1.5, marker="o", ms=4, label=run)
+        for color, run in zip(PALETTE, runs, strict=False)
+    ]
     if any(row["step"] == 0 for row in rows):
-        handles.append(Line2D([], [], ls="", marker="s", ms=7, color="#cccccc", mec="black",
-                              label="step 0 (initial model)"))
-    handles.append(Line2D([], [], ls="", marker="o", ms=12, mfc="none", mec=FLAG_COLOR, mew=1.6,
-                          label=f"degenerate embedding (mean cos > {DEGENERATE_MEAN_COSINE})"))
+        handles.append(
+            Line2D(
+                [], [], ls="", marker="s", ms=7, color="#cccccc", mec="black", label="step 0 (initial model)"
+            )
+        )
+    handles.append(
+        Line2D(
+            [],
+            [],
+            ls="",
+            marker="o",
+            ms=12,
+            mfc="none",
+            mec=FLAG_COLOR,
+            mew=1.6,
+            label=f"degenerate embedding (mean cos > {DEGENERATE_MEAN_COSINE})",
+        )
+    )
     return handles
 
 
@@ -105,8 +137,14 @@ def draw_collapse_curves(rows: Sequence[dict[str, Any]], meta: FigureMeta, *, sp
         accuracy_axes.set_title("held-out verification accuracy (± std, 10 folds)")
         accuracy_axes.set_ylabel("accuracy (%)")
     else:
-        accuracy_axes.text(0.5, 0.5, "no held-out .bin in the dataset:\naccuracy not measured",
-                           ha="center", va="center", transform=accuracy_axes.transAxes)
+        accuracy_axes.text(
+            0.5,
+            0.5,
+            "no held-out .bin in the dataset:\naccuracy not measured",
+            ha="center",
+            va="center",
+            transform=accuracy_axes.transAxes,
+        )
         accuracy_axes.set_title("held-out verification accuracy")
     _draw_runs(cosine_axes, rows, runs, space, dims[0], "mean_cosine")
     cosine_axes.axhline(DEGENERATE_MEAN_COSINE, color=FLAG_COLOR, ls="--", lw=1)
@@ -126,6 +164,12 @@ def draw_collapse_curves(rows: Sequence[dict[str, Any]], meta: FigureMeta, *, sp
     return figure
 
 
-def plot_collapse_curves(rows: Sequence[dict[str, Any]], meta: FigureMeta, path: Path, *, space: str = "latent",
-                         figure_format: str = "png") -> Path:
+def plot_collapse_curves(
+    rows: Sequence[dict[str, Any]],
+    meta: FigureMeta,
+    path: Path,
+    *,
+    space: str = "latent",
+    figure_format: str = "png",
+) -> Path:
     return save_figure(draw_collapse_curves(rows, meta, space=space), path, figure_format)

@@ -48,11 +48,17 @@ def space_scale(by_dim: dict[int, np.ndarray]) -> float:
     return top if top > 0 else 1.0
 
 
-def normalise(diagrams: dict[str, dict[int, np.ndarray]]) -> tuple[dict[str, dict[int, np.ndarray]], dict[str, float]]:
+def normalise(
+    diagrams: dict[str, dict[int, np.ndarray]],
+) -> tuple[dict[str, dict[int, np.ndarray]], dict[str, float]]:
     """Each space's diagrams divided by its `space_scale`, and the scales."""
     scales = {space: space_scale(by_dim) for space, by_dim in diagrams.items()}
-    scaled = {space: {dim: np.asarray(d, dtype=np.float64).reshape(-1, 2) / scales[space] for dim, d in by_dim.items()}
-              for space, by_dim in diagrams.items()}
+    scaled = {
+        space: {
+            dim: np.asarray(d, dtype=np.float64).reshape(-1, 2) / scales[space] for dim, d in by_dim.items()
+        }
+        for space, by_dim in diagrams.items()
+    }
     return scaled, scales
 
 
@@ -67,8 +73,9 @@ def _scale_note(space: str, scale: float) -> str:
 def _h0_histogram(axes, deaths: np.ndarray, bins: np.ndarray) -> None:
     axes.hist(deaths, bins=bins, color=DIM_COLORS[0], alpha=0.85)
     if len(deaths):
-        axes.axvline(float(np.median(deaths)), color="black", lw=1, ls="--",
-                     label=f"median {np.median(deaths):.2f}")
+        axes.axvline(
+            float(np.median(deaths)), color="black", lw=1, ls="--", label=f"median {np.median(deaths):.2f}"
+        )
         axes.legend(loc="upper left")
 
 
@@ -93,8 +100,15 @@ def draw_persistence_diagrams(diagrams: dict[str, dict[int, np.ndarray]], meta: 
                 axes.plot([0, top], [0, top], color=DIAGONAL, lw=0.8)
                 for dim in higher:
                     diagram = by_dim.get(dim, np.zeros((0, 2)))
-                    axes.scatter(diagram[:, 0], diagram[:, 1], s=12, alpha=0.75, color=DIM_COLORS.get(dim),
-                                 lw=0, label=f"H{dim}: {len(diagram)} classes")
+                    axes.scatter(
+                        diagram[:, 0],
+                        diagram[:, 1],
+                        s=12,
+                        alpha=0.75,
+                        color=DIM_COLORS.get(dim),
+                        lw=0,
+                        label=f"H{dim}: {len(diagram)} classes",
+                    )
                 axes.set_xlim(0, top)
                 axes.set_ylim(0, top)
                 axes.set_xlabel(f"birth ({NORMALISED})")
@@ -132,7 +146,9 @@ def draw_barcodes(diagrams: dict[str, dict[int, np.ndarray]], meta: FigureMeta, 
             axes.set_ylim(-1, max(len(shown), 1))
             axes.set_yticks([])
             axes.grid(False, axis="y")
-            count = f"{len(shown)} longest of {len(diagram)}" if len(diagram) > len(shown) else f"{len(diagram)}"
+            count = (
+                f"{len(shown)} longest of {len(diagram)}" if len(diagram) > len(shown) else f"{len(diagram)}"
+            )
             axes.set_title(f"{_name(space)} — H{dim}: {count} bars\n{_scale_note(space, scales[space])}")
             if row == len(scaled) - 1:
                 axes.set_xlabel(f"filtration value ({NORMALISED})")
@@ -148,8 +164,14 @@ def draw_death_histograms(diagrams: dict[str, dict[int, np.ndarray]], meta: Figu
     figure = new_figure(4.3 * len(dims) + 0.4, 2.7 * len(scaled) + 0.8)
     grid = figure.subplots(len(scaled), len(dims), squeeze=False, sharex="col")
     for col, dim in enumerate(dims):
-        top = max((float(by_dim[dim][:, 1].max()) for by_dim in scaled.values()
-                   if dim in by_dim and len(by_dim[dim])), default=1.0)
+        top = max(
+            (
+                float(by_dim[dim][:, 1].max())
+                for by_dim in scaled.values()
+                if dim in by_dim and len(by_dim[dim])
+            ),
+            default=1.0,
+        )
         bins = np.linspace(0.0, max(top, 1e-12) * 1.02, 41)
         for row, (space, by_dim) in enumerate(scaled.items()):
             axes = grid[row][col]
@@ -158,7 +180,9 @@ def draw_death_histograms(diagrams: dict[str, dict[int, np.ndarray]], meta: Figu
             if len(deaths):
                 axes.axvline(float(np.median(deaths)), color="black", lw=1, ls="--", label="median")
                 axes.legend(loc="upper right")
-            axes.set_title(f"{_name(space)} — H{dim}, {len(deaths)} deaths\n{_scale_note(space, scales[space])}")
+            axes.set_title(
+                f"{_name(space)} — H{dim}, {len(deaths)} deaths\n{_scale_note(space, scales[space])}"
+            )
             axes.set_ylabel("classes")
             if row == len(scaled) - 1:
                 axes.set_xlabel(f"death ({NORMALISED})")

@@ -58,8 +58,14 @@ def _gum_panel(axes, table: HardnessTable) -> None:
     statistic = np.asarray(table.gum_input)
     negated = np.arange(len(statistic)) % 2 == 0
     bins = np.linspace(statistic.min(), statistic.max(), 81) if len(statistic) else 10
-    axes.hist([statistic[negated], statistic[~negated]], bins=bins, density=False, stacked=True,
-              color=[NEGATED_COLOR, KEPT_COLOR], label=["entropy negated (even positions)", "entropy kept (odd positions)"])
+    axes.hist(
+        [statistic[negated], statistic[~negated]],
+        bins=bins,
+        density=False,
+        stacked=True,
+        color=[NEGATED_COLOR, KEPT_COLOR],
+        label=["entropy negated (even positions)", "entropy kept (odd positions)"],
+    )
     axes.set_xlabel("GUM input: ±entropy, standardised (sign flipped at even positions)")
     axes.set_ylabel("images")
     if table.gum is None:
@@ -71,22 +77,49 @@ def _gum_panel(axes, table: HardnessTable) -> None:
     grid = np.linspace(statistic.min(), statistic.max(), 400)
     scale = len(statistic) * width  # density → expected images per bin
     capped = " — at its cap" if fit.pi >= PI_CAP - 1e-9 else f" (cap {PI_CAP})"
-    axes.plot(grid, scale * gum_density(grid, fit.pi, fit.sigma2, fit.c), color="black", lw=1.4,
-              label=f"fitted mixture: π = {fit.pi:.3f}{capped}")
-    axes.plot(grid, scale * fit.pi * gum_density(grid, 1.0, fit.sigma2, 0.0), "--", color="#555555", lw=1,
-              label=f"π·N(0, σ² = {fit.sigma2:.2f}): 'normal' images")
-    axes.axhline(scale * (1 - fit.pi) * fit.c, ls=":", color=FLAGGED_COLOR, lw=1.2,
-                 label=f"(1 − π)·uniform (c = {fit.c:.3f}): 'damaged'")
-    axes.set_title("the statistic the GUM is fitted to, and the fit\n"
-                   f"the sign flip makes two mirror-image modes; the Gaussian sits at 0 between them; π ≤ {PI_CAP}")
+    axes.plot(
+        grid,
+        scale * gum_density(grid, fit.pi, fit.sigma2, fit.c),
+        color="black",
+        lw=1.4,
+        label=f"fitted mixture: π = {fit.pi:.3f}{capped}",
+    )
+    axes.plot(
+        grid,
+        scale * fit.pi * gum_density(grid, 1.0, fit.sigma2, 0.0),
+        "--",
+        color="#555555",
+        lw=1,
+        label=f"π·N(0, σ² = {fit.sigma2:.2f}): 'normal' images",
+    )
+    axes.axhline(
+        scale * (1 - fit.pi) * fit.c,
+        ls=":",
+        color=FLAGGED_COLOR,
+        lw=1.2,
+        label=f"(1 − π)·uniform (c = {fit.c:.3f}): 'damaged'",
+    )
+    axes.set_title(
+        "the statistic the GUM is fitted to, and the fit\n"
+        f"the sign flip makes two mirror-image modes; the Gaussian sits at 0 between them; π ≤ {PI_CAP}"
+    )
     axes.legend(loc="upper right", fontsize=7)
 
 
 def _sds_scatter(axes, table: HardnessTable, flagged: np.ndarray) -> None:
     p_true = np.clip(np.asarray(table.p_true, dtype=np.float64), 1e-12, 1.0)
-    points = axes.scatter(p_true, table.sds, c=table.gamma, cmap="viridis", vmin=0, vmax=1, s=6, lw=0, alpha=0.8)
-    axes.scatter(p_true[flagged], table.sds[flagged], s=40, facecolors="none", edgecolors=FLAGGED_COLOR, lw=1.2,
-                 label=f"top {len(flagged)} by SDS")
+    points = axes.scatter(
+        p_true, table.sds, c=table.gamma, cmap="viridis", vmin=0, vmax=1, s=6, lw=0, alpha=0.8
+    )
+    axes.scatter(
+        p_true[flagged],
+        table.sds[flagged],
+        s=40,
+        facecolors="none",
+        edgecolors=FLAGGED_COLOR,
+        lw=1.2,
+        label=f"top {len(flagged)} by SDS",
+    )
     grid = np.logspace(np.log10(p_true.min()), 0, 200)
     axes.plot(grid, 1 - grid, color="black", lw=0.8, ls="--", label="SDS = 1 − p_gt (γ = 1, w1 = 1)")
     axes.set_xscale("log")
@@ -110,8 +143,9 @@ def draw_distributions(table: HardnessTable, meta: FigureMeta, *, top: int = 20)
     return figure
 
 
-def plot_distributions(table: HardnessTable, meta: FigureMeta, path: Path, *, top: int = 20,
-                       figure_format: str = "png") -> Path:
+def plot_distributions(
+    table: HardnessTable, meta: FigureMeta, path: Path, *, top: int = 20, figure_format: str = "png"
+) -> Path:
     return save_figure(draw_distributions(table, meta, top=top), path, figure_format)
 
 
@@ -130,7 +164,7 @@ def typical_members(
 
 
 def short_key(key: str, limit: int = KEY_CHARS) -> str:
-    return key if len(key) <= limit else "…" + key[-(limit - 1):]
+    return key if len(key) <= limit else "…" + key[-(limit - 1) :]
 
 
 def _show(axes: Any, image: np.ndarray, caption: str, color: str) -> None:
@@ -159,7 +193,9 @@ def _group_cells(figure: Any, count: int, per_row: int, columns: int):
 
 
 @styled
-def draw_gallery(table: HardnessTable, dataset: FaceDataset, meta: FigureMeta, *, top: int = 16, typical: int = 3):
+def draw_gallery(
+    table: HardnessTable, dataset: FaceDataset, meta: FigureMeta, *, top: int = 16, typical: int = 3
+):
     """Per flagged image: it (red), `typical` images of its label (blue), of its prediction (green).
 
     When the model predicts the labelled identity, the green group shows the runner-up instead.
@@ -177,12 +213,18 @@ def draw_gallery(table: HardnessTable, dataset: FaceDataset, meta: FigureMeta, *
     cells = _group_cells(figure, len(flagged), per_row, columns)
     for rank, (index, row_cells) in enumerate(zip(flagged, cells, strict=True), start=1):
         label, guess = int(table.labels[index]), int(table.predicted[index])
-        _show(row_cells[0], dataset[int(index)][0],
-              f"#{rank} {short_key(dataset.source_key(int(index)))}\nSDS {table.sds[index]:.3f} γ {table.gamma[index]:.2f}\n"
-              f"label {label} → pred {guess}", FLAGGED_COLOR)
+        _show(
+            row_cells[0],
+            dataset[int(index)][0],
+            f"#{rank} {short_key(dataset.source_key(int(index)))}\nSDS {table.sds[index]:.3f} γ {table.gamma[index]:.2f}\n"
+            f"label {label} → pred {guess}",
+            FLAGGED_COLOR,
+        )
         caption = "runner-up" if guess == label else "pred"
-        groups = ((labelled_members[rank - 1], f"label {label}", LABELLED_COLOR),
-                  (other_members[rank - 1], f"{caption} {int(other[rank - 1])}", PREDICTED_COLOR))
+        groups = (
+            (labelled_members[rank - 1], f"label {label}", LABELLED_COLOR),
+            (other_members[rank - 1], f"{caption} {int(other[rank - 1])}", PREDICTED_COLOR),
+        )
         for group, (members, title, color) in enumerate(groups):
             for k in range(typical):
                 axes = row_cells[1 + group * typical + k]
@@ -190,14 +232,28 @@ def draw_gallery(table: HardnessTable, dataset: FaceDataset, meta: FigureMeta, *
                     axes.axis("off")
                     continue
                 member = int(members[k])
-                _show(axes, dataset[member][0],
-                      f"{title}\n{short_key(dataset.source_key(member), 15)}\nΔcos {table.cosine_gap[member]:.2f}", color)
-    figure.suptitle(meta.title(f"top {len(flagged)} images by structure damage score")
-                    + "\nflagged image (red) | typical images of its label (blue) | of its prediction, or runner-up "
-                      "when the prediction is right (green);  Δcos = cos(predicted) − cos(runner-up)")
+                _show(
+                    axes,
+                    dataset[member][0],
+                    f"{title}\n{short_key(dataset.source_key(member), 15)}\nΔcos {table.cosine_gap[member]:.2f}",
+                    color,
+                )
+    figure.suptitle(
+        meta.title(f"top {len(flagged)} images by structure damage score")
+        + "\nflagged image (red) | typical images of its label (blue) | of its prediction, or runner-up "
+        "when the prediction is right (green);  Δcos = cos(predicted) − cos(runner-up)"
+    )
     return figure
 
 
-def plot_gallery(table: HardnessTable, dataset: FaceDataset, meta: FigureMeta, path: Path, *, top: int = 16,
-                 typical: int = 3, figure_format: str = "png") -> Path:
+def plot_gallery(
+    table: HardnessTable,
+    dataset: FaceDataset,
+    meta: FigureMeta,
+    path: Path,
+    *,
+    top: int = 16,
+    typical: int = 3,
+    figure_format: str = "png",
+) -> Path:
     return save_figure(draw_gallery(table, dataset, meta, top=top, typical=typical), path, figure_format)

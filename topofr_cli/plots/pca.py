@@ -55,14 +55,22 @@ def pca_from_distances(dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The same PCA view from a Euclidean distance matrix (classical MDS: −½·J·D²·J is the Gram matrix
     of the centred points), so the pixel space needs no second pass over the images."""
     squared = np.asarray(dist, dtype=np.float64) ** 2
-    gram = -0.5 * (squared - squared.mean(axis=0, keepdims=True) - squared.mean(axis=1, keepdims=True)
-                   + squared.mean())
+    gram = -0.5 * (
+        squared - squared.mean(axis=0, keepdims=True) - squared.mean(axis=1, keepdims=True) + squared.mean()
+    )
     return _embedding_2d(gram)
 
 
 @styled
-def draw_sample_pca(projected: np.ndarray, share: np.ndarray, labels: np.ndarray, meta: FigureMeta, what: str,
-                    *, coloured: int = COLOURED_IDENTITIES):
+def draw_sample_pca(
+    projected: np.ndarray,
+    share: np.ndarray,
+    labels: np.ndarray,
+    meta: FigureMeta,
+    what: str,
+    *,
+    coloured: int = COLOURED_IDENTITIES,
+):
     """Scatter of a 2-D PCA (from `pca_from_points` / `pca_from_distances`): the `coloured` largest
     identities in colour with a legend (ties: smaller label first), every other identity grey."""
     classes, codes, counts = np.unique(labels, return_inverse=True, return_counts=True)
@@ -71,20 +79,44 @@ def draw_sample_pca(projected: np.ndarray, share: np.ndarray, labels: np.ndarray
     axes = figure.add_subplot()
     highlighted = np.isin(codes, order)
     rest = len(classes) - len(order)
-    axes.scatter(projected[~highlighted, 0], projected[~highlighted, 1], s=10, color=MUTED, alpha=0.5, lw=0,
-                 label=f"{rest} other identities" if rest else None)
+    axes.scatter(
+        projected[~highlighted, 0],
+        projected[~highlighted, 1],
+        s=10,
+        color=MUTED,
+        alpha=0.5,
+        lw=0,
+        label=f"{rest} other identities" if rest else None,
+    )
     for color, code in zip(IDENTITY_COLORS, order, strict=False):
         member = codes == code
-        axes.scatter(projected[member, 0], projected[member, 1], s=22, color=color, alpha=0.95,
-                     edgecolors="white", linewidths=0.4, label=f"identity {classes[code]} ({counts[code]})")
+        axes.scatter(
+            projected[member, 0],
+            projected[member, 1],
+            s=22,
+            color=color,
+            alpha=0.95,
+            edgecolors="white",
+            linewidths=0.4,
+            label=f"identity {classes[code]} ({counts[code]})",
+        )
     axes.set_xlabel(f"PC1 ({share[0]:.0%} of variance)")
     axes.set_ylabel(f"PC2 ({share[1]:.0%} of variance)")
     axes.set_title(meta.title(f"{what}, {len(classes)} identities"))
-    axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), title="largest identities (images)",
-                frameon=False)
+    axes.legend(
+        loc="center left", bbox_to_anchor=(1.01, 0.5), title="largest identities (images)", frameon=False
+    )
     return figure
 
 
-def plot_sample_pca(projected: np.ndarray, share: np.ndarray, labels: np.ndarray, meta: FigureMeta, what: str,
-                    path: Path, *, figure_format: str = "png") -> Path:
+def plot_sample_pca(
+    projected: np.ndarray,
+    share: np.ndarray,
+    labels: np.ndarray,
+    meta: FigureMeta,
+    what: str,
+    path: Path,
+    *,
+    figure_format: str = "png",
+) -> Path:
     return save_figure(draw_sample_pca(projected, share, labels, meta, what), path, figure_format)

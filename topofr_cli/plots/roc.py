@@ -89,8 +89,16 @@ def draw_roc(curves: list[RocCurve], meta: FigureMeta, what: str):
     axes.set_xlim(left, 1.0)
     if lowest > left / 0.8:  # no curve reaches the left end: say why that part is empty
         axes.axvspan(left, lowest, color="#f2f2f2", lw=0, zorder=0)
-        axes.text((left * lowest) ** 0.5, 0.5, f"FAR < 1/{round(1 / lowest):,}:\nnot measurable\nwith these pairs",
-                  ha="center", va="center", fontsize=8, color="#777777", transform=axes.get_xaxis_transform())
+        axes.text(
+            (left * lowest) ** 0.5,
+            0.5,
+            f"FAR < 1/{round(1 / lowest):,}:\nnot measurable\nwith these pairs",
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="#777777",
+            transform=axes.get_xaxis_transform(),
+        )
     # Start the TAR axis at the decile below the lowest drawn point: the curve fills the panel.
     axes.set_ylim(max(0.0, np.floor(10 * bottom - 1e-9) / 10), 1.005)
     axes.set_xlabel("false accept rate (FAR, log scale)")
@@ -102,7 +110,13 @@ def draw_roc(curves: list[RocCurve], meta: FigureMeta, what: str):
     return figure
 
 
-def plot_roc(curves: list[RocCurve], meta: FigureMeta, path: str | Path, *, what: str = "ROC",
-             figure_format: str = "png") -> Path:
+def plot_roc(
+    curves: list[RocCurve],
+    meta: FigureMeta,
+    path: str | Path,
+    *,
+    what: str = "ROC",
+    figure_format: str = "png",
+) -> Path:
     """Draw and write a ROC figure; returns the written path (suffix = format)."""
     return save_figure(draw_roc(curves, meta, what), path, figure_format)

@@ -109,10 +109,12 @@ def new_figure(width: float, height: float) -> Figure:
 
 def styled(function):
     """Run a drawing function under the house rcParams (fonts and grid are read when artists are made)."""
+
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         with mpl.rc_context(RC):
             return function(*args, **kwargs)
+
     return wrapper
 
 

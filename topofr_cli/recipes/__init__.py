@@ -37,5 +37,7 @@ def resolve_recipe(text: str | Path) -> Path:
         raise TopofrError(f"{path}: a recipe must be a YAML file, not a directory")
     name = _packaged_name(str(text))
     if name is None:
-        raise TopofrError(f"{path}: recipe file not found (packaged recipes: {', '.join(packaged_recipes())})")
+        raise TopofrError(
+            f"{path}: recipe file not found (packaged recipes: {', '.join(packaged_recipes())})"
+        )
     return PACKAGED_DIR / f"{name}.yaml"

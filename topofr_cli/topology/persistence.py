@@ -39,7 +39,9 @@ def validate_distance_matrix(dist: torch.Tensor, name: str = "distance matrix") 
     if not isinstance(dist, torch.Tensor):
         raise TopofrError(f"{name}: expected a torch.Tensor, got {type(dist).__name__}")
     if dist.dim() not in (2, 3) or dist.shape[-1] != dist.shape[-2]:
-        raise TopofrError(f"{name}: expected a square [n, n] or [b, n, n] matrix, got shape {tuple(dist.shape)}")
+        raise TopofrError(
+            f"{name}: expected a square [n, n] or [b, n, n] matrix, got shape {tuple(dist.shape)}"
+        )
     if not dist.is_floating_point():
         raise TopofrError(f"{name}: expected a floating-point matrix, got dtype {dist.dtype}")
     if dist.numel() == 0:
@@ -57,7 +59,9 @@ def validate_distance_matrix(dist: torch.Tensor, name: str = "distance matrix") 
             f"{name}: not symmetric at {tuple(bad)}: {dist[tuple(bad)].item()} != {dist[mirror].item()}"
         )
     if bool((dist >= torch.finfo(dist.dtype).max).any()):
-        raise TopofrError(f"{name}: entries must be below {torch.finfo(dist.dtype).max:g} (the dtype's maximum)")
+        raise TopofrError(
+            f"{name}: entries must be below {torch.finfo(dist.dtype).max:g} (the dtype's maximum)"
+        )
     if bool((dist < 0).any()):
         raise TopofrError(f"{name}: has negative entries (a distance matrix is non-negative)")
 
@@ -87,7 +91,9 @@ def _cheapest_outgoing_edge(
     )
     is_best = has_edge & (length == best_length.gather(1, label))
     candidate = torch.where(is_best, edge, torch.full_like(edge, no_edge))
-    return torch.full_like(edge, no_edge).scatter_reduce(1, label, candidate, reduce="amin", include_self=True)
+    return torch.full_like(edge, no_edge).scatter_reduce(
+        1, label, candidate, reduce="amin", include_self=True
+    )
 
 
 def _boruvka_edges(dist: torch.Tensor, stop_early: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,7 +124,9 @@ def _boruvka_edges(dist: torch.Tensor, stop_early: bool) -> tuple[torch.Tensor, 
         parent = torch.where(mutual, vertex, parent)
         keep = valid & ~mutual
         found_edges.append(torch.where(keep, edge, torch.full_like(edge, no_edge)))
-        found_lengths.append(torch.where(keep, flat.gather(1, safe_edge), torch.full_like(flat[:, :n], math.inf)))
+        found_lengths.append(
+            torch.where(keep, flat.gather(1, safe_edge), torch.full_like(flat[:, :n], math.inf))
+        )
         for _ in range(steps):
             parent = parent.gather(1, parent)
         label = parent.gather(1, label)
@@ -130,7 +138,11 @@ def _boruvka_edges(dist: torch.Tensor, stop_early: bool) -> tuple[torch.Tensor, 
 
 
 def h0_pairs(
-    dist: torch.Tensor, *, validate: bool = True, name: str = "distance matrix", fixed_rounds: bool | None = None
+    dist: torch.Tensor,
+    *,
+    validate: bool = True,
+    name: str = "distance matrix",
+    fixed_rounds: bool | None = None,
 ) -> torch.Tensor:
     """The 0-dim persistence pairs (minimum-spanning-tree edges) of a full distance matrix.
 

@@ -28,7 +28,9 @@ def input_distances(x: torch.Tensor) -> torch.Tensor:
         flat = x.detach().reshape(x.shape[0], -1)
         per_sample = flat.shape[1]
         flat = flat.to(torch.float64)
-        flat = flat - flat.mean(dim=0, keepdim=True)  # distances are shift-invariant; smaller norms cancel less
+        flat = flat - flat.mean(
+            dim=0, keepdim=True
+        )  # distances are shift-invariant; smaller norms cancel less
         sq_norm = (flat * flat).sum(dim=1)
         sq = sq_norm.unsqueeze(1) + sq_norm.unsqueeze(0) - 2.0 * (flat @ flat.T)
         sq = sq.clamp_min(0.0)

@@ -91,6 +91,15 @@ def write_npy(path: str | Path, array: np.ndarray) -> Path:
     return Path(path)
 
 
+def write_tensors(path: str | Path, data: Any) -> Path:
+    """Save tensors / plain containers with torch (read back with `checkpoint.load_weights_file`)."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(data, tmp)
+    return Path(path)
+
+
 def write_figure(figure: Any, path: str | Path, *, dpi: int, tight: bool = False) -> Path:
     """Save a matplotlib figure (format from the suffix); `tight` crops it to its content."""
     with atomic_path(path) as tmp:

@@ -22,6 +22,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from topofr_cli.artifacts.atomic import write_tensors
+from topofr_cli.artifacts.checkpoint import load_weights_file
 from topofr_cli.bench.plan import BenchPlan, Clock, describe_failure
 from topofr_cli.bench.steps import ddp_wrap, make_objective, make_train_step, step_times_ms
 from topofr_cli.bench.timing import synthetic_batch
@@ -173,7 +175,7 @@ def _worker(
             out["throughput"] = _throughput(ctx, network, classes, batch, warmup, steps)
         except Exception as exc:  # e.g. out of memory: the equality result still comes back
             out["throughput"] = {"status": f"error: {describe_failure(exc)}"}
-        torch.save(out, Path(out_dir) / f"rank{rank}.pt")
+        write_tensors(Path(out_dir) / f"rank{rank}.pt", out)
     finally:
         dist.barrier()
         dist.destroy_process_group()
@@ -219,7 +221,7 @@ def run_two_ranks(
             join=False,
         )
         _join_or_kill(ranks_running, timeout_s)
-        ranks = [torch.load(Path(tmp) / f"rank{r}.pt", weights_only=True) for r in range(2)]
+        ranks = [load_weights_file(Path(tmp) / f"rank{r}.pt") for r in range(2)]
     checks = [_compare(r["equality"], want) for r in ranks]
     image_bytes = ranks[0]["equality"]["image_gather_bytes"]
     return {

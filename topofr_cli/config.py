@@ -12,7 +12,7 @@ import math
 import reprlib
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -152,6 +152,7 @@ class TrainConfig:
     precision: Literal["fp32", "fp16", "bf16"] = "bf16"
     compile: bool = False
     device: str = "auto"  # auto, cpu, cuda or cuda:N (topofr_cli.devices)
+    _: KW_ONLY  # at most six fields by position
     log_every: int = ranged(10, 1, _COUNT_MAX)
     save_every: int = ranged(1000, 0, _COUNT_MAX)  # 0: only at epoch ends and the end
     eval_every: int = ranged(
@@ -169,6 +170,7 @@ class Recipe:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     topofr: TopoFRConfig = field(default_factory=TopoFRConfig)
+    _: KW_ONLY  # at most six fields by position
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:

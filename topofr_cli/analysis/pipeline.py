@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +57,7 @@ class ModelPoint:
     embedding_size: int
     topologies: dict[str, SpaceTopology]  # latent, latent_l2 (distance matrices dropped)
     comparisons: dict[str, SpaceComparison]
+    _: KW_ONLY  # at most six fields by position
     embeddings_l2: np.ndarray  # float32 [n, E]
     seconds: dict[str, float] = field(default_factory=dict)
     mean_cosine: float = 0.0  # between different images of the sample (evaluation.degeneracy)
@@ -99,6 +100,7 @@ class AnalysisResult:
     per_identity: int | None
     input: SpaceTopology
     targets: list[Target]
+    _: KW_ONLY  # at most six fields by position
     seconds: dict[str, float]
 
 
@@ -325,4 +327,12 @@ def analyze(
             for step, ckpt in track(progress, checkpoints, f"checkpoints of {label}", len(checkpoints))
         ]
         targets.append(Target(label, path, True, points))
-    return AnalysisResult(sample, dims, seed, per_identity, input_topology, targets, seconds)
+    return AnalysisResult(
+        sample=sample,
+        dims=dims,
+        seed=seed,
+        per_identity=per_identity,
+        input=input_topology,
+        targets=targets,
+        seconds=seconds,
+    )

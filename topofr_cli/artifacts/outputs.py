@@ -32,7 +32,7 @@ from __future__ import annotations
 import shlex
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -61,6 +61,7 @@ class OutputPolicy:
     is_own: Callable[[Path], bool] | None = None
     not_a_dir: str = "{path}: exists and is not a directory"
     refused: str = "{path}: already exists (pass --overwrite to replace it)"
+    _: KW_ONLY  # at most six fields by position
     foreign: str = "{path}: exists and was not written by this command; choose another --out"
 
 

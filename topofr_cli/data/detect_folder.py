@@ -16,7 +16,7 @@ import multiprocessing
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +56,7 @@ class _Outcome:
     score: float = float("nan")
     box: np.ndarray | None = None
     landmarks: np.ndarray | None = None
+    _: KW_ONLY  # at most six fields by position
     reason: str = ""
 
 

@@ -13,7 +13,7 @@ import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -51,6 +51,7 @@ class SyntheticReport:
     num_classes: int
     heldout_identities: int
     pairs: int
+    _: KW_ONLY  # at most six fields by position
     pixel_baseline: PairScore | None
     seconds: float
 

@@ -6,7 +6,7 @@ renderer (`synthetic_render`) turns an `Identity` plus a `Nuisance` into pixels.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 import numpy as np
 
@@ -23,6 +23,7 @@ class Nuisance:
     gaze: np.ndarray
     brow_raise: np.ndarray
     smile: np.ndarray
+    _: KW_ONLY  # at most six fields by position
     mouth_open: np.ndarray
     clothing: np.ndarray  # [K, 3]
     rotation: np.ndarray  # radians

@@ -15,7 +15,7 @@ Everything is a pure function of the numpy Generator passed in, so a seed fixes 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -66,6 +66,7 @@ class Identity:
     jaw_taper: float
     skin: np.ndarray
     skin_texture: np.ndarray  # [3, 4]: per-wave (frequency u, frequency v, phase, amplitude)
+    _: KW_ONLY  # at most six fields by position
     ear_size: float
     hair_style: int
     hair_color: np.ndarray

@@ -48,6 +48,7 @@ class TrainLoop:
     step: int = 0  # optimizer steps taken (global)
     epoch: int = 0  # epoch of the current batch
     batch_in_epoch: int = 0  # batches of `epoch` consumed
+    _: KW_ONLY  # at most six fields by position
     result: StepResult | None = None  # the last step's
     lr: float = 0.0
     started_at: float = 0.0

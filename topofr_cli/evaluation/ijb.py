@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,7 @@ class IJBResult:
     tar_at_far: dict[float, float]  # FAR → TAR
     fpr: np.ndarray
     tpr: np.ndarray
+    _: KW_ONLY  # at most six fields by position
     auc: float
     num_images: int
     num_templates: int

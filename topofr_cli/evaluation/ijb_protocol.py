@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +93,7 @@ class IJBMeta:
     templates: np.ndarray  # [N] int64 template id of each image
     medias: np.ndarray  # [N] int64 media id of each image
     pair_templates: np.ndarray  # [P, 2] int64
+    _: KW_ONLY  # at most six fields by position
     pair_labels: np.ndarray  # [P] int64 (1 = same identity)
 
 

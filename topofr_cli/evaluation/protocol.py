@@ -7,7 +7,7 @@ one pass over the pairs per threshold.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 import numpy as np
 
@@ -30,6 +30,7 @@ class VerificationResult:
     fold_accuracies: np.ndarray  # [folds]
     best_thresholds: np.ndarray  # [folds] threshold chosen on the 9 training folds
     val: float  # VAL (true accept rate) at FAR_TARGET, mean over folds
+    _: KW_ONLY  # at most six fields by position
     val_std: float
     far: float  # the FAR actually reached on the held-out folds, mean over folds
     auc: float  # area under the mean ROC

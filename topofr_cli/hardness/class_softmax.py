@@ -9,7 +9,7 @@ the same online pass: a second pass over the class blocks adds it once the norma
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,7 @@ class ClassStats:
     runner_up: torch.Tensor  # int64 class of the second-largest cosine (−1 when C = 1)
     p_runner_up: torch.Tensor
     cosine_gap: torch.Tensor  # cos θ_predicted − cos θ_runner_up (≥ 0; inf when C = 1)
+    _: KW_ONLY  # at most six fields by position
     entropy: torch.Tensor
 
 

@@ -8,7 +8,7 @@ The GUM is then fitted over the whole dataset (default) or was fitted per batch,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import KW_ONLY, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -61,6 +61,7 @@ class HardnessTable:
     )  # float32, softmax probabilities of the label (from the cosines or margin logits: `mode`)
     p_predicted: np.ndarray
     p_runner_up: np.ndarray
+    _: KW_ONLY  # at most six fields by position
     cosine_gap: np.ndarray  # float32, cos θ_predicted − cos θ_runner_up
     entropy: np.ndarray
     gum_input: np.ndarray  # float64, sde_statistic(H): what the GUM was fitted on

@@ -8,7 +8,7 @@ grid of the accuracy protocol, which is coarse exactly where the log axis looks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ class RocCurve:
     negatives: int
     auc: float
     accuracy: tuple[float, float] | None = None  # (mean, std) of the 10-fold protocol
+    _: KW_ONLY  # at most six fields by position
     tar_at_far: dict[float, float] | None = None  # measured elsewhere (IJB); else read off the curve
 
 

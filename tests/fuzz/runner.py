@@ -114,12 +114,26 @@ def run_one(target_name: str, index: int, seed: int, seeds_dir: Path, scratch: P
     return Outcome(target_name, index, kind, detail, _rss_mb(), time.perf_counter() - start)
 
 
+def _import_reader_libraries() -> None:
+    """Load what the readers load lazily before the address-space limit is measured: libraries map
+    large regions when first imported (arrow's allocator, OpenCV's thread pool), which must count as
+    the interpreter's, not as the memory an input made the reader use."""
+    import importlib
+
+    for name in ("PIL.Image", "pyarrow", "pyarrow.parquet", "pandas", "yaml", "cv2"):
+        try:
+            importlib.import_module(name)
+        except ImportError:  # cv2 is optional (the detect extra)
+            pass
+
+
 def _worker(connection, seeds_dir: str, scratch: str, memory_mb: int) -> None:
     import warnings
 
     import torch
 
     torch.set_num_threads(1)
+    _import_reader_libraries()
     warnings.simplefilter("ignore")  # PIL's warnings about corrupt EXIF etc.: noise at this volume
     if memory_mb:
         with open("/proc/self/status") as status:
@@ -137,6 +151,10 @@ def _worker(connection, seeds_dir: str, scratch: str, memory_mb: int) -> None:
 class _Worker:
     def __init__(self, seeds_dir: Path, scratch: Path, memory_mb: int) -> None:
         context = multiprocessing.get_context("spawn")
+        # glibc reserves 64 MB of address space per malloc arena and arrow its own pool: both inflate
+        # RLIMIT_AS accounting with memory no input asked for (the child inherits these at spawn)
+        os.environ.setdefault("MALLOC_ARENA_MAX", "2")
+        os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
         self.connection, child = context.Pipe()
         self.process = context.Process(
             target=_worker, args=(child, str(seeds_dir), str(scratch), memory_mb), daemon=True

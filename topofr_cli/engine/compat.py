@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-REFERENCE_SCALER_GROWTH_INTERVAL = 100
+COMPAT_SCALER_GROWTH_INTERVAL = 100
 TORCH_SCALER_GROWTH_INTERVAL = 2000
 
 
@@ -32,7 +32,7 @@ def step_options(recipe: Any) -> dict[str, Any]:
     reference = reference_mode(recipe)
     return {
         "clip_classifier": reference,
-        "scaler_growth_interval": REFERENCE_SCALER_GROWTH_INTERVAL
+        "scaler_growth_interval": COMPAT_SCALER_GROWTH_INTERVAL
         if reference
         else TORCH_SCALER_GROWTH_INTERVAL,
     }

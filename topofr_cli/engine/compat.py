@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-COMPAT_SCALER_GROWTH_INTERVAL = 100  # compat: reference, as the reference implementation sets its GradScaler (§2)
+COMPAT_SCALER_GROWTH_INTERVAL = (
+    100  # compat: reference, as the reference implementation sets its GradScaler (§2)
+)
 TORCH_SCALER_GROWTH_INTERVAL = 2000
 
 

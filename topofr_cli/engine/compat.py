@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-COMPAT_SCALER_GROWTH_INTERVAL = (
-    100  # compat: reference, as the reference implementation sets its GradScaler (§2)
-)
+# compat: reference sets its GradScaler as the reference implementation does (docs/method.md §2)
+COMPAT_SCALER_GROWTH_INTERVAL = 100
 TORCH_SCALER_GROWTH_INTERVAL = 2000
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import KW_ONLY, dataclass, field
+from dataclasses import KW_ONLY, dataclass, field, replace
 
 # seconds per section on the full CUDA plan (sum 435 s; a row started in time may overrun a little)
 SECTION_BUDGETS_S = {
@@ -54,89 +54,45 @@ def make_plan(device: str, quick: bool, cpu_count: int) -> BenchPlan:
     """The full plan is the one the GPU claims are about (r50, 85,742 classes, B 128/256, eager and
     compiled); --quick keeps every section but shrinks it (a tiny network on the CPU, no compile)."""
     workers = tuple(sorted({0, min(2, cpu_count), min(8, cpu_count)}))
-    if device == "cuda" and not quick:
-        return BenchPlan(
-            device=device,
-            quick=quick,
-            network="r50",
-            classes=85_742,
-            batches=(128, 256),
-            compile_modes=(False, True),
-            warmup_steps=5,
-            timed_steps=20,
-            check_network="r50",
-            check_classes=85_742,
-            check_batch=128,
-            check_steps=3,
-            h0_sizes=(128, 512, 1024),
-            part_batch=128,
-            repeats=20,
-            loader_images=2_000,
-            loader_workers=workers,
-            loader_batch=128,
-        )
-    if device == "cuda":
-        return BenchPlan(
-            device=device,
-            quick=quick,
-            network="r50",
-            classes=85_742,
-            batches=(128,),
-            compile_modes=(False,),
-            warmup_steps=3,
-            timed_steps=10,
-            check_network="r50",
-            check_classes=85_742,
-            check_batch=128,
-            check_steps=3,
-            h0_sizes=(128, 512, 1024),
-            part_batch=128,
-            repeats=10,
-            loader_images=1_000,
-            loader_workers=workers,
-            loader_batch=128,
-        )
-    if not quick:  # a CPU run without --quick: still r50-shaped, but small enough to finish
-        return BenchPlan(
-            device=device,
-            quick=quick,
-            network="r18",
-            classes=10_000,
-            batches=(32,),
-            compile_modes=(False,),
-            warmup_steps=1,
-            timed_steps=3,
-            check_network="r18",
-            check_classes=1_000,
-            check_batch=16,
-            check_steps=3,
-            h0_sizes=(128, 512, 1024),
-            part_batch=128,
-            repeats=5,
-            loader_images=1_000,
-            loader_workers=workers,
-            loader_batch=64,
-        )
-    return BenchPlan(
+    full = BenchPlan(
         device=device,
         quick=quick,
-        network="mbf",
-        classes=1_000,
-        batches=(8,),
-        compile_modes=(False,),
-        warmup_steps=1,
-        timed_steps=2,
-        check_network="mbf",
-        check_classes=100,
-        check_batch=4,
-        check_steps=2,
-        h0_sizes=(128, 512),
-        part_batch=32,
-        repeats=3,
-        loader_images=192,
-        loader_workers=(0, min(2, cpu_count)),
-        loader_batch=32,
+        network="r50",
+        classes=85_742,
+        batches=(128, 256),
+        compile_modes=(False, True),
+        warmup_steps=5,
+        timed_steps=20,
+        check_network="r50",
+        check_classes=85_742,
+        check_batch=128,
+        check_steps=3,
+        h0_sizes=(128, 512, 1024),
+        part_batch=128,
+        repeats=20,
+        loader_images=2_000,
+        loader_workers=workers,
+        loader_batch=128,
     )
+    if device == "cuda" and not quick:
+        return full
+    if device == "cuda":
+        return replace(
+            full, batches=(128,), compile_modes=(False,), warmup_steps=3, timed_steps=10, repeats=10,
+            loader_images=1_000,
+        )  # fmt: skip
+    eager_small = {"compile_modes": (False,), "warmup_steps": 1}
+    if not quick:  # a CPU run without --quick: still r50-shaped, but small enough to finish
+        return replace(
+            full, **eager_small, network="r18", classes=10_000, batches=(32,), timed_steps=3,
+            check_network="r18", check_classes=1_000, check_batch=16, repeats=5, loader_images=1_000,
+            loader_batch=64,
+        )  # fmt: skip
+    return replace(
+        full, **eager_small, network="mbf", classes=1_000, batches=(8,), timed_steps=2,
+        check_network="mbf", check_classes=100, check_batch=4, check_steps=2, h0_sizes=(128, 512),
+        part_batch=32, repeats=3, loader_images=192, loader_workers=(0, min(2, cpu_count)), loader_batch=32,
+    )  # fmt: skip
 
 
 class Clock:

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from topofr_cli import __version__
 from topofr_cli.cli.app import app
-from topofr_cli.engine.metrics import read_metrics
+from topofr_cli.artifacts.run_dir import read_metrics
 
 REPO = Path(__file__).resolve().parent.parent
 STEPS_PER_EPOCH, EPOCHS, LOG_EVERY = 4, 2, 2  # 4 classes × 8 images, batch 8

@@ -13,9 +13,9 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from topofr_cli.artifacts.checkpoint import Checkpoint, latest_checkpoint, list_checkpoints
+from topofr_cli.artifacts.run_dir import read_metrics
 from topofr_cli.config import PTSAConfig, RSPConfig, TopoFRConfig, load_recipe
 from topofr_cli.engine.distributed import DistContext, setup_distributed, teardown_distributed
-from topofr_cli.artifacts.run_dir import read_metrics
 from topofr_cli.engine.objective import PlainObjective
 from topofr_cli.engine.step import TrainStep
 from topofr_cli.engine.topofr_objective import TopoFRObjective

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+from topofr_cli.artifacts.run_dir import read_metrics
 from topofr_cli.config import load_recipe
 from topofr_cli.engine import trainer
 from topofr_cli.engine.distributed import DistContext
-from topofr_cli.artifacts.run_dir import read_metrics
 from topofr_cli.engine.objective import PlainObjective
 from topofr_cli.engine.schedule import PolySchedule
 from topofr_cli.engine.step import TrainStep

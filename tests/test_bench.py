@@ -49,7 +49,7 @@ def test_quick_cpu_bench_prints_one_json_object_with_every_section(quick_run):
     row = steps[0]
     assert row["plain_img_s"] > 0 and row["topofr_img_s"] > 0
     assert report["plan"]["precision"] == "fp32" and row["precision"] == "fp32+channels-last"  # the CPU's
-    assert row["rounds"] == 7  # interleaved rounds, one step of each kind per round
+    assert 1 <= row["rounds"] <= 7  # interleaved rounds (fewer when the time cap stops a slow machine)
     low, high = row["topofr_over_plain_quartiles"]
     assert low <= row["topofr_over_plain"] <= high  # the median of the paired ratios, inside its quartiles
     assert row["plain_peak_gib"] is None  # no allocator statistics on the CPU

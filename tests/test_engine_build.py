@@ -12,7 +12,15 @@ import pytest
 import torch
 
 from topofr_cli.artifacts.checkpoint import Checkpoint, checkpoint_path
-from topofr_cli.bench.steps import bench_precision, bench_recipe, interleave_order, make_train_step, summarize
+from topofr_cli.bench.steps import (
+    KINDS,
+    bench_precision,
+    bench_recipe,
+    interleave_order,
+    interleaved_times_ms,
+    make_train_step,
+    summarize,
+)
 from topofr_cli.data import open_dataset
 from topofr_cli.data.loader import make_train_loader
 from topofr_cli.engine.build import build
@@ -101,6 +109,20 @@ def test_interleaved_order_alternates_and_balances():
     ]
     order = interleave_order(["a", "b"], 7)
     assert order.count("a") == order.count("b") == 7
+
+
+def test_steps_are_timed_interleaved_after_every_warm_up_and_rounds_are_never_cut():
+    calls = []
+    steps = {name: (lambda images, labels, index, name=name: calls.append((name, index))) for name in KINDS}
+    images, labels = torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.zeros(2, dtype=torch.int64)
+    times = interleaved_times_ms(steps, images, labels, warmup=2, rounds=3)
+    assert calls == [
+        ("plain", 0), ("plain", 1), ("topofr", 0), ("topofr", 1),  # warm-up, untimed
+        ("plain", 2), ("topofr", 2), ("topofr", 3), ("plain", 3), ("plain", 4), ("topofr", 4),
+    ]  # fmt: skip
+    assert [len(t) for t in times.values()] == [3, 3]
+    capped = interleaved_times_ms(steps, images, labels, warmup=0, rounds=5, time_cap_s=0.0)
+    assert [len(t) for t in capped.values()] == [1, 1]  # the cap stops after a whole round
 
 
 def test_summary_pairs_rounds():

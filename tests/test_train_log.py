@@ -92,7 +92,9 @@ def _unstamped(lines: list[str]) -> list[str]:
 
 def test_every_train_log_line_starts_with_its_local_time(finished_run):
     log = (finished_run / "run" / "train.log").read_text().splitlines()
-    stamps = [datetime.strptime(STAMP.match(line)[1], "%Y-%m-%d %H:%M:%S") for line in log]  # each line has one
+    stamps = [
+        datetime.strptime(STAMP.match(line)[1], "%Y-%m-%d %H:%M:%S") for line in log
+    ]  # each line has one
     written = datetime.fromtimestamp((finished_run / "run" / "train.log").stat().st_mtime)
     assert stamps == sorted(stamps)  # in the order the run wrote them
     assert 0 <= (written - stamps[-1]).total_seconds() < 5  # local time: the last line's is the file's

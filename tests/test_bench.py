@@ -70,6 +70,15 @@ def test_quick_cpu_bench_prints_one_json_object_with_every_section(quick_run):
         eight["float32_bytes"] == 154_140_672 and eight["uint8_bytes"] == 38_535_168
     )  # 8·128·3·112·112 (·4)
 
+    # not a terminal: a start line per section and a line per measurement, on stderr (stdout is the JSON)
+    progress = result.stderr.splitlines()
+    starts = [line for line in progress if line.startswith("bench ") and "(budget " in line]
+    assert [line.split(": ", 1)[1].split(" (budget")[0] for line in starts] == [
+        name for _, name, _ in SECTIONS
+    ]
+    assert any(line.startswith("  training steps: mbf B 8 eager: plain ") for line in progress), progress
+    assert any(line.startswith("  correctness: GUM posterior: pass") for line in progress)
+
     assert json.loads((out / "bench.json").read_text()) == report
     text = (out / "bench.txt").read_text()
     for title in (

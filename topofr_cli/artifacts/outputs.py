@@ -133,20 +133,25 @@ def _resolved(path: str | Path) -> Path:
     return Path(os.path.realpath(os.path.abspath(path)))
 
 
-def check_not_input(targets: Iterable[str | Path], inputs: Iterable[str | Path]) -> None:
-    """Refuse any output that is one of the command's inputs, holds one, or lies inside one.
-
-    Paths are compared after resolving links, so a link to the input is the input."""
+def check_not_input(targets: Iterable[str | Path], inputs: Iterable[str | Path | None]) -> None:
+    """Refuse any output that is one of the command's inputs (or its other outputs), holds one, or lies
+    inside one. Paths are compared after resolving links, so a link to the input is the input."""
     sources = [(Path(item), _resolved(item)) for item in inputs if item is not None]
     for target in targets:
         real = _resolved(target)
         for given, source in sources:
             if real == source:
-                raise TopofrError(f"{target}: is the command's input {given}; choose another output")
-            if source.is_relative_to(real):
-                raise TopofrError(f"{target}: holds the command's input {given}; choose another output")
-            if real.is_relative_to(source):
-                raise TopofrError(f"{target}: lies inside the command's input {given}; choose another output")
+                relation = "is"
+            elif source.is_relative_to(real):
+                relation = "holds"
+            elif real.is_relative_to(source):
+                relation = "lies inside"
+            else:
+                continue
+            raise TopofrError(
+                f"{target}: {relation} {given}, which this command reads (or writes elsewhere); "
+                "choose an output apart from the command's inputs"
+            )
 
 
 def check_kind(path: Path, policy: OutputPolicy) -> None:

@@ -219,6 +219,14 @@ def run_of(model: Path) -> Path | None:
     return None
 
 
+def model_label(path: str | Path) -> str:
+    """A model's name for titles: the run folder of `RUN/checkpoints/step_*.pt`, else the file stem."""
+    path = Path(path)
+    if path.parent.name == CHECKPOINT_FOLDER and path.parent.parent.name:
+        return path.parent.parent.name
+    return path.stem
+
+
 def default_output(command: str, model: Path) -> Path:
     """Where `command`'s results for `model` go when the user names no --out (see the module docstring)."""
     run = run_of(model)

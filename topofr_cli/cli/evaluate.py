@@ -167,9 +167,13 @@ def evaluate(
 @user_errors
 def export(
     model: Path = typer.Argument(
-        ..., help="Model file: a topofr checkpoint, the reference's model.pt or an insightface backbone .pth."
+        ...,
+        help="Model file: a topofr checkpoint, the reference's model.pt or an insightface backbone .pth; "
+        "or a run folder (its latest checkpoint).",
     ),
-    out: Path = typer.Argument(..., help="Output .onnx file (backbone only, dynamic batch axis)."),
+    out: Path = typer.Argument(
+        ..., help="Output .onnx file (backbone only, dynamic batch axis; replaced if it exists, never an input)."
+    ),
     network: str | None = typer.Option(None, "--network", help="Architecture when the file does not say."),
     tolerance: float = typer.Option(
         1e-4,
@@ -179,14 +183,9 @@ def export(
     ),
 ) -> None:
     """Export the backbone to ONNX and check it against PyTorch with onnxruntime."""
-    from topofr_cli.evaluation.export import export_onnx
-    from topofr_cli.evaluation.model_io import load_model
+    from topofr_cli.commands.export import export_model
 
-    loaded = load_model(model, network)
-    for note in loaded.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
-    with console.status(f"exporting {loaded.network} to ONNX and checking it with onnxruntime"):
-        report = export_onnx(loaded.backbone, out, tolerance=tolerance)
+    report = export_model(model, out, network=network, tolerance=tolerance, progress=RichProgress(console)).report
     console.print(
         f"wrote {report.path} ({report.size_bytes / 2**20:.1f} MiB, {report.exporter} exporter); "
         f"max |onnxruntime − torch| = {report.max_abs_diff:.2e} on a batch of "

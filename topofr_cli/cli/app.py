@@ -1,6 +1,6 @@
 """The `topofr` Typer application: one line per subcommand, each imported only when it runs.
 
-`topofr --help` and `--version` read only this table, so they start without torch (issue 12). The
+`topofr --help` and `--version` read only this table, so they start without torch. The
 one-line help beside each command must match the first paragraph of the command's docstring (a
 test checks it).
 """

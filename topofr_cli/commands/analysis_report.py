@@ -30,7 +30,7 @@ from topofr_cli.topology.diagrams import WASSERSTEIN_DELTA
 SUMMARY_FORMAT = "topofr-topology-analysis"
 SUMMARY_FILE = "summary.json"
 CONVENTIONS = {
-    "input": "A^X = pairwise L2 distance of the [-1, 1] images / sqrt(4 * 3 * H * W) (docs/method.md §1.2)",
+    "input": "A^X = pairwise L2 distance of the [-1, 1] images / sqrt(4 * 3 * H * W)",
     "latent": "A^Z = pairwise L2 distance of the embeddings before L2 normalisation / latent_scale (§1.2)",
     "latent_l2": "pairwise L2 distance of the L2-normalised embeddings",
     "h0": "births 0, deaths = minimum-spanning-tree edge lengths; the essential class (0, inf) is left out "

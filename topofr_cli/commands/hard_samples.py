@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from topofr_cli.artifacts.outputs import DATASET, REPORT, check_output, default_output, provenance
+from topofr_cli.artifacts.outputs import (
+    DATASET,
+    REPORT,
+    check_not_input,
+    check_output,
+    default_output,
+    provenance,
+)
 from topofr_cli.commands.common import claims, is_fresh, mark, open_data, resolve_model
 from topofr_cli.commands.hard_samples_report import SUMMARY_JSON, summary, write_report
 from topofr_cli.progress import Progress, resolve_progress, stage
@@ -97,6 +104,7 @@ def hard_samples(
     clean_dir = Path(write_clean) if write_clean is not None else None
 
     def check() -> None:
+        check_not_input([clean_dir] if clean_dir is not None else [], [model, data, out])
         check_clean_options(clean_dir, drop_top=drop_top, drop_above=drop_above, overwrite=overwrite)
         results = [PARQUET_NAME, CSV_NAME, SUMMARY_JSON]
         check_output(out, REPORT, overwrite=overwrite, results=results, inputs=[model, data, clean_dir])

@@ -200,11 +200,11 @@ def check_output(
             return True
         if policy.is_own is None or not (policy.is_own(path) or (path / MARKER).is_file()):
             raise TopofrError(policy.foreign.format(path=path))
-    if not overwrite:
-        raise TopofrError(policy.refused.format(path=path))
-    if policy.kind == "dir" and not is_topofr_output(path):
+    elif policy.kind == "dir" and overwrite and not is_topofr_output(path):
         raise TopofrError(policy.not_topofr.format(path=path))
-    return True
+    if overwrite:
+        return True
+    raise TopofrError(policy.refused.format(path=path))
 
 
 CHECKPOINT_FOLDER = "checkpoints"  # artifacts.checkpoint.CHECKPOINT_DIR, without importing torch here

@@ -54,11 +54,15 @@ def _cli_json(args: list[str]) -> dict:
 
 
 def test_eval_of_a_run_folder_takes_its_latest_checkpoint_in_cli_and_python(run, tmp_path):
-    cli = _cli_json(["eval", str(run["run"]), "--device", "cpu", "--workers", "0", "--out", str(tmp_path / "a")])
+    cli = _cli_json(
+        ["eval", str(run["run"]), "--device", "cpu", "--workers", "0", "--out", str(tmp_path / "a")]
+    )
     python = tf.evaluate(run["run"], device="cpu", workers=0, out=tmp_path / "b", progress=False)
     latest = run["run"] / "checkpoints" / "step_00000002.pt"
     assert cli["model"] == str(latest) and python.model == latest and cli["step"] == 2
-    assert cli["command"] == command_line()  # in-process the argv is pytest's; a shell gives `topofr eval ...`
+    assert (
+        cli["command"] == command_line()
+    )  # in-process the argv is pytest's; a shell gives `topofr eval ...`
     assert cli["topofr_version"] == python.to_json()["topofr_version"] == __version__
     outs = {str(tmp_path / "a"): "OUT", str(tmp_path / "b"): "OUT"}
     assert _comparable(cli, outs) == _comparable(python.to_json(), outs)
@@ -78,7 +82,9 @@ def test_hard_samples_cli_and_python_agree(run, tmp_path):
     model = run["run"] / "checkpoints" / "step_00000002.pt"
     args = ["--data", str(run["data"]), "--device", "cpu", "--workers", "0", "--top", "5"]
     cli = _cli_json(["hard-samples", str(model), *args, "--out", str(tmp_path / "a")])
-    python = tf.hard_samples(model, run["data"], device="cpu", workers=0, top=5, out=tmp_path / "b", progress=False)
+    python = tf.hard_samples(
+        model, run["data"], device="cpu", workers=0, top=5, out=tmp_path / "b", progress=False
+    )
     outs = {str(tmp_path / "a"): "OUT", str(tmp_path / "b"): "OUT"}
     assert _comparable(cli, outs) == _comparable(python.to_json(), outs)
     assert [row["index"] for row in cli["top"]] == python.table.ranking()[:5].tolist()

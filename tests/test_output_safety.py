@@ -33,7 +33,9 @@ def refused(args: list[str], words: str) -> str:
     result = runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "1000"})
     assert result.exit_code == 2, result.output
     errors = [line for line in result.output.strip().splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and result.output.strip().endswith(errors[0]), result.output  # eval names its model first
+    assert len(errors) == 1 and result.output.strip().endswith(errors[0]), (
+        result.output
+    )  # eval names its model first
     assert words in errors[0], errors[0]
     return errors[0]
 
@@ -66,7 +68,9 @@ def world(make_tiny_dataset, calibrated_backbone, tmp_path_factory):
     for identity in ("ann", "bob"):
         (photos / identity).mkdir(parents=True)
         for k in range(2):
-            Image.fromarray(rng.integers(0, 256, (112, 112, 3), dtype=np.uint8)).save(photos / identity / f"{k}.png")
+            Image.fromarray(rng.integers(0, 256, (112, 112, 3), dtype=np.uint8)).save(
+                photos / identity / f"{k}.png"
+            )
     (photos / "pairs.csv").write_text("path1,path2,issame\nann/0.png,ann/1.png,1\nann/0.png,bob/0.png,0\n")
     return {"root": root, "data": data, "model": checkpoint, "photos": photos}
 
@@ -104,7 +108,9 @@ def test_prepare_bin_refuses_its_pairs_csv(world):
 def test_hard_samples_write_clean_refuses_the_dataset_and_its_parent(world, where, words):
     clean = {"parent": world["data"].parent, "same": world["data"]}[where]
     args = ["hard-samples", world["model"], "--data", world["data"], "--out", world["root"] / "hard"]
-    _unchanged(world, lambda: refused([*args, "--write-clean", clean, "--drop-top", "1", "--overwrite"], words))
+    _unchanged(
+        world, lambda: refused([*args, "--write-clean", clean, "--drop-top", "1", "--overwrite"], words)
+    )
 
 
 def test_eval_overwrite_refuses_results_in_a_folder_topofr_did_not_write(world):
@@ -118,7 +124,16 @@ def test_eval_overwrite_refuses_results_in_a_folder_topofr_did_not_write(world):
 
 
 def test_eval_embeddings_never_replace_the_model(world):
-    args = ["eval", world["model"], "--data", world["data"], "--embeddings", world["model"], "--device", "cpu"]
+    args = [
+        "eval",
+        world["model"],
+        "--data",
+        world["data"],
+        "--embeddings",
+        world["model"],
+        "--device",
+        "cpu",
+    ]
     _unchanged(world, lambda: refused(args, "is"))
 
 
@@ -153,20 +168,46 @@ def _writers(world) -> dict[str, tuple[list, Path]]:
     root, model, data = world["root"], world["model"], world["data"]
     return {
         "eval": (["eval", model, "--device", "cpu", "--workers", "0", "--out", root / "o"], root / "o"),
-        "hard-samples": (["hard-samples", model, "--data", data, "--device", "cpu", "--out", root / "o"], root / "o"),
-        "analyze-topology": (["analyze-topology", "--no-model", "--data", data, "--out", root / "o"], root / "o"),
+        "hard-samples": (
+            ["hard-samples", model, "--data", data, "--device", "cpu", "--out", root / "o"],
+            root / "o",
+        ),
+        "analyze-topology": (
+            ["analyze-topology", "--no-model", "--data", data, "--out", root / "o"],
+            root / "o",
+        ),
         "export": (["export", model, root / "o.onnx"], root / "o.onnx"),
         "prepare folder": (["prepare", "folder", world["photos"], root / "o"], root / "o"),
         "prepare synthetic": (["prepare", "synthetic", root / "o", "--identities", "4"], root / "o"),
         "write-clean": (
-            ["hard-samples", model, "--data", data, "--out", root / "h", "--write-clean", root / "o", "--drop-top", "1"],
+            [
+                "hard-samples",
+                model,
+                "--data",
+                data,
+                "--out",
+                root / "h",
+                "--write-clean",
+                root / "o",
+                "--drop-top",
+                "1",
+            ],
             root / "o",
         ),
     }
 
 
 @pytest.mark.parametrize(
-    "command", ["eval", "hard-samples", "analyze-topology", "export", "prepare folder", "prepare synthetic", "write-clean"]
+    "command",
+    [
+        "eval",
+        "hard-samples",
+        "analyze-topology",
+        "export",
+        "prepare folder",
+        "prepare synthetic",
+        "write-clean",
+    ],
 )
 def test_an_output_being_written_is_refused_to_a_second_writer(world, command):
     args, output = _writers(world)[command]

@@ -56,8 +56,13 @@ def claim_output(output: str | Path) -> Iterator[None]:
     if fcntl is None:  # pragma: no cover - Windows: no lock
         yield
         return
+    created = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = _open_locked(path, output)
+    try:
+        fd = _open_locked(path, output)
+    except BaseException:
+        _remove_empty(created)
+        raise
     try:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
@@ -65,3 +70,13 @@ def claim_output(output: str | Path) -> Iterator[None]:
     finally:
         path.unlink(missing_ok=True)  # while still locked, so nobody locks a file about to vanish
         os.close(fd)
+        _remove_empty(created)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the parent folders the claim created that stayed empty (a refused or failed command)."""
+    for folder in folders:  # deepest first
+        try:
+            folder.rmdir()
+        except OSError:
+            return  # not empty (the command wrote into it) or gone: keep the rest

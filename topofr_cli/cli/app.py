@@ -38,8 +38,7 @@ COMMANDS = {  # name: ("module:attribute", one-line help)
     ),
     "hard-samples": (
         "topofr_cli.cli.hard_samples:hard_samples",
-        "Rank every image by structure damage score "
-        "(SDS = w1 · w2) to find label noise.",
+        "Rank every image by structure damage score (SDS = w1 · w2) to find label noise.",
     ),
     "bench": (
         "topofr_cli.cli.bench:bench",

@@ -172,7 +172,8 @@ def export(
         "or a run folder (its latest checkpoint).",
     ),
     out: Path = typer.Argument(
-        ..., help="Output .onnx file (backbone only, dynamic batch axis; replaced if it exists, never an input)."
+        ...,
+        help="Output .onnx file (backbone only, dynamic batch axis; replaced if it exists, never an input).",
     ),
     network: str | None = typer.Option(None, "--network", help="Architecture when the file does not say."),
     tolerance: float = typer.Option(
@@ -185,7 +186,9 @@ def export(
     """Export the backbone to ONNX and check it against PyTorch with onnxruntime."""
     from topofr_cli.commands.export import export_model
 
-    report = export_model(model, out, network=network, tolerance=tolerance, progress=RichProgress(console)).report
+    report = export_model(
+        model, out, network=network, tolerance=tolerance, progress=RichProgress(console)
+    ).report
     console.print(
         f"wrote {report.path} ({report.size_bytes / 2**20:.1f} MiB, {report.exporter} exporter); "
         f"max |onnxruntime − torch| = {report.max_abs_diff:.2e} on a batch of "

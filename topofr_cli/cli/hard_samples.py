@@ -66,7 +66,10 @@ def _top_table(table: HardnessTable, dataset: FaceDataset, top: int) -> Table:
 @user_errors
 @prints_json
 def hard_samples(
-    model: Path = typer.Argument(..., help="Trained checkpoint with its classifier (checkpoints/step_*.pt), or a run folder (its latest checkpoint)."),
+    model: Path = typer.Argument(
+        ...,
+        help="Trained checkpoint with its classifier (checkpoints/step_*.pt), or a run folder (its latest checkpoint).",
+    ),
     data: Path = typer.Option(
         ..., "--data", "-d", help="Dataset the model was trained on: packed dir, RecordIO, or image folder."
     ),

@@ -17,7 +17,9 @@ app = typer.Typer(
 )
 
 _SHOWN_SKIPS = 20
-OVERWRITE_HELP = "Replace OUT if it exists and topofr wrote it (never an input, nor a folder it did not write)."
+OVERWRITE_HELP = (
+    "Replace OUT if it exists and topofr wrote it (never an input, nor a folder it did not write)."
+)
 
 
 def _report_skipped(skipped: list[tuple[object, str]], what: str) -> None:
@@ -187,9 +189,14 @@ def prepare_bin(
     from topofr_cli.commands.prepare import prepare_bin as build_bin
 
     result = build_bin(
-        pairs, out, size=size, verify=not no_verify, skip_bad=skip_bad, overwrite=overwrite,
+        pairs,
+        out,
+        size=size,
+        verify=not no_verify,
+        skip_bad=skip_bad,
+        overwrite=overwrite,
         progress=bars(console),
-    )  # fmt: skip
+    )
     report = result.report
     _report_skipped(report.skipped, "pairs (by CSV line)")
     console.print(f"wrote {report.num_pairs} pairs to {report.path}", highlight=False)

@@ -69,15 +69,26 @@ def analyze_topology(
     check_format(figure_format)
     dimensions = parse_dims(dims) if isinstance(dims, str) else list(dims)
     torch_device = resolve_device(device)
-    out = Path(out) if out is not None else default_output("analyze-topology", models[0] if len(models) == 1 else data)
+    out = (
+        Path(out)
+        if out is not None
+        else default_output("analyze-topology", models[0] if len(models) == 1 else data)
+    )
     inputs = _read_inputs(data, models)
     check_output_dir(out, overwrite=overwrite, inputs=inputs)  # before minutes of work, not after
     with claims([out]):
         check_output_dir(out, overwrite=overwrite, inputs=inputs)
         analysis = analyze(
-            data, models, samples=samples, per_identity=per_identity, dims=dimensions, seed=seed,
-            batch_size=batch_size, device=torch_device, progress=progress,
-        )  # fmt: skip
+            data,
+            models,
+            samples=samples,
+            per_identity=per_identity,
+            dims=dimensions,
+            seed=seed,
+            batch_size=batch_size,
+            device=torch_device,
+            progress=progress,
+        )
         with stage(progress, "writing outputs"):
             written = write_outputs(
                 analysis, out, figure_format=figure_format, overwrite=overwrite, inputs=inputs
@@ -90,4 +101,6 @@ def check_model_arguments(models: Sequence[Path], no_model: bool) -> None:
     if no_model and models:
         raise TopofrError(f"--no-model: do not also name models ({models[0]})")
     if not no_model and not models:
-        raise TopofrError("name at least one MODEL_OR_RUN_DIR, or pass --no-model to analyse the dataset alone")
+        raise TopofrError(
+            "name at least one MODEL_OR_RUN_DIR, or pass --no-model to analyse the dataset alone"
+        )

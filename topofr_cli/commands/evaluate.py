@@ -1,15 +1,15 @@
 """`topofr eval` as one call: verification `.bin` files, IJB-B/C 1:1, dataset embeddings.
 
-    import topofr_cli as tf
-    result = tf.evaluate("runs/quickstart", out="eval-out")   # a run folder: its latest checkpoint
-    result.verification.results["synthetic_val"].accuracy_mean
+import topofr_cli as tf
+result = tf.evaluate("runs/quickstart", out="eval-out")   # a run folder: its latest checkpoint
+result.verification.results["synthetic_val"].accuracy_mean
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from topofr_cli.artifacts.outputs import FILE, REPORT, check_output, default_output, provenance
 from topofr_cli.commands.common import claims, is_fresh, mark, open_data, resolve_model
@@ -25,6 +25,10 @@ from topofr_cli.commands.eval_report import (
 )
 from topofr_cli.errors import TopofrError
 from topofr_cli.progress import Progress, resolve_progress
+
+if TYPE_CHECKING:
+    from topofr_cli.evaluation.model_io import LoadedModel
+    from topofr_cli.plots.style import FigureMeta
 
 
 @dataclass
@@ -114,9 +118,8 @@ def evaluate(
     file `embeddings` (`detector`: detect and align raw photos first). Results go to `out` (default
     beside the run, see `artifacts.outputs.default_output`)."""
     from topofr_cli.devices import resolve_device
-    from topofr_cli.evaluation.model_io import load_model
     from topofr_cli.evaluation.verification import default_verification_bins
-    from topofr_cli.plots.style import FigureMeta, check_format, model_label
+    from topofr_cli.plots.style import check_format
 
     progress = resolve_progress(progress)
     if (data is None) != (embeddings is None):
@@ -125,46 +128,42 @@ def evaluate(
         raise TopofrError("--detect applies to --data (a folder of raw photos)")
     check_format(figure_format)
     torch_device = resolve_device(device)
-    model = resolve_model(model, progress)
-    loaded = load_model(model, network)
-    progress.message(
-        "info",
-        f"model {model}: {loaded.kind}, {loaded.network}, embedding {loaded.embedding_size}"
-        + (f", step {loaded.step}" if loaded.step is not None else ""),
-    )
-    for note in loaded.notes:
-        progress.message("note", note)
+    model, loaded = _load(model, network, progress)
     bins = [Path(b) for b in bins or []]
     if not bins and ijb is None and data is None:
         bins = default_verification_bins(loaded.recipe, model)
     out = Path(out) if out is not None else default_output("eval", model)
     results = ([VERIFICATION_CSV] if bins else []) + ([ijb_tar_far_name(target)] if ijb is not None else [])
-    inputs = [model, data, ijb, *bins]
     folder = out if results else None
     embeddings = Path(embeddings) if embeddings is not None else None
+    inputs = [model, data, ijb, *bins]
     _check_outputs(folder, embeddings, results, inputs, overwrite)
     with claims([folder, embeddings]):
-        _check_outputs(folder, embeddings, results, inputs, overwrite)  # as it is now we hold them
+        _check_outputs(folder, embeddings, results, inputs, overwrite)  # again, now that we hold them
         fresh = folder is not None and is_fresh(folder)
+        source = provenance(model, step=loaded.step, network=loaded.network, flip=flip)
         result = EvalResult(
-            model, loaded.kind, loaded.network, loaded.step, loaded.embedding_size, flip,
-            provenance(model, step=loaded.step, network=loaded.network, flip=flip), out=folder,
-            notes=list(loaded.notes),
-        )  # fmt: skip
+            model, loaded.kind, loaded.network, loaded.step, loaded.embedding_size, flip, source, out=folder
+        )
+        result.notes = list(loaded.notes)
         common = {"flip": flip, "batch_size": batch_size, "device": torch_device, "num_workers": workers}
-        figures = {
-            "provenance": result.provenance,
-            "figure": FigureMeta(model=model_label(model), step=loaded.step),
-            "figure_format": figure_format,
-            "progress": progress,
-        }
+        reports = {"provenance": source, "figure_format": figure_format, "progress": progress}
         if bins:
-            result.verification = verification_report(loaded.backbone, bins, out, **common, **figures)
+            result.verification = verification_report(
+                loaded.backbone, bins, out, figure=_figure(model, loaded), **common, **reports
+            )
         if ijb is not None:
+            ijb_options = {"use_norm_score": not unit_features, "use_detector_score": detector_score}
             result.ijb = ijb_report(
-                loaded.backbone, Path(ijb), target, out, use_norm_score=not unit_features,
-                use_detector_score=detector_score, **common, **figures,
-            )  # fmt: skip
+                loaded.backbone,
+                Path(ijb),
+                target,
+                out,
+                figure=_figure(model, loaded),
+                **ijb_options,
+                **common,
+                **reports,
+            )
         if folder is not None:
             mark(folder, "eval", fresh=fresh)
         if data is not None:
@@ -173,6 +172,27 @@ def evaluate(
                 loaded.backbone, Path(data), embeddings, dataset=dataset, progress=progress, **common
             )
     return result
+
+
+def _load(model: str | Path, network: str | None, progress: Progress) -> tuple[Path, LoadedModel]:
+    """The model file (a run folder's latest checkpoint) and the model, named on the progress stream."""
+    from topofr_cli.evaluation.model_io import load_model
+
+    model = resolve_model(model, progress)
+    loaded = load_model(model, network)
+    step = f", step {loaded.step}" if loaded.step is not None else ""
+    progress.message(
+        "info", f"model {model}: {loaded.kind}, {loaded.network}, embedding {loaded.embedding_size}{step}"
+    )
+    for note in loaded.notes:
+        progress.message("note", note)
+    return model, loaded
+
+
+def _figure(model: Path, loaded: LoadedModel) -> FigureMeta:
+    from topofr_cli.plots.style import FigureMeta, model_label
+
+    return FigureMeta(model=model_label(model), step=loaded.step)
 
 
 def _check_outputs(

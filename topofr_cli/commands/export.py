@@ -1,7 +1,7 @@
 """`topofr export` as one call: the backbone as ONNX, checked against PyTorch with onnxruntime.
 
-    import topofr_cli as tf
-    report = tf.export_model("runs/quickstart", "model.onnx").report
+import topofr_cli as tf
+report = tf.export_model("runs/quickstart", "model.onnx").report
 """
 
 from __future__ import annotations

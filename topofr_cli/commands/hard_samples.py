@@ -1,8 +1,8 @@
 """`topofr hard-samples` as one call: rank a dataset's images by structure damage score.
 
-    import topofr_cli as tf
-    result = tf.hard_samples("runs/q/checkpoints/step_00000092.pt", "data/synthetic", out="hard")
-    result.table.ranking()[:10]          # the ten highest-SDS images
+import topofr_cli as tf
+result = tf.hard_samples("runs/q/checkpoints/step_00000092.pt", "data/synthetic", out="hard")
+result.table.ranking()[:10]          # the ten highest-SDS images
 """
 
 from __future__ import annotations
@@ -63,7 +63,11 @@ class HardSamplesResult:
     def to_json(self) -> dict[str, Any]:
         result = {**summary(self.table, self.provenance, self.data), "out": self.out, "top": self.top_rows()}
         if self.clean is not None:
-            result["clean"] = {"path": self.clean.path, "kept": self.clean.kept, "dropped": self.clean.dropped}
+            result["clean"] = {
+                "path": self.clean.path,
+                "kept": self.clean.kept,
+                "dropped": self.clean.dropped,
+            }
         return result
 
 
@@ -92,13 +96,14 @@ def hard_samples(
     of the dataset without the `drop_top` highest-SDS images (or those with SDS above `drop_above`)."""
     from topofr_cli.devices import resolve_device
     from topofr_cli.evaluation.model_io import load_model
-    from topofr_cli.hardness.clean import check_clean_options, verification_bins_to_copy, write_clean_dataset
+    from topofr_cli.hardness.clean import check_clean_options, verification_bins_to_copy
     from topofr_cli.hardness.ranking import check_inputs, score_dataset
     from topofr_cli.hardness.table_io import CSV_NAME, PARQUET_NAME
     from topofr_cli.plots.style import check_format
 
     progress = resolve_progress(progress)
     check_format(figure_format)
+    torch_device = resolve_device(device)
     model, data = resolve_model(model, progress), Path(data)
     out = Path(out) if out is not None else default_output("hard-samples", model)
     clean_dir = Path(write_clean) if write_clean is not None else None
@@ -114,28 +119,51 @@ def hard_samples(
     check()
     with claims([out, clean_dir]):
         check()  # again, now that no other command can write them
-        torch_device = resolve_device(device)
         loaded = load_model(model)
         dataset = open_data(data, detector, workers=max(1, workers), progress=progress)
         check_inputs(loaded, dataset, str(model), str(data))
         if clean_dir is not None:
             verification_bins_to_copy(dataset)  # refuse unsafe names in meta.json before any output
         table = score_dataset(
-            loaded, dataset, batch_size=batch_size, gum_scope=gum_scope, device=torch_device,
-            num_workers=workers, mode=mode, progress=progress,
-        )  # fmt: skip
+            loaded,
+            dataset,
+            batch_size=batch_size,
+            gum_scope=gum_scope,
+            device=torch_device,
+            num_workers=workers,
+            mode=mode,
+            progress=progress,
+        )
         source = provenance(model, step=loaded.step, network=loaded.network, flip=False)
         result = HardSamplesResult(model, data, table, dataset, out, source, top)
-        fresh = is_fresh(out)
-        with stage(progress, "writing the ranking and figures"):
-            write_report(
-                table, dataset, out, provenance=source, data_path=data, top=top, typical=typical,
-                figure_format=figure_format,
-            )  # fmt: skip
-        mark(out, "hard-samples", fresh=fresh)
+        _write(result, typical, figure_format, progress)
         if clean_dir is not None:
+            from topofr_cli.hardness.clean import write_clean_dataset
+
             result.clean = write_clean_dataset(
-                dataset, table, clean_dir, drop_top=drop_top, drop_above=drop_above, overwrite=overwrite,
+                dataset,
+                table,
+                clean_dir,
+                drop_top=drop_top,
+                drop_above=drop_above,
+                overwrite=overwrite,
                 progress=progress,
-            )  # fmt: skip
+            )
     return result
+
+
+def _write(result: HardSamplesResult, typical: int, figure_format: str, progress: Progress) -> None:
+    """The report (ranking, figures, summary.json) into `result.out`, marked as topofr's if new."""
+    fresh = is_fresh(result.out)
+    with stage(progress, "writing the ranking and figures"):
+        write_report(
+            result.table,
+            result.dataset,
+            result.out,
+            provenance=result.provenance,
+            data_path=result.data,
+            top=result.top,
+            typical=typical,
+            figure_format=figure_format,
+        )
+    mark(result.out, "hard-samples", fresh=fresh)

@@ -102,11 +102,20 @@ def prepare_folder(
         with claims([out]):
             _checked(out, DATASET, overwrite, inputs)
             report = pack_detected_folder(
-                source, out, detector=detector, pick=pick, size=size, workers=workers,
-                skip_bad=skip_bad, overwrite=overwrite, progress=progress,
-            )  # fmt: skip
+                source,
+                out,
+                detector=detector,
+                pick=pick,
+                size=size,
+                workers=workers,
+                skip_bad=skip_bad,
+                overwrite=overwrite,
+                progress=progress,
+            )
         return PrepareResult("detected-folder", report)
-    return PrepareResult("folder", _pack_folder(source, out, landmarks, size, skip_bad, verify, overwrite, progress))
+    return PrepareResult(
+        "folder", _pack_folder(source, out, landmarks, size, skip_bad, verify, overwrite, progress)
+    )
 
 
 def _pack_folder(
@@ -136,10 +145,17 @@ def _pack_folder(
     with claims([out]):
         _checked(out, DATASET, overwrite, [source, landmarks])
         return pack_dataset(
-            dataset, out, source=str(source), verify=verify, skip_bad=skip_bad, transform=transform,
-            num_classes=dataset.num_classes, overwrite=overwrite,
-            extra_meta={**extra, "identities": dataset.identities}, progress=progress,
-        )  # fmt: skip
+            dataset,
+            out,
+            source=str(source),
+            verify=verify,
+            skip_bad=skip_bad,
+            transform=transform,
+            num_classes=dataset.num_classes,
+            overwrite=overwrite,
+            extra_meta={**extra, "identities": dataset.identities},
+            progress=progress,
+        )
 
 
 def prepare_rec(
@@ -162,9 +178,15 @@ def prepare_rec(
     with claims([out]):
         _checked(out, DATASET, overwrite, inputs)
         report = pack_dataset(
-            dataset, out, source=str(dataset.rec_path), verify=verify, skip_bad=skip_bad,
-            num_classes=dataset.num_classes, overwrite=overwrite, progress=resolve_progress(progress),
-        )  # fmt: skip
+            dataset,
+            out,
+            source=str(dataset.rec_path),
+            verify=verify,
+            skip_bad=skip_bad,
+            num_classes=dataset.num_classes,
+            overwrite=overwrite,
+            progress=resolve_progress(progress),
+        )
     return PrepareResult("rec", report)
 
 
@@ -188,9 +210,14 @@ def prepare_bin(
     with claims([out]):
         _checked(out, BIN, overwrite, [pairs])
         report = build_bin(
-            pairs, out, size=size, verify=verify, skip_bad=skip_bad, overwrite=overwrite,
+            pairs,
+            out,
+            size=size,
+            verify=verify,
+            skip_bad=skip_bad,
+            overwrite=overwrite,
             progress=resolve_progress(progress),
-        )  # fmt: skip
+        )
     return PrepareResult("bin", report)
 
 

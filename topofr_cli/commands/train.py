@@ -1,8 +1,8 @@
 """`topofr train` as one call: train (or resume) from a recipe, here or through torchrun.
 
-    import topofr_cli as tf
-    result = tf.train("quickstart", overrides=["schedule.max_steps=20"])
-    result.run.verification[0].accuracy, result.pixel_baselines
+import topofr_cli as tf
+result = tf.train("quickstart", overrides=["schedule.max_steps=20"])
+result.run.verification[0].accuracy, result.pixel_baselines
 """
 
 from __future__ import annotations
@@ -36,7 +36,10 @@ class TrainResult:
             "steps": None if run is None else run.steps,
             "verification": []
             if run is None
-            else [{"name": s.name, "accuracy": s.accuracy, "accuracy_std": s.accuracy_std} for s in run.verification],
+            else [
+                {"name": s.name, "accuracy": s.accuracy, "accuracy_std": s.accuracy_std}
+                for s in run.verification
+            ],
             "pixel_baselines": self.pixel_baselines,
             "message": self.message,
         }

@@ -226,3 +226,37 @@ def test_a_claim_is_released_and_the_output_marked_as_topofr_s(world, tmp_path):
     assert not lock_path(out).exists()
     again = runner.invoke(app, [*args, "--overwrite"])  # its own results: replaced
     assert again.exit_code == 0, again.output
+
+
+def test_a_claim_from_another_process_refuses_and_a_dead_holder_does_not(tmp_path):
+    import subprocess
+    import sys
+
+    output = tmp_path / "new" / "deeper" / "out"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom topofr_cli.artifacts.output_lock import claim_output\n"
+            f"with claim_output({str(output)!r}):\n    print('held', flush=True)\n    time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with (
+            pytest.raises(Exception, match=rf"another topofr command \(process {holder.pid}\)"),
+            claim_output(output),
+        ):
+            pass
+    finally:
+        holder.kill()  # kill -9: the kernel drops the lock, the file stays behind
+        holder.wait()
+    assert lock_path(output).exists()
+    with claim_output(output):  # a dead holder's file does not block
+        pass
+    assert not lock_path(output).exists()
+    with claim_output(tmp_path / "fresh" / "out"):
+        assert lock_path(tmp_path / "fresh" / "out").exists()
+    assert not (tmp_path / "fresh").exists()  # the parent the claim created, still empty, is gone

@@ -260,3 +260,16 @@ def test_a_claim_from_another_process_refuses_and_a_dead_holder_does_not(tmp_pat
     with claim_output(tmp_path / "fresh" / "out"):
         assert lock_path(tmp_path / "fresh" / "out").exists()
     assert not (tmp_path / "fresh").exists()  # the parent the claim created, still empty, is gone
+
+
+@pytest.mark.parametrize(("where", "words"), [("parent", "holds"), ("same", "is")])
+def test_prepare_rec_refuses_its_own_recordio_folder(tmp_path, where, words):
+    from writers.rec_writer import smooth_jpeg, write_rec
+
+    source = tmp_path / "faces" / "rec"
+    source.mkdir(parents=True)
+    write_rec(source, [smooth_jpeg(k) for k in range(4)], [0, 0, 1, 1], header=False)
+    out = {"parent": source.parent, "same": source}[where]
+    before = snapshot(tmp_path)
+    refused(["prepare", "rec", source, out, "--overwrite"], words)
+    assert snapshot(tmp_path) == before

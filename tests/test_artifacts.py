@@ -11,7 +11,16 @@ import pytest
 
 from topofr_cli import __version__
 from topofr_cli.artifacts.atomic import StagedDir, atomic_path, write_json, write_npy, write_text
-from topofr_cli.artifacts.outputs import BIN, DATASET, FILE, REPORT, RUN, OutputPolicy, check_output
+from topofr_cli.artifacts.outputs import (
+    BIN,
+    DATASET,
+    FILE,
+    REPORT,
+    RUN,
+    OutputPolicy,
+    check_output,
+    write_marker,
+)
 from topofr_cli.errors import TopofrError
 
 
@@ -91,7 +100,8 @@ def test_output_policies(tmp_path):
     assert check_output(absent, DATASET) is False
     with pytest.raises(TopofrError, match=r"full: already exists \(pass --overwrite to replace it\)"):
         check_output(full, DATASET)
-    assert check_output(full, DATASET, overwrite=True) is True
+    with pytest.raises(TopofrError, match="full: exists and was not written by topofr"):
+        check_output(full, DATASET, overwrite=True)  # --overwrite replaces only what topofr wrote
     with pytest.raises(TopofrError, match="f: already exists"):
         check_output(a_file, BIN)
     assert check_output(empty, RUN) is False  # an empty run folder counts as absent
@@ -103,6 +113,10 @@ def test_output_policies(tmp_path):
         TopofrError, match=r"full: already exists \(results of an earlier run; pass --overwrite"
     ):
         check_output(full, REPORT)  # no names given: any file there is an earlier result
+    with pytest.raises(TopofrError, match="full: exists and was not written by topofr"):
+        check_output(full, REPORT, overwrite=True)
+    write_marker(full, "test")
+    assert check_output(full, DATASET, overwrite=True) is True
     assert check_output(full, REPORT, overwrite=True) is True
     assert check_output(full, REPORT, results=["verification.csv"]) is False  # nothing it writes is there
     with pytest.raises(TopofrError, match=r"full/x: already exists"):

@@ -85,6 +85,9 @@ def test_existing_output_refused_unless_overwrite(tmp_path):
     (out / "old").write_text("old")
     with pytest.raises(TopofrError, match="already exists"):
         PackedWriter(out, source="s")
+    with pytest.raises(TopofrError, match="was not written by topofr"):
+        PackedWriter(out, source="s", overwrite=True)  # a folder of the user's: never replaced
+    (out / "meta.json").write_text('{"format": "topofr-packed"}')  # an earlier packed set
     with PackedWriter(out, source="s", overwrite=True) as writer:
         writer.add(smooth_jpeg(0), 0, "a")
         writer.finish()

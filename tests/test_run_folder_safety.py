@@ -132,6 +132,7 @@ def test_overwrite_empties_a_folder_but_not_what_its_links_point_to(data, tiny_r
     run = tmp_path / "run"
     run.mkdir()
     (run / "old.txt").write_text("old")
+    (run / "train.log").write_text("an earlier run\n")  # a run topofr wrote: --overwrite may empty it
     (run / "linked").symlink_to(outside)
     recipe = tiny_recipe_file(tmp_path, data, run)
     code, out = invoke(str(recipe), "--overwrite", "--set", "schedule.max_steps=1")

@@ -125,6 +125,7 @@ def test_train_prints_verification_next_to_the_pixel_baseline(make_tiny_dataset,
     run = tmp_path / "run"
     run.mkdir()
     (run / "old.txt").write_text("from an earlier run")
+    (run / "train.log").write_text("an earlier run\n")  # what makes it a run topofr wrote
     recipe = tiny_recipe_file(tmp_path, data, run)
     code, out = invoke(str(recipe), "--set", "schedule.max_steps=2", "--overwrite")
     assert code == 0, out

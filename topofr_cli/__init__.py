@@ -13,6 +13,11 @@ use, so `import topofr_cli` stays light:
 - losses: `TopoFRLoss` (drop-in TopoFR loss for your own loop), `ptsa_loss`, `PTSALoss`,
   `TopoFRObjective`, `RandomStructurePerturbation`
 - recipes: `load_recipe(path, overrides)`, `resolve_recipe(name)`, `packaged_recipes()`, `Recipe`
+- commands, one call each with the CLI's defaults, returning a typed result with `to_json()` (the
+  command's `--json` object): `evaluate(model, bins=..., out=...) -> EvalResult`,
+  `hard_samples(model, data, ...) -> HardSamplesResult`, `analyze_topology(data, models, ...) ->
+  TopologyResult`, `prepare_folder(source, out, ...) -> PrepareResult`, `export_model(model, out)`,
+  `train(recipe, overrides=[...]) -> TrainResult`
 - `TopofrError`: every user-facing error
 """
 
@@ -45,6 +50,20 @@ _EXPORTS = {  # public name: the module that defines it
     "resolve_recipe": "topofr_cli.recipes",
     "packaged_recipes": "topofr_cli.recipes",
     "TopofrError": "topofr_cli.errors",
+    "evaluate": "topofr_cli.commands.evaluate",
+    "EvalResult": "topofr_cli.commands.evaluate",
+    "hard_samples": "topofr_cli.commands.hard_samples",
+    "HardSamplesResult": "topofr_cli.commands.hard_samples",
+    "analyze_topology": "topofr_cli.commands.analyze_topology",
+    "TopologyResult": "topofr_cli.commands.analyze_topology",
+    "prepare_folder": "topofr_cli.commands.prepare",
+    "prepare_rec": "topofr_cli.commands.prepare",
+    "prepare_bin": "topofr_cli.commands.prepare",
+    "prepare_synthetic": "topofr_cli.commands.prepare",
+    "PrepareResult": "topofr_cli.commands.prepare",
+    "export_model": "topofr_cli.commands.export",
+    "train": "topofr_cli.commands.train",
+    "TrainResult": "topofr_cli.commands.train",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -24,6 +24,7 @@ from topofr_cli.analysis.spaces import (
     compare_spaces,
     space_topologies,
 )
+from topofr_cli.artifacts.outputs import model_label
 from topofr_cli.data import open_dataset
 from topofr_cli.data.bins import VerificationPairs, read_bin
 from topofr_cli.data.loader import normalize
@@ -32,7 +33,6 @@ from topofr_cli.evaluation.degeneracy import embedding_degeneracy
 from topofr_cli.evaluation.embed import embed_images
 from topofr_cli.evaluation.model_io import load_model
 from topofr_cli.evaluation.verification import evaluate_pairs
-from topofr_cli.plots.style import model_label
 from topofr_cli.progress import Progress, resolve_progress, stage, track
 from topofr_cli.topology import input_distances, latent_distances
 

@@ -17,6 +17,14 @@ refusal costs nothing and leaves nothing behind. The writing itself is atomic (`
 |                                      |                   | stay                                         |
 | eval --embeddings, export OUT        | file (FILE)       | replaced                                     |
 
+What `--overwrite` may replace, for every command alike: only what topofr wrote (a folder holding
+the `.topofr-output` marker every command leaves in the folders it writes, or topofr's own layout: a
+packed dataset's `meta.json`, a run folder's `checkpoints/` or `train.log`, an earlier analysis), and
+never one of the command's inputs, a folder holding one, or anything inside one: `check_output`'s
+`inputs` are refused as outputs whatever the options. One writer at a time: `claim_output(path)`
+(`output_lock.py`) holds an OS lock on the output from the check to the last write, so a second
+command writing the same output gets one line instead of mixing its files with the first one's.
+
 Default locations (`default_output`): beside the model's run when the model is a checkpoint of one
 (`RUN/eval/step_N/` for `RUN/checkpoints/step_N.pt`; `RUN/hard-samples/step_N/`;
 `RUN/analyze-topology/` for the run folder itself, `RUN/analyze-topology/step_N/` for one of its
@@ -29,6 +37,8 @@ network, whether the mirror image was added, the command line and the topofr ver
 
 from __future__ import annotations
 
+import json
+import os
 import shlex
 import sys
 from collections.abc import Callable, Iterable
@@ -37,6 +47,7 @@ from pathlib import Path
 from typing import Literal
 
 from topofr_cli import __version__
+from topofr_cli.artifacts.run_lock import LOCK_FILE as RUN_LOCK_FILE
 from topofr_cli.errors import TopofrError
 
 Existing = Literal["refuse", "replace", "merge", "replace_own"]
@@ -63,6 +74,10 @@ class OutputPolicy:
     refused: str = "{path}: already exists (pass --overwrite to replace it)"
     _: KW_ONLY  # at most six fields by position
     foreign: str = "{path}: exists and was not written by this command; choose another --out"
+    not_topofr: str = (
+        "{path}: exists and was not written by topofr; --overwrite replaces only topofr's own "
+        "outputs: choose another output or remove it yourself"
+    )
 
 
 DATASET = OutputPolicy("dir", "refuse")
@@ -85,6 +100,60 @@ REPORT = OutputPolicy(
 FILE = OutputPolicy("file", "replace")
 
 
+MARKER = ".topofr-output"  # left in every folder a command writes: what `--overwrite` may replace
+PACKED_FORMAT = "topofr-packed"  # data.packed's meta.json format, the layout of a packed dataset
+
+
+def write_marker(folder: str | Path, command: str) -> None:
+    """Mark `folder` as written by topofr's `command` (idempotent; the folder must exist)."""
+    from topofr_cli.artifacts.atomic import write_text  # numpy: loaded by commands that write, not --help
+
+    write_text(Path(folder) / MARKER, json.dumps({"command": command, "topofr_version": __version__}) + "\n")
+
+
+def _json_field(path: Path, key: str) -> object:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            value = json.loads(handle.read(1 << 20))
+    except (OSError, ValueError):
+        return None
+    return value.get(key) if isinstance(value, dict) else None
+
+
+def is_topofr_output(path: Path) -> bool:
+    """Whether `path` is a folder topofr wrote: its marker, or a layout only topofr writes."""
+    if path.is_symlink() or not path.is_dir():
+        return False
+    if (path / MARKER).is_file() or _json_field(path / "meta.json", "format") == PACKED_FORMAT:
+        return True
+    return any((path / name).exists() for name in (CHECKPOINT_FOLDER, "train.log", RUN_LOCK_FILE))
+
+
+def _resolved(path: str | Path) -> Path:
+    return Path(os.path.realpath(os.path.abspath(path)))
+
+
+def check_not_input(targets: Iterable[str | Path], inputs: Iterable[str | Path | None]) -> None:
+    """Refuse any output that is one of the command's inputs (or its other outputs), holds one, or lies
+    inside one. Paths are compared after resolving links, so a link to the input is the input."""
+    sources = [(Path(item), _resolved(item)) for item in inputs if item is not None]
+    for target in targets:
+        real = _resolved(target)
+        for given, source in sources:
+            if real == source:
+                relation = "is"
+            elif source.is_relative_to(real):
+                relation = "holds"
+            elif real.is_relative_to(source):
+                relation = "lies inside"
+            else:
+                continue
+            raise TopofrError(
+                f"{target}: {relation} {given}, which this command reads (or writes elsewhere); "
+                "choose an output apart from the command's inputs"
+            )
+
+
 def check_kind(path: Path, policy: OutputPolicy) -> None:
     """A folder output must not be an existing file."""
     if policy.kind == "dir" and path.exists() and not path.is_dir():
@@ -92,14 +161,23 @@ def check_kind(path: Path, policy: OutputPolicy) -> None:
 
 
 def check_output(
-    path: str | Path, policy: OutputPolicy, *, overwrite: bool = False, results: Iterable[str] = ()
+    path: str | Path,
+    policy: OutputPolicy,
+    *,
+    overwrite: bool = False,
+    results: Iterable[str] = (),
+    inputs: Iterable[str | Path | None] = (),
 ) -> bool:
     """Raise TopofrError if `policy` forbids writing to `path`; True when something there is replaced.
 
-    `results`: for a `merge` folder, the names of the files the command will write in it."""
+    `results`: for a `merge` folder, the names of the files the command will write in it (those, not the
+    folder, are what it replaces). `inputs`: the files and folders the command reads (`check_not_input`)."""
     path = Path(path)
+    results = list(results)
+    merged = policy.existing == "merge" and results
+    check_not_input([path / name for name in results] if merged else [path], inputs)
     check_kind(path, policy)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return False
     if path.is_dir() and policy.empty_dir_is_absent and not any(path.iterdir()):
         return False
@@ -114,12 +192,16 @@ def check_output(
         )
         if clashes and not overwrite:
             raise TopofrError(policy.refused.format(path=clashes[0]))
+        if clashes and not is_topofr_output(path):
+            raise TopofrError(policy.not_topofr.format(path=path))
         return bool(clashes)
     if policy.existing == "replace_own":
         if not any(path.iterdir()):
             return True
-        if policy.is_own is None or not policy.is_own(path):
+        if policy.is_own is None or not (policy.is_own(path) or (path / MARKER).is_file()):
             raise TopofrError(policy.foreign.format(path=path))
+    elif policy.kind == "dir" and overwrite and not is_topofr_output(path):
+        raise TopofrError(policy.not_topofr.format(path=path))
     if overwrite:
         return True
     raise TopofrError(policy.refused.format(path=path))
@@ -135,6 +217,14 @@ def run_of(model: Path) -> Path | None:
     if model.parent.name == CHECKPOINT_FOLDER:
         return model.parent.parent
     return None
+
+
+def model_label(path: str | Path) -> str:
+    """A model's name for titles: the run folder of `RUN/checkpoints/step_*.pt`, else the file stem."""
+    path = Path(path)
+    if path.parent.name == CHECKPOINT_FOLDER and path.parent.parent.name:
+        return path.parent.parent.name
+    return path.stem
 
 
 def default_output(command: str, model: Path) -> Path:

@@ -8,13 +8,9 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.table import Table
 
-from topofr_cli.artifacts.outputs import default_output
 from topofr_cli.cli.common import console, degenerate_warning, user_errors, warn
 from topofr_cli.cli.json_output import json_option, prints_json
 from topofr_cli.cli.render import RichProgress
-from topofr_cli.devices import resolve_device
-from topofr_cli.errors import TopofrError
-from topofr_cli.progress import stage
 
 if TYPE_CHECKING:  # torch, gudhi, pandas and matplotlib load when the command runs, not for --help
     from topofr_cli.analysis.pipeline import AnalysisResult
@@ -138,38 +134,25 @@ def analyze_topology(
 ) -> dict[str, Any]:
     """Persistence diagrams (H0, H1) of a dataset sample in input and latent space, their distances, and
     the structure collapse curve of a training run."""
-    from topofr_cli.analysis.outputs import check_output_dir, write_outputs
-    from topofr_cli.analysis.pipeline import analyze
-    from topofr_cli.analysis.spaces import parse_dims
-    from topofr_cli.plots.style import check_format
+    from topofr_cli.commands.analyze_topology import analyze_topology as run_analysis
+    from topofr_cli.commands.analyze_topology import check_model_arguments
 
-    models = list(models or [])
-    if no_model and models:
-        raise TopofrError(f"--no-model: do not also name models ({models[0]})")
-    if not no_model and not models:
-        raise TopofrError(
-            "name at least one MODEL_OR_RUN_DIR, or pass --no-model to analyse the dataset alone"
-        )
-    check_format(figure_format)
-    dimensions = parse_dims(dims)
-    torch_device = resolve_device(device)
-    if out is None:
-        out = default_output("analyze-topology", models[0] if len(models) == 1 else Path(data))
-    check_output_dir(out, overwrite=overwrite)  # before minutes of work, not after
-    progress = RichProgress(console, elapsed=True)
-    result = analyze(
+    check_model_arguments(list(models or []), no_model)
+    report = run_analysis(
         data,
-        models,
+        list(models or []),
         samples=samples,
         per_identity=per_identity,
-        dims=dimensions,
+        dims=dims,
         seed=seed,
+        out=out,
+        overwrite=overwrite,
         batch_size=batch_size,
-        device=torch_device,
-        progress=progress,
+        device=device,
+        figure_format=figure_format,
+        progress=RichProgress(console, elapsed=True),
     )
-    with stage(progress, "writing outputs"):
-        written = write_outputs(result, out, figure_format=figure_format, overwrite=overwrite)
+    result = report.analysis
     console.print(_input_table(result))
     if result.targets:
         console.print(_distance_table(result))
@@ -182,5 +165,6 @@ def analyze_topology(
                     degenerate_warning(f"{target.label}{step}", point.mean_cosine)
                     + "; its diagram distances are not a sign of good alignment"
                 )
-    console.print(f"wrote {len(written['files'])} files to [bold]{out}[/]: {', '.join(written['files'])}")
-    return {**written, "out": out}
+    files = report.summary["files"]
+    console.print(f"wrote {len(files)} files to [bold]{report.out}[/]: {', '.join(files)}")
+    return report.to_json()

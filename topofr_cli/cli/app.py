@@ -1,6 +1,6 @@
 """The `topofr` Typer application: one line per subcommand, each imported only when it runs.
 
-`topofr --help` and `--version` read only this table, so they start without torch (issue 12). The
+`topofr --help` and `--version` read only this table, so they start without torch. The
 one-line help beside each command must match the first paragraph of the command's docstring (a
 test checks it).
 """
@@ -38,8 +38,7 @@ COMMANDS = {  # name: ("module:attribute", one-line help)
     ),
     "hard-samples": (
         "topofr_cli.cli.hard_samples:hard_samples",
-        "Rank every image by structure damage score "
-        "(SDS = w1 · w2, docs/method.md §1.3) to find label noise.",
+        "Rank every image by structure damage score (SDS = w1 · w2) to find label noise.",
     ),
     "bench": (
         "topofr_cli.cli.bench:bench",

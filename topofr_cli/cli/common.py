@@ -78,8 +78,3 @@ def degenerate_warning(what: str, mean_cosine: float) -> str:
         f"{what}: degenerate embeddings (mean cosine between different images {mean_cosine:.4f}); "
         "the model maps every face to nearly the same direction, so its scores say little"
     )
-
-
-def not_built(command: str, issue: str) -> typer.Exit:
-    """For commands whose implementation has not landed yet: say so and exit non-zero."""
-    return fail(f"`topofr {command}` is not built yet (tracked in {issue}).")

@@ -8,19 +8,17 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.table import Table
 
-from topofr_cli.artifacts.outputs import REPORT, check_output, default_output, provenance
 from topofr_cli.cli.common import console, degenerate_warning, user_errors, warn
 from topofr_cli.cli.json_output import json_option, prints_json
-from topofr_cli.cli.raw_photos import DETECT_HELP, DETECTOR_HELP, open_data
+from topofr_cli.cli.raw_photos import DETECT_HELP, DETECTOR_HELP
 from topofr_cli.cli.render import RichProgress
-from topofr_cli.errors import TopofrError
 
 if TYPE_CHECKING:  # torch and the evaluation stack load when the command runs, not for --help
-    from topofr_cli.evaluation.report import IJBReport, VerificationReport
+    from topofr_cli.commands.eval_report import IJBReport, VerificationReport
 
 
 def _show_verification(report: VerificationReport) -> None:
-    table = Table(title="verification (10-fold, docs/method.md §3.3)")
+    table = Table(title="verification (10-fold cross-validation)")
     for column in ("set", "pairs", "accuracy", "best threshold", "VAL@FAR=1e-3", "AUC"):
         table.add_column(column, justify="left" if column == "set" else "right")
     for name, result in report.results.items():
@@ -60,28 +58,13 @@ def _show_ijb(report: IJBReport) -> None:
     )
 
 
-def _ijb_summary(report: IJBReport) -> dict[str, Any]:
-    result = report.result
-    return {
-        "target": report.target,
-        "images": result.num_images,
-        "templates": result.num_templates,
-        "pairs": len(result.scores),
-        "auc": result.auc,
-        "tar_at_far": {f"{far:g}": tar for far, tar in result.tar_at_far.items()},
-        "scores": report.scores_path,
-        "tar_far_csv": report.tar_far_path,
-        "roc": report.roc_path,
-    }
-
-
 @user_errors
 @prints_json
 def evaluate(
     model: Path = typer.Argument(
         ...,
         help="Model file: a topofr checkpoint, the reference's model.pt, an insightface "
-        "backbone .pth, or an .onnx file.",
+        "backbone .pth, or an .onnx file; or a run folder (its latest checkpoint).",
     ),
     bins: list[Path] = typer.Option(
         None,
@@ -146,125 +129,52 @@ def evaluate(
     json_out: bool = json_option(),
 ) -> dict[str, Any]:
     """Evaluate a face model: verification .bin files, IJB-B/C 1:1, or write dataset embeddings."""
-    from topofr_cli.evaluation.model_io import load_model
-    from topofr_cli.evaluation.report import (
-        VERIFICATION_CSV,
-        embeddings_report,
-        ijb_report,
-        ijb_tar_far_name,
-        verification_report,
-    )
-    from topofr_cli.evaluation.verification import default_verification_bins
+    from topofr_cli.commands.evaluate import evaluate as run_evaluation
 
-    if (data is None) != (embeddings is None):
-        raise TopofrError("--data and --embeddings go together (dataset in, embeddings file out)")
-    if detect and data is None:
-        raise TopofrError("--detect applies to --data (a folder of raw photos)")
-    from topofr_cli.devices import resolve_device
-    from topofr_cli.plots.style import FigureMeta, check_format, model_label
-
-    check_format(figure_format)
-    torch_device = resolve_device(device)
-    num_workers = workers if num_workers is None else num_workers
-    loaded = load_model(model, network)
-    console.print(
-        f"model {model}: {loaded.kind}, {loaded.network}, embedding {loaded.embedding_size}"
-        + (f", step {loaded.step}" if loaded.step is not None else ""),
-        highlight=False,
+    result = run_evaluation(
+        model,
+        bins=bins,
+        ijb=ijb,
+        target=target,
+        data=data,
+        embeddings=embeddings,
+        detector=detector if detect else None,
+        out=out,
+        overwrite=overwrite,
+        network=network,
+        flip=not no_flip,
+        unit_features=unit_features or no_norm,
+        detector_score=not no_detector_score,
+        batch_size=batch_size,
+        device=device,
+        workers=workers if num_workers is None else num_workers,
+        figure_format=figure_format,
+        progress=RichProgress(console),
     )
-    for note in loaded.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
-    flip = not no_flip
-    if not bins and ijb is None and data is None:
-        bins = default_verification_bins(loaded.recipe, model)
-    out = out if out is not None else default_output("eval", model)
-    results = ([VERIFICATION_CSV] if bins else []) + ([ijb_tar_far_name(target)] if ijb is not None else [])
-    if results:
-        check_output(out, REPORT, overwrite=overwrite, results=results)
-    source = provenance(model, step=loaded.step, network=loaded.network, flip=flip)
-    progress = RichProgress(console)
-    figures = {
-        "figure": FigureMeta(model=model_label(model), step=loaded.step),
-        "figure_format": figure_format,
-    }
-    summary: dict[str, Any] = {
-        "model": model,
-        "kind": loaded.kind,
-        "network": loaded.network,
-        "step": loaded.step,
-        "embedding_size": loaded.embedding_size,
-        "flip": flip,
-    }
-    if bins:
-        verification = verification_report(
-            loaded.backbone,
-            list(bins),
-            out,
-            batch_size=batch_size,
-            flip=flip,
-            device=torch_device,
-            num_workers=num_workers,
-            provenance=source,
-            progress=progress,
-            **figures,
-        )
-        _show_verification(verification)
-        summary["verification"] = {
-            "sets": {name: r.summary() for name, r in verification.results.items()},
-            "csv": verification.csv_path,
-            "roc": verification.roc_path,
-        }
-    if ijb is not None:
-        ijb_result = ijb_report(
-            loaded.backbone,
-            ijb,
-            target,
-            out,
-            flip=flip,
-            use_norm_score=not (unit_features or no_norm),
-            use_detector_score=not no_detector_score,
-            batch_size=batch_size,
-            device=torch_device,
-            num_workers=num_workers,
-            provenance=source,
-            progress=progress,
-            **figures,
-        )
-        _show_ijb(ijb_result)
-        summary["ijb"] = _ijb_summary(ijb_result)
-    if data is not None:
-        dataset = open_data(
-            data, detector if detect else None, workers=max(1, num_workers), progress=progress
-        )
-        written = embeddings_report(
-            loaded.backbone,
-            data,
-            embeddings,
-            dataset=dataset,
-            flip=flip,
-            batch_size=batch_size,
-            device=torch_device,
-            num_workers=num_workers,
-            progress=progress,
-        )
+    if result.verification is not None:
+        _show_verification(result.verification)
+    if result.ijb is not None:
+        _show_ijb(result.ijb)
+    if result.embeddings is not None:
+        written = result.embeddings
         console.print(
             f"wrote {written.count} embeddings of size {written.embedding_size} to {written.path}",
             highlight=False,
         )
-        summary["embeddings"] = {
-            "path": written.path,
-            "count": written.count,
-            "embedding_size": written.embedding_size,
-        }
-    return summary
+    return result.to_json()
 
 
 @user_errors
 def export(
     model: Path = typer.Argument(
-        ..., help="Model file: a topofr checkpoint, the reference's model.pt or an insightface backbone .pth."
+        ...,
+        help="Model file: a topofr checkpoint, the reference's model.pt or an insightface backbone .pth; "
+        "or a run folder (its latest checkpoint).",
     ),
-    out: Path = typer.Argument(..., help="Output .onnx file (backbone only, dynamic batch axis)."),
+    out: Path = typer.Argument(
+        ...,
+        help="Output .onnx file (backbone only, dynamic batch axis; replaced if it exists, never an input).",
+    ),
     network: str | None = typer.Option(None, "--network", help="Architecture when the file does not say."),
     tolerance: float = typer.Option(
         1e-4,
@@ -274,14 +184,11 @@ def export(
     ),
 ) -> None:
     """Export the backbone to ONNX and check it against PyTorch with onnxruntime."""
-    from topofr_cli.evaluation.export import export_onnx
-    from topofr_cli.evaluation.model_io import load_model
+    from topofr_cli.commands.export import export_model
 
-    loaded = load_model(model, network)
-    for note in loaded.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
-    with console.status(f"exporting {loaded.network} to ONNX and checking it with onnxruntime"):
-        report = export_onnx(loaded.backbone, out, tolerance=tolerance)
+    report = export_model(
+        model, out, network=network, tolerance=tolerance, progress=RichProgress(console)
+    ).report
     console.print(
         f"wrote {report.path} ({report.size_bytes / 2**20:.1f} MiB, {report.exporter} exporter); "
         f"max |onnxruntime − torch| = {report.max_abs_diff:.2e} on a batch of "

@@ -9,13 +9,11 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.table import Table
 
-from topofr_cli.artifacts.outputs import REPORT, check_output, default_output, provenance
 from topofr_cli.cli.common import console, degenerate_warning, user_errors, warn
 from topofr_cli.cli.json_output import json_option, prints_json
-from topofr_cli.cli.raw_photos import DETECT_HELP, DETECTOR_HELP, open_data
+from topofr_cli.cli.raw_photos import DETECT_HELP, DETECTOR_HELP
 from topofr_cli.cli.render import bars
-from topofr_cli.devices import resolve_device
-from topofr_cli.hardness.report import DISTRIBUTIONS, GALLERY, GALLERY_MAX_ROWS, SUMMARY_JSON, summary
+from topofr_cli.commands.hard_samples_report import DISTRIBUTIONS, GALLERY, GALLERY_MAX_ROWS, SUMMARY_JSON
 
 if TYPE_CHECKING:  # torch and the data readers load when the command runs, not for --help
     from topofr_cli.data.dataset import FaceDataset
@@ -65,27 +63,13 @@ def _top_table(table: HardnessTable, dataset: FaceDataset, top: int) -> Table:
     return view
 
 
-def _top_rows(table: HardnessTable, dataset: FaceDataset, top: int) -> list[dict[str, Any]]:
-    return [
-        {
-            "rank": rank,
-            "index": int(index),
-            "key": dataset.source_key(int(index)),
-            "label": int(table.labels[index]),
-            "predicted": int(table.predicted[index]),
-            "p_gt": float(table.p_true[index]),
-            "entropy": float(table.entropy[index]),
-            "gamma": float(table.gamma[index]),
-            "sds": float(table.sds[index]),
-        }
-        for rank, index in enumerate(table.ranking()[:top], start=1)
-    ]
-
-
 @user_errors
 @prints_json
 def hard_samples(
-    model: Path = typer.Argument(..., help="Trained checkpoint with its classifier (checkpoints/step_*.pt)."),
+    model: Path = typer.Argument(
+        ...,
+        help="Trained checkpoint with its classifier (checkpoints/step_*.pt), or a run folder (its latest checkpoint).",
+    ),
     data: Path = typer.Option(
         ..., "--data", "-d", help="Dataset the model was trained on: packed dir, RecordIO, or image folder."
     ),
@@ -102,7 +86,7 @@ def hard_samples(
         "--mode",
         help="Where the class probabilities come from. noise: the scaled cosines, as at inference (a "
         "mislabelled image gets a low p_gt, a clean one a high p_gt: finds label noise). paper: the "
-        "training margin logits, as the SDE weights see them in training (docs/method.md §1.3); a "
+        "training margin logits, as the SDE weights see them in training; a "
         "large margin gives clean images a low p_gt too.",
     ),
     top: int = typer.Option(
@@ -145,74 +129,39 @@ def hard_samples(
     ),
     json_out: bool = json_option(),
 ) -> dict[str, Any]:
-    """Rank every image by structure damage score (SDS = w1 · w2, docs/method.md §1.3) to find label noise."""
-    from topofr_cli.evaluation.model_io import load_model
-    from topofr_cli.hardness.clean import check_clean_options, verification_bins_to_copy, write_clean_dataset
-    from topofr_cli.hardness.ranking import check_inputs, score_dataset
-    from topofr_cli.hardness.report import write_report
-    from topofr_cli.hardness.table_io import CSV_NAME, PARQUET_NAME
-    from topofr_cli.plots.style import check_format
+    """Rank every image by structure damage score (SDS = w1 · w2) to find label noise."""
+    from topofr_cli.commands.hard_samples import hard_samples as rank_images
 
-    check_format(figure_format)
-    check_clean_options(write_clean, drop_top=drop_top, drop_above=drop_above, overwrite=overwrite)
-    out = out if out is not None else default_output("hard-samples", model)
-    check_output(out, REPORT, overwrite=overwrite, results=[PARQUET_NAME, CSV_NAME, SUMMARY_JSON])
-    chosen = mode.value if margin is None else ("paper" if margin else "noise")
-
-    torch_device = resolve_device(device)
-    loaded = load_model(model)
-    dataset = open_data(data, detector if detect else None, workers=max(1, workers), progress=bars(console))
-    check_inputs(loaded, dataset, str(model), str(data))
-    if write_clean is not None:
-        verification_bins_to_copy(dataset)  # refuse unsafe names in meta.json before any output is written
-    table = score_dataset(
-        loaded,
-        dataset,
-        batch_size=batch_size,
+    result = rank_images(
+        model,
+        data,
+        out=out,
+        mode=mode.value if margin is None else ("paper" if margin else "noise"),
+        top=top,
         gum_scope=gum_scope.value,
-        device=torch_device,
-        num_workers=workers,
-        mode=chosen,
+        batch_size=batch_size,
+        device=device,
+        workers=workers,
+        typical=typical,
+        write_clean=write_clean,
+        drop_top=drop_top,
+        drop_above=drop_above,
+        overwrite=overwrite,
+        detector=detector if detect else None,
+        figure_format=figure_format,
         progress=bars(console),
     )
-
-    source = provenance(model, step=loaded.step, network=loaded.network, flip=False)
-    with console.status("writing the ranking and figures"):
-        write_report(
-            table,
-            dataset,
-            out,
-            provenance=source,
-            data_path=data,
-            top=top,
-            typical=typical,
-            figure_format=figure_format,
-        )
-    console.print(_top_table(table, dataset, top))
-    if table.degenerate:
+    console.print(_top_table(result.table, result.dataset, top))
+    if result.table.degenerate:
         warn(
-            degenerate_warning(str(model), table.mean_cosine) + "; the ranking reflects no learned identities"
+            degenerate_warning(str(result.model), result.table.mean_cosine)
+            + "; the ranking reflects no learned identities"
         )
     console.print(
-        f"wrote {out}/{{sds.parquet, sds.csv, {DISTRIBUTIONS}.{figure_format}, {GALLERY}.{figure_format}, "
-        f"{SUMMARY_JSON}}}"
+        f"wrote {result.out}/{{sds.parquet, sds.csv, {DISTRIBUTIONS}.{figure_format}, "
+        f"{GALLERY}.{figure_format}, {SUMMARY_JSON}}}"
     )
-    results: dict[str, Any] = {
-        **summary(table, source, data),
-        "out": out,
-        "top": _top_rows(table, dataset, top),
-    }
-
-    if write_clean is not None:
-        report = write_clean_dataset(
-            dataset,
-            table,
-            write_clean,
-            drop_top=drop_top,
-            drop_above=drop_above,
-            overwrite=overwrite,
-            progress=bars(console),
-        )
-        console.print(f"wrote {report.path}: kept {report.kept:,} images, dropped {report.dropped:,}")
-        results["clean"] = {"path": report.path, "kept": report.kept, "dropped": report.dropped}
-    return results
+    if result.clean is not None:
+        clean = result.clean
+        console.print(f"wrote {clean.path}: kept {clean.kept:,} images, dropped {clean.dropped:,}")
+    return result.to_json()

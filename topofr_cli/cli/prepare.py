@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 
 from topofr_cli.cli.common import console, user_errors
+from topofr_cli.cli.json_output import json_option, prints_json
 from topofr_cli.cli.render import bars
-from topofr_cli.errors import TopofrError
-
-if TYPE_CHECKING:
-    import numpy as np
 
 app = typer.Typer(
     help="Bring datasets in: pack RecordIO or image folders, build .bin pair files, "
@@ -21,6 +17,9 @@ app = typer.Typer(
 )
 
 _SHOWN_SKIPS = 20
+OVERWRITE_HELP = (
+    "Replace OUT if it exists and topofr wrote it (never an input, nor a folder it did not write)."
+)
 
 
 def _report_skipped(skipped: list[tuple[object, str]], what: str) -> None:
@@ -35,6 +34,7 @@ def _report_skipped(skipped: list[tuple[object, str]], what: str) -> None:
 
 @app.command("folder")
 @user_errors
+@prints_json
 def prepare_folder(
     source: Path = typer.Argument(..., help="Image folder with one sub-folder per identity."),
     out: Path = typer.Argument(..., help="Output packed dataset directory (must not exist)."),
@@ -79,91 +79,40 @@ def prepare_folder(
     no_verify: bool = typer.Option(
         False, "--no-verify", help="Do not decode each image to check it (without --landmarks)."
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
-) -> None:
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    json_out: bool = json_option(),
+) -> dict:
     """Pack an image folder (optionally 5-point aligned, or detected and aligned) into the packed format."""
-    if detect:
-        _prepare_detected(source, out, landmarks, detector, pick, size, workers, skip_bad, overwrite)
-        return
-    from topofr_cli.data.align import align_face, read_landmarks
-    from topofr_cli.data.folder import ImageFolderDataset
-    from topofr_cli.data.images import encode_jpeg
-    from topofr_cli.data.packed import pack_dataset
+    from topofr_cli.commands.prepare import prepare_folder as pack_folder
 
-    dataset = ImageFolderDataset(source)
-    _check_size(size)
-    transform = None
-    extra: dict[str, object] = {}
-    if landmarks is not None:
-        points = read_landmarks(landmarks, source)
-        unknown = sorted(set(points) - set(dataset.keys))
-        if unknown:
-            raise TopofrError(f"{landmarks}: row for {unknown[0]}, which is not an image in {source}")
-
-        def transform(index: int, rgb: np.ndarray) -> bytes:
-            key = dataset.keys[index]
-            if key not in points:
-                raise TopofrError(f"no row in {landmarks}")
-            try:
-                return encode_jpeg(align_face(rgb, points[key], size=size))
-            except ValueError as exc:
-                raise TopofrError(f"cannot align: {exc}") from None
-
-        extra = {"aligned": True, "landmarks": str(landmarks)}
-    report = pack_dataset(
-        dataset,
-        out,
-        source=str(source),
-        verify=not no_verify,
-        skip_bad=skip_bad,
-        transform=transform,
-        num_classes=dataset.num_classes,
-        overwrite=overwrite,
-        extra_meta={**extra, "identities": dataset.identities},
-        progress=bars(console),
-    )
-    _report_skipped(report.skipped, "images")
-    console.print(
-        f"packed {report.num_images} images of {report.num_classes} identities into {report.out_dir}",
-        highlight=False,
-    )
-
-
-def _check_size(size: int) -> None:
-    from topofr_cli.data.align import template_for
-
-    try:
-        template_for(size)
-    except ValueError as exc:
-        raise TopofrError(f"--size: {exc}") from None
-
-
-def _prepare_detected(
-    source: Path,
-    out: Path,
-    landmarks: Path | None,
-    detector: str,
-    pick: str,
-    size: int,
-    workers: int,
-    skip_bad: bool,
-    overwrite: bool,
-) -> None:
-    from topofr_cli.data.detect_folder import DETECTIONS_FILE, pack_detected_folder
-
-    if landmarks is not None:
-        raise TopofrError("--detect and --landmarks exclude each other (--detect finds the landmarks)")
-    report = pack_detected_folder(
+    result = pack_folder(
         source,
         out,
-        detector=detector,
-        pick=pick,
+        landmarks=landmarks,
         size=size,
+        detector=detector if detect else None,
+        pick=pick,
         workers=workers,
         skip_bad=skip_bad,
+        verify=not no_verify,
         overwrite=overwrite,
         progress=bars(console),
     )
+    report = result.report
+    if result.kind == "folder":
+        _report_skipped(report.skipped, "images")
+        console.print(
+            f"packed {report.num_images} images of {report.num_classes} identities into {report.out_dir}",
+            highlight=False,
+        )
+    else:
+        _show_detected(report)
+    return result.to_json()
+
+
+def _show_detected(report) -> None:
+    from topofr_cli.data.detect_folder import DETECTIONS_FILE
+
     _report_skipped(report.unreadable, "unreadable images")
     if report.no_face:
         console.print(
@@ -181,6 +130,7 @@ def _prepare_detected(
 
 @app.command("rec")
 @user_errors
+@prints_json
 def prepare_rec(
     source: Path = typer.Argument(
         ..., help="insightface RecordIO: folder with train.rec/.idx, a prefix, or the .rec file."
@@ -194,32 +144,27 @@ def prepare_rec(
         "--no-verify",
         help="Copy bytes without decoding each image (faster; corrupt images are not caught).",
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
-) -> None:
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    json_out: bool = json_option(),
+) -> dict:
     """Copy a RecordIO set into the packed format, byte for byte (no re-encoding)."""
-    from topofr_cli.data.packed import pack_dataset
-    from topofr_cli.data.recordio import RecordIODataset
+    from topofr_cli.commands.prepare import prepare_rec as pack_rec
 
-    dataset = RecordIODataset(source)
-    report = pack_dataset(
-        dataset,
-        out,
-        source=str(dataset.rec_path),
-        verify=not no_verify,
-        skip_bad=skip_bad,
-        num_classes=dataset.num_classes,
-        overwrite=overwrite,
-        progress=bars(console),
+    result = pack_rec(
+        source, out, skip_bad=skip_bad, verify=not no_verify, overwrite=overwrite, progress=bars(console)
     )
+    report = result.report
     _report_skipped(report.skipped, "images")
     console.print(
         f"packed {report.num_images} images of {report.num_classes} classes into {report.out_dir}",
         highlight=False,
     )
+    return result.to_json()
 
 
 @app.command("bin")
 @user_errors
+@prints_json
 def prepare_bin(
     pairs: Path = typer.Argument(
         ..., help="CSV with columns path1, path2, issame (paths relative to the CSV's folder)."
@@ -237,14 +182,13 @@ def prepare_bin(
         help="Leave out pairs with an unreadable image and list them, instead of failing.",
     ),
     no_verify: bool = typer.Option(False, "--no-verify", help="Do not decode each image to check it."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
-) -> None:
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    json_out: bool = json_option(),
+) -> dict:
     """Build a verification .bin (insightface format) from a CSV of image pairs."""
-    from topofr_cli.data.bins import build_bin
+    from topofr_cli.commands.prepare import prepare_bin as build_bin
 
-    if not pairs.is_file():
-        raise TopofrError(f"{pairs}: no such file")
-    report = build_bin(
+    result = build_bin(
         pairs,
         out,
         size=size,
@@ -253,12 +197,15 @@ def prepare_bin(
         overwrite=overwrite,
         progress=bars(console),
     )
+    report = result.report
     _report_skipped(report.skipped, "pairs (by CSV line)")
     console.print(f"wrote {report.num_pairs} pairs to {report.path}", highlight=False)
+    return result.to_json()
 
 
 @app.command("synthetic")
 @user_errors
+@prints_json
 def synthetic(
     out: Path = typer.Argument(..., help="Output packed dataset directory (must not exist)."),
     identities: int = typer.Option(200, "--identities", help="Training identities (labels 0..N-1)."),
@@ -285,14 +232,14 @@ def synthetic(
     workers: int | None = typer.Option(
         None, "--workers", help="Rendering processes (default: CPU count for large sets, 1 for small ones)."
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
-) -> None:
+    json_out: bool = json_option(),
+) -> dict:
     """Generate procedural face-like images: a packed training set plus a held-out verification .bin."""
-    from topofr_cli.data.synthetic import generate_synthetic
-    from topofr_cli.evaluation.baseline import pixel_baseline
+    from topofr_cli.commands.prepare import prepare_synthetic
 
-    report = generate_synthetic(
+    result = prepare_synthetic(
         out,
         identities=identities,
         images_per_identity=images_per_identity,
@@ -304,8 +251,8 @@ def synthetic(
         quality=quality,
         workers=workers,
         overwrite=overwrite,
-        baseline=pixel_baseline,
     )
+    report = result.report
     baseline = report.pixel_baseline
     console.print(
         f"wrote {report.num_images} images of {report.num_classes} identities to {report.out_dir} "
@@ -323,3 +270,4 @@ def synthetic(
         f"± {100 * baseline.accuracy_std:.2f}[/] (a trained model should beat this clearly)",
         highlight=False,
     )
+    return result.to_json()

@@ -39,7 +39,10 @@ def train(
         False, "--resume", help="Continue from the run directory's latest checkpoint."
     ),
     overwrite: bool = typer.Option(
-        False, "--overwrite", help="Replace an existing non-empty run directory (train.output)."
+        False,
+        "--overwrite",
+        help="Replace an existing non-empty run directory (train.output) that topofr wrote "
+        "(never one holding or inside the training data).",
     ),
     nproc_per_node: int = typer.Option(
         1, "--nproc-per-node", help="Processes on this machine; > 1 launches through torchrun."
@@ -60,56 +63,39 @@ def train(
     ),
 ) -> None:
     """Train a model from RECIPE; prints verification accuracy next to the raw-pixel baseline."""
-    from topofr_cli.config import load_recipe
-    from topofr_cli.engine.distributed import launched_by_torchrun
-    from topofr_cli.engine.launch import LaunchSpec, launch
-    from topofr_cli.engine.preflight import plan_run
-    from topofr_cli.recipes import packaged_recipes, resolve_recipe
+    from topofr_cli.commands.train import load_training_recipe
+    from topofr_cli.commands.train import train as run_training
+    from topofr_cli.engine.launch import LaunchSpec
+    from topofr_cli.recipes import packaged_recipes
 
     if recipe is None and not print_config:
         raise TopofrError(
             f"name a RECIPE: a YAML file or a packaged recipe ({', '.join(packaged_recipes())})"
         )
-    recipe_path = resolve_recipe(recipe) if recipe is not None else None
-    if device is not None:
-        overrides = [*overrides, f"train.device={device}"]
-    loaded = load_recipe(recipe_path, overrides)
     if print_config:
         import yaml
 
+        overrides = [*overrides, f"train.device={device}"] if device is not None else overrides
+        loaded = load_training_recipe(recipe, overrides)
         typer.echo(yaml.safe_dump(loaded.to_dict(), sort_keys=False), nl=False)
         return
-    spec = LaunchSpec(nproc_per_node, nnodes, node_rank, rdzv_endpoint)
-    if spec.needs_launcher and not launched_by_torchrun():
-        spec.validate()
-        plan = plan_run(
-            loaded, resume=resume, overwrite=overwrite
-        )  # one clear error before any worker starts
-        if plan.finished:
-            console.print(plan.finished_message(), highlight=False, soft_wrap=True)
-            return
-        worker_args = [str(recipe_path)]
-        for text in overrides:
-            worker_args += ["--set", text]
-        worker_args += ["--resume"] if resume else []
-        worker_args += ["--overwrite"] if overwrite else []
-        launch(spec, worker_args)
+    result = run_training(
+        recipe,
+        overrides=overrides,
+        resume=resume,
+        overwrite=overwrite,
+        device=device,
+        launch=LaunchSpec(nproc_per_node, nnodes, node_rank, rdzv_endpoint),
+        progress=for_console(console),
+    )
+    if result.message:
+        console.print(result.message, highlight=False, soft_wrap=True)
+    if result.run is None or result.run.rank != 0 or result.message:
         return
-
-    from topofr_cli.engine.trainer import train as run_training
-
-    result = run_training(loaded, resume=resume, overwrite=overwrite, progress=for_console(console))
-    if result.rank != 0:
-        return
-    if result.finished_before:
-        console.print(result.finished_before, highlight=False, soft_wrap=True)
-        return
-    if result.verification:
-        from topofr_cli.evaluation.baseline import pixel_baselines
-
-        console.print(_summary(result, pixel_baselines([score.path for score in result.verification])))
+    if result.run.verification:
+        console.print(_summary(result.run, result.pixel_baselines))
     console.print(
-        f"run directory {result.run_dir} (train.log, metrics.csv, checkpoints/)",
+        f"run directory {result.run.run_dir} (train.log, metrics.csv, checkpoints/)",
         highlight=False,
         soft_wrap=True,
     )  # the numbers are in the summary line the run printed last

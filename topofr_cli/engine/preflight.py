@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from topofr_cli.artifacts.checkpoint import Checkpoint
-from topofr_cli.artifacts.outputs import RUN, check_kind, check_output
+from topofr_cli.artifacts.outputs import RUN, check_kind, check_not_input, check_output
 from topofr_cli.artifacts.run_dir import RunDir
 from topofr_cli.artifacts.run_lock import ensure_unlocked
 from topofr_cli.config import Recipe
@@ -148,6 +148,7 @@ def plan_run(recipe: Recipe, *, resume: bool, overwrite: bool, check_lock: bool 
             raise TopofrError(f"{name}: data.val_bins file not found")
 
     run_dir = Path(recipe.train.output)
+    check_not_input([run_dir], [data_path, *recipe.data.val_bins])  # --overwrite must never reach them
     _check_writable(run_dir)
     _check_link(run_dir, overwrite=overwrite and not resume)
     if check_lock:

@@ -1,7 +1,6 @@
 """Hardness: structure damage estimation — the GUM posterior and the SDE sample weights (docs/method.md §1.3).
 
-The names below load their module (and torch) on first use, so that the CLI can read
-`hardness.report`'s file names at start-up without torch.
+The names below load their module (and torch) on first use, so importing the package stays light.
 """
 
 from __future__ import annotations

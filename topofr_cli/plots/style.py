@@ -16,6 +16,7 @@ import matplotlib as mpl
 from matplotlib.figure import Figure
 
 from topofr_cli.artifacts.atomic import write_figure
+from topofr_cli.artifacts.outputs import model_label  # noqa: F401 - titles name models by it
 from topofr_cli.errors import TopofrError
 
 FIGURE_FORMATS = ("png", "pdf", "svg")
@@ -85,14 +86,6 @@ class FigureMeta:
         if self.step is not None:
             parts.append(f"step{self.step:08d}")
         return "_".join([*parts, name])
-
-
-def model_label(path: str | Path) -> str:
-    """A model's name for titles: the run folder of `RUN/checkpoints/step_*.pt`, else the file stem."""
-    path = Path(path)
-    if path.parent.name == "checkpoints" and path.parent.parent.name:
-        return path.parent.parent.name
-    return path.stem
 
 
 def check_format(figure_format: str) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from topofr_cli.artifacts.atomic import write_npy, write_text
-from topofr_cli.evaluation.embeddings_out import EmbeddingsReport
+from topofr_cli.evaluation.embeddings_out import EmbeddingsReport  # noqa: F401 - a result type of eval
 from topofr_cli.evaluation.ijb import IJBResult
 from topofr_cli.evaluation.protocol import VerificationResult
 from topofr_cli.plots.style import FigureMeta

@@ -7,6 +7,7 @@ once complete. An existing output directory is replaced only if it is empty or a
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from topofr_cli.analysis.collapse import CURVE_COLUMNS, curve_rows
 from topofr_cli.analysis.pipeline import AnalysisResult, ModelPoint
 from topofr_cli.analysis.spaces import INPUT_SPACE, LATENT_L2_SPACE, LATENT_SPACE
 from topofr_cli.artifacts.atomic import StagedDir, write_json
-from topofr_cli.artifacts.outputs import OutputPolicy, check_output, command_line
+from topofr_cli.artifacts.outputs import OutputPolicy, check_output, command_line, write_marker
 from topofr_cli.plots.collapse import plot_collapse_curves
 from topofr_cli.plots.diagrams import plot_barcodes, plot_death_histograms, plot_persistence_diagrams
 from topofr_cli.plots.pca import pca_from_distances, pca_from_points, plot_sample_pca
@@ -29,7 +30,7 @@ from topofr_cli.topology.diagrams import WASSERSTEIN_DELTA
 SUMMARY_FORMAT = "topofr-topology-analysis"
 SUMMARY_FILE = "summary.json"
 CONVENTIONS = {
-    "input": "A^X = pairwise L2 distance of the [-1, 1] images / sqrt(4 * 3 * H * W) (docs/method.md §1.2)",
+    "input": "A^X = pairwise L2 distance of the [-1, 1] images / sqrt(4 * 3 * H * W)",
     "latent": "A^Z = pairwise L2 distance of the embeddings before L2 normalisation / latent_scale (§1.2)",
     "latent_l2": "pairwise L2 distance of the L2-normalised embeddings",
     "h0": "births 0, deaths = minimum-spanning-tree edge lengths; the essential class (0, inf) is left out "
@@ -222,18 +223,25 @@ OUTPUT_POLICY = OutputPolicy(
 )
 
 
-def check_output_dir(out_dir: Path, *, overwrite: bool = False) -> None:
-    """Raise unless `out_dir` is absent, empty, or (with `overwrite`) an earlier analysis, which is replaced."""
-    check_output(out_dir, OUTPUT_POLICY, overwrite=overwrite)
+def check_output_dir(out_dir: Path, *, overwrite: bool = False, inputs: Iterable[Path | None] = ()) -> None:
+    """Raise unless `out_dir` is absent, empty, or (with `overwrite`) an earlier analysis, which is
+    replaced; never one of the `inputs`, a folder holding one or inside one."""
+    check_output(out_dir, OUTPUT_POLICY, overwrite=overwrite, inputs=inputs)
 
 
 def write_outputs(
-    result: AnalysisResult, out_dir: str | Path, *, figure_format: str = "png", overwrite: bool = False
+    result: AnalysisResult,
+    out_dir: str | Path,
+    *,
+    figure_format: str = "png",
+    overwrite: bool = False,
+    inputs: Iterable[Path | None] = (),
 ) -> dict[str, Any]:
     """Write every output; returns the summary (with the list of files) that went to summary.json."""
     out_dir = Path(out_dir)
-    check_output_dir(out_dir, overwrite=overwrite)
+    check_output_dir(out_dir, overwrite=overwrite, inputs=inputs)
     with StagedDir(out_dir) as tmp:
+        write_marker(tmp, "analyze-topology")
         diagram_frame(result).to_parquet(tmp / "diagrams.parquet", index=False)
         files = ["diagrams.parquet"]
         if result.targets:

@@ -273,3 +273,15 @@ def test_prepare_rec_refuses_its_own_recordio_folder(tmp_path, where, words):
     before = snapshot(tmp_path)
     refused(["prepare", "rec", source, out, "--overwrite"], words)
     assert snapshot(tmp_path) == before
+
+
+def test_bench_out_keeps_a_users_results_folder(tmp_path):
+    """bench --out into a folder of the user's holding a bench.json: refused without --overwrite, and
+    with it too (topofr never wrote that folder); refused before any measurement, nothing touched."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "bench.json").write_text("the user's own numbers")
+    before = snapshot(tmp_path)
+    refused(["bench", "--device", "cpu", "--quick", "--out", folder], "already exists")
+    refused(["bench", "--device", "cpu", "--quick", "--out", folder, "--overwrite"], "not written by topofr")
+    assert snapshot(tmp_path) == before

@@ -41,6 +41,11 @@ def bench(
     out: Path | None = typer.Option(
         None, "--out", "-o", help=f"Also write {JSON_NAME} and {TEXT_NAME} here."
     ),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Replace bench.json/bench.txt of an earlier bench in --out (a folder topofr wrote).",
+    ),
     precision: str = typer.Option(
         "auto",
         "--precision",
@@ -64,6 +69,7 @@ def bench(
         quick=quick,
         precision=precision,
         out=out,
+        overwrite=overwrite,
         progress=for_console(shown),
         on_section=lambda key, part: shown.print(TABLES[key](part)),
         render_text=report_text,

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from topofr_cli.artifacts.atomic import write_text
+from topofr_cli.artifacts.outputs import REPORT, check_output
+from topofr_cli.commands.common import claims, is_fresh, mark
 from topofr_cli.progress import SILENT, Progress
 
 JSON_NAME, TEXT_NAME = "bench.json", "bench.txt"
@@ -37,22 +39,36 @@ def bench(
     quick: bool = False,
     precision: str | None = None,
     out: str | Path | None = None,
+    overwrite: bool = False,
     progress: Progress = SILENT,
     on_section: Callable[[str, dict[str, Any]], None] | None = None,
     render_text: Callable[[dict[str, Any]], str] | None = None,
 ) -> BenchResult:
     """Check every device path and time the training step (topofr_cli.bench); see `topofr bench --help`.
 
-    `out`: a folder for bench.json (and bench.txt, the `render_text` of the report, when given).
-    `on_section(key, section)` is called as each section finishes."""
+    `out`: a folder for bench.json (and bench.txt, the `render_text` of the report, when given); earlier
+    results there are replaced only with `overwrite`, and only in a folder topofr wrote. `on_section(key,
+    section)` is called as each section finishes."""
     from topofr_cli.bench import run_bench
 
-    report = run_bench(device, quick, on_section, precision=precision, progress=progress)
-    result = BenchResult(report=report, failed=failed_checks(report))
-    if out is not None:
-        folder = Path(out)
-        folder.mkdir(parents=True, exist_ok=True)
-        result.written.append(write_text(folder / JSON_NAME, result.to_json()))
-        if render_text is not None:
-            result.written.append(write_text(folder / TEXT_NAME, render_text(report)))
+    folder = Path(out) if out is not None else None
+    names = [JSON_NAME] + ([TEXT_NAME] if render_text is not None else [])
+    if folder is not None:  # refused before minutes of measuring, and again once the folder is held
+        check_output(folder, REPORT, overwrite=overwrite, results=names)
+    with claims([folder]):
+        if folder is not None:
+            check_output(folder, REPORT, overwrite=overwrite, results=names)
+        report = run_bench(device, quick, on_section, precision=precision, progress=progress)
+        result = BenchResult(report=report, failed=failed_checks(report))
+        if folder is not None:
+            _write(folder, result, render_text)
     return result
+
+
+def _write(folder: Path, result: BenchResult, render_text: Callable[[dict[str, Any]], str] | None) -> None:
+    fresh = is_fresh(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    result.written.append(write_text(folder / JSON_NAME, result.to_json()))
+    if render_text is not None:
+        result.written.append(write_text(folder / TEXT_NAME, render_text(result.report)))
+    mark(folder, "bench", fresh=fresh)

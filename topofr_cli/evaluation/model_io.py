@@ -14,6 +14,7 @@ from topofr_cli.artifacts.checkpoint import (
     Checkpoint,
     is_checkpoint_payload,
     load_weights_file,
+    refuse_non_finite,
 )
 from topofr_cli.config import Recipe
 from topofr_cli.errors import TopofrError
@@ -244,4 +245,5 @@ def load_model(path: str | Path, network: str | None = None) -> LoadedModel:
         return _load_checkpoint(Checkpoint.from_payload(payload, path), path, network)
     if "format" in payload and not isinstance(payload["format"], torch.Tensor):
         raise TopofrError(f"{path}: unknown checkpoint format {payload['format']!r}")
+    refuse_non_finite(payload, path)
     return _load_state_dict(dict(payload), path, network)

@@ -106,6 +106,13 @@ CRAFTED = {
     "shared-uint8-rewritten": _array_from_state(
         _dtype("u1", (3, "|", None, None, None, 4096, 1, _CLEARED), copy=False), bytes(8), shape=(8,)
     ),
+    # states numpy restores without checking (found by benchmarks/fuzz.py: SIGSEGV inside numpy)
+    "record-field-beyond-itemsize": _array_from_state(
+        _dtype("V8", (3, "|", None, ("a",), {"a": (np.dtype("f8"), 1 << 40)}, 8, 1, _CLEARED)), bytes(8)
+    ),
+    "subarray-larger-than-itemsize": _array_from_state(
+        _dtype("V8", (3, "|", (np.dtype("u1"), (1 << 30,)), None, None, 8, 1, _CLEARED)), bytes(8)
+    ),
     "object-scalar": _Reduce(_scalar, (_dtype("O8", (3, "|", None, None, None, -1, -1, _CLEARED)), _POINTER)),
     "subarray-of-objects": _array_from_state(
         _dtype("V8", (3, "|", (np.dtype("O"), (1,)), None, None, 8, 1, _CLEARED)), _POINTER

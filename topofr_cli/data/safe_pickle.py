@@ -61,7 +61,8 @@ _OBJECT_OVERHEAD = 64  # the smallest Python object plus its stack or memo slot,
 
 # The scalar types a `.bin` holds (uint8 pixels, bool flags, numeric labels). Object-ness is decided by
 # the type a dtype was built from, never by its pickled state: that state carries its own `hasobject`
-# flag, field table and item size, and a crafted one can clear the flag of an object dtype.
+# flag, field table and item size, and a crafted one can clear the flag of an object dtype (numpy
+# then follows a pointer taken from the file) or crash numpy while it is being restored.
 _PLAIN_TYPES = frozenset(
     {np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64}
     | {np.float16, np.float32, np.float64, np.complex64, np.complex128}
@@ -96,20 +97,44 @@ class _CheckedArray(np.ndarray):
         super().__setstate__((*state[:-4], shape, dtype, bool(fortran), raw))
 
 
+class DtypeSpec:
+    """What the pickle's `numpy.dtype(...)` call stands for, kept away from numpy.
+
+    numpy's `dtype.__setstate__` trusts its argument (a crafted field table or sub-array with an
+    item size of its choosing crashes the process inside numpy, before any check could run), so the
+    pickle never gets a real dtype to rebuild: it gets this record, whose `__setstate__` keeps only
+    the byte order, and `plain_dtype` makes the real dtype from the type name alone."""
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        self.byteorder = "="
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, tuple) or len(state) not in (8, 9) or state[0] not in (3, 4):
+            raise PickleRefused(f"asks for a dtype state {reprlib.repr(state)}")
+        byteorder, subarray, names, fields = state[1:5]
+        if subarray is not None or names is not None or fields is not None:
+            raise PickleRefused(f"asks for a {self.spec} dtype with fields or sub-arrays, not plain numbers")
+        if byteorder not in ("<", ">", "|", "="):
+            raise PickleRefused(f"asks for a dtype of byte order {reprlib.repr(byteorder)}")
+        self.byteorder = byteorder
+
+
 def plain_dtype(dtype: Any) -> np.dtype:
-    """The numeric dtype `dtype` stands for, rebuilt from its scalar type and byte order alone, or
-    PickleRefused: nothing in its pickled state (flags, fields, item size) reaches numpy."""
-    if not isinstance(dtype, np.dtype):
+    """The plain numeric dtype a `DtypeSpec` stands for, or PickleRefused: built from the type's
+    name and byte order alone, so nothing of the pickled state (flags, item size) reaches numpy."""
+    if not isinstance(dtype, DtypeSpec):
         raise PickleRefused(f"asks for an array type that is a {type(dtype).__name__}")
-    if dtype.type is np.object_:
+    try:
+        plain = np.dtype(dtype.spec)
+    except (TypeError, ValueError):
+        raise PickleRefused(f"asks for a dtype {reprlib.repr(dtype.spec)}") from None
+    if plain.type is np.object_:
         raise PickleRefused("asks for an array of Python objects")
-    if dtype.type not in _PLAIN_TYPES or dtype.fields is not None or dtype.subdtype is not None:
-        raise PickleRefused(f"asks for an array of {dtype.type.__name__}, not of plain numbers")
-    plain = np.dtype(dtype.type)
-    if dtype.byteorder in ("<", ">"):
+    if plain.type not in _PLAIN_TYPES:
+        raise PickleRefused(f"asks for an array of {plain.type.__name__}, not of plain numbers")
+    if dtype.byteorder in ("<", ">") and plain.itemsize > 1:
         plain = plain.newbyteorder(dtype.byteorder)
-    if dtype.itemsize != plain.itemsize or dtype.hasobject:
-        raise PickleRefused(f"asks for a {plain} array type whose state was altered")
     return plain
 
 
@@ -147,13 +172,11 @@ class _Unpickler(pickle.Unpickler):
             budget.charge(dtype.itemsize, "a numpy scalar")
             return _multiarray.scalar(dtype, data)
 
-        def make_dtype(spec: Any, *_: Any) -> np.dtype:
+        def make_dtype(spec: Any, *_: Any) -> DtypeSpec:
             if not isinstance(spec, str) or len(spec) > 16:
                 raise PickleRefused(f"asks for a dtype built from {reprlib.repr(spec)}")
             budget.charge(_OBJECT_OVERHEAD, "a dtype")
-            # always a private copy: numpy hands out one shared descriptor per builtin type, and
-            # the pickle's BUILD would otherwise rewrite uint8 for the whole process
-            return np.dtype(spec, False, True)
+            return DtypeSpec(spec)
 
         def encode(text: Any, codec: Any = "utf-8", *_: Any) -> bytes:
             if not isinstance(text, str) or codec not in ("latin1", "latin-1"):

@@ -238,6 +238,10 @@ def _build_loop(
     if checkpoint is not None:
         restore_scaler(checkpoint, parts.scaler)
     setup = _loop_setup(recipe, ctx, parts, step_fn, dataset, plan, bins)
+    if ctx.is_main:
+        for note in (setup.loader.note, single_identity_note(dataset, num_classes)):
+            if note:
+                progress.message("note", note)
     global_batch = recipe.data.batch_size * ctx.world_size
     banner = train_log.banner(
         recipe=recipe,
@@ -282,6 +286,16 @@ def _make_step(recipe: Recipe, parts: TrainingParts, ctx: D.DistContext) -> Trai
     )
     parts.scaler = step_fn.scaler
     return step_fn
+
+
+def single_identity_note(dataset: FaceDataset, num_classes: int) -> str | None:
+    """One identity gives the classifier one answer: the loss falls to 0 without learning a face."""
+    if num_classes > 1:
+        return None
+    return (
+        f"warning: {dataset.path}: {num_classes} identity; a face model learns to tell identities "
+        "apart, so training on one teaches it nothing (the loss goes to 0 whatever the embeddings)"
+    )
 
 
 def _loop_setup(

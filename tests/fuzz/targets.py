@@ -232,6 +232,8 @@ _OVERRIDE_KEYS = [
     "nope.key",
     "data.val_bins",
     "head.num_classes",
+    "data.num_workers",
+    "train.output",
 ]
 
 
@@ -374,6 +376,8 @@ TARGETS = {
         Target("image_modes", hostile.seed_bin_dtype, hostile.run_image_modes),
         Target("nonfinite_model", seed_checkpoint, hostile.run_nonfinite_model),
         Target("write_limit", seed_folder, hostile.run_write_limit),
+        Target("landmarks", hostile.seed_bin_dtype, hostile.run_landmarks),
+        Target("pairs_csv", hostile.seed_pairs_csv, hostile.run_pairs_csv),
     ]
 }
 

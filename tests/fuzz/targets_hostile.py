@@ -160,7 +160,7 @@ def run_image_modes(case: Path, rng: np.random.Generator) -> None:
     save = {}
     if rng.random() < 0.6:
         exif = Image.Exif()
-        exif[0x0112] = _pick(rng, [1, 2, 3, 4, 5, 6, 7, 8, 0, 9, 65535, 2**31])
+        exif[0x0112] = _pick(rng, [1, 2, 3, 4, 5, 6, 7, 8, 0, 9, 65535])
         save["exif"] = exif.tobytes()
     if mode == "P" and rng.random() < 0.5:
         save["transparency"] = int(rng.integers(0, 256))
@@ -215,7 +215,61 @@ def run_write_limit(case: Path, rng: np.random.Generator) -> None:
         assert left == [], f"staging left behind: {left}"
 
 
+_LANDMARK_SCALES = [1.0, 1.0, 1.0, 0.01, 1e3, 1e300, -1.0, float("nan"), float("inf")]
+
+
+def run_landmarks(case: Path, rng: np.random.Generator) -> None:
+    """Landmark CSVs and alignment; LandmarkError becomes the line `prepare folder` prints for it."""
+    from topofr_cli.data.align import LandmarkError
+    from topofr_cli.errors import TopofrError
+
+    try:
+        _landmarks(case, rng)
+    except LandmarkError as exc:
+        raise TopofrError(f"cannot align: {exc}") from None
+
+
+def _landmarks(case: Path, rng: np.random.Generator) -> None:
+    from topofr_cli.data.align import ARCFACE_TEMPLATE, align_face, read_landmarks
+
+    rgb = rng.integers(0, 256, (int(rng.integers(8, 160)), int(rng.integers(8, 160)), 3), dtype=np.uint8)
+    points = ARCFACE_TEMPLATE * _pick(rng, _LANDMARK_SCALES) + rng.normal(0, _pick(rng, [0, 5, 1e6]), (5, 2))
+    if rng.random() < 0.5:
+        align_face(rgb, points, size=_pick(rng, [112, 128]))
+        return
+    text = "path,x1,y1\n" + "ann/1.png," + ",".join(repr(float(v)) for v in points.reshape(-1)) + "\n"
+    encoding = _pick(rng, ["utf-8", "utf-8-sig", "utf-16", "latin-1", "utf-8"])
+    data = text.replace("ann", _pick(rng, ["ann", "caf\xe9", "/etc/ann", "../ann"])).encode(encoding, "replace")
+    if rng.random() < 0.3:
+        data = mutate_bytes(data, rng)
+    (case / "lm.csv").write_bytes(data)
+    for key, value in read_landmarks(case / "lm.csv", case).items():
+        assert value.shape == (5, 2) and np.isfinite(value).all(), key
+        align_face(rgb, value)
+
+
+def run_pairs_csv(case: Path, rng: np.random.Generator) -> None:
+    from topofr_cli.data.bins import build_bin
+
+    names = ["a.jpg", "b.jpg"] * 6 + ["../x.jpg", "/etc/hostname", "missing.jpg", "a.jpg\x00", "sub/../a.jpg"]
+    flags = ["1", "0"] * 4 + ["true", "maybe", "", "issame", "2"]
+    rows = [f"{_pick(rng, names)},{_pick(rng, names)},{_pick(rng, flags)}" for _ in range(int(rng.integers(1, 5)))]
+    data = ("\n".join(rows) + "\n").encode(_pick(rng, ["utf-8", "utf-8-sig", "latin-1"]), "replace")
+    if rng.random() < 0.3:
+        data = mutate_bytes(data, rng)
+    (case / "pairs.csv").write_bytes(data)
+    build_bin(case / "pairs.csv", case / "out.bin", progress=False)
+
+
+def seed_pairs_csv(folder: Path) -> None:
+    for i, name in enumerate(("a.jpg", "b.jpg")):
+        Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(folder / name, format="JPEG")
+
+
 __all__ = [
+    "run_landmarks",
+    "run_pairs_csv",
+    "seed_pairs_csv",
     "run_bin_dtype",
     "run_bin_memo",
     "run_image_modes",

@@ -64,7 +64,19 @@ def read_idx(idx_path: Path) -> tuple[np.ndarray, np.ndarray]:
     keys, offsets = table["key"].to_numpy(), table["offset"].to_numpy()
     if len(keys) == 0:
         raise TopofrError(f"{idx_path}: empty index")
+    _refuse_duplicate_keys(idx_path, keys)
     return keys, offsets
+
+
+def _refuse_duplicate_keys(idx_path: Path, keys: np.ndarray) -> None:
+    """A key listed twice points at two records: whichever a reader took, the other is lost unseen."""
+    order = np.argsort(keys, kind="stable")
+    repeated = np.flatnonzero(keys[order][1:] == keys[order][:-1])
+    if len(repeated):
+        first, second = sorted(order[repeated[0] : repeated[0] + 2])
+        raise TopofrError(
+            f"{idx_path} line {second + 1}: key {keys[second]} already listed on line {first + 1}"
+        )
 
 
 def _first_bad_idx_line(idx_path: Path) -> str:

@@ -90,7 +90,9 @@ _POINTER = struct.pack("<Q", 0x4141414141)
 
 CRAFTED = {
     # an object dtype whose state says it holds no objects: tolist() used to follow the pointer
-    "object-flag-cleared": _array_from_state(_dtype("O8", (3, "|", None, None, None, -1, -1, _CLEARED)), _POINTER),
+    "object-flag-cleared": _array_from_state(
+        _dtype("O8", (3, "|", None, None, None, -1, -1, _CLEARED)), _POINTER
+    ),
     "object-pointer-zero": _array_from_state(
         _dtype("O8", (3, "|", None, None, None, -1, -1, _CLEARED)), bytes(8)
     ),
@@ -209,7 +211,9 @@ def test_segfault_payload_through_the_cli_is_one_line(tmp_path):
 
     torch.save(create_backbone("mbf", 8).state_dict(), tmp_path / "backbone.pt")
     path = tmp_path / "evil.bin"
-    path.write_bytes(pickle.dumps(([np.zeros((2, 2, 3), np.uint8)] * 2, CRAFTED["object-flag-cleared"]), protocol=2))
+    path.write_bytes(
+        pickle.dumps(([np.zeros((2, 2, 3), np.uint8)] * 2, CRAFTED["object-flag-cleared"]), protocol=2)
+    )
     done = subprocess.run(
         [sys.executable, "-m", "topofr_cli", "eval", str(tmp_path / "backbone.pt"), "--bin", str(path)]
         + ["--out", str(tmp_path / "report"), "--device", "cpu", "--num-workers", "0"],
@@ -220,6 +224,9 @@ def test_segfault_payload_through_the_cli_is_one_line(tmp_path):
     )
     assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
     errors = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "evil.bin: refused to load: the pickle asks for an array of Python objects" in errors[0]
+    assert (
+        len(errors) == 1
+        and "evil.bin: refused to load: the pickle asks for an array of Python objects" in errors[0]
+    )
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "report").exists()

@@ -105,7 +105,9 @@ def test_prepare_folder_refuses_landmarks_times_1e300(tmp_path):
     _faces(tmp_path)
     rows = _csv_rows({"ann": GOOD, "ben": GOOD * 1e300})
     (tmp_path / "lm.csv").write_text("\n".join(rows) + "\n")
-    result = invoke("prepare", "folder", tmp_path / "faces", tmp_path / "out", "--landmarks", tmp_path / "lm.csv")
+    result = invoke(
+        "prepare", "folder", tmp_path / "faces", tmp_path / "out", "--landmarks", tmp_path / "lm.csv"
+    )
     one_error(result, "ben/1.png", "outside the 240 x 200 image")
     assert not (tmp_path / "out").exists()
 
@@ -121,7 +123,9 @@ def test_prepare_folder_refuses_landmarks_times_1e300(tmp_path):
 def test_landmarks_csv_encodings(tmp_path, encode, ok):
     _faces(tmp_path)
     (tmp_path / "lm.csv").write_bytes(encode("\n".join(_csv_rows({"ann": GOOD, "ben": GOOD})) + "\n"))
-    result = invoke("prepare", "folder", tmp_path / "faces", tmp_path / "out", "--landmarks", tmp_path / "lm.csv")
+    result = invoke(
+        "prepare", "folder", tmp_path / "faces", tmp_path / "out", "--landmarks", tmp_path / "lm.csv"
+    )
     if ok:
         assert result.exit_code == 0, result.output
     else:
@@ -143,8 +147,19 @@ def test_worker_clamp_says_what_it_did():
 
 def test_prepare_synthetic_with_1000_workers_uses_what_helps(tmp_path):
     result = invoke(
-        "prepare", "synthetic", tmp_path / "syn", "--identities", 3, "--images-per-identity", 2,
-        "--heldout-identities", 2, "--pairs", 20, "--workers", 1000,
+        "prepare",
+        "synthetic",
+        tmp_path / "syn",
+        "--identities",
+        3,
+        "--images-per-identity",
+        2,
+        "--heldout-identities",
+        2,
+        "--pairs",
+        20,
+        "--workers",
+        1000,
     )
     assert result.exit_code == 0, result.output
     cores = usable_cores()

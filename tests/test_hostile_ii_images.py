@@ -67,7 +67,12 @@ def test_float_tiff_is_scaled_by_its_range(values, expected):
 
 @pytest.mark.parametrize(
     ("value", "fragment"),
-    [(np.nan, "NaN or infinity"), (np.inf, "NaN or infinity"), (-1.0, "neither 0..1 nor 0..255"), (300.0, "300")],
+    [
+        (np.nan, "NaN or infinity"),
+        (np.inf, "NaN or infinity"),
+        (-1.0, "neither 0..1 nor 0..255"),
+        (300.0, "300"),
+    ],
 )
 def test_float_tiff_with_no_known_scale_is_refused(value, fragment):
     image = Image.fromarray(np.array([[0.0, value]], dtype=np.float32), mode="F")
@@ -156,5 +161,7 @@ def test_decompression_bomb_is_one_line_without_pil_warning(tmp_path):
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error: ")]
-    assert len(errors) == 1 and "bomb.png" in errors[0] and "larger than the limit" in errors[0], result.output
+    assert len(errors) == 1 and "bomb.png" in errors[0] and "larger than the limit" in errors[0], (
+        result.output
+    )
     assert "DecompressionBombWarning" not in result.output and "warn" not in result.output.lower()

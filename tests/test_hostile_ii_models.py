@@ -24,7 +24,9 @@ def forged_checkpoint(path, change):
     """A real checkpoint of an mbf backbone, changed by `change(payload)`, checksum recomputed (as a
     forger or a buggy tool would)."""
     backbone = create_backbone("mbf", 8).state_dict()
-    Checkpoint(network="mbf", embedding_size=8, num_classes=3, backbone=backbone, classifier=torch.ones(3, 8), step=2).write(path)
+    Checkpoint(
+        network="mbf", embedding_size=8, num_classes=3, backbone=backbone, classifier=torch.ones(3, 8), step=2
+    ).write(path)
     payload = torch.load(path, weights_only=True)
     del payload["checksum"]
     change(payload)
@@ -76,7 +78,17 @@ def test_nan_checkpoint_through_eval_is_one_line(tmp_path):
     images = [encode_jpeg(np.full((112, 112, 3), 10 * i, np.uint8)) for i in range(4)]
     write_bin(tmp_path / "pairs.bin", images, [True, False])
     result = CliRunner().invoke(
-        app, ["eval", str(path), "--bin", str(tmp_path / "pairs.bin"), "--out", str(tmp_path / "r"), "--device", "cpu"]
+        app,
+        [
+            "eval",
+            str(path),
+            "--bin",
+            str(tmp_path / "pairs.bin"),
+            "--out",
+            str(tmp_path / "r"),
+            "--device",
+            "cpu",
+        ],
     )
     assert result.exit_code == 2, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error: ")]

@@ -44,7 +44,10 @@ class _RecipeLoader(yaml.SafeLoader):
         # Python refuses to convert over 4,300 digits with a ValueError no YAML caller expects
         if len(str(node.value)) > MAX_INT_CHARS:
             raise yaml.constructor.ConstructorError(
-                None, None, f"an integer of {len(str(node.value))} characters (at most {MAX_INT_CHARS})", node.start_mark
+                None,
+                None,
+                f"an integer of {len(str(node.value))} characters (at most {MAX_INT_CHARS})",
+                node.start_mark,
             )
         return super().construct_yaml_int(node)
 

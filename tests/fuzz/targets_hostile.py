@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fuzz.mutate import INTERESTING_FLOATS, INTERESTING_INTS, mutate_bytes
+from fuzz.mutate import INTERESTING_FLOATS, mutate_bytes
 
 
 def _pick(rng: np.random.Generator, items: list) -> object:
@@ -55,7 +55,16 @@ def _dtype_state(rng: np.random.Generator) -> tuple:
     subarray = _pick(rng, [None, None, (np.dtype("O"), (1,)), (np.dtype("u1"), (4,))])
     elsize = _pick(rng, [-1, 0, 1, 8, 4096, 2**31 - 1])
     flags = int(rng.integers(0, 64)) if rng.random() < 0.5 else 0
-    return (3, _pick(rng, ["|", "<", ">", "="]), subarray, fields, table, elsize, _pick(rng, [-1, 1, 8]), flags)
+    return (
+        3,
+        _pick(rng, ["|", "<", ">", "="]),
+        subarray,
+        fields,
+        table,
+        elsize,
+        _pick(rng, [-1, 1, 8]),
+        flags,
+    )
 
 
 def seed_bin_dtype(folder: Path) -> None:
@@ -104,7 +113,11 @@ def run_bin_memo(case: Path, rng: np.random.Generator) -> None:
             b"cnumpy.core.multiarray\n_reconstruct\nq\x00cnumpy\nndarray\nq\x01"
             b"cnumpy\ndtype\nq\x02B" + struct.pack("<I", size) + b"\x00" * size + b"q\x03"
         )
-        item = b"h\x00(h\x01(K\x00tC\x01btR(K\x01(J" + struct.pack("<i", size) + b"th\x02(X\x02\x00\x00\x00u1\x89\x88tR\x89h\x03tb"
+        item = (
+            b"h\x00(h\x01(K\x00tC\x01btR(K\x01(J"
+            + struct.pack("<i", size)
+            + b"th\x02(X\x02\x00\x00\x00u1\x89\x88tR\x89h\x03tb"
+        )
     elif kind == 3:  # dtypes
         setup = b"cnumpy\ndtype\nq\x00"
         item = b"h\x00(X\x02\x00\x00\x00f8\x89\x88tR"
@@ -130,10 +143,16 @@ def _pixels(rng: np.random.Generator, mode: str, size: tuple[int, int]) -> Image
         values = rng.choice([0, 1, 255, 256, 65535, bound, -1 if mode == "I" else 0], size=(height, width))
         if mode == "I":
             return Image.fromarray(values.astype(np.int32), mode="I")
-        return Image.frombytes(mode, (width, height), values.astype("<u2" if mode == "I;16" else ">u2").tobytes())
+        return Image.frombytes(
+            mode, (width, height), values.astype("<u2" if mode == "I;16" else ">u2").tobytes()
+        )
     bands = len(Image.new(mode, (1, 1)).getbands())
     values = rng.integers(0, 256, size=(height, width, bands), dtype=np.uint8)
-    image = Image.frombytes(mode, (width, height), values.tobytes()) if mode != "1" else Image.new("1", (width, height))
+    image = (
+        Image.frombytes(mode, (width, height), values.tobytes())
+        if mode != "1"
+        else Image.new("1", (width, height))
+    )
     if mode == "P":
         image.putpalette(rng.integers(0, 256, 768, dtype=np.uint8).tobytes())
     return image
@@ -141,7 +160,11 @@ def _pixels(rng: np.random.Generator, mode: str, size: tuple[int, int]) -> Image
 
 def _saved(image: Image.Image, fmt: str, save: dict) -> bytes:
     """The image in `fmt`, else in TIFF, else as RGB PNG (not every format holds every mode or tag)."""
-    for form, options, picture in ((fmt, save, image), ("TIFF", save, image), ("PNG", {}, image.convert("RGB"))):
+    for form, options, picture in (
+        (fmt, save, image),
+        ("TIFF", save, image),
+        ("PNG", {}, image.convert("RGB")),
+    ):
         buffer = io.BytesIO()
         try:
             picture.save(buffer, format=form, **options)
@@ -239,7 +262,9 @@ def _landmarks(case: Path, rng: np.random.Generator) -> None:
         return
     text = "path,x1,y1\n" + "ann/1.png," + ",".join(repr(float(v)) for v in points.reshape(-1)) + "\n"
     encoding = _pick(rng, ["utf-8", "utf-8-sig", "utf-16", "latin-1", "utf-8"])
-    data = text.replace("ann", _pick(rng, ["ann", "caf\xe9", "/etc/ann", "../ann"])).encode(encoding, "replace")
+    data = text.replace("ann", _pick(rng, ["ann", "caf\xe9", "/etc/ann", "../ann"])).encode(
+        encoding, "replace"
+    )
     if rng.random() < 0.3:
         data = mutate_bytes(data, rng)
     (case / "lm.csv").write_bytes(data)
@@ -253,7 +278,9 @@ def run_pairs_csv(case: Path, rng: np.random.Generator) -> None:
 
     names = ["a.jpg", "b.jpg"] * 6 + ["../x.jpg", "/etc/hostname", "missing.jpg", "a.jpg\x00", "sub/../a.jpg"]
     flags = ["1", "0"] * 4 + ["true", "maybe", "", "issame", "2"]
-    rows = [f"{_pick(rng, names)},{_pick(rng, names)},{_pick(rng, flags)}" for _ in range(int(rng.integers(1, 5)))]
+    rows = [
+        f"{_pick(rng, names)},{_pick(rng, names)},{_pick(rng, flags)}" for _ in range(int(rng.integers(1, 5)))
+    ]
     data = ("\n".join(rows) + "\n").encode(_pick(rng, ["utf-8", "utf-8-sig", "latin-1"]), "replace")
     if rng.random() < 0.3:
         data = mutate_bytes(data, rng)

@@ -263,7 +263,9 @@ class Checkpoint:
         _check_counters(payload, path)
         if payload.get("version") is None:
             payload = _v1_to_v2(payload)
-        refuse_non_finite({group: payload.get(group) for group in ("backbone", "classifier", "objective")}, path)
+        refuse_non_finite(
+            {group: payload.get(group) for group in ("backbone", "classifier", "objective")}, path
+        )
         model = payload.get("model") or {}
         recipe = payload.get("recipe")
         return cls(

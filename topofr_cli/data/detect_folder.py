@@ -24,9 +24,9 @@ import numpy as np
 from topofr_cli.data.align import align_face, template_for
 from topofr_cli.data.detect import PICKS, FaceDetector, make_detector, pick_face
 from topofr_cli.data.folder import ImageFolderDataset
-from topofr_cli.data.workers import clamp_workers
 from topofr_cli.data.images import ImageDecodeError, decode_image, encode_jpeg
 from topofr_cli.data.packed import PackedDataset, PackedWriter
+from topofr_cli.data.workers import clamp_workers
 from topofr_cli.errors import TopofrError
 from topofr_cli.progress import Progress, resolve_progress, track
 

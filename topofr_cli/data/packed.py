@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from topofr_cli import __version__
-from topofr_cli.artifacts.atomic import os_errors_named, StagedDir, write_json
+from topofr_cli.artifacts.atomic import StagedDir, os_errors_named, write_json
 from topofr_cli.artifacts.outputs import DATASET, check_output
 from topofr_cli.data.dataset import FaceDataset
 from topofr_cli.data.images import ImageDecodeError, decode_image, image_size

@@ -23,8 +23,8 @@ from topofr_cli.data.bins import write_bin
 from topofr_cli.data.folds import NUM_FOLDS, kfold_splits
 from topofr_cli.data.packed import PackedWriter
 from topofr_cli.data.synthetic_nuisance import draw_nuisance
-from topofr_cli.data.workers import clamp_workers
 from topofr_cli.data.synthetic_render import Identity, draw_identity, encode_photos, render_pixels
+from topofr_cli.data.workers import clamp_workers
 from topofr_cli.errors import TopofrError
 from topofr_cli.progress import Progress, resolve_progress
 

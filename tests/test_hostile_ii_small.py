@@ -116,3 +116,11 @@ def test_one_identity_training_gets_a_warning():
 
     assert "1 identity" in single_identity_note(Data(), 1)
     assert single_identity_note(Data(), 2) is None
+
+
+def test_recordio_idx_number_over_python_digit_limit(tmp_path):
+    """Found by the issue-19 fuzz campaign: a 5,000-digit key escaped as int()'s ValueError."""
+    rec, idx = write_rec(tmp_path, [smooth_jpeg(i) for i in range(2)], [0, 1], header=False)
+    idx.write_text(idx.read_text() + "9" * 5000 + "\t0\n")
+    with pytest.raises(TopofrError, match=r"\.idx line 3: number out of range"):
+        RecordIODataset(tmp_path)

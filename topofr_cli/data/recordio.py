@@ -86,7 +86,8 @@ def _first_bad_idx_line(idx_path: Path) -> str:
             fields = line.split()
             if len(fields) != 2 or not all(f.lstrip("-").isdigit() and f.isascii() for f in fields):
                 return f"{idx_path} line {number}: expected 'key<TAB>offset', got {line.strip()[:80]!r}"
-            if any(abs(int(f)) > _INT64_MAX for f in fields):
+            # the length first: int() of over 4,300 digits raises a ValueError of its own
+            if any(len(f.lstrip("-")) > 19 or abs(int(f)) > _INT64_MAX for f in fields):
                 return f"{idx_path} line {number}: number out of range in {line.strip()[:80]!r}"
     return f"{idx_path}: unreadable index"
 

@@ -124,3 +124,19 @@ def test_recordio_idx_number_over_python_digit_limit(tmp_path):
     idx.write_text(idx.read_text() + "9" * 5000 + "\t0\n")
     with pytest.raises(TopofrError, match=r"\.idx line 3: number out of range"):
         RecordIODataset(tmp_path)
+
+
+def test_training_on_one_identity_warns_and_workers_are_clamped(
+    tmp_path, make_tiny_dataset, tiny_recipe_file
+):
+    from topofr_cli.data.workers import usable_cores
+
+    data = make_tiny_dataset(tmp_path / "one", classes=1, per_class=16, pairs=0)
+    recipe = tiny_recipe_file(tmp_path, data, tmp_path / "run")
+    result = invoke("train", recipe, "--set", "data.num_workers=1000", "--set", "schedule.max_steps=1")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "1 identity" in text and "teaches it nothing" in text
+    usable = min(2, usable_cores())  # 16 images in batches of 8
+    assert f"data.num_workers 1000: using {usable} worker" in text, text
+    assert "2 batches per epoch" in text

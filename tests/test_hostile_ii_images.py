@@ -165,3 +165,22 @@ def test_decompression_bomb_is_one_line_without_pil_warning(tmp_path):
         result.output
     )
     assert "DecompressionBombWarning" not in result.output and "warn" not in result.output.lower()
+
+
+def test_pil_log_records_do_not_reach_stderr(tmp_path):
+    """PIL logs 'More samples per pixel than can be decoded' before raising; with logging not set up
+    Python printed it to stderr ahead of the one error line."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "spp.tif"
+    path.write_bytes(encoded(Image.new("L", (4, 4)), "TIFF", tiffinfo={277: 1000}))
+    code = (
+        "import sys\nfrom topofr_cli.data.images import ImageDecodeError, decode_image\n"
+        "try:\n    decode_image(open(sys.argv[1], 'rb').read())\n"
+        "except ImageDecodeError as exc:\n    print('refused')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout == "refused\n" and done.stderr == "", (done.stdout, done.stderr)

@@ -7,6 +7,7 @@ bomb warning fires below PIL's own limit but above ours, so the refusal that fol
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 
 import numpy as np
@@ -14,6 +15,11 @@ from PIL import Image
 
 from topofr_cli.data.pixel_modes import exif_orientation, oriented_size, to_rgb8
 from topofr_cli.errors import TopofrError
+
+# PIL reports some refusals through `logging` as well as by raising (TIFF: "More samples per pixel than
+# can be decoded"); with no logging set up, Python prints them to stderr before our one line. A null
+# handler keeps them for whoever configures logging, and off the terminal otherwise.
+logging.getLogger("PIL").addHandler(logging.NullHandler())
 
 # Decoding allocates 3 bytes per pixel whatever the file's size: a small compressed file can claim
 # gigapixels. 64 Mpixels (an 8000 x 8000 photo, 192 MB decoded) is far above any face crop.

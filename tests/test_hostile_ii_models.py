@@ -121,3 +121,30 @@ def test_non_finite_embeddings_are_degenerate():
     assert degenerate is True and np.isnan(mean)
     emb[3, 2] = np.inf
     assert embedding_degeneracy(emb)[1] is True
+
+
+def test_onnx_model_with_a_nan_initializer_is_refused(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    def model(weight):
+        graph = helper.make_graph(
+            [
+                helper.make_node("Flatten", ["x"], ["flat"]),
+                helper.make_node("MatMul", ["flat", "w"], ["emb"]),
+            ],
+            "tiny",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 112, 112])],
+            [helper.make_tensor_value_info("emb", TensorProto.FLOAT, [None, 4])],
+            [numpy_helper.from_array(weight, "w")],
+        )
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    weight = np.full((3 * 112 * 112, 4), 0.01, np.float32)
+    onnx.save(model(weight), tmp_path / "ok.onnx")
+    assert load_model(tmp_path / "ok.onnx").embedding_size == 4
+    weight[5, 2] = np.nan
+    onnx.save(model(weight), tmp_path / "nan.onnx")
+    with pytest.raises(TopofrError, match=r"nan\.onnx: refused: weight 'w' holds non-finite values"):
+        load_model(tmp_path / "nan.onnx")

@@ -172,6 +172,11 @@ MULTIPLIERS = {
         RECONSTRUCT,
         100_000,
     ),
+    # few opcodes, large results: a 1 MB string encoded 20 times passes the opcode walk and is
+    # stopped by the charges of the calls themselves
+    "memoised-encode-few-calls": _memo_pickle(
+        b"h\x00(h\x01h\x02tR", ENCODE + _string(1 << 20) + b"q\x01" + LATIN1, 20
+    ),
     # 2 MB of one-byte EMPTY_LIST opcodes: 56-byte lists, 64x the file
     "empty-lists": b"\x80\x02(" + b"]" * 2_000_000 + b"l.",
 }
@@ -186,6 +191,8 @@ def test_allocation_multipliers_stop_at_a_budget_of_the_files_size(tmp_path, nam
     assert code == 2, lines
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"error: {path}: refused to load: the pickle asks for more memory than a file")
+    if name == "memoised-encode-few-calls":
+        assert lines[0].endswith("reached at _codecs.encode)"), lines
     # the budget is 4x the file plus 1 MiB; the file itself and transient buffers come on top
     assert peak < 10 + 6 * size_mb, (peak, size_mb)
 

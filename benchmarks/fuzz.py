@@ -1,13 +1,16 @@
 """Long fuzz run over every reader of user files (the CI-sized run is tests/fuzz/test_fuzz.py).
 
 Mutates valid seeds written by the project's own code (RecordIO, .bin, packed sets, images, image
-folders, recipes, checkpoints) and reads each result in a worker process under a per-input timeout
+folders, recipes, checkpoints), builds hostile inputs with intent (crafted numpy dtype states,
+allocation-multiplying pickles, every PIL pixel mode with EXIF orientations, models with non-finite
+weights, writes under a file-size limit, absurd landmarks, pairs CSVs; tests/fuzz/targets_hostile.py)
+and reads each result in a worker process under a per-input timeout
 and an address-space limit, then prints how many inputs gave a project error (the one-line
 message), were accepted, escaped as another exception (goal 0), hung, hit the memory limit or
 crashed the worker, and the worker's peak RSS.
 
-    nice -n 15 python benchmarks/fuzz.py --inputs 2000 --count folder=1000 --count packed=1500 \
-        --count checkpoint=300 --seed 1 --json fuzz.json
+    nice -n 10 python benchmarks/fuzz.py --inputs 1000 --count checkpoint=200 \
+        --count nonfinite_model=200 --seed 19 --json fuzz.json
     python benchmarks/fuzz.py --inputs 200 --targets recipe,bin --json fuzz.json
 """
 

@@ -297,11 +297,22 @@ def recipe_from_dict(tree: dict[str, Any], source: str = "<recipe>") -> Recipe:
     if not isinstance(tree, dict):  # e.g. a checkpoint's stored recipe, damaged
         raise TopofrError(f"{source}: a recipe must be a mapping of sections, got {_show(tree)}")
     recipe = _build(Recipe, tree, "", source)
+    _refuse_nul(recipe.to_dict(), source)
     if not is_device_name(recipe.train.device):
         raise TopofrError(
             f"{source}: key 'train.device' must be one of {DEVICE_NAMES}, got {_show(recipe.train.device)}"
         )
     return recipe
+
+
+def _refuse_nul(tree: dict[str, Any], source: str, prefix: str = "") -> None:
+    """A NUL character cannot be in a path or a name the OS accepts (os calls raise ValueError)."""
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            _refuse_nul(value, source, f"{prefix}{key}.")
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str) and "\x00" in text:
+                raise TopofrError(f"{source}: key '{prefix}{key}' contains a NUL character")
 
 
 def _check_values(recipe: Recipe) -> None:

@@ -26,6 +26,10 @@ _FLOAT_12 = re.compile(
 )
 
 
+# Python refuses to convert integers over 4,300 digits; stop below that with a line-numbered YAML error.
+MAX_INT_CHARS = 4000
+
+
 class _RecipeLoader(yaml.SafeLoader):
     yaml_implicit_resolvers = {
         first: [(tag, regexp) for tag, regexp in resolvers if tag != _FLOAT_TAG]
@@ -35,6 +39,17 @@ class _RecipeLoader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._depth = 0
+
+    def construct_yaml_int(self, node: Any) -> Any:
+        # Python refuses to convert over 4,300 digits with a ValueError no YAML caller expects
+        if len(str(node.value)) > MAX_INT_CHARS:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"an integer of {len(str(node.value))} characters (at most {MAX_INT_CHARS})",
+                node.start_mark,
+            )
+        return super().construct_yaml_int(node)
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         self._depth += 1
@@ -80,3 +95,6 @@ def describe(exc: yaml.YAMLError) -> str:
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
     mark = getattr(exc, "problem_mark", None)
     return f"line {mark.line + 1}: {problem}" if mark is not None else problem
+
+
+_RecipeLoader.add_constructor("tag:yaml.org,2002:int", _RecipeLoader.construct_yaml_int)

@@ -28,6 +28,8 @@ INTERESTING_INTS = [
 ]
 INTERESTING_FLOATS = [0.0, -0.0, float("nan"), float("inf"), float("-inf"), 3e38, -3e38, 1e-45, 2.0**31, 1e30]
 INTERESTING_TEXT = [
+    "9" * 5000,  # over Python's 4,300-digit int conversion limit
+    "a\x00b",
     "0",
     "-1",
     "1e309",

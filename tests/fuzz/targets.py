@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fuzz import targets_hostile as hostile
 from fuzz.mutate import INTERESTING_INTS, INTERESTING_TEXT, mutate_bytes, mutate_text
 from topofr_cli.recipes import PACKAGED_DIR
 
@@ -231,6 +232,8 @@ _OVERRIDE_KEYS = [
     "nope.key",
     "data.val_bins",
     "head.num_classes",
+    "data.num_workers",
+    "train.output",
 ]
 
 
@@ -367,6 +370,14 @@ TARGETS = {
         Target("folder", seed_folder, run_folder),
         Target("recipe", seed_recipe, run_recipe),
         Target("checkpoint", seed_checkpoint, run_checkpoint),
+        # issue 19: inputs built with intent (fuzz/targets_hostile.py)
+        Target("bin_dtype", hostile.seed_bin_dtype, hostile.run_bin_dtype),
+        Target("bin_memo", hostile.seed_bin_dtype, hostile.run_bin_memo),
+        Target("image_modes", hostile.seed_bin_dtype, hostile.run_image_modes),
+        Target("nonfinite_model", seed_checkpoint, hostile.run_nonfinite_model),
+        Target("write_limit", seed_folder, hostile.run_write_limit),
+        Target("landmarks", hostile.seed_bin_dtype, hostile.run_landmarks),
+        Target("pairs_csv", hostile.seed_pairs_csv, hostile.run_pairs_csv),
     ]
 }
 

@@ -17,6 +17,14 @@ CI_INPUTS = {
     "folder": 60,
     "recipe": 200,
     "checkpoint": 30,
+    # issue 19's generators (fuzz/targets_hostile.py)
+    "bin_dtype": 60,
+    "bin_memo": 20,
+    "image_modes": 100,
+    "nonfinite_model": 10,
+    "write_limit": 30,
+    "landmarks": 60,
+    "pairs_csv": 60,
 }
 
 

@@ -37,6 +37,30 @@ def is_temporary_name(name: str) -> bool:
     return _TEMPORARY.match(name) is not None
 
 
+def _is_torch_write_failure(exc: RuntimeError) -> bool:
+    # torch.save reports a failed write (disk full, file-size limit) as a RuntimeError from its zip writer
+    text = str(exc)
+    return "PytorchStreamWriter" in text or "inline_container" in text
+
+
+@contextmanager
+def os_errors_named(path: str | Path) -> Iterator[None]:
+    """Turn an OS error while writing (disk full, file-size limit, permission) into one TopofrError
+    line naming the file: most of them (a failed `write`) carry no file name of their own."""
+    try:
+        yield
+    except TopofrError:
+        raise
+    except OSError as exc:
+        raise TopofrError(f"{exc.filename or path}: cannot write ({exc.strerror or exc})") from None
+    except RuntimeError as exc:
+        if not _is_torch_write_failure(exc):
+            raise
+        raise TopofrError(
+            f"{path}: cannot write (the write failed: is the disk full or a file-size limit reached?)"
+        ) from None
+
+
 def _fsync_file(path: Path) -> None:
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
@@ -48,22 +72,25 @@ def atomic_path(path: str | Path, *, durable: bool = False) -> Iterator[Path]:
 
     The sibling exists (empty) when yielded, so writers that open by name (`np.save`, parquet,
     `savefig`, the ONNX exporter) simply overwrite it. On an exception it is deleted and `path` is
-    untouched. `durable` flushes the bytes to disk before the rename (checkpoints).
+    untouched. `durable` flushes the bytes to disk before the rename (checkpoints). An OS error
+    while writing is one TopofrError line naming `path`.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        tmp = path.with_name(_sibling_name(path, "tmp"))
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            break
-        except FileExistsError:  # astronomically unlikely; draw another name
-            continue
+    with os_errors_named(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            tmp = path.with_name(_sibling_name(path, "tmp"))
+            try:
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+                break
+            except FileExistsError:  # astronomically unlikely; draw another name
+                continue
     try:
-        yield tmp
-        if durable:
-            _fsync_file(tmp)
-        os.replace(tmp, path)
+        with os_errors_named(path):
+            yield tmp
+            if durable:
+                _fsync_file(tmp)
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -119,26 +146,33 @@ class StagedDir:
     def __init__(self, target: str | Path, *, merge: bool = False) -> None:
         self.target = Path(target)
         self.merge = merge
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            self.path = self.target.with_name(_sibling_name(self.target, "staging"))
-            try:
-                self.path.mkdir()  # fails if the name exists: nobody else owns this folder
-                break
-            except FileExistsError:
-                continue
+        with os_errors_named(self.target):
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            while True:
+                self.path = self.target.with_name(_sibling_name(self.target, "staging"))
+                try:
+                    self.path.mkdir()  # fails if the name exists: nobody else owns this folder
+                    break
+                except FileExistsError:
+                    continue
         self._open = True
 
     def __enter__(self) -> Path:
         return self.path
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None and self._open:
-            self.commit()
-        self.discard()
+        try:
+            if exc_type is None and self._open:
+                self.commit()
+        finally:
+            self.discard()
 
     def commit(self, *, replace: bool = True) -> Path:
         """Move the staged folder onto the target; `replace=False` refuses an existing target."""
+        with os_errors_named(self.target):
+            return self._commit(replace)
+
+    def _commit(self, replace: bool) -> Path:
         if self.merge:
             self.target.mkdir(exist_ok=True)
             for item in sorted(self.path.iterdir()):

@@ -62,8 +62,46 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """The line of an exception that says what is wrong. torch's refusals open with advice to retry
+    with `weights_only=False`, which would run the file's code: those lines are never shown."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    said = [line for line in lines if not _TORCH_ADVICE.search(line)]
+    if said:
+        return said[0]
+    return "it asks for objects a weights-only load forbids" if lines else type(exc).__name__
+
+
+_TORCH_ADVICE = re.compile(r"weights_only|trusted source|documentation of torch\.load", re.IGNORECASE)
+
+
+def first_non_finite(tensors: Any, prefix: str = "") -> str | None:
+    """Dotted name of the first floating tensor holding a NaN or an infinity, searching nested
+    mappings and sequences; None when every one is finite."""
+    if isinstance(tensors, torch.Tensor):
+        finite = not tensors.is_floating_point() or bool(tensors.isfinite().all())
+        return None if finite else prefix
+    if isinstance(tensors, dict):
+        items = tensors.items()
+    elif isinstance(tensors, (list, tuple)):
+        items = enumerate(tensors)
+    else:
+        return None
+    for key, value in items:
+        found = first_non_finite(value, f"{prefix}.{key}" if prefix else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def refuse_non_finite(tensors: Any, path: Path) -> None:
+    """TopofrError naming the file and the first non-finite tensor: a model with NaN or infinite
+    weights gives meaningless embeddings (and numbers that look like results)."""
+    name = first_non_finite(tensors)
+    if name is not None:
+        raise TopofrError(
+            f"{path}: refused: weight '{name}' holds non-finite values (NaN or infinity); "
+            "such a model cannot give meaningful results"
+        )
 
 
 def load_weights_file(path: str | Path, *, mmap: bool = False) -> Any:
@@ -105,13 +143,6 @@ def _verify_checksum(payload: dict[str, Any], path: Path) -> dict[str, Any]:
             f"{path}: damaged checkpoint (its content does not match the {ALGORITHM} checksum stored in it)"
         )
     return content
-
-
-def _first_non_finite(tensors: dict[str, Any]) -> str | None:
-    for name, value in tensors.items():
-        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(value.isfinite().all()):
-            return name
-    return None
 
 
 def _v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
@@ -204,7 +235,7 @@ class Checkpoint:
             "classifier": {"": self.classifier},
         }
         for group, tensors in groups.items():
-            name = _first_non_finite(tensors)
+            name = first_non_finite(tensors)
             if name is not None:
                 where = f"{group}.{name}" if name else group
                 raise TopofrError(
@@ -229,8 +260,12 @@ class Checkpoint:
             )
         ):
             raise TopofrError(f"{path}: key 'latent_scale' is not a number")
+        _check_counters(payload, path)
         if payload.get("version") is None:
             payload = _v1_to_v2(payload)
+        refuse_non_finite(
+            {group: payload.get(group) for group in ("backbone", "classifier", "objective")}, path
+        )
         model = payload.get("model") or {}
         recipe = payload.get("recipe")
         return cls(
@@ -282,6 +317,21 @@ class Checkpoint:
             raise TopofrError(
                 f"{self.path}: checkpoint has no 'training' state (weights only), cannot resume"
             )
+
+
+def _check_counters(payload: dict[str, Any], path: Path) -> None:
+    """`version` (absent in version 1) and `step`/`epoch` must be what topofr writes: a forged step
+    of -5 or 1e300 would otherwise name checkpoint files and schedule the learning rate."""
+    version = payload.get("version")
+    if version is not None and not (type(version) is int and 2 <= version <= CHECKPOINT_VERSION):
+        raise TopofrError(
+            f"{path}: checkpoint 'version' is {str(version)[:40]!r}; this topofr reads version "
+            f"{CHECKPOINT_VERSION} and files without one (a newer file needs a newer topofr)"
+        )
+    for key in ("step", "epoch"):
+        value = payload.get(key)
+        if value is not None and not (type(value) is int and 0 <= value < 1 << 62):
+            raise TopofrError(f"{path}: checkpoint '{key}' is {str(value)[:40]!r}, expected a count >= 0")
 
 
 def is_checkpoint_payload(payload: Any) -> bool:

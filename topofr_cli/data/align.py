@@ -135,9 +135,58 @@ def alignment_matrix(landmarks: np.ndarray, size: int = 112) -> np.ndarray:
     return estimate_similarity(np.asarray(landmarks, dtype=np.float64).reshape(5, 2), template_for(size))
 
 
+class LandmarkError(ValueError):
+    """Landmarks that cannot place a face in this image, or a crop that holds no face; says which."""
+
+
+# Landmarks may lie a little outside the photo (a face cut by its edge) but not further than this
+# fraction of the photo's larger side: beyond it they belong to another image or are garbage.
+LANDMARK_MARGIN = 0.25
+# Five points closer together than this (pixels) cannot give a face: the crop would enlarge a blur.
+MIN_LANDMARK_SPREAD = 2.0
+# An aligned crop whose pixels vary less than this (standard deviation, 0-255) shows no face.
+NEAR_CONSTANT_STD = 2.0
+
+
+def check_landmarks(landmarks: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The landmarks as float64 [5, 2] once they are finite, lie in or near the `height` x `width`
+    image and are spread apart; LandmarkError saying what is wrong otherwise."""
+    points = np.asarray(landmarks, dtype=np.float64)
+    if points.size != 10:
+        raise LandmarkError(f"expected 5 landmarks (10 numbers), got {points.size}")
+    points = points.reshape(5, 2)
+    if not np.isfinite(points).all():
+        raise LandmarkError("landmarks are not finite numbers")
+    margin = LANDMARK_MARGIN * max(height, width)
+    low, high = points.min(axis=0), points.max(axis=0)
+    if low.min() < -margin or high[0] > width + margin or high[1] > height + margin:
+        raise LandmarkError(
+            f"landmarks span x {low[0]:.4g}..{high[0]:.4g}, y {low[1]:.4g}..{high[1]:.4g}, "
+            f"outside the {width} x {height} image"
+        )
+    spread = float(np.max(high - low))
+    if spread < MIN_LANDMARK_SPREAD:
+        raise LandmarkError(f"landmarks lie within {spread:.3g} pixels of each other")
+    return points
+
+
+def is_near_constant(crop: np.ndarray) -> bool:
+    """Whether an aligned crop is (nearly) one colour: landmarks that missed the face."""
+    return float(np.asarray(crop, dtype=np.float32).std()) < NEAR_CONSTANT_STD
+
+
 def align_face(rgb: np.ndarray, landmarks: np.ndarray, size: int = 112, backend: str = "auto") -> np.ndarray:
-    """Map the 5 landmarks (eyes, nose, mouth corners; [5, 2] x, y) onto the template; size x size RGB."""
-    return warp_affine(rgb, alignment_matrix(landmarks, size), size, size, backend=backend)
+    """Map the 5 landmarks (eyes, nose, mouth corners; [5, 2] x, y) onto the template; size x size RGB.
+
+    LandmarkError (a ValueError) for landmarks far outside the image, not finite or all in one spot,
+    and for a crop that comes out (nearly) one colour while the photo is not."""
+    points = check_landmarks(landmarks, rgb.shape[0], rgb.shape[1])
+    crop = warp_affine(rgb, alignment_matrix(points, size), size, size, backend=backend)
+    if is_near_constant(crop) and not is_near_constant(rgb):
+        raise LandmarkError(
+            f"the aligned crop is nearly one colour (pixel spread {crop.std():.2f}); the landmarks miss the face"
+        )
+    return crop
 
 
 def read_landmarks(csv_path: str | Path, root: str | Path) -> dict[str, np.ndarray]:
@@ -147,35 +196,45 @@ def read_landmarks(csv_path: str | Path, root: str | Path) -> dict[str, np.ndarr
     numbers is taken as a header.
     """
     csv_path, root = Path(csv_path), Path(root)
+    try:
+        # utf-8-sig: spreadsheet programs start CSVs with a byte-order mark
+        lines = csv_path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise TopofrError(f"{csv_path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise TopofrError(f"{csv_path}: cannot read ({exc.strerror or exc})") from None
+    return _landmark_rows(csv_path, root, lines)
+
+
+def _landmark_rows(csv_path: Path, root: Path, lines: list[str]) -> dict[str, np.ndarray]:
     landmarks: dict[str, np.ndarray] = {}
-    with open(csv_path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            fields = [f for f in re.split(r"[,\s]+", line.strip()) if f]
+    for number, line in enumerate(lines, start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        fields = [f for f in re.split(r"[,\s]+", line.strip()) if f]
+        try:
+            values = [float(f) for f in fields[1:]]
+        except ValueError:
+            if number == 1:
+                continue  # header
+            raise TopofrError(f"{csv_path} line {number}: coordinates must be numbers") from None
+        if len(values) != 10:
+            raise TopofrError(
+                f"{csv_path} line {number}: expected a path and 10 coordinates "
+                f"(x1 y1 ... x5 y5), got {len(values)}"
+            )
+        if not np.all(np.isfinite(values)):
+            raise TopofrError(f"{csv_path} line {number}: coordinates must be finite")
+        path = Path(fields[0])
+        if path.is_absolute():
             try:
-                values = [float(f) for f in fields[1:]]
+                path = path.relative_to(root)
             except ValueError:
-                if number == 1:
-                    continue  # header
-                raise TopofrError(f"{csv_path} line {number}: coordinates must be numbers") from None
-            if len(values) != 10:
-                raise TopofrError(
-                    f"{csv_path} line {number}: expected a path and 10 coordinates "
-                    f"(x1 y1 ... x5 y5), got {len(values)}"
-                )
-            if not np.all(np.isfinite(values)):
-                raise TopofrError(f"{csv_path} line {number}: coordinates must be finite")
-            path = Path(fields[0])
-            if path.is_absolute():
-                try:
-                    path = path.relative_to(root)
-                except ValueError:
-                    raise TopofrError(f"{csv_path} line {number}: {path} is not inside {root}") from None
-            key = path.as_posix()
-            if key in landmarks:
-                raise TopofrError(f"{csv_path} line {number}: second row for {key}")
-            landmarks[key] = np.asarray(values, dtype=np.float64).reshape(5, 2)
+                raise TopofrError(f"{csv_path} line {number}: {path} is not inside {root}") from None
+        key = path.as_posix()
+        if key in landmarks:
+            raise TopofrError(f"{csv_path} line {number}: second row for {key}")
+        landmarks[key] = np.asarray(values, dtype=np.float64).reshape(5, 2)
     if not landmarks:
         raise TopofrError(f"{csv_path}: no landmark rows")
     return landmarks

@@ -147,8 +147,8 @@ def _pairs_row(
         )
     flag = fields[2].lower()
     if flag not in _TRUE | _FALSE:
-        if number == 1:
-            return None  # header
+        if number == 1 and not any((root / name).is_file() for name in fields[:2] if "\x00" not in name):
+            return None  # a header: its first fields name no image (a data row with a bad flag does)
         raise TopofrError(f"{csv_path} line {number}: issame must be 1/0/true/false, got {fields[2][:40]!r}")
     images = []
     for name in fields[:2]:

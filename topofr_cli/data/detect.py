@@ -116,9 +116,11 @@ def align_faces(
     """Detect, pick and align one face per photo.
 
     Returns (crops uint8 [N, size, size, 3], landmarks float64 [N, 5, 2] in photo pixels). A photo
-    without a face gives a black crop and NaN landmarks, so rows stay aligned with the input.
+    without a face, or whose detected landmarks cannot place one (`align.LandmarkError`: far outside
+    the photo, not finite, a one-colour crop), gives a black crop and NaN landmarks, so rows stay
+    aligned with the input.
     """
-    from topofr_cli.data.align import align_face
+    from topofr_cli.data.align import LandmarkError, align_face
 
     if isinstance(detector, str):
         detector = make_detector(detector)
@@ -131,7 +133,12 @@ def align_faces(
             landmarks.append(np.full((5, 2), np.nan))
             continue
         face = faces[pick_face(faces, rgb.shape[0], rgb.shape[1], pick)]
-        crops.append(align_face(rgb, face.landmarks, size=size))
+        try:
+            crops.append(align_face(rgb, face.landmarks, size=size))
+        except LandmarkError:
+            crops.append(np.zeros((size, size, 3), dtype=np.uint8))
+            landmarks.append(np.full((5, 2), np.nan))
+            continue
         landmarks.append(face.landmarks)
     if not crops:
         return np.zeros((0, size, size, 3), dtype=np.uint8), np.zeros((0, 5, 2))

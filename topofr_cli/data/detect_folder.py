@@ -26,6 +26,7 @@ from topofr_cli.data.detect import PICKS, FaceDetector, make_detector, pick_face
 from topofr_cli.data.folder import ImageFolderDataset
 from topofr_cli.data.images import ImageDecodeError, decode_image, encode_jpeg
 from topofr_cli.data.packed import PackedDataset, PackedWriter
+from topofr_cli.data.workers import clamp_workers
 from topofr_cli.errors import TopofrError
 from topofr_cli.progress import Progress, resolve_progress, track
 
@@ -149,7 +150,10 @@ def pack_detected_folder(
     dataset = ImageFolderDataset(source)
     built = make_detector(detector)  # fails here, before any work, when a package is missing
     report = DetectPackReport(out_dir=Path(out_dir), num_images=0, num_classes=dataset.num_classes)
-    outcomes = _outcomes(dataset.keys, min(workers, len(dataset)), (detector, str(source), pick, size), built)
+    workers, note = clamp_workers(workers, len(dataset), "--workers")
+    if note:
+        resolve_progress(progress).message("note", note)
+    outcomes = _outcomes(dataset.keys, workers, (detector, str(source), pick, size), built)
     with PackedWriter(out_dir, source=str(source), overwrite=overwrite) as writer:
         with open(writer.tmp_dir / DETECTIONS_FILE, "w", newline="", encoding="utf-8") as handle:
             table = csv.writer(handle)

@@ -31,12 +31,15 @@ def list_image_folder(root: Path) -> tuple[list[str], list[str], np.ndarray]:
         raise TopofrError(f"{root}: no identity sub-folders (expected root/<identity>/<image>)")
     keys: list[str] = []
     labels: list[int] = []
+    inside = _InsideCheck(root)
     for label, identity in enumerate(identities):
         files = sorted(
             p
             for p in (root / identity).rglob("*")
             if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith(".")
         )
+        for file in files:
+            inside.check(file)
         keys.extend(p.relative_to(root).as_posix() for p in files)
         labels.extend([label] * len(files))
     if not keys:
@@ -44,6 +47,29 @@ def list_image_folder(root: Path) -> tuple[list[str], list[str], np.ndarray]:
             f"{root}: no images in its identity sub-folders (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
         )
     return identities, keys, np.asarray(labels, dtype=np.int64)
+
+
+class _InsideCheck:
+    """Refuse an image reached through a symlink that leaves the folder: packing copies the bytes
+    into the dataset, so a link to ~/.ssh/id_rsa named x.jpg would otherwise carry it out (pairs
+    CSVs refuse the same). Folders are resolved once each; files only when they are links."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.real_root = root.resolve()
+        self._real_dirs: dict[Path, bool] = {}
+
+    def check(self, file: Path) -> None:
+        if file.parent not in self._real_dirs:
+            self._real_dirs[file.parent] = file.parent.resolve().is_relative_to(self.real_root)
+        if self._real_dirs[file.parent] and not (
+            file.is_symlink() and not file.resolve().is_relative_to(self.real_root)
+        ):
+            return
+        raise TopofrError(
+            f"{file}: a symbolic link to {file.resolve()}, outside {self.root} (images are read only "
+            "from inside the folder)"
+        )
 
 
 class ImageFolderDataset:

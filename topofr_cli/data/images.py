@@ -1,13 +1,25 @@
-"""Image decoding and encoding: encoded bytes (JPEG/PNG/...) <-> uint8 RGB arrays."""
+"""Image decoding and encoding: encoded bytes (JPEG/PNG/...) <-> uint8 RGB arrays.
+
+Decoding gives the picture as it was meant to look (`pixel_modes`: 16-bit and float scaled, EXIF
+orientation applied) or an ImageDecodeError; PIL's warnings never reach the user (its decompression
+bomb warning fires below PIL's own limit but above ours, so the refusal that follows says it all)."""
 
 from __future__ import annotations
 
 import io
+import logging
+import warnings
 
 import numpy as np
 from PIL import Image
 
+from topofr_cli.data.pixel_modes import exif_orientation, oriented_size, to_rgb8
 from topofr_cli.errors import TopofrError
+
+# PIL reports some refusals through `logging` as well as by raising (TIFF: "More samples per pixel than
+# can be decoded"); with no logging set up, Python prints them to stderr before our one line. A null
+# handler keeps them for whoever configures logging, and off the terminal otherwise.
+logging.getLogger("PIL").addHandler(logging.NullHandler())
 
 # Decoding allocates 3 bytes per pixel whatever the file's size: a small compressed file can claim
 # gigapixels. 64 Mpixels (an 8000 x 8000 photo, 192 MB decoded) is far above any face crop.
@@ -35,16 +47,17 @@ def decode_image(data: bytes | bytearray | memoryview | np.ndarray) -> np.ndarra
             raise ImageDecodeError(f"image array has shape {data.shape}, expected [H, W, 3] or encoded bytes")
         data = data.tobytes()
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            _check_pixels(image.size)
-            # load() forces the full decode, so a truncated JPEG fails here and not later.
-            image.load()
-            # convert() copies even when already RGB; skipping it saves ~25% of a 112x112 decode.
-            rgb = image if image.mode == "RGB" else image.convert("RGB")
-            # np.array copies into a writable array (torch.from_numpy warns on read-only ones).
-            return np.array(rgb, dtype=np.uint8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as image:
+                _check_pixels(image.size)
+                # load() forces the full decode, so a truncated JPEG fails here and not later.
+                image.load()
+                return to_rgb8(image)
     except ImageDecodeError:
         raise
+    except TopofrError as exc:
+        raise ImageDecodeError(str(exc)) from None
     except Image.DecompressionBombError:
         raise ImageDecodeError(f"image larger than the limit of {MAX_IMAGE_PIXELS} pixels") from None
     except Exception as exc:  # noqa: BLE001 - PIL's format plugins raise many types on malformed bytes
@@ -60,15 +73,22 @@ def _check_pixels(size: tuple[int, int]) -> None:
 
 
 def image_size(data: bytes) -> tuple[int, int]:
-    """(height, width) from the image header only (no pixel decode)."""
+    """(height, width) of the decoded, EXIF-oriented image, from the header only (no pixel decode)."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as image:
+                _check_pixels(image.size)
+                if exif_orientation(image) != 1:
+                    # some plugins (TIFF) turn the picture themselves while loading: ask afterwards
+                    image.load()
+                width, height = oriented_size(*image.size, exif_orientation(image))
+    except ImageDecodeError:
+        raise
     except Image.DecompressionBombError:
         raise ImageDecodeError(f"image larger than the limit of {MAX_IMAGE_PIXELS} pixels") from None
     except Exception as exc:  # noqa: BLE001 - as in decode_image
         raise ImageDecodeError(f"not a decodable image ({type(exc).__name__}: {exc})") from None
-    _check_pixels((width, height))
     return height, width
 
 

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from topofr_cli.data.dataset import FaceDataset
+from topofr_cli.data.workers import clamp_workers, loader_jobs
 from topofr_cli.errors import TopofrError
 
 
@@ -174,8 +175,12 @@ def make_train_loader(
 ) -> FaceLoader:
     """Shuffled, epoch-seeded, rank-sharded loader of `(uint8 [B, 3, H, W], int64 [B])`.
 
-    `loader.sampler` is the EpochBatchSampler (`set_epoch`, `set_start_batch`).
+    `loader.sampler` is the EpochBatchSampler (`set_epoch`, `set_start_batch`). `num_workers` is
+    capped at the batches of one epoch and the CPU cores (`workers.clamp_workers`); `loader.note`
+    says so when it bites (None otherwise).
     """
+    batches = loader_jobs(len(dataset) // max(1, world_size), batch_size)
+    num_workers, note = clamp_workers(num_workers, batches, "data.num_workers", "batches per epoch")
     batch_sampler = EpochBatchSampler(
         len(dataset), batch_size, seed=seed, rank=rank, world_size=world_size, drop_last=drop_last
     )
@@ -189,6 +194,7 @@ def make_train_loader(
     )
     # DataLoader.sampler is its internal SequentialSampler when a batch_sampler is given; expose ours.
     loader.__dict__["sampler"] = batch_sampler
+    loader.note = note
     return loader
 
 

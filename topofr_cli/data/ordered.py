@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from topofr_cli.data.dataset import FaceDataset
 from topofr_cli.data.images import resize_rgb
+from topofr_cli.data.workers import clamp_workers, loader_jobs
 from topofr_cli.errors import TopofrError
 
 MODEL_INPUT_SIZE = 112
@@ -68,7 +69,9 @@ def ordered_batches(
     num_workers: int = 0,
     on_images: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(uint8 [B, 3, size, size], int64 indices [B]) in index order; the first bad image raises its error."""
+    """(uint8 [B, 3, size, size], int64 indices [B]) in index order; the first bad image raises its error.
+    Workers beyond the batches or the CPU cores are not started (`workers.clamp_workers`)."""
+    num_workers, _ = clamp_workers(num_workers, loader_jobs(len(images), batch_size), "--workers")
     loader = DataLoader(
         images,
         batch_size=batch_size,

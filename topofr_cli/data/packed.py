@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from topofr_cli import __version__
-from topofr_cli.artifacts.atomic import StagedDir, write_json
+from topofr_cli.artifacts.atomic import StagedDir, os_errors_named, write_json
 from topofr_cli.artifacts.outputs import DATASET, check_output
 from topofr_cli.data.dataset import FaceDataset
 from topofr_cli.data.images import ImageDecodeError, decode_image, image_size
@@ -97,12 +97,8 @@ class PackedWriter:
             self._sizes.add(image_size(encoded))
         except ImageDecodeError as exc:
             raise TopofrError(f"{self.source}: {key}: {exc}") from None
-        if self._shard_used > 0 and self._shard_used + len(encoded) > self.shard_bytes:
-            self._shard_file.close()
-            self._shard_number += 1
-            self._shard_file = open(self.tmp_dir / shard_name(self._shard_number), "wb")  # noqa: SIM115
-            self._shard_used = 0
-        self._shard_file.write(encoded)
+        with os_errors_named(self.out_dir):
+            self._write_shard(encoded)
         self._shards.append(self._shard_number)
         self._offsets.append(self._shard_used)
         self._lengths.append(len(encoded))
@@ -110,8 +106,20 @@ class PackedWriter:
         self._keys.append(key)
         self._shard_used += len(encoded)
 
+    def _write_shard(self, encoded: bytes) -> None:
+        if self._shard_used > 0 and self._shard_used + len(encoded) > self.shard_bytes:
+            self._shard_file.close()
+            self._shard_number += 1
+            self._shard_file = open(self.tmp_dir / shard_name(self._shard_number), "wb")  # noqa: SIM115
+            self._shard_used = 0
+        self._shard_file.write(encoded)
+
     def finish(self, extra_meta: dict[str, Any] | None = None) -> Path:
         """Write index and meta.json, then rename the temp directory onto `out_dir`."""
+        with os_errors_named(self.out_dir):
+            return self._finish(extra_meta)
+
+    def _finish(self, extra_meta: dict[str, Any] | None) -> Path:
         self._shard_file.close()
         if not self._labels:
             raise TopofrError(f"{self.source}: no images to pack")
@@ -151,8 +159,11 @@ class PackedWriter:
         return self.out_dir
 
     def abort(self) -> None:
-        """Drop everything written so far."""
-        self._shard_file.close()
+        """Drop everything written so far; never raises again (a full disk fails the close as well)."""
+        try:
+            self._shard_file.close()
+        except OSError:
+            pass  # the error that led here is the one to report
         self._staged.discard()
         self._finished = True
 

@@ -64,7 +64,19 @@ def read_idx(idx_path: Path) -> tuple[np.ndarray, np.ndarray]:
     keys, offsets = table["key"].to_numpy(), table["offset"].to_numpy()
     if len(keys) == 0:
         raise TopofrError(f"{idx_path}: empty index")
+    _refuse_duplicate_keys(idx_path, keys)
     return keys, offsets
+
+
+def _refuse_duplicate_keys(idx_path: Path, keys: np.ndarray) -> None:
+    """A key listed twice points at two records: whichever a reader took, the other is lost unseen."""
+    order = np.argsort(keys, kind="stable")
+    repeated = np.flatnonzero(keys[order][1:] == keys[order][:-1])
+    if len(repeated):
+        first, second = sorted(order[repeated[0] : repeated[0] + 2])
+        raise TopofrError(
+            f"{idx_path} line {second + 1}: key {keys[second]} already listed on line {first + 1}"
+        )
 
 
 def _first_bad_idx_line(idx_path: Path) -> str:
@@ -74,7 +86,8 @@ def _first_bad_idx_line(idx_path: Path) -> str:
             fields = line.split()
             if len(fields) != 2 or not all(f.lstrip("-").isdigit() and f.isascii() for f in fields):
                 return f"{idx_path} line {number}: expected 'key<TAB>offset', got {line.strip()[:80]!r}"
-            if any(abs(int(f)) > _INT64_MAX for f in fields):
+            # the length first: int() of over 4,300 digits raises a ValueError of its own
+            if any(len(f.lstrip("-")) > 19 or abs(int(f)) > _INT64_MAX for f in fields):
                 return f"{idx_path} line {number}: number out of range in {line.strip()[:80]!r}"
     return f"{idx_path}: unreadable index"
 

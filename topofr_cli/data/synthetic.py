@@ -24,6 +24,7 @@ from topofr_cli.data.folds import NUM_FOLDS, kfold_splits
 from topofr_cli.data.packed import PackedWriter
 from topofr_cli.data.synthetic_nuisance import draw_nuisance
 from topofr_cli.data.synthetic_render import Identity, draw_identity, encode_photos, render_pixels
+from topofr_cli.data.workers import clamp_workers
 from topofr_cli.errors import TopofrError
 from topofr_cli.progress import Progress, resolve_progress
 
@@ -166,6 +167,10 @@ def generate_synthetic(
     total_images = (identities + heldout_identities) * images_per_identity
     if workers is None:
         workers = min(os.cpu_count() or 1, 8) if total_images >= _POOL_MIN_IMAGES else 1
+    else:
+        workers, note = clamp_workers(workers, identities + heldout_identities, "--workers", "identities")
+        if note:
+            resolve_progress(progress).message("note", note)
     jobs = [(seed, ROLE_TRAIN, i, images_per_identity, difficulty, quality) for i in range(identities)]
     jobs += [
         (seed, ROLE_HELDOUT, j, images_per_identity, difficulty, quality) for j in range(heldout_identities)

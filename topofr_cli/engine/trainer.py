@@ -170,6 +170,10 @@ def _build_loop(
     checkpoint = plan.resume_from
     training = build(recipe, ctx, num_classes=num_classes, resume_from=checkpoint)
     setup = _loop_setup(training, dataset, plan, bins)
+    if ctx.is_main:
+        for note in (setup.loader.note, single_identity_note(dataset, num_classes)):
+            if note:
+                progress.message("note", note)
     banner = train_log.banner(
         recipe=recipe,
         run_dir=plan.run.root,
@@ -194,6 +198,16 @@ def _build_loop(
     if checkpoint is not None:
         loop.load_state_dict(checkpoint)
     return loop
+
+
+def single_identity_note(dataset: FaceDataset, num_classes: int) -> str | None:
+    """One identity gives the classifier one answer: the loss falls to 0 without learning a face."""
+    if num_classes > 1:
+        return None
+    return (
+        f"warning: {dataset.path}: {num_classes} identity; a face model learns to tell identities "
+        "apart, so training on one teaches it nothing (the loss goes to 0 whatever the embeddings)"
+    )
 
 
 def _loop_setup(training: TrainingSetup, dataset: FaceDataset, plan: RunPlan, bins: list[Path]) -> LoopSetup:

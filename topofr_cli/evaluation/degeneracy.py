@@ -18,11 +18,14 @@ def embedding_degeneracy(emb: np.ndarray, threshold: float = DEGENERATE_MEAN_COS
     """(mean cosine over all pairs i ≠ j, whether it exceeds `threshold`) of embeddings [n, E].
 
     Computed from the sum of the unit vectors, ‖Σ ẑ‖² = n + Σ_{i≠j} cos(ẑ_i, ẑ_j), so it is O(n·E)
-    with no n × n matrix. Zero vectors count as orthogonal to everything.
+    with no n × n matrix. Zero vectors count as orthogonal to everything. Embeddings holding a NaN or
+    an infinity are degenerate whatever else they hold (mean cosine NaN): no direction can be read.
     """
     emb = np.asarray(emb, dtype=np.float64)
     if emb.ndim != 2 or len(emb) < 2:
         raise ValueError(f"embedding_degeneracy needs [n >= 2, E] embeddings, got shape {emb.shape}")
+    if not np.isfinite(emb).all():
+        return float("nan"), True
     norms = np.linalg.norm(emb, axis=1, keepdims=True)
     unit = np.divide(emb, norms, out=np.zeros_like(emb), where=norms > 0)
     n = len(unit)

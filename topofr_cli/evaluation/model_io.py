@@ -14,6 +14,7 @@ from topofr_cli.artifacts.checkpoint import (
     Checkpoint,
     is_checkpoint_payload,
     load_weights_file,
+    refuse_non_finite,
 )
 from topofr_cli.config import Recipe
 from topofr_cli.errors import TopofrError
@@ -46,6 +47,20 @@ class LoadedModel:
     latent_scale: float | None = None  # TopoFR's learned λ (our checkpoints only)
 
 
+def _refuse_non_finite_initializers(path: Path) -> None:
+    """An ONNX model's weights (its initializers) must be finite, as a checkpoint's must."""
+    import numpy as np
+    from onnx import load, numpy_helper  # installed with onnxruntime (the onnx extra)
+
+    for initializer in load(str(path)).graph.initializer:
+        values = numpy_helper.to_array(initializer)
+        if values.dtype.kind in "fc" and not np.isfinite(values).all():
+            raise TopofrError(
+                f"{path}: refused: weight '{initializer.name}' holds non-finite values (NaN or infinity); "
+                "such a model cannot give meaningful results"
+            )
+
+
 class OnnxBackbone:
     """An ONNX face model behind the backbone call: float [B, 3, 112, 112] tensor → [B, E] tensor."""
 
@@ -63,6 +78,7 @@ class OnnxBackbone:
             self.session = ort.InferenceSession(str(path), providers=providers)
         except Exception as exc:  # onnxruntime raises its own unexported exception types
             raise TopofrError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0]})") from None
+        _refuse_non_finite_initializers(Path(path))
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise TopofrError(f"{path}: expected one input, the model has {len(inputs)}")
@@ -244,4 +260,5 @@ def load_model(path: str | Path, network: str | None = None) -> LoadedModel:
         return _load_checkpoint(Checkpoint.from_payload(payload, path), path, network)
     if "format" in payload and not isinstance(payload["format"], torch.Tensor):
         raise TopofrError(f"{path}: unknown checkpoint format {payload['format']!r}")
+    refuse_non_finite(payload, path)
     return _load_state_dict(dict(payload), path, network)

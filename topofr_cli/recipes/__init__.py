@@ -34,7 +34,8 @@ def resolve_recipe(text: str | Path) -> Path:
     if path.is_file():
         return path
     if path.exists():
-        raise TopofrError(f"{path}: a recipe must be a YAML file, not a directory")
+        kind = "a directory" if path.is_dir() else "a device or other special file"
+        raise TopofrError(f"{path}: a recipe must be a YAML file, not {kind}")
     name = _packaged_name(str(text))
     if name is None:
         raise TopofrError(

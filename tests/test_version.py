@@ -37,7 +37,11 @@ def test_cli_version_is_the_package_version():
 
 def test_checkpoints_carry_the_running_version(tmp_path):
     ckpt = Checkpoint(
-        network="mbf", embedding_size=8, num_classes=3, backbone={"w": torch.zeros(2)}, classifier=torch.zeros(3, 8)
+        network="mbf",
+        embedding_size=8,
+        num_classes=3,
+        backbone={"w": torch.zeros(2)},
+        classifier=torch.zeros(3, 8),
     )
     path = ckpt.write(tmp_path / "c.pt")
     assert torch.load(path, weights_only=True)["topofr_version"] == __version__

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from topofr_cli.cli.common import console, user_errors
-from topofr_cli.cli.render import bars
+from topofr_cli.cli.render import bars, for_console, printer
 from topofr_cli.errors import TopofrError
 
 if TYPE_CHECKING:
@@ -289,9 +289,15 @@ def synthetic(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Generate procedural face-like images: a packed training set plus a held-out verification .bin."""
+    from rich.markup import escape
+
     from topofr_cli.data.synthetic import generate_synthetic
     from topofr_cli.evaluation.baseline import pixel_baseline
+    from topofr_cli.progress import SILENT
 
+    # not a terminal (nohup, SLURM, a pipe): a timed line per stage and during long ones
+    shown = for_console(console, elapsed=True) if progress else SILENT
+    say = printer(shown, console)
     report = generate_synthetic(
         out,
         identities=identities,
@@ -299,7 +305,7 @@ def synthetic(
         heldout_identities=heldout_identities,
         pairs=pairs,
         seed=seed,
-        progress=bars(console, enabled=progress, elapsed=True),
+        progress=shown,
         difficulty=difficulty,
         quality=quality,
         workers=workers,
@@ -307,19 +313,16 @@ def synthetic(
         baseline=pixel_baseline,
     )
     baseline = report.pixel_baseline
-    console.print(
-        f"wrote {report.num_images} images of {report.num_classes} identities to {report.out_dir} "
-        f"in {report.seconds:.1f} s",
-        highlight=False,
+    say(
+        f"wrote {report.num_images} images of {report.num_classes} identities to {escape(str(report.out_dir))} "
+        f"in {report.seconds:.1f} s"
     )
-    console.print(
+    say(
         f"verification pairs: {report.pairs} of {report.heldout_identities} held-out identities "
-        f"in {report.bin_path}",
-        highlight=False,
+        f"in {escape(str(report.bin_path))}"
     )
     colour = "green" if baseline.accuracy_mean < 0.75 else "yellow"
-    console.print(
+    say(
         f"raw-pixel baseline accuracy: [{colour}]{100 * baseline.accuracy_mean:.2f}% "
-        f"± {100 * baseline.accuracy_std:.2f}[/] (a trained model should beat this clearly)",
-        highlight=False,
+        f"± {100 * baseline.accuracy_std:.2f}[/] (a trained model should beat this clearly)"
     )

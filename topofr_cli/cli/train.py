@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from topofr_cli.cli.common import console, user_errors
-from topofr_cli.cli.render import for_console
+from topofr_cli.cli.render import PlainProgress, for_console, printer
 from topofr_cli.errors import TopofrError
 
 
@@ -98,18 +99,32 @@ def train(
 
     from topofr_cli.engine.trainer import train as run_training
 
-    result = run_training(loaded, resume=resume, overwrite=overwrite, progress=for_console(console))
+    progress = for_console(console)
+    result = run_training(loaded, resume=resume, overwrite=overwrite, progress=progress)
     if result.rank != 0:
         return
+    say = printer(progress, console)  # plain: each line timed
     if result.finished_before:
-        console.print(result.finished_before, highlight=False, soft_wrap=True)
+        say(escape(result.finished_before))
         return
     if result.verification:
         from topofr_cli.evaluation.baseline import pixel_baselines
 
-        console.print(_summary(result, pixel_baselines([score.path for score in result.verification])))
-    console.print(
-        f"run directory {result.run_dir} (train.log, metrics.csv, checkpoints/)",
-        highlight=False,
-        soft_wrap=True,
-    )  # the numbers are in the summary line the run printed last
+        table = _summary(result, pixel_baselines([score.path for score in result.verification]))
+        if isinstance(progress, PlainProgress):
+            for line in _table_lines(table):
+                say(escape(line))
+        else:
+            console.print(table)
+    say(f"run directory {escape(str(result.run_dir))} (train.log, metrics.csv, checkpoints/)")
+    # the numbers are in the summary line the run printed last
+
+
+def _table_lines(table: Table) -> list[str]:
+    """The verification table as `set: model … (raw-pixel baseline …)` lines, for a log file."""
+    columns = [[str(cell) for cell in column.cells] for column in table.columns]
+    heading = str(table.title)
+    return [
+        f"{heading}: {name} {model} (raw-pixel baseline {pixels})"
+        for name, model, pixels in zip(*columns, strict=True)
+    ]

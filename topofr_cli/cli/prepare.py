@@ -54,7 +54,7 @@ def prepare_folder(
         False,
         "--detect",
         help="Raw photos: find the face in each, align it and pack it "
-        "(needs pip install 'topofr[detect]'). Writes OUT/detections.csv.",
+        "(needs pip install 'topofr\\[detect]'). Writes OUT/detections.csv.",
     ),
     detector: str = typer.Option(
         "dlib-hog",

@@ -99,7 +99,9 @@ def quickstart_figures(work: Path, out: Path, quick: bool) -> dict[str, str]:
         ],
         work,
     )
-    name = f"quickstart_topofr_{last_topofr.stem.replace('_', '')}_persistence_diagrams.png"  # the README's name
+    name = (
+        f"quickstart_topofr_{last_topofr.stem.replace('_', '')}_persistence_diagrams.png"  # the README's name
+    )
     shutil.copyfile(only(work / "diagrams", "*persistence_diagrams.png"), out / name)
     made[name] = command + f"  (checkpoint {last_topofr.name})"
     return made

@@ -21,7 +21,9 @@ def test_readme_option_list_matches_every_commands_help():
 
     from topofr_cli.cli.app import app
 
-    listed = dict(re.findall(r"^- `(--[a-z-]+)[^`]*`[^:]*: ([a-z, -]+)", README.read_text(encoding="utf-8"), re.M))
+    listed = dict(
+        re.findall(r"^- `(--[a-z-]+)[^`]*`[^:]*: ([a-z, -]+)", README.read_text(encoding="utf-8"), re.M)
+    )
     assert set(listed) == {"--device", "--workers", "--out", "--overwrite", "--figure-format", "--json"}
     commands = [
         "prepare folder", "prepare rec", "prepare bin", "prepare synthetic", "train", "export", "eval",

@@ -5,8 +5,8 @@
     python benchmarks/early_steps.py recipes/quickstart_topofr.yaml --set model.network=r18 \
         --set model.embedding_size=512
 
-Builds the same parts as `topofr train` (backbone with its compat options, Partial FC, objective,
-optimizers, TrainStep) and after every step records: the classification loss, the PTSA term and
+Builds what `topofr train` builds (topofr_cli.engine.build: backbone with its compat options, Partial
+FC, objective, optimizers, TrainStep) and after every step records: the classification loss, the PTSA term and
 α·PTSA, λ, the gradient norm, the mean |weight| of the embedding BatchNorm, and on a fixed probe of
 64 held-out images (eval mode, as verification sees them) the mean cosine between different images
 and the mean embedding norm, and in train mode (the probe's own batch statistics) the cosine and the
@@ -30,54 +30,12 @@ from topofr_cli.data import open_dataset
 from topofr_cli.data.bins import read_bin
 from topofr_cli.data.images import decode_image
 from topofr_cli.data.loader import make_train_loader, normalize
-from topofr_cli.engine import compat
+from topofr_cli.engine.build import build
 from topofr_cli.engine.distributed import setup_distributed
-from topofr_cli.engine.objective import build_objective
-from topofr_cli.engine.schedule import PolySchedule
-from topofr_cli.engine.step import TrainStep
 from topofr_cli.evaluation.verification import evaluate_bin
-from topofr_cli.models import CombinedMarginHead, PartialFC, create_backbone
 from topofr_cli.models.iresnet import frozen_batchnorm_statistics
 
 PROBE_IMAGES = 64
-
-
-def build(recipe: Any, num_classes: int, ctx: Any) -> tuple[torch.nn.Module, TrainStep, list[Any]]:
-    torch.manual_seed(recipe.train.seed)
-    backbone = create_backbone(
-        recipe.model.network, recipe.model.embedding_size, **compat.backbone_options(recipe)
-    )
-    h = recipe.head
-    classifier = PartialFC(
-        recipe.model.embedding_size, num_classes, CombinedMarginHead(h.scale, h.m1, h.m2, h.m3)
-    )
-    objective = build_objective(recipe, ctx)
-    opt = recipe.optim
-    groups: list[dict[str, Any]] = [{"params": list(backbone.parameters())}]
-    extra = [p for p in objective.parameters() if p.requires_grad]
-    if extra:
-        groups.append(
-            {"params": extra, "weight_decay": 0.0, "lr_multiplier": recipe.topofr.ptsa.scale_lr_multiplier}
-        )
-    optimizers = [
-        torch.optim.SGD(g, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay, fused=True)
-        for g in (groups, [{"params": [classifier.weight]}])
-    ]
-    step = TrainStep(
-        backbone=backbone,
-        backbone_params=list(backbone.parameters()),
-        classifier=classifier,
-        objective=objective,
-        optimizers=optimizers,
-        precision=recipe.train.precision,
-        dist_ctx=ctx,
-        clip_grad_norm=opt.clip_grad_norm,
-        channels_last=False,
-        horizontal_flip=recipe.data.horizontal_flip,
-        seed=recipe.train.seed,
-        **compat.step_options(recipe),
-    )
-    return backbone, step, optimizers
 
 
 def mean_offdiagonal_cosine(z: torch.Tensor) -> float:
@@ -141,14 +99,13 @@ def main(argv: list[str] | None = None) -> int:
         .permute(0, 3, 1, 2)
         .contiguous()
     )
-    backbone, step_fn, optimizers = build(recipe, dataset.num_classes, ctx)
+    training = build(recipe, ctx, num_classes=dataset.num_classes)  # what `topofr train` builds
+    backbone, step_fn = training.parts.backbone, training.step
+    optimizers = [training.parts.backbone_optimizer, training.parts.classifier_optimizer]
     loader = make_train_loader(
         dataset, recipe.data.batch_size, num_workers=0, seed=recipe.train.seed, drop_last=True
     )
-    total = recipe.schedule.epochs * len(loader)
-    schedule = PolySchedule(
-        recipe.optim.lr, total, round(recipe.schedule.warmup_epochs * len(loader)), recipe.schedule.power
-    )
+    schedule = training.schedule(len(loader))
     rows = []
     rows.append({"step": 0, **probe(backbone, probe_images), "emb_bn_weight": embedding_scale(backbone)})
     batches = iter(loader)

@@ -82,7 +82,7 @@ def _env() -> dict:
 
 def _train(recipe: str, seed: int, work: Path, extra: list[str]) -> dict:
     """One `topofr train` run as a user starts it; its held-out accuracy from metrics.csv."""
-    from topofr_cli.engine.metrics import read_metrics
+    from topofr_cli.artifacts.run_dir import read_metrics
 
     out = work / "runs" / f"{recipe}_seed{seed}"
     command = [sys.executable, "-m", "topofr_cli", "train", recipe, "--set", f"train.seed={seed}"]

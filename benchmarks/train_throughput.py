@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import statistics
 from dataclasses import dataclass
 
 import torch
@@ -27,11 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from topofr_cli.bench.steps import ddp_wrap, images_per_second, make_train_step
+from topofr_cli.bench.steps import bench_recipe, make_train_step, step_times_ms
 from topofr_cli.bench.timing import synthetic_batch
 from topofr_cli.data.loader import normalize
 from topofr_cli.engine.distributed import DistContext
-from topofr_cli.engine.objective import PlainObjective
 from topofr_cli.engine.step import TrainStep, effective_precision
 from topofr_cli.models import CombinedMarginHead, create_backbone
 
@@ -49,22 +49,21 @@ def init_single_process_group(device: torch.device) -> DistContext:
 def make_our_step(
     network: str,
     classes: int,
+    batch: int,
     precision: str,
     ctx: DistContext,
     *,
     compile_backbone: bool = False,
-    objective: nn.Module | None = None,
 ) -> TrainStep:
-    """topofr bench's step (topofr_cli.bench.steps), here inside the one-process DDP group as the baseline."""
-    return make_train_step(
-        network,
-        classes,
-        objective or PlainObjective(),
-        precision,
-        ctx,
-        compile_backbone=compile_backbone,
-        wrap=lambda backbone: ddp_wrap(backbone, ctx),
-    )
+    """The trainer's plain step (engine.build, as `topofr bench` builds it), in the one-process DDP group."""
+    recipe = bench_recipe(network, batch=batch, precision=precision, compile_backbone=compile_backbone)
+    return make_train_step(recipe, classes, ctx)
+
+
+def images_per_second(step, images: torch.Tensor, labels: torch.Tensor, *, warmup: int, steps: int) -> float:
+    """Batch size over the median step time."""
+    times = step_times_ms(step, images, labels, warmup=warmup, steps=steps)
+    return images.shape[0] * 1e3 / statistics.median(times)
 
 
 class _BackboneAndClassifier(nn.Module):
@@ -154,7 +153,7 @@ def main() -> None:
         for precision in args.precision:
             used = effective_precision(precision, device)
             ours = images_per_second(
-                make_our_step(args.network, args.classes, precision, ctx),
+                make_our_step(args.network, args.classes, batch, precision, ctx),
                 images,
                 labels,
                 warmup=args.warmup,
@@ -170,7 +169,7 @@ def main() -> None:
             line = f"{batch:>5} {used:>9} {ours:>11.1f} {base:>9.1f} {ours / base:>7.2f}×"
             if args.compile:
                 compiled = images_per_second(
-                    make_our_step(args.network, args.classes, precision, ctx, compile_backbone=True),
+                    make_our_step(args.network, args.classes, batch, precision, ctx, compile_backbone=True),
                     images,
                     labels,
                     warmup=args.warmup,

@@ -21,6 +21,7 @@ from topofr_cli.cli.app import app
 from topofr_cli.config import load_recipe
 from topofr_cli.engine import trainer
 from topofr_cli.engine.rng import seed_everything
+from topofr_cli.engine.step import TrainStep
 from topofr_cli.errors import TopofrError
 
 runner = CliRunner()
@@ -151,7 +152,7 @@ def test_a_start_failing_at_its_first_batch_leaves_nothing_to_block_a_rerun(
     def fail(*args, **kwargs):
         raise TopofrError("the first batch failed")
 
-    monkeypatch.setattr(trainer.TrainStep, "__call__", fail)
+    monkeypatch.setattr(TrainStep, "__call__", fail)
     code, out = invoke(str(recipe))
     assert code == 2 and out.splitlines()[-1] == "error: the first batch failed"
     assert (sorted(run.iterdir()) == []) if existed else not run.exists()

@@ -13,13 +13,13 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from topofr_cli.artifacts.checkpoint import Checkpoint, latest_checkpoint, list_checkpoints
-from topofr_cli.config import PTSAConfig, RSPConfig, TopoFRConfig, load_recipe
+from topofr_cli.artifacts.run_dir import read_metrics
+from topofr_cli.config import PTSAConfig, RSPConfig, TopoFRConfig
+from topofr_cli.engine.build import wrap_backbone
 from topofr_cli.engine.distributed import DistContext, setup_distributed, teardown_distributed
-from topofr_cli.engine.metrics import read_metrics
 from topofr_cli.engine.objective import PlainObjective
 from topofr_cli.engine.step import TrainStep
 from topofr_cli.engine.topofr_objective import TopoFRObjective
-from topofr_cli.engine.trainer import _wrap_backbone
 from topofr_cli.hardness.sds import sde_weights
 from topofr_cli.models import CombinedMarginHead, PartialFC
 
@@ -77,7 +77,7 @@ KINDS = ("plain", "global", "local")
 def _one_step(ctx: DistContext, objective: nn.Module, images, labels, backbone, weight):
     classifier = PartialFC(EMBED, CLASSES, CombinedMarginHead(scale=8.0, m2=0.3))
     classifier.load_full_weight(weight)
-    model = _wrap_backbone(load_recipe(None), backbone, ctx)
+    model = wrap_backbone(backbone, ctx)  # as the trainer wraps it (engine.build)
     opts = [
         torch.optim.SGD([*backbone.parameters(), *objective.parameters()], lr=0.5, momentum=0.9, fused=True),
         torch.optim.SGD(classifier.parameters(), lr=0.5, momentum=0.9, fused=True),

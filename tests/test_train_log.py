@@ -8,14 +8,15 @@ import os
 import re
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from topofr_cli import __version__
+from topofr_cli.artifacts.run_dir import read_metrics
 from topofr_cli.cli.app import app
-from topofr_cli.engine.metrics import read_metrics
 
 REPO = Path(__file__).resolve().parent.parent
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ")  # local time, as train.log's lines
@@ -92,12 +93,26 @@ def untimed(line: str) -> str:
     return line[match.end() :]
 
 
+STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) ")
+
+
+def _unstamped(lines: list[str]) -> list[str]:
+    return [STAMP.sub("", line, count=1) for line in lines]
+
+
+def test_every_train_log_line_starts_with_its_local_time(finished_run):
+    log = (finished_run / "run" / "train.log").read_text().splitlines()
+    stamps = [
+        datetime.strptime(STAMP.match(line)[1], "%Y-%m-%d %H:%M:%S") for line in log
+    ]  # each line has one
+    written = datetime.fromtimestamp((finished_run / "run" / "train.log").stat().st_mtime)
+    assert stamps == sorted(stamps)  # in the order the run wrote them
+    assert 0 <= (written - stamps[-1]).total_seconds() < 5  # local time: the last line's is the file's
+
+
 def test_train_log_holds_the_same_lines(finished_run):
     stdout = [untimed(line) for line in (finished_run / "stdout.txt").read_text().splitlines()]
-    log = [
-        TIMESTAMP.sub("", line, count=1)
-        for line in (finished_run / "run" / "train.log").read_text().splitlines()
-    ]
+    log = _unstamped((finished_run / "run" / "train.log").read_text().splitlines())
     assert log[0].startswith("topofr ") and log[-1].startswith("finished: 8 steps")
     assert len([line for line in log if STEP_LINE.match(line)]) == 4
     start = stdout.index(log[0])

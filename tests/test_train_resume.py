@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from topofr_cli.artifacts.checkpoint import Checkpoint, latest_checkpoint, list_checkpoints
+from topofr_cli.artifacts.run_dir import read_metrics
 from topofr_cli.config import load_recipe
-from topofr_cli.engine.metrics import read_metrics
 from topofr_cli.engine.trainer import train
 
 

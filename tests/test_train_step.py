@@ -6,10 +6,11 @@ import pytest
 import torch
 from torch import nn
 
+from topofr_cli.artifacts.run_dir import read_metrics
 from topofr_cli.config import load_recipe
+from topofr_cli.engine import build as engine_build
 from topofr_cli.engine import trainer
 from topofr_cli.engine.distributed import DistContext
-from topofr_cli.engine.metrics import read_metrics
 from topofr_cli.engine.objective import PlainObjective
 from topofr_cli.engine.schedule import PolySchedule
 from topofr_cli.engine.step import TrainStep
@@ -81,7 +82,7 @@ def test_flip_and_first_update_are_a_function_of_seed_and_step():
 def test_persistent_non_finite_loss_stops_the_run(make_tiny_dataset, tiny_recipe_file, tmp_path, monkeypatch):
     data = make_tiny_dataset(tmp_path / "data", classes=4, per_class=4, pairs=0)
     recipe = load_recipe(tiny_recipe_file(tmp_path, data, tmp_path / "run"), ["train.max_bad_steps=2"])
-    monkeypatch.setattr(trainer, "build_objective", lambda recipe, ctx: SometimesNaN(set(range(100))))
+    monkeypatch.setattr(engine_build, "build_objective", lambda recipe, ctx: SometimesNaN(set(range(100))))
     with pytest.raises(TopofrError, match="not finite for 2 consecutive steps"):
         trainer.train(recipe)
     rows = read_metrics(tmp_path / "run/metrics.csv")
@@ -154,7 +155,7 @@ def test_lr_1e30_keeps_every_checkpoint_finite_and_counts_the_bad_steps(
         ["schedule.warmup_epochs=0", "train.save_every=1", "train.max_bad_steps=10"],
     )
     # recipes keep optim.lr within a sane range (the stored recipe is checked on read): the schedule gets it
-    monkeypatch.setattr(trainer, "PolySchedule", lambda lr, *rest: PolySchedule(1e30, *rest))
+    monkeypatch.setattr(engine_build, "PolySchedule", lambda lr, *rest: PolySchedule(1e30, *rest))
     trainer.train(recipe, progress=False)
     rows = read_metrics(tmp_path / "run/metrics.csv")
     assert [r["bad_steps"] for r in rows] == ["0", "1", "2", "3"]

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from topofr_cli.artifacts.checkpoint import LATENT_LOG_SCALE_KEY, Checkpoint, latest_checkpoint
+from topofr_cli.artifacts.run_dir import read_metrics
 from topofr_cli.config import PTSAConfig, RSPConfig, SDEConfig, TopoFRConfig, load_recipe
-from topofr_cli.engine.metrics import read_metrics
 from topofr_cli.engine.topofr_objective import TopoFRObjective
 from topofr_cli.engine.trainer import train
 from topofr_cli.hardness.sds import sde_weights

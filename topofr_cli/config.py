@@ -348,5 +348,6 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
     return recipe
 
 
-def save_recipe(recipe: Recipe, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+def recipe_yaml(recipe: Recipe) -> str:
+    """The recipe as YAML text that `load_recipe` reads back equal (written by artifacts.run_dir)."""
+    return yaml.safe_dump(recipe.to_dict(), sort_keys=False)

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from topofr_cli.augment import RandomStructurePerturbation
-from topofr_cli.bench.plan import BenchPlan, Clock, describe_failure
-from topofr_cli.bench.steps import make_objective, make_train_step
+from topofr_cli.bench.plan import BenchPlan, Clock, Say, describe_failure, ignore
+from topofr_cli.bench.steps import bench_recipe, make_train_step
 from topofr_cli.bench.timing import free_device_memory, random_distances, synthetic_batch, tied_distances
 from topofr_cli.data.loader import normalize
 from topofr_cli.engine.distributed import DistContext
@@ -29,7 +29,10 @@ GUM_ATOL = 1e-9  # on γ, float64 on both sides
 FP16_MAX_STEPS = 20  # GradScaler from 65536 reaches 1/16 in 20 halvings
 
 
-def _row(name: str, fn: Callable[[], tuple[bool | None, str]]) -> dict[str, Any]:
+_VERDICTS = {True: "pass", False: "FAIL", None: "n/a"}
+
+
+def _check(name: str, fn: Callable[[], tuple[bool | None, str]]) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         ok, detail = fn()
@@ -118,7 +121,8 @@ def _rsp_check(device: torch.device, batch: int) -> tuple[bool, str]:
 def _step_check(plan: BenchPlan, ctx: DistContext, precision: str) -> tuple[bool, str]:
     """Steps until `check_steps` updates were applied. bf16 must never skip; fp16's GradScaler skips
     while it halves its scale down from 65536 (7 skips for TopoFR on mbf), so it gets FP16_MAX_STEPS."""
-    step = make_train_step(plan.check_network, plan.check_classes, make_objective("topofr"), precision, ctx)
+    recipe = bench_recipe(plan.check_network, kind="topofr", batch=plan.check_batch, precision=precision)
+    step = make_train_step(recipe, plan.check_classes, ctx)
     images, labels = synthetic_batch(plan.check_batch, plan.check_classes, ctx.device, seed=1)
     limit = plan.check_steps if step.scaler is None else FP16_MAX_STEPS
     losses, skipped = [], 0
@@ -149,9 +153,14 @@ def _sync_check(plan: BenchPlan, ctx: DistContext) -> tuple[bool | None, str]:
     images, labels = synthetic_batch(plan.check_batch, plan.check_classes, ctx.device, seed=2)
     counts = {}
     for sde in (False, True):
-        step = make_train_step(
-            plan.check_network, plan.check_classes, make_objective("topofr", sde=sde), "bf16", ctx
+        recipe = bench_recipe(
+            plan.check_network,
+            kind="topofr",
+            batch=plan.check_batch,
+            precision="bf16",
+            overrides=[f"topofr.sde.enabled={str(sde).lower()}"],
         )
+        step = make_train_step(recipe, plan.check_classes, ctx)
         step(images, labels, 0)  # first step: lazy state (momentum, cuDNN plans) is created outside the check
         torch.cuda.synchronize()
         mode = "warn" if sde else "error"
@@ -183,11 +192,17 @@ def _meta_check(batch: int) -> tuple[bool, str]:
     return True, f"B={batch}: h0_pairs, PTSA fwd+bwd (both forms), RSP never read a value"
 
 
-def run_correctness(plan: BenchPlan, ctx: DistContext) -> dict[str, Any]:
+def run_correctness(plan: BenchPlan, ctx: DistContext, say: Say = ignore) -> dict[str, Any]:
     clock = Clock(plan.budgets_s["correctness"])
     device = ctx.device
     n = 256 if plan.quick else 512
     batch = 32 if plan.quick and device.type == "cpu" else 128
+
+    def _row(name: str, fn: Callable[[], tuple[bool | None, str]]) -> dict[str, Any]:
+        row = _check(name, fn)
+        say(f"{name}: {_VERDICTS[row['ok']]} ({row['seconds']:.1f} s)")
+        return row
+
     rows = [
         _row("h0_pairs, random matrices", lambda: _h0_check(device, random_distances, n)),
         _row("h0_pairs, tie-heavy matrices", lambda: _h0_check(device, tied_distances, n)),

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from topofr_cli.bench.plan import BenchPlan, Clock, describe_failure
+from topofr_cli.artifacts.scratch import scratch_dir
+from topofr_cli.bench.plan import BenchPlan, Clock, Say, describe_failure, ignore
 from topofr_cli.data import open_dataset
 from topofr_cli.data.loader import make_train_loader
 from topofr_cli.data.synthetic import generate_synthetic
@@ -30,11 +30,11 @@ def images_per_second(dataset: Any, batch_size: int, workers: int) -> float:
     return seen / (time.perf_counter() - start)
 
 
-def loader_throughput(plan: BenchPlan) -> dict[str, Any]:
+def loader_throughput(plan: BenchPlan, say: Say = ignore) -> dict[str, Any]:
     clock = Clock(plan.budgets_s["data loader"])
     identities = max(2, plan.loader_images // IMAGES_PER_IDENTITY)
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="topofr-bench-") as tmp:
+    with scratch_dir(prefix="topofr-bench-") as tmp:
         data = Path(tmp) / "synthetic"
         generate_synthetic(
             data,
@@ -56,6 +56,7 @@ def loader_throughput(plan: BenchPlan) -> dict[str, Any]:
             try:
                 rate = images_per_second(dataset, plan.loader_batch, workers)
                 rows.append({**row, "img_s": round(rate, 1), "status": "ok"})
+                say(f"{workers} worker(s): {rate:.0f} img/s")
             except Exception as exc:
                 rows.append({**row, "status": f"error: {describe_failure(exc)}"})
     return {

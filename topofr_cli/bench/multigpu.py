@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import socket
 import statistics
-import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -24,10 +23,12 @@ from torch import nn
 
 from topofr_cli.artifacts.atomic import write_tensors
 from topofr_cli.artifacts.checkpoint import load_weights_file
-from topofr_cli.bench.plan import BenchPlan, Clock, describe_failure
-from topofr_cli.bench.steps import ddp_wrap, make_objective, make_train_step, step_times_ms
+from topofr_cli.artifacts.scratch import scratch_dir
+from topofr_cli.bench.plan import BenchPlan, Clock, Say, describe_failure, ignore
+from topofr_cli.bench.steps import KINDS, bench_precision, bench_recipe, make_train_step, step_times_ms
 from topofr_cli.bench.timing import synthetic_batch
 from topofr_cli.config import PTSAConfig, RSPConfig, TopoFRConfig
+from topofr_cli.engine.build import wrap_backbone
 from topofr_cli.engine.distributed import DistContext
 from topofr_cli.engine.step import TrainStep
 from topofr_cli.engine.topofr_objective import TopoFRObjective
@@ -81,7 +82,7 @@ def _tiny_step(ctx: DistContext, weight: torch.Tensor) -> tuple[TrainStep, nn.Mo
     classifier.load_full_weight(weight.to(ctx.device))
     config = TopoFRConfig(enabled=True, ptsa=PTSAConfig(scope="global"), rsp=RSPConfig(enabled=False))
     objective = TopoFRObjective(config, world_size=ctx.world_size).to(ctx.device)
-    model = ddp_wrap(backbone, ctx) if ctx.distributed else backbone
+    model = wrap_backbone(backbone, ctx)  # DDP when distributed, as the trainer does
     opts = [
         torch.optim.SGD([*backbone.parameters(), *objective.parameters()], lr=0.5, momentum=0.9, fused=True),
         torch.optim.SGD(classifier.parameters(), lr=0.5, momentum=0.9, fused=True),
@@ -137,9 +138,12 @@ def _throughput(
 ) -> dict[str, Any]:
     images, labels = synthetic_batch(batch, classes, ctx.device, seed=ctx.rank)
     rates = {}
-    for kind, scope in (("plain", "local"), ("topofr", "global")):
-        objective = make_objective(kind, world_size=ctx.world_size, scope=scope)
-        step = make_train_step(network, classes, objective, "bf16", ctx, wrap=lambda b: ddp_wrap(b, ctx))
+    precision = bench_precision(ctx.device)
+    for kind in KINDS:  # TopoFR with global scope: the PTSA loss over every rank's batch
+        recipe = bench_recipe(
+            network, kind=kind, batch=batch, precision=precision, overrides=["topofr.ptsa.scope=global"]
+        )
+        step = make_train_step(recipe, classes, ctx)
         times = step_times_ms(step, images, labels, warmup=warmup, steps=steps, time_cap_s=20.0)
         rates[f"{kind}_img_s_per_gpu"] = round(batch * 1e3 / statistics.median(times), 1)
         del step
@@ -213,7 +217,7 @@ def run_two_ranks(
     # PartialFC reads the process group when it is built, so the one-process reference runs here, before
     # (and outside) the ranks' group.
     want = _equality_step(DistContext(0, 0, 1, device, None))
-    with tempfile.TemporaryDirectory(prefix="topofr-bench-ranks-") as tmp:
+    with scratch_dir(prefix="topofr-bench-ranks-") as tmp:
         ranks_running = mp.spawn(
             _worker,
             args=(_free_port(), tmp, device_type, network, classes, batch, warmup, steps),
@@ -243,7 +247,7 @@ def run_two_ranks(
     }
 
 
-def run_multigpu(plan: BenchPlan, ctx: DistContext) -> dict[str, Any]:
+def run_multigpu(plan: BenchPlan, ctx: DistContext, say: Say = ignore) -> dict[str, Any]:
     clock = Clock(plan.budgets_s["multi-gpu"])
     batch = plan.batches[0]
     section: dict[str, Any] = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field, replace
 
 # seconds per section on the full CUDA plan (sum 435 s; a row started in time may overrun a little)
@@ -22,6 +23,14 @@ SECTION_BUDGETS_S = {
 }
 # the whole command: a section never gets more than what is left of this (≤ 8 min with start-up)
 TOTAL_BUDGET_S = 450
+# a section's progress lines: `say(text)` (topofr_cli.progress "log" lines, shown when not a terminal)
+Say = Callable[[str], None]
+
+
+def ignore(text: str) -> None:
+    """A `Say` that shows nothing."""
+
+
 # a compiled row is not started with less than this left of its section's budget (cold compiles of r50)
 COMPILE_RESERVE_S = 90
 
@@ -36,7 +45,7 @@ class BenchPlan:
     compile_modes: tuple[bool, ...]
     _: KW_ONLY  # at most six fields by position
     warmup_steps: int
-    timed_steps: int
+    timed_steps: int  # timed steps of each kind (plain, TopoFR), interleaved: rounds
     check_network: str  # the bf16/fp16 step checks
     check_classes: int
     check_batch: int
@@ -47,6 +56,7 @@ class BenchPlan:
     loader_images: int
     loader_workers: tuple[int, ...]
     loader_batch: int
+    precision: str = "bf16"  # the training steps' (runner: from the device, steps.bench_precision)
     budgets_s: dict[str, float] = field(default_factory=lambda: dict(SECTION_BUDGETS_S))
 
 
@@ -84,12 +94,12 @@ def make_plan(device: str, quick: bool, cpu_count: int) -> BenchPlan:
     eager_small = {"compile_modes": (False,), "warmup_steps": 1}
     if not quick:  # a CPU run without --quick: still r50-shaped, but small enough to finish
         return replace(
-            full, **eager_small, network="r18", classes=10_000, batches=(32,), timed_steps=3,
+            full, **eager_small, network="r18", classes=10_000, batches=(32,), timed_steps=7,
             check_network="r18", check_classes=1_000, check_batch=16, repeats=5, loader_images=1_000,
             loader_batch=64,
         )  # fmt: skip
     return replace(
-        full, **eager_small, network="mbf", classes=1_000, batches=(8,), timed_steps=2,
+        full, **eager_small, network="mbf", classes=1_000, batches=(8,), timed_steps=7,
         check_network="mbf", check_classes=100, check_batch=4, check_steps=2, h0_sizes=(128, 512),
         part_batch=32, repeats=3, loader_images=192, loader_workers=(0, min(2, cpu_count)), loader_batch=32,
     )  # fmt: skip

@@ -33,6 +33,13 @@ def reset_peak_memory(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def allocated_gib(device: torch.device) -> float | None:
+    """GPU memory allocated now (None on the CPU)."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.memory_allocated(device) / 2**30
+
+
 def peak_memory_gib(device: torch.device) -> float | None:
     """Peak allocated GPU memory since the last reset (None on the CPU: no allocator statistics)."""
     if device.type != "cuda":

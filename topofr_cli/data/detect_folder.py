@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import multiprocessing
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import KW_ONLY, dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from topofr_cli.artifacts.scratch import ScratchDir
 from topofr_cli.data.align import align_face, template_for
 from topofr_cli.data.detect import PICKS, FaceDetector, make_detector, pick_face
 from topofr_cli.data.folder import ImageFolderDataset
@@ -198,9 +198,9 @@ class DetectedPhotoDataset(PackedDataset):
     """Aligned faces packed into a temporary folder that is deleted with this object (not with copies
     pickled into worker processes, which do not own it)."""
 
-    def __init__(self, path: Path, temporary: tempfile.TemporaryDirectory) -> None:
+    def __init__(self, path: Path, temporary: ScratchDir) -> None:
         super().__init__(path)
-        self._temporary: tempfile.TemporaryDirectory | None = temporary
+        self._temporary: ScratchDir | None = temporary
 
     def __getstate__(self) -> dict[str, object]:
         state = super().__getstate__()
@@ -218,11 +218,11 @@ def open_detected_folder(
 ) -> tuple[DetectedPhotoDataset, DetectPackReport]:
     """A raw photo folder as a dataset of aligned 112 x 112 faces (keys stay the photos' paths; photos
     without a face are left out and listed in the report)."""
-    temporary = tempfile.TemporaryDirectory(prefix="topofr-detect-")
+    temporary = ScratchDir(prefix="topofr-detect-")
     try:
         report = pack_detected_folder(
             source,
-            Path(temporary.name) / "aligned",
+            temporary.path / "aligned",
             detector=detector,
             pick=pick,
             workers=workers,

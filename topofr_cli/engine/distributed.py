@@ -81,15 +81,6 @@ def barrier(ctx: DistContext) -> None:
         dist.barrier()
 
 
-def broadcast_object(ctx: DistContext, obj: Any, src: int = 0) -> Any:
-    """Rank `src`'s object on every rank (e.g. a decision made on rank 0 only)."""
-    if not ctx.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 def gather_objects(ctx: DistContext, obj: Any) -> list[Any]:
     """Every rank's object, in rank order, on every rank."""
     if not ctx.distributed:

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from topofr_cli.artifacts.run_dir import MetricsLog
 from topofr_cli.engine import distributed as D
 from topofr_cli.engine import train_log
-from topofr_cli.engine.metrics import MetricsLog
 from topofr_cli.engine.validation import BinScore, verify
 from topofr_cli.errors import TopofrError
 from topofr_cli.evaluation.degeneracy import degenerate_message
@@ -31,7 +31,7 @@ EVAL_BATCH_SIZE = 64
 class Hook:
     """Does nothing by default; subclasses override the moments they care about."""
 
-    name = ""  # key of the hook's state in the checkpoint ("" when it keeps none)
+    name = ""  # how the loop finds it (`TrainLoop.hook(name)`) and the key of its state in the checkpoint
 
     def before_train(self, loop: TrainLoop) -> None: ...
 
@@ -42,7 +42,7 @@ class Hook:
     def after_train(self, loop: TrainLoop) -> None: ...
 
     def state_dict(self) -> dict[str, Any]:
-        return {}
+        return {}  # empty: nothing to save
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
@@ -52,7 +52,7 @@ class MetricsHook(Hook):
     """At log steps: a metrics.csv row, the bar's status and a train.log line; counts non-finite steps;
     measures img/s."""
 
-    metrics: MetricsLog
+    metrics: MetricsLog | None  # None on ranks other than 0
     log_every: int
     global_batch: int
     name = "metrics"
@@ -89,7 +89,8 @@ class MetricsHook(Hook):
         }
         terms = {name: float(value.item()) for name, value in result.terms.items()}
         row.update(terms)
-        self.metrics.log(loop.step, row)
+        if self.metrics is not None:
+            self.metrics.log(loop.step, row)
         loop.progress.show(epoch=loop.step_epoch, loss=loss, lr=loop.lr, images_per_second=speed)
         remaining = (loop.setup.stop_step - loop.step) * self.global_batch / max(speed, 1e-9)
         loop.progress.log(
@@ -164,6 +165,7 @@ class CheckpointHook(Hook):
     save: Any  # (loop) -> Path | None: writes the checkpoint (a collective), its path on rank 0
     save_every: int
     fresh: bool
+    name = "checkpoint"
     last: Path | None = field(default=None, init=False)
 
     def before_train(self, loop: TrainLoop) -> None:
@@ -187,6 +189,7 @@ class VerificationHook(Hook):
     every: int
     at_epoch_end: bool
     ctx: D.DistContext
+    name = "verification"
     scores: list[BinScore] = field(default_factory=list, init=False)
     scored_at: int = field(default=-1, init=False)
 
@@ -211,7 +214,8 @@ class VerificationHook(Hook):
             for score in self.scores:
                 row[f"val_{score.name}_acc"] = score.accuracy
                 row[f"val_{score.name}_std"] = score.accuracy_std
-            loop.metrics.log(loop.step, row)
+            if loop.metrics is not None:
+                loop.metrics.log(loop.step, row)
             loop.progress.print(
                 f"step {loop.step}: "
                 + ", ".join(

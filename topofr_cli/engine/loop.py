@@ -15,9 +15,9 @@ from typing import Any
 import torch
 
 from topofr_cli.artifacts.checkpoint import Checkpoint
+from topofr_cli.artifacts.run_dir import MetricsLog
 from topofr_cli.engine.distributed import DistContext
 from topofr_cli.engine.hooks import Hook
-from topofr_cli.engine.metrics import MetricsLog
 from topofr_cli.engine.progress import TrainProgress
 from topofr_cli.engine.schedule import PolySchedule
 from topofr_cli.engine.state import TrainingParts, restore_rng_for_rank
@@ -34,7 +34,7 @@ class LoopSetup:
     step_fn: TrainStep
     loader: Any  # DataLoader over a sampler with set_epoch / set_start_batch
     schedule: PolySchedule
-    metrics: MetricsLog
+    metrics: MetricsLog | None  # rank 0's metrics.csv; None on the other ranks
     steps_per_epoch: int
     stop_step: int
     epochs: int
@@ -69,8 +69,15 @@ class TrainLoop:
         return self.setup.parts.backbone
 
     @property
-    def metrics(self) -> MetricsLog:
+    def metrics(self) -> MetricsLog | None:
         return self.setup.metrics
+
+    def hook(self, name: str) -> Any:
+        """The hook called `name` (`Hook.name`: "metrics", "stopping", "checkpoint", "verification", …)."""
+        for hook in self.hooks:
+            if hook.name == name:
+                return hook
+        raise KeyError(f"no hook named {name!r} (hooks: {', '.join(h.name for h in self.hooks)})")
 
     @property
     def step_epoch(self) -> int:
@@ -100,7 +107,10 @@ class TrainLoop:
                 "batch_in_epoch": 0 if done else self.batch_in_epoch,
             }
         }
-        states.update({hook.name: hook.state_dict() for hook in self.hooks if hook.name})
+        for hook in self.hooks:  # hooks that keep no state add no entry
+            state = hook.state_dict()
+            if state:
+                states[hook.name] = state
         return states
 
     def load_state_dict(self, checkpoint: Checkpoint) -> None:
@@ -108,7 +118,7 @@ class TrainLoop:
         self.step, self.epoch = int(position["step"]), int(position["epoch"])
         self.batch_in_epoch = int(position["batch_in_epoch"])
         for hook in self.hooks:
-            state = checkpoint.hook_state(hook.name) if hook.name else None
+            state = checkpoint.hook_state(hook.name)
             if state is not None:
                 hook.load_state_dict(state)
         self.resume_from = checkpoint

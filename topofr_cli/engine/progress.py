@@ -1,10 +1,12 @@
 """The training bar (step, epoch, loss, lr, img/s) as calls on a `topofr_cli.progress.Progress`,
-and the run's log file: every line rank 0 reports is also appended to `RUN/train.log`."""
+and the run's log file: every line rank 0 reports is also appended to `RUN/train.log`
+(written by `artifacts.run_dir.TrainLog`, which puts the time before each line)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from topofr_cli.artifacts.run_dir import TrainLog
 from topofr_cli.progress import SILENT, Level, Progress
 
 
@@ -25,11 +27,11 @@ class TrainProgress:
         self._total, self._start = total_steps, start_step
         self._task = None
         self._log_path = log_path if enabled else None
-        self._log = None
+        self._log: TrainLog | None = None
 
     def __enter__(self) -> TrainProgress:
         if self._log_path is not None:  # appended to: a resumed run continues the same log
-            self._log = open(self._log_path, "a", encoding="utf-8")
+            self._log = TrainLog(self._log_path)
         self._task = self._progress.start("train", self._total, completed=self._start)
         self._task.status("epoch - loss - lr - - img/s")
         return self
@@ -49,8 +51,7 @@ class TrainProgress:
 
     def _emit(self, level: Level, message: str) -> None:
         if self._log is not None:
-            self._log.write(("note: " if level == "note" else "") + message + "\n")
-            self._log.flush()  # a crash or a kill leaves the log up to its last line
+            self._log.write(("note: " if level == "note" else "") + message)
         self._progress.message(level, message)
 
     def print(self, message: str) -> None:

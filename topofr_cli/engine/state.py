@@ -28,7 +28,7 @@ class TrainingParts:
     objective: Objective  # owns TopoFR's latent scale λ, if any
     backbone_optimizer: torch.optim.Optimizer
     classifier_optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler | None = None  # set once the step (which owns precision) exists
+    scaler: torch.amp.GradScaler | None = None  # fp16 only; the step uses this one (engine/build.py)
 
 
 def _shard_sizes(classifier: PartialFC) -> list[int]:
@@ -123,6 +123,7 @@ def restore_parts(checkpoint: Checkpoint, parts: TrainingParts) -> None:
     parts.classifier_optimizer.load_state_dict(
         shard_classifier_optimizer(training["classifier_optimizer"], parts.classifier)
     )
+    restore_scaler(checkpoint, parts.scaler)
 
 
 def restore_scaler(checkpoint: Checkpoint, scaler: torch.amp.GradScaler | None) -> None:

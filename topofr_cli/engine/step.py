@@ -27,6 +27,13 @@ def effective_precision(precision: str, device: torch.device) -> str:
     return "bf16" if precision == "fp16" and device.type == "cpu" else precision
 
 
+def make_scaler(precision: str, device: torch.device, *, growth_interval: int) -> torch.amp.GradScaler | None:
+    """The GradScaler fp16 needs (None for fp32/bf16, and on the CPU, where fp16 runs as bf16)."""
+    if effective_precision(precision, device) != "fp16":
+        return None
+    return torch.amp.GradScaler(device.type, growth_interval=growth_interval)
+
+
 def step_seed(seed: int, step: int, rank: int) -> int:
     """A seed for the per-step augmentation generator: a pure function of (seed, step, rank), so that a
     resumed run draws the same flips and perturbations as an uninterrupted one."""
@@ -64,6 +71,7 @@ class TrainStep:
         optimizers: list[torch.optim.Optimizer],
         precision: str,
         dist_ctx: DistContext,
+        scaler: torch.amp.GradScaler | None = None,
         clip_grad_norm: float | None,
         channels_last: bool,
         horizontal_flip: bool,
@@ -80,10 +88,13 @@ class TrainStep:
         self.device = dist_ctx.device
         self.precision = effective_precision(precision, self.device)
         self.autocast_dtype = AUTOCAST_DTYPES[self.precision]
+        if scaler is not None and self.precision != "fp16":
+            raise ValueError(f"a GradScaler is for fp16 steps, not {self.precision}")
+        # `scaler`: one made with the other training parts (engine/build.py), so it exists before the step
         self.scaler = (
-            torch.amp.GradScaler(self.device.type, growth_interval=scaler_growth_interval)
-            if self.precision == "fp16"
-            else None
+            scaler
+            if scaler is not None
+            else make_scaler(precision, self.device, growth_interval=scaler_growth_interval)
         )
         self.clip_grad_norm = clip_grad_norm
         self.clip_classifier = clip_classifier

@@ -11,27 +11,21 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from topofr_cli.artifacts.outputs import RUN, check_output
 from topofr_cli.artifacts.run_lock import RunLock
 from topofr_cli.config import Recipe
 from topofr_cli.data.dataset import FaceDataset
-from topofr_cli.engine import compat, train_log
 from topofr_cli.engine import distributed as D
+from topofr_cli.engine import train_log
+from topofr_cli.engine.build import TrainingSetup, build
 from topofr_cli.engine.hooks import BadStepGuard, CheckpointHook, Hook, MetricsHook, VerificationHook
 from topofr_cli.engine.loop import LoopSetup, TrainLoop
-from topofr_cli.engine.metrics import MetricsLog
-from topofr_cli.engine.objective import Objective, build_objective
+from topofr_cli.engine.objective import Objective
 from topofr_cli.engine.preflight import RunPlan, dataset_class_count, plan_run
-from topofr_cli.engine.rng import seed_everything
-from topofr_cli.engine.schedule import PolySchedule
-from topofr_cli.engine.state import TrainingParts, build_checkpoint, restore_parts, restore_scaler
-from topofr_cli.engine.step import TrainStep
+from topofr_cli.engine.state import build_checkpoint
 from topofr_cli.engine.validation import BinScore, verification_bins
 from topofr_cli.errors import PreflightError, TopofrError
 from topofr_cli.progress import Progress, resolve_progress
@@ -50,63 +44,6 @@ class RunResult:
     generated_data: bool = False
     rank: int = 0  # verification results are filled on rank 0 only
     finished_before: str | None = None  # --resume on a finished run: why nothing was done
-
-
-def _make_optimizer(recipe: Recipe, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
-    opt = recipe.optim
-    if opt.name == "sgd":
-        return torch.optim.SGD(
-            groups, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay, fused=True
-        )
-    return torch.optim.AdamW(groups, lr=opt.lr, weight_decay=opt.weight_decay, fused=True)
-
-
-def _build_parts(recipe: Recipe, num_classes: int, ctx: D.DistContext, objective: Objective) -> TrainingParts:
-    from topofr_cli.models import CombinedMarginHead, PartialFC, create_backbone
-
-    torch.manual_seed(recipe.train.seed)  # identical backbone on every rank (DDP also broadcasts it)
-    backbone = create_backbone(
-        recipe.model.network,
-        recipe.model.embedding_size,
-        dropout=recipe.model.dropout,
-        gradient_checkpointing=recipe.model.gradient_checkpointing,
-        **compat.backbone_options(recipe),
-    )
-    backbone = backbone.to(ctx.device)
-    if recipe.model.channels_last:
-        backbone = backbone.to(memory_format=torch.channels_last)
-    h = recipe.head
-    classifier = PartialFC(
-        recipe.model.embedding_size,
-        num_classes,
-        CombinedMarginHead(h.scale, h.m1, h.m2, h.m3),
-        sample_rate=h.sample_rate,
-    )
-    classifier = classifier.to(ctx.device)
-    objective.to(ctx.device)
-    groups: list[dict[str, Any]] = [{"params": list(backbone.parameters())}]
-    extra = [p for p in objective.parameters() if p.requires_grad]
-    if extra:  # TopoFR's latent scale λ: optimised with the backbone, never weight-decayed, slower
-        groups.append(
-            {"params": extra, "weight_decay": 0.0, "lr_multiplier": recipe.topofr.ptsa.scale_lr_multiplier}
-        )
-    backbone_optimizer = _make_optimizer(recipe, groups)
-    classifier_optimizer = _make_optimizer(recipe, [{"params": [classifier.weight]}])
-    return TrainingParts(backbone, classifier, objective, backbone_optimizer, classifier_optimizer)
-
-
-def _wrap_backbone(recipe: Recipe, backbone: nn.Module, ctx: D.DistContext) -> nn.Module:
-    model = backbone
-    if ctx.distributed:
-        model = DistributedDataParallel(
-            backbone,
-            device_ids=[ctx.device] if ctx.device.type == "cuda" else None,
-            gradient_as_bucket_view=True,
-        )
-        model.register_comm_hook(None, D.sum_gradients_hook)
-    if recipe.train.compile:
-        model = torch.compile(model)
-    return model
 
 
 def _prepare_data(plan: RunPlan, ctx: D.DistContext, progress: Progress) -> tuple[FaceDataset, bool]:
@@ -201,7 +138,8 @@ def _train(
         try:
             loop.run()
         finally:
-            loop.setup.metrics.close()
+            if loop.setup.metrics is not None:
+                loop.setup.metrics.close()
     except BaseException:
         if lock is not None and plan.resume_from is None and (loop is None or loop.step == 0):
             plan.run.clear()  # a start that failed before its first step leaves nothing to resume
@@ -229,16 +167,9 @@ def _build_loop(
     num_classes = dataset_class_count(recipe, dataset)
     bins = verification_bins(recipe.data.val_bins, Path(dataset.path), dataset.meta)
     _set_determinism(recipe)
-    parts = _build_parts(recipe, num_classes, ctx, build_objective(recipe, ctx))
     checkpoint = plan.resume_from
-    if checkpoint is not None:
-        restore_parts(checkpoint, parts)
-    seed_everything(recipe.train.seed + ctx.rank)  # per-rank streams (dropout, class sampling)
-    step_fn = _make_step(recipe, parts, ctx)
-    if checkpoint is not None:
-        restore_scaler(checkpoint, parts.scaler)
-    setup = _loop_setup(recipe, ctx, parts, step_fn, dataset, plan, bins)
-    global_batch = recipe.data.batch_size * ctx.world_size
+    training = build(recipe, ctx, num_classes=num_classes, resume_from=checkpoint)
+    setup = _loop_setup(training, dataset, plan, bins)
     banner = train_log.banner(
         recipe=recipe,
         run_dir=plan.run.root,
@@ -248,7 +179,7 @@ def _build_loop(
         classes=num_classes,
         world_size=ctx.world_size,
         device=ctx.device,
-        global_batch=global_batch,
+        global_batch=recipe.data.batch_size * ctx.world_size,
         total_steps=setup.stop_step,
         steps_per_epoch=setup.steps_per_epoch,
     )
@@ -265,36 +196,10 @@ def _build_loop(
     return loop
 
 
-def _make_step(recipe: Recipe, parts: TrainingParts, ctx: D.DistContext) -> TrainStep:
-    step_fn = TrainStep(
-        backbone=_wrap_backbone(recipe, parts.backbone, ctx),
-        backbone_params=list(parts.backbone.parameters()),
-        classifier=parts.classifier,
-        objective=parts.objective,
-        optimizers=[parts.backbone_optimizer, parts.classifier_optimizer],
-        precision=recipe.train.precision,
-        dist_ctx=ctx,
-        clip_grad_norm=recipe.optim.clip_grad_norm,
-        channels_last=recipe.model.channels_last,
-        horizontal_flip=recipe.data.horizontal_flip,
-        seed=recipe.train.seed,
-        **compat.step_options(recipe),
-    )
-    parts.scaler = step_fn.scaler
-    return step_fn
-
-
-def _loop_setup(
-    recipe: Recipe,
-    ctx: D.DistContext,
-    parts: TrainingParts,
-    step_fn: TrainStep,
-    dataset: FaceDataset,
-    plan: RunPlan,
-    bins: list[Path],
-) -> LoopSetup:
+def _loop_setup(training: TrainingSetup, dataset: FaceDataset, plan: RunPlan, bins: list[Path]) -> LoopSetup:
     from topofr_cli.data.loader import make_train_loader
 
+    recipe, ctx = training.recipe, training.ctx
     loader = make_train_loader(
         dataset,
         recipe.data.batch_size,
@@ -310,23 +215,18 @@ def _loop_setup(
             f"{dataset.path}: {len(dataset)} images give no full batch of "
             f"{recipe.data.batch_size} × {ctx.world_size} processes (lower data.batch_size)"
         )
-    sched = recipe.schedule
-    total_steps = sched.epochs * steps_per_epoch
-    warmup = min(total_steps, round(sched.warmup_epochs * steps_per_epoch))
     resume_step = None if plan.resume_from is None else plan.resume_from.step
-    metrics = MetricsLog(
-        plan.run.root, _log_columns(parts.objective, bins), enabled=ctx.is_main, resume_step=resume_step
-    )
+    columns = _log_columns(training.parts.objective, bins)
     return LoopSetup(
         ctx=ctx,
-        parts=parts,
-        step_fn=step_fn,
+        parts=training.parts,
+        step_fn=training.step,
         loader=loader,
-        schedule=PolySchedule(recipe.optim.lr, total_steps, warmup, sched.power),
-        metrics=metrics,
+        schedule=training.schedule(steps_per_epoch),
+        metrics=plan.run.open_metrics(columns, resume_step=resume_step) if ctx.is_main else None,
         steps_per_epoch=steps_per_epoch,
-        epochs=sched.epochs,
-        stop_step=total_steps if sched.max_steps is None else min(total_steps, sched.max_steps),
+        epochs=recipe.schedule.epochs,
+        stop_step=training.stop_step(steps_per_epoch),
     )
 
 
@@ -349,7 +249,7 @@ def _hooks(
         return path
 
     train = recipe.train
-    return [
+    return [  # in this order (each hook's `name` is how the summary and the result find it)
         MetricsHook(setup.metrics, train.log_every, recipe.data.batch_size * ctx.world_size),
         BadStepGuard(train.max_bad_steps, train.log_every, plan.run.root),
         CheckpointHook(save, train.save_every, fresh=plan.resume_from is None),
@@ -358,7 +258,7 @@ def _hooks(
 
 
 def _summary_line(loop: TrainLoop) -> str:
-    metrics, _, checkpointer, verification = loop.hooks
+    metrics, checkpointer, verification = (loop.hook(n) for n in ("metrics", "checkpoint", "verification"))
     scores = ", ".join(
         f"{s.name} {100 * s.accuracy:.2f}% ± {100 * s.accuracy_std:.2f}" for s in verification.scores
     )
@@ -376,7 +276,7 @@ def _summary_line(loop: TrainLoop) -> str:
 def _result(
     loop: TrainLoop, plan: RunPlan, ctx: D.DistContext, *, generated: bool, started: float
 ) -> RunResult:
-    metrics, _, checkpointer, verification = loop.hooks
+    metrics, checkpointer, verification = (loop.hook(n) for n in ("metrics", "checkpoint", "verification"))
     result = RunResult(
         run_dir=plan.run.root,
         steps=loop.step,

@@ -1,13 +1,15 @@
-"""The bench result as tables (one per section, rows as they finish) and as one JSON document."""
+"""`topofr bench`'s report as rich tables, one per section (printed as each section finishes), and as
+the plain text of bench.txt."""
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
+import io
 from typing import Any
 
+from rich.console import Console
 from rich.table import Table
+
+from topofr_cli.bench.runner import section
 
 MB = 1e6
 
@@ -45,9 +47,16 @@ def correctness_table(section: dict[str, Any]) -> Table:
     return table
 
 
+def _ratio(row: dict[str, Any]) -> str:
+    if row.get("topofr_over_plain") is None:
+        return "—"
+    low, high = row["topofr_over_plain_quartiles"]
+    return f"{row['topofr_over_plain']:.3f} ({low:.3f}–{high:.3f})"
+
+
 def training_steps_table(section: dict[str, Any]) -> Table:
     table = _table(
-        f"2a. Training step, median after warm-up ({_budget(section)})",
+        f"2a. Training step, plain and TopoFR interleaved: median (quartiles) ({_budget(section)})",
         ["configuration", "plain img/s", "TopoFR img/s", "TopoFR/plain", "peak GiB plain/TopoFR", "status"],
     )
     for row in section["rows"]:
@@ -59,7 +68,7 @@ def training_steps_table(section: dict[str, Any]) -> Table:
             config,
             _fmt(row.get("plain_img_s")),
             _fmt(row.get("topofr_img_s")),
-            _fmt(row.get("topofr_over_plain"), 3),
+            _ratio(row),
             peaks,
             row["status"],
         )
@@ -147,13 +156,10 @@ def heading(result: dict[str, Any]) -> str:
     )
 
 
-def to_json(result: dict[str, Any]) -> str:
-    return json.dumps(result, indent=2, ensure_ascii=False) + "\n"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write beside the target, then rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def report_text(result: dict[str, Any]) -> str:
+    """bench.txt: the heading and every table, without colour."""
+    text = Console(file=io.StringIO(), width=200, color_system=None)
+    text.print(heading(result))
+    for key, render in TABLES.items():
+        text.print(render(section(result, key)))
+    return text.file.getvalue()

@@ -251,9 +251,7 @@ def render(name: str, data: dict) -> str:
             f"measured: {spread(plain)} against {plain['pixel_baseline']:.2f} % for raw pixels, "
             f"{_minutes(plain['first_run_seconds'])} wall for the first run (data generation included) on {where}. "
             f"The same with TopoFR switched on: `topofr train quickstart_topofr` (measured: {spread(topo)}, "
-            f"{_minutes(topo['later_run_seconds'] or topo['first_run_seconds'])} a run). Training is deterministic "
-            "on one machine but not across CPUs: their float kernels round differently, so another machine "
-            "lands elsewhere within a few points; compare with the seeds' range, not one number"
+            f"{_minutes(topo['later_run_seconds'] or topo['first_run_seconds'])} a run)"
         )
     if name == "tests":
         return f"{sum(data['counts'].values())} tests, {_minutes(data['seconds'])} on {where}"

@@ -90,3 +90,44 @@ def test_without_sde_the_classification_loss_is_the_plain_mean():
         x_topology=x, embeddings=z, output=output, step=0
     )
     assert "gum_pi" in sde_terms and not torch.allclose(with_sde, loss)
+
+
+def test_the_table_is_computed_from_the_committed_run_files(tmp_path, monkeypatch):
+    """Per-run JSONs (as --collect writes them) give the table's mean ± sample std, and --write-doc puts
+    it between the markers of the results page with the commits, CPUs and torch versions it came from."""
+    import json
+
+    ablation = ablation_module()
+    for seed, (accuracy, w1) in enumerate([(0.60, 1.0), (0.64, 2.0)]):
+        curves = [
+            {"arm": "topofr", "seed": seed, "step": step, "space": "latent_l2", "sample": "train", "dim": 0}
+            | {"wasserstein_1": w1 * step / 40}
+            for step in (0, 40)
+        ]
+        run = {
+            "arm": "topofr",
+            "seed": seed,
+            "accuracy": accuracy,
+            "pixel_baseline": 0.585,
+            "total_cpu_s": 100.0,
+        }
+        run.update(commit="abc1234", cpu="Some CPU", torch="2.13.0", curves=curves)
+        (tmp_path / f"topofr_seed{seed}.json").write_text(json.dumps(run))
+    results, curves = ablation.load_committed(["topofr"], tmp_path)
+    table = ablation.report_table(results, curves, ["topofr"])
+    row = table.splitlines()[2].split(" | ")
+    assert row[1:4] == [
+        "2",
+        "62.00 ± 2.83",
+        "1.5 ± 0.7",
+    ]  # acc: mean 62, sample std 2.83; W1 at the last step
+    doc = tmp_path / "results.md"
+    start, end = ablation.TABLE_MARKER
+    doc.write_text(f"before\n{start}\nold table\n{end}\nafter\n")
+    monkeypatch.setattr(ablation, "RESULTS_DOC", doc)
+    ablation.write_doc(table, results)
+    text = doc.read_text()
+    assert (
+        "old table" not in text and table in text and text.startswith("before\n") and text.endswith("after\n")
+    )
+    assert "commit abc1234; CPU Some CPU; torch 2.13.0" in text

@@ -133,3 +133,15 @@ def test_shell_completion_reaches_lazy_commands(words, expected):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [expected]
+
+
+@pytest.mark.parametrize(
+    "command, hint",
+    [(["prepare", "folder"], True), (["eval"], True), (["hard-samples"], True), (["prepare", "rec"], False)],
+)
+def test_help_shows_bracketed_text_as_written(command, hint):
+    """Rich reads `[detect]` as markup and drops it; help texts escape it, so the install hint is whole."""
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0
+    assert "pip install 'topofr'" not in result.output
+    assert ("pip install 'topofr[detect]'" in result.output) == hint

@@ -357,6 +357,8 @@ def test_collapsed_models_and_unresolvable_far_are_warned(checkpoint, tmp_path):
         "warning: synthetic_val: VAL@FAR=1e-3 is not resolvable: each fold's threshold is set on "
         "as few as 4 impostor pairs, fewer than 1/FAR = 1000"
     ]
+    table_row = next(line for line in healthy.output.splitlines() if "synthetic_val" in line and "│" in line)
+    assert table_row.split("│")[5].strip() == "n/a"  # the VAL column: no number the pairs cannot support
     row = _read_csv(tmp_path / "healthy" / "verification.csv")[0]
     assert (row["threshold_impostors"], row["val_resolvable"], row["degenerate"]) == ("4", "False", "False")
     collapsed = _eval(_run_checkpoint(checkpoint, tmp_path / "run", collapse=True))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import io
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -163,11 +165,47 @@ def test_plain_renderer_writes_lines_a_log_file_can_keep():
     progress.start("sub-step", 5, transient=True).close()
     task.close()
     task.close()
-    lines = buffer.getvalue().splitlines()
-    assert lines[0] == "step 10/100 epoch 1/2 loss 3.2100 " + "x" * 60  # one line, not wrapped
-    assert lines[1] == "note: a [bold]note[/]"  # printed as given: no markup, no colour codes
-    assert len(lines) == 3 and lines[2].startswith("embed: 3/3 done in ")
+    timed = buffer.getvalue().splitlines()
+    stamp = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) ")  # every line starts with the local time
+    assert all(stamp.match(line) for line in timed), timed
+    now = time.time()
+    for line in timed:
+        logged = time.mktime(time.strptime(stamp.match(line)[1], "%Y-%m-%d %H:%M:%S"))
+        assert now - 5 <= logged <= now + 1
+    lines = [stamp.sub("", line) for line in timed]
+    assert lines[0] == "embed: started (3)"  # a start line per (non-transient) bar
+    assert lines[1] == "step 10/100 epoch 1/2 loss 3.2100 " + "x" * 60  # one line, not wrapped
+    assert lines[2] == "note: a [bold]note[/]"  # printed as given: no markup, no colour codes
+    assert len(lines) == 4 and lines[3].startswith("embed: 3/3 done in ")
     assert "\x1b" not in buffer.getvalue()
+
+
+def test_plain_renderer_says_where_a_bar_stands_after_a_quiet_spell(monkeypatch):
+    """Under nohup/SLURM a long stage is not minutes of silence: after `quiet_seconds` without a line,
+    the next advance prints the count."""
+    from topofr_cli.cli import render
+
+    clock = [100.0]
+    monkeypatch.setattr(render.time, "perf_counter", lambda: clock[0])
+    buffer = io.StringIO()
+    progress = render.PlainProgress(Console(file=buffer, width=200, force_terminal=False), quiet_seconds=30)
+    task = progress.start("synthetic faces", 1000)
+    clock[0] += 10
+    task.advance(100)  # 10 s of quiet: nothing yet
+    clock[0] += 25
+    task.advance(100)  # 35 s: a line
+    clock[0] += 5
+    task.advance(100)  # 5 s after that line: nothing
+    clock[0] += 31
+    task.advance(50)
+    task.close()
+    lines = [line[20:] for line in buffer.getvalue().splitlines()]
+    assert lines == [
+        "synthetic faces: started (1,000)",
+        "synthetic faces: 200/1,000 after 35 s",
+        "synthetic faces: 350/1,000 after 71 s",
+        "synthetic faces: 350/1,000 done in 71 s",
+    ]
 
 
 def test_rich_renderer_leaves_periodic_lines_to_its_bar():

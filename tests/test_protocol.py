@@ -183,3 +183,23 @@ def test_matches_loop_transcription_on_random_embeddings(seed, n):
     assert result.far == pytest.approx(loop["far"], abs=1e-12)
     assert 0.5 < result.accuracy_mean <= 1.0
     assert 0.5 < result.auc <= 1.0
+
+
+def test_auc_is_the_area_of_the_exact_curve_even_when_the_threshold_grid_cannot_see_it():
+    """A near-degenerate model: every squared distance below the grid's first step (0.01). The grid's
+    mean ROC has one corner (area 0.5); the exact curve, the one the ROC figure draws, separates the pairs."""
+    from sklearn.metrics import roc_auc_score
+
+    from topofr_cli.plots.roc import exact_verification_roc
+
+    rng = np.random.default_rng(3)
+    issame = np.arange(600) % 2 == 0
+    dist = np.where(issame, rng.uniform(0.0, 0.006, 600), rng.uniform(0.002, 0.008, 600))
+    result = verification_metrics_from_distances(dist, issame)
+    assert result.auc == pytest.approx(roc_auc_score(issame, -dist), abs=1e-12)
+    fpr, tpr = exact_verification_roc(dist, issame)
+    assert result.auc == pytest.approx(float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2)), abs=1e-12)
+    x, y = np.append(result.fpr, 1.0), np.append(result.tpr, 1.0)  # the grid's mean ROC, closed at (1, 1)
+    order = np.argsort(x, kind="stable")
+    grid_area = float(np.sum(np.diff(x[order]) * (y[order][1:] + y[order][:-1]) / 2))
+    assert abs(grid_area - 0.5) < 0.02 and result.auc > 0.7  # what the grid's area would have said

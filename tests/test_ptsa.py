@@ -151,3 +151,26 @@ def test_loss_forward_and_backward_never_read_device_data(form):
     loss = ptsa_loss(x, z, form, latent_scale=scale)
     loss.backward()
     assert loss.shape == () and z.grad.shape == z.shape and scale.grad.shape == ()
+
+
+def test_reference_arithmetic_is_the_references_float32_broadcast_norm(monkeypatch):
+    """compat: reference takes A^X as the reference computes it: the norm of the float32 differences of
+    every pair (its B × B × D broadcast), bit for bit, here a few rows at a time."""
+    import topofr_cli.topology.ptsa as ptsa_module
+
+    x = torch.rand(9, 3, 8, 8) * 2 - 1
+    flat = x.reshape(9, -1)
+    transcription = torch.norm(flat.unsqueeze(1) - flat.unsqueeze(0), dim=-1) / math.sqrt(4 * flat.shape[1])
+    assert torch.equal(input_distances(x, reference_arithmetic=True), transcription)
+    monkeypatch.setattr(ptsa_module, "_REFERENCE_CHUNK_ELEMENTS", 2 * flat.numel() // 9 * 9)  # 2 rows a block
+    assert torch.equal(input_distances(x, reference_arithmetic=True), transcription)
+    # the default (float64 Gram) agrees to float32 rounding, not bit for bit
+    torch.testing.assert_close(input_distances(x), transcription, rtol=1e-5, atol=1e-6)
+
+
+def test_reference_mode_selects_the_reference_input_arithmetic():
+    assert PTSALoss.from_config("symmetric", "reference").reference_arithmetic
+    assert not PTSALoss.from_config("symmetric", "fixed").reference_arithmetic
+    x, z = torch.rand(6, 3, 4, 4) * 2 - 1, torch.randn(6, 5)
+    expected = ptsa_loss(x, z, "symmetric", reference_arithmetic=True)
+    assert torch.equal(PTSALoss.from_config("symmetric", "reference")(x, z), expected)

@@ -48,9 +48,32 @@ def test_a_file_on_disk_wins_over_the_packaged_name(tmp_path, monkeypatch):
 def test_unknown_recipe_names_the_packaged_ones(text, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(
-        TopofrError, match=r"recipe file not found \(packaged recipes: glint360k_r100, .*quickstart"
+        TopofrError,
+        match=r"recipe file not found \((did you mean \w+\? )?packaged recipes: glint360k_r100, .*quickstart",
     ):
         resolve_recipe(text)
+
+
+@pytest.mark.parametrize(
+    "typo, meant",
+    [("quikstart", "quickstart"), ("quickstart_topfr", "quickstart_topofr"), ("ms1mv2_r05", "ms1mv2_r50")],
+)
+def test_a_typo_gets_did_you_mean(typo, meant, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from topofr_cli.cli.app import app
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["train", typo])
+    assert result.exit_code == 2 and not any(tmp_path.iterdir())
+    assert result.output.startswith(f"error: {typo}: recipe file not found (did you mean {meant}? packaged")
+
+
+def test_no_suggestion_for_a_name_like_none_of_them(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TopofrError) as caught:
+        resolve_recipe("zzz")
+    assert "did you mean" not in str(caught.value)
 
 
 def test_a_directory_is_not_a_recipe(tmp_path):

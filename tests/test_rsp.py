@@ -112,7 +112,7 @@ def test_blur_matches_a_direct_2d_convolution_and_is_5_wide_9_tall():
 
 def test_grayscale_uses_luma_weights():
     u = torch.tensor([1.0, 0.0, 0.0]).reshape(1, 3, 1, 1).expand(1, 3, 2, 2)
-    assert torch.allclose(grayscale(u), torch.full((1, 3, 2, 2), 0.299))
+    assert torch.allclose(grayscale(u), torch.full((1, 3, 2, 2), 0.2989))
 
 
 def colour(r: float, g: float, b: float) -> torch.Tensor:
@@ -128,7 +128,7 @@ def test_color_jitter_factors_by_hand():
     u = colour(0.8, 0.4, 0.2)
     assert torch.allclose(jitter(u), u, atol=1e-6)  # identity factors
     assert torch.allclose(jitter(u, brightness=0.5), colour(0.4, 0.2, 0.1), atol=1e-6)
-    luma = 0.299 * 0.8 + 0.587 * 0.4 + 0.114 * 0.2
+    luma = 0.2989 * 0.8 + 0.587 * 0.4 + 0.114 * 0.2
     assert torch.allclose(jitter(u, saturation=0.0), torch.full((1, 3, 1, 1), luma), atol=1e-6)
     half = 0.5 * u + 0.5 * luma  # single pixel: its mean grey level is its luma
     assert torch.allclose(jitter(u, contrast=0.5), half, atol=1e-6)

@@ -19,6 +19,7 @@ from topofr_cli.artifacts.run_dir import read_metrics
 from topofr_cli.cli.app import app
 
 REPO = Path(__file__).resolve().parent.parent
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ")  # local time, as train.log's lines
 STEPS_PER_EPOCH, EPOCHS, LOG_EVERY = 4, 2, 2  # 4 classes × 8 images, batch 8
 STEP_LINE = re.compile(
     r"^step (\d+)/8 epoch (\d)/2 loss \d+\.\d{4}( \([^)]*\))? lr \S+ [\d.]+ img/s "
@@ -57,7 +58,9 @@ def finished_run(make_tiny_dataset, tiny_recipe_file, tmp_path_factory):
 def test_redirected_stdout_shows_banner_a_line_per_log_step_and_a_summary(finished_run):
     stdout = (finished_run / "stdout.txt").read_text()
     assert "\x1b" not in stdout  # no cursor movement or colour codes in a file
-    lines = stdout.splitlines()
+    lines = [untimed(line) for line in stdout.splitlines()]
+    assert lines[0] == "train: started (8)"  # the plain renderer says when each bar starts
+    lines = lines[1:]
     banner = lines[:5]
     assert banner[0] == f"topofr {__version__}: training {finished_run / 'run'} (a fresh run)"
     assert banner[1] == f"data {finished_run / 'data'}: 32 images, 4 classes"
@@ -65,11 +68,11 @@ def test_redirected_stdout_shows_banner_a_line_per_log_step_and_a_summary(finish
         "precision fp32; global batch 8 (8 per process)"
     )
     assert banner[3] == "8 steps (4 per epoch, 2 epochs); a line every 2 steps, a checkpoint every 3"
-    assert (
-        banner[4].startswith("recipe, changed from the defaults: data.path=")
-        and "model.network=mbf" in banner[4]
-    )
-    assert "train.log_every=2" in banner[4] and "optim.lr=" not in banner[4].replace("optim.lr=0.05", "")
+    assert banner[4] == "recipe, changed from the defaults:"
+    changes = dict(line[2:].split(": ", 1) for line in lines[5:] if line.startswith("  "))  # one key a line
+    assert changes["data.path"] == str(finished_run / "data") and changes["model.network"] == "mbf"
+    assert changes["train.log_every"] == "2" and changes["optim.lr"] == "0.05"
+    assert "optim.momentum" not in changes  # left at its default
 
     steps = [(int(m[1]), int(m[2])) for m in map(STEP_LINE.match, lines) if m]
     assert steps == [(2, 1), (4, 1), (6, 2), (8, 2)], stdout  # a line every log_every steps, epochs 1-based
@@ -81,6 +84,13 @@ def test_redirected_stdout_shows_banner_a_line_per_log_step_and_a_summary(finish
         "0 non-finite steps skipped, peak rss" in summary[0]
         and "last checkpoint step_00000008.pt" in summary[0]
     )
+
+
+def untimed(line: str) -> str:
+    """The line without the local time that starts every plain stdout line (checked here too)."""
+    match = TIMESTAMP.match(line)
+    assert match, f"no timestamp: {line!r}"
+    return line[match.end() :]
 
 
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) ")
@@ -101,7 +111,7 @@ def test_every_train_log_line_starts_with_its_local_time(finished_run):
 
 
 def test_train_log_holds_the_same_lines(finished_run):
-    stdout = _unstamped((finished_run / "stdout.txt").read_text().splitlines())
+    stdout = [untimed(line) for line in (finished_run / "stdout.txt").read_text().splitlines()]
     log = _unstamped((finished_run / "run" / "train.log").read_text().splitlines())
     assert log[0].startswith("topofr ") and log[-1].startswith("finished: 8 steps")
     assert len([line for line in log if STEP_LINE.match(line)]) == 4
@@ -131,7 +141,7 @@ def test_resume_on_a_finished_run_says_so_and_changes_nothing(finished_run):
         app, ["train", str(finished_run / "recipe.yaml"), "--set", f"train.log_every={LOG_EVERY}", "--resume"]
     )
     assert result.exit_code == 0, result.output
-    assert result.output.replace("\n", " ").strip() == (
+    assert untimed(result.output).replace("\n", " ").strip() == (
         f"{run}: this run is already finished (step 8, 2 of 2 epochs); nothing to resume. Raise "
         "schedule.epochs or schedule.max_steps with --set to train further"
     )

@@ -6,7 +6,7 @@ Gaussian blur, grayscale, colour jitter, random erasing — with torchvision's s
 * GaussianBlur(kernel_size=(5, 9), sigma=(0.1, 5)): torchvision reads kernel_size as (kx, ky), so the
   kernel is 5 pixels wide (x) and 9 tall (y); one σ ~ U(0.1, 5) per sample for both axes; reflect
   padding; separable (a row pass then a column pass, per-sample kernels via a grouped conv).
-* Grayscale(3 channels): ITU-R 601-2 luma 0.299 R + 0.587 G + 0.114 B.
+* Grayscale(3 channels): luma 0.2989 R + 0.587 G + 0.114 B, torchvision's rgb_to_grayscale weights.
 * ColorJitter(brightness [0.1, 0.5], contrast [0.3, 0.6], saturation [0.2, 0.5], hue [−0.1, 0.3]):
   one factor of each kind per sample, applied in a random order *per sample* (torchvision draws a
   permutation per call, i.e. per image). Brightness scales, contrast blends with the mean grey
@@ -39,7 +39,7 @@ BLUR_KERNEL_X, BLUR_KERNEL_Y = 5, 9
 BLUR_SIGMA = (0.1, 5.0)
 BRIGHTNESS, CONTRAST, SATURATION, HUE = (0.1, 0.5), (0.3, 0.6), (0.2, 0.5), (-0.1, 0.3)
 ERASE_AREA, ERASE_ASPECT, ERASE_ATTEMPTS = (0.02, 0.33), (0.3, 3.3), 10
-LUMA = (0.299, 0.587, 0.114)
+LUMA = (0.2989, 0.587, 0.114)  # torchvision's (the reference's Grayscale), not ITU-R 601-2's 0.299
 
 
 def _gaussian_kernels(sigma: torch.Tensor, size: int) -> torch.Tensor:
@@ -69,7 +69,7 @@ def _luma(u: torch.Tensor) -> torch.Tensor:
 
 
 def grayscale(u: torch.Tensor) -> torch.Tensor:
-    """Three identical channels of the ITU-R 601-2 luma."""
+    """Three identical channels of the luma (torchvision's weights, LUMA)."""
     return _luma(u).expand_as(u).contiguous()
 
 

@@ -74,7 +74,6 @@ def warn(message: str) -> None:
 
 def degenerate_warning(what: str, mean_cosine: float) -> str:
     """The one wording for a collapsed model (`evaluation.degeneracy`), whichever command finds it."""
-    return (
-        f"{what}: degenerate embeddings (mean cosine between different images {mean_cosine:.4f}); "
-        "the model maps every face to nearly the same direction, so its scores say little"
-    )
+    from topofr_cli.evaluation.degeneracy import degenerate_message  # numpy: loaded when it is needed
+
+    return degenerate_message(what, mean_cosine)

@@ -27,7 +27,7 @@ def _show_verification(report: VerificationReport) -> None:
             str(result.num_pairs),
             f"{100 * result.accuracy_mean:.2f} ± {100 * result.accuracy_std:.2f}",
             f"{result.best_threshold:.3f}",
-            f"{100 * result.val:.2f} ± {100 * result.val_std:.2f}",
+            f"{100 * result.val:.2f} ± {100 * result.val_std:.2f}" if result.val_resolvable else "n/a",
             f"{result.auc:.4f}",
         )
     console.print(table)

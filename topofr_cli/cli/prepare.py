@@ -8,7 +8,7 @@ import typer
 
 from topofr_cli.cli.common import console, user_errors
 from topofr_cli.cli.json_output import json_option, prints_json
-from topofr_cli.cli.render import bars
+from topofr_cli.cli.render import bars, for_console, printer
 
 app = typer.Typer(
     help="Bring datasets in: pack RecordIO or image folders, build .bin pair files, "
@@ -54,7 +54,7 @@ def prepare_folder(
         False,
         "--detect",
         help="Raw photos: find the face in each, align it and pack it "
-        "(needs pip install 'topofr[detect]'). Writes OUT/detections.csv.",
+        "(needs pip install 'topofr\\[detect]'). Writes OUT/detections.csv.",
     ),
     detector: str = typer.Option(
         "dlib-hog",
@@ -237,8 +237,14 @@ def synthetic(
     json_out: bool = json_option(),
 ) -> dict:
     """Generate procedural face-like images: a packed training set plus a held-out verification .bin."""
-    from topofr_cli.commands.prepare import prepare_synthetic
+    from rich.markup import escape
 
+    from topofr_cli.commands.prepare import prepare_synthetic
+    from topofr_cli.progress import SILENT
+
+    # not a terminal (nohup, SLURM, a pipe): a timed line per stage and during long ones
+    shown = for_console(console, elapsed=True) if progress else SILENT
+    say = printer(shown, console)
     result = prepare_synthetic(
         out,
         identities=identities,
@@ -246,7 +252,7 @@ def synthetic(
         heldout_identities=heldout_identities,
         pairs=pairs,
         seed=seed,
-        progress=bars(console, enabled=progress, elapsed=True),
+        progress=shown,
         difficulty=difficulty,
         quality=quality,
         workers=workers,
@@ -254,20 +260,17 @@ def synthetic(
     )
     report = result.report
     baseline = report.pixel_baseline
-    console.print(
-        f"wrote {report.num_images} images of {report.num_classes} identities to {report.out_dir} "
-        f"in {report.seconds:.1f} s",
-        highlight=False,
+    say(
+        f"wrote {report.num_images} images of {report.num_classes} identities to {escape(str(report.out_dir))} "
+        f"in {report.seconds:.1f} s"
     )
-    console.print(
+    say(
         f"verification pairs: {report.pairs} of {report.heldout_identities} held-out identities "
-        f"in {report.bin_path}",
-        highlight=False,
+        f"in {escape(str(report.bin_path))}"
     )
     colour = "green" if baseline.accuracy_mean < 0.75 else "yellow"
-    console.print(
+    say(
         f"raw-pixel baseline accuracy: [{colour}]{100 * baseline.accuracy_mean:.2f}% "
-        f"± {100 * baseline.accuracy_std:.2f}[/] (a trained model should beat this clearly)",
-        highlight=False,
+        f"± {100 * baseline.accuracy_std:.2f}[/] (a trained model should beat this clearly)"
     )
     return result.to_json()

@@ -5,12 +5,15 @@ A renderer is any `topofr_cli.progress.Progress`. `RichProgress` is the terminal
 display is open while at least one bar is; when the last bar closes the display stops, so the
 finished bars stay on screen above whatever the command prints next (a table, another bar).
 `PlainProgress` is for a log file (nohup, SLURM, `| tee`), where a live bar would write only its
-final state: it prints each message and periodic line as it comes, and one line per finished bar.
+final state: it prints each message and periodic line as it comes, a line when a bar starts, a
+progress line when nothing has been printed for `quiet_seconds`, and one line per finished bar; every
+line starts with the local time, so a log shows when each thing happened.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from rich.console import Console
 from rich.progress import (
@@ -97,6 +100,11 @@ class RichProgress:
         self.console.print(line, highlight=False)
 
 
+# the time at the start of every plain line (local, ISO 8601 with a space, as train.log's lines)
+LINE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+QUIET_SECONDS = 30.0  # a plain log says where a bar stands after this long without a line
+
+
 class _PlainTask:
     def __init__(
         self, owner: PlainProgress, description: str, total: int | None, completed: int, transient: bool
@@ -104,9 +112,18 @@ class _PlainTask:
         self._owner, self._description, self._total = owner, description, total
         self._done, self._transient = completed, transient
         self._started, self._closed = time.perf_counter(), False
+        if not transient:
+            of = f" ({total:,})" if total is not None else ""
+            owner.line(f"{description}: started{of}")
+
+    def _count(self) -> str:
+        return f"{self._done:,}/{self._total:,}" if self._total is not None else f"{self._done:,}"
 
     def advance(self, n: int = 1) -> None:
         self._done += n
+        if not self._transient and self._owner.quiet_for() >= self._owner.quiet_seconds:
+            elapsed = time.perf_counter() - self._started
+            self._owner.line(f"{self._description}: {self._count()} after {elapsed:.0f} s")
 
     def status(self, text: str) -> None:
         pass  # a status changes many times a second: only the periodic lines are worth a line
@@ -115,19 +132,28 @@ class _PlainTask:
         if self._closed or self._transient:
             return
         self._closed = True
-        count = f"{self._done:,}/{self._total:,} " if self._total is not None else ""
-        self._owner.console.print(
-            f"{self._description}: {count}done in {time.perf_counter() - self._started:.0f} s",
-            highlight=False,
-            soft_wrap=True,
-        )
+        count = f"{self._count()} " if self._total is not None else ""
+        self._owner.line(f"{self._description}: {count}done in {time.perf_counter() - self._started:.0f} s")
 
 
 class PlainProgress:
-    """Plain lines, no cursor movement: for output that is not a terminal."""
+    """Plain lines, each starting with the local time, no cursor movement: for output that is not a
+    terminal."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, *, quiet_seconds: float = QUIET_SECONDS) -> None:
         self.console = console
+        self.quiet_seconds = quiet_seconds
+        self._last_line = time.perf_counter()
+
+    def line(self, text: str) -> None:
+        self._last_line = time.perf_counter()
+        self.console.print(
+            f"{time.strftime(LINE_TIME_FORMAT)} {text}", highlight=False, soft_wrap=True, markup=False
+        )
+
+    def quiet_for(self) -> float:
+        """Seconds since the last line."""
+        return time.perf_counter() - self._last_line
 
     def start(
         self, description: str, total: int | None = None, *, completed: int = 0, transient: bool = False
@@ -135,14 +161,20 @@ class PlainProgress:
         return _PlainTask(self, description, total, completed, transient)
 
     def message(self, level: Level, text: str) -> None:
-        self.console.print(
-            f"note: {text}" if level == "note" else text, highlight=False, soft_wrap=True, markup=False
-        )
+        self.line(f"note: {text}" if level == "note" else text)
 
 
 def for_console(console: Console, *, elapsed: bool = False) -> Progress:
     """Rich bars when `console` is a terminal, plain lines when it is redirected (a file, a pipe)."""
     return RichProgress(console, elapsed=elapsed) if console.is_terminal else PlainProgress(console)
+
+
+def printer(progress: Progress, console: Console) -> Callable[[str], None]:
+    """How a command prints its own lines (rich markup allowed) next to `progress`: timed plain lines
+    when `progress` is the plain renderer, else on `console` as usual."""
+    if isinstance(progress, PlainProgress):
+        return lambda text: progress.line(Text.from_markup(text).plain)
+    return lambda text: console.print(text, highlight=False, soft_wrap=True)
 
 
 def bars(console: Console, *, enabled: bool = True, elapsed: bool = False) -> Progress:

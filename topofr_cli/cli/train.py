@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from topofr_cli.cli.common import console, user_errors
-from topofr_cli.cli.render import for_console
+from topofr_cli.cli.render import PlainProgress, for_console, printer
 from topofr_cli.errors import TopofrError
 
 
@@ -79,6 +80,8 @@ def train(
         loaded = load_training_recipe(recipe, overrides)
         typer.echo(yaml.safe_dump(loaded.to_dict(), sort_keys=False), nl=False)
         return
+    progress = for_console(console)
+    say = printer(progress, console)  # plain: each line timed
     result = run_training(
         recipe,
         overrides=overrides,
@@ -86,16 +89,28 @@ def train(
         overwrite=overwrite,
         device=device,
         launch=LaunchSpec(nproc_per_node, nnodes, node_rank, rdzv_endpoint),
-        progress=for_console(console),
+        progress=progress,
     )
     if result.message:
-        console.print(result.message, highlight=False, soft_wrap=True)
+        say(escape(result.message))
     if result.run is None or result.run.rank != 0 or result.message:
         return
     if result.run.verification:
-        console.print(_summary(result.run, result.pixel_baselines))
-    console.print(
-        f"run directory {result.run.run_dir} (train.log, metrics.csv, checkpoints/)",
-        highlight=False,
-        soft_wrap=True,
-    )  # the numbers are in the summary line the run printed last
+        table = _summary(result.run, result.pixel_baselines)
+        if isinstance(progress, PlainProgress):
+            for line in _table_lines(table):
+                say(escape(line))
+        else:
+            console.print(table)
+    say(f"run directory {escape(str(result.run.run_dir))} (train.log, metrics.csv, checkpoints/)")
+    # the numbers are in the summary line the run printed last
+
+
+def _table_lines(table: Table) -> list[str]:
+    """The verification table as `set: model … (raw-pixel baseline …)` lines, for a log file."""
+    columns = [[str(cell) for cell in column.cells] for column in table.columns]
+    heading = str(table.title)
+    return [
+        f"{heading}: {name} {model} (raw-pixel baseline {pixels})"
+        for name, model, pixels in zip(*columns, strict=True)
+    ]

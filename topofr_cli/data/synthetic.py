@@ -26,7 +26,7 @@ from topofr_cli.data.synthetic_nuisance import draw_nuisance
 from topofr_cli.data.synthetic_render import Identity, draw_identity, encode_photos, render_pixels
 from topofr_cli.data.workers import clamp_workers
 from topofr_cli.errors import TopofrError
-from topofr_cli.progress import Progress, resolve_progress
+from topofr_cli.progress import Progress, resolve_progress, stage
 
 BIN_NAME = "synthetic_val.bin"
 GENERATOR_VERSION = 1  # bump when the drawing changes, so old datasets can be told apart
@@ -177,8 +177,9 @@ def generate_synthetic(
     ]
 
     heldout_photos: list[list[bytes]] = []
+    progress = resolve_progress(progress)
     with PackedWriter(out_dir, source=f"synthetic(seed={seed})", overwrite=overwrite) as writer:
-        task = resolve_progress(progress).start("synthetic faces", total_images)
+        task = progress.start("synthetic faces", total_images)
         try:
             for job, photos in zip(jobs, _results(jobs, workers), strict=True):
                 _, role, index = job[:3]
@@ -191,14 +192,18 @@ def generate_synthetic(
         finally:
             task.close()
 
-        first, second, issame = draw_pairs(
-            stream(seed, ROLE_PAIRS, 0), heldout_identities, images_per_identity, pairs
-        )
-        images = []
-        for (id_a, photo_a), (id_b, photo_b) in zip(first, second, strict=True):
-            images += [heldout_photos[id_a][photo_a], heldout_photos[id_b][photo_b]]
-        write_bin(writer.tmp_dir / BIN_NAME, images, issame)
-        score = None if baseline is None else baseline(writer.tmp_dir / BIN_NAME)
+        with stage(progress, f"verification pairs ({pairs:,})"):
+            first, second, issame = draw_pairs(
+                stream(seed, ROLE_PAIRS, 0), heldout_identities, images_per_identity, pairs
+            )
+            images = []
+            for (id_a, photo_a), (id_b, photo_b) in zip(first, second, strict=True):
+                images += [heldout_photos[id_a][photo_a], heldout_photos[id_b][photo_b]]
+            write_bin(writer.tmp_dir / BIN_NAME, images, issame)
+        score = None
+        if baseline is not None:
+            with stage(progress, "raw-pixel baseline"):
+                score = baseline(writer.tmp_dir / BIN_NAME)
         settings = {
             "generator_version": GENERATOR_VERSION,
             "seed": seed,

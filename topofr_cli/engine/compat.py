@@ -4,8 +4,9 @@
 (docs/method.md §2 lists each difference, why fixed mode differs and what it changes):
 - IResNet's embedding BatchNorm1d weight is trainable (and so weight-decayed), as the reference leaves it;
 - gradient clipping (optim.clip_grad_norm) measures and scales backbone and classifier together,
-  because the reference's classifier weight is a backbone parameter;
-- the fp16 GradScaler grows its scale every 100 good steps instead of torch's 2000.
+  because the reference's classifier weight is a backbone parameter.
+Both modes grow the fp16 GradScaler's scale every 100 good steps, insightface's setting (the reference
+inherits it from there; it is not one of its defects).
 The objective's own reference arithmetic (w2, GUM, negation pattern, λ, RSP leak) lives in
 engine/topofr_objective.py and hardness/sds.py.
 """
@@ -14,9 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-# compat: reference sets its GradScaler as the reference implementation does (docs/method.md §2)
-COMPAT_SCALER_GROWTH_INTERVAL = 100
-TORCH_SCALER_GROWTH_INTERVAL = 2000
+# insightface arcface_torch's GradScaler setting (torch's default is 2000), in both modes (docs/method.md §2)
+SCALER_GROWTH_INTERVAL = 100
 
 
 def reference_mode(recipe: Any) -> bool:
@@ -30,10 +30,4 @@ def backbone_options(recipe: Any) -> dict[str, Any]:
 
 def step_options(recipe: Any) -> dict[str, Any]:
     """Keyword arguments for `TrainStep`."""
-    reference = reference_mode(recipe)
-    return {
-        "clip_classifier": reference,
-        "scaler_growth_interval": COMPAT_SCALER_GROWTH_INTERVAL
-        if reference
-        else TORCH_SCALER_GROWTH_INTERVAL,
-    }
+    return {"clip_classifier": reference_mode(recipe), "scaler_growth_interval": SCALER_GROWTH_INTERVAL}

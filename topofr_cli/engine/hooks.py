@@ -20,6 +20,7 @@ from topofr_cli.engine import distributed as D
 from topofr_cli.engine import train_log
 from topofr_cli.engine.validation import BinScore, verify
 from topofr_cli.errors import TopofrError
+from topofr_cli.evaluation.degeneracy import degenerate_message
 
 if TYPE_CHECKING:
     from topofr_cli.engine.loop import TrainLoop
@@ -221,5 +222,10 @@ class VerificationHook(Hook):
                     f"{s.name} {100 * s.accuracy:.2f}% ± {100 * s.accuracy_std:.2f}" for s in self.scores
                 )
             )
+            for score in self.scores:  # the warning `topofr eval` gives for the same checkpoint
+                if score.degenerate:
+                    loop.progress.note(
+                        f"step {loop.step}, " + degenerate_message(score.name, score.mean_cosine)
+                    )
         self.scored_at = loop.step
         D.barrier(self.ctx)

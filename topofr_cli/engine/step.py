@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from topofr_cli.data.loader import normalize
+from topofr_cli.engine.compat import SCALER_GROWTH_INTERVAL
 from topofr_cli.engine.distributed import DistContext, all_reduce_max_, all_reduce_sum_
 from topofr_cli.engine.objective import Objective
 from topofr_cli.engine.update_guard import UpdateGuard, init_optimizer_state
@@ -76,7 +77,7 @@ class TrainStep:
         horizontal_flip: bool,
         seed: int,
         clip_classifier: bool = False,
-        scaler_growth_interval: int = 2000,
+        scaler_growth_interval: int = SCALER_GROWTH_INTERVAL,
     ) -> None:
         self.backbone = backbone
         self.backbone_params = backbone_params

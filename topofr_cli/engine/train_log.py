@@ -81,7 +81,8 @@ def banner(
         f"{global_batch} ({recipe.data.batch_size} per process)",
         f"{total_steps} steps ({steps_per_epoch} per epoch, {recipe.schedule.epochs} epochs); a line every "
         f"{train.log_every} steps, a checkpoint every {train.save_every or 'epoch'}",
-        "recipe, changed from the defaults: " + (", ".join(f"{k}={v}" for k, v in changes.items()) or "none"),
+        "recipe, changed from the defaults:" + ("" if changes else " none"),
+        *(f"  {key}: {value}" for key, value in changes.items()),  # one per line: a log reader greps them
     ]
 
 

@@ -34,6 +34,8 @@ class BinScore:
     accuracy: float
     accuracy_std: float
     path: Path  # the `.bin` scored
+    mean_cosine: float | None = None  # between embeddings of different images (evaluation.degeneracy)
+    degenerate: bool = False
 
 
 def verify(
@@ -48,7 +50,16 @@ def verify(
             result: VerificationResult = evaluate_bin(
                 backbone, path, batch_size=batch_size, flip=True, device=device
             )
-            scores.append(BinScore(bin_label(path), result.accuracy_mean, result.accuracy_std, path))
+            scores.append(
+                BinScore(
+                    bin_label(path),
+                    result.accuracy_mean,
+                    result.accuracy_std,
+                    path,
+                    mean_cosine=result.mean_cosine,
+                    degenerate=result.degenerate,
+                )
+            )
         return scores
     finally:
         backbone.train(was_training)

@@ -32,3 +32,11 @@ def embedding_degeneracy(emb: np.ndarray, threshold: float = DEGENERATE_MEAN_COS
     total = unit.sum(axis=0)
     mean = (float(total @ total) - float(np.sum(unit * unit))) / (n * (n - 1))
     return mean, mean > threshold
+
+
+def degenerate_message(what: str, mean_cosine: float) -> str:
+    """The one wording for a collapsed model, whichever command (eval, train, ...) finds it."""
+    return (
+        f"{what}: degenerate embeddings (mean cosine between different images {mean_cosine:.4f}); "
+        "the model maps every face to nearly the same direction, so its scores say little"
+    )

@@ -33,7 +33,7 @@ class VerificationResult:
     _: KW_ONLY  # at most six fields by position
     val_std: float
     far: float  # the FAR actually reached on the held-out folds, mean over folds
-    auc: float  # area under the mean ROC
+    auc: float  # area under the exact ROC (every distance a threshold), the curve the figure draws
     tpr: np.ndarray  # [thresholds] mean over held-out folds
     fpr: np.ndarray  # [thresholds]
     thresholds: np.ndarray  # [thresholds]
@@ -141,13 +141,19 @@ def threshold_at_far(far: np.ndarray, thresholds: np.ndarray, target: float) -> 
     return float(low_t + (target - low_far) * (high_t - low_t) / (high_far - low_far))
 
 
-def _auc(fpr: np.ndarray, tpr: np.ndarray) -> float:
-    """Trapezoid area under the mean ROC; (1, 1), the ROC point of an infinite threshold, closes it."""
-    x = np.append(fpr, 1.0)
-    y = np.append(tpr, 1.0)
-    order = np.argsort(x, kind="stable")
-    x, y = x[order], y[order]
-    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0))
+def exact_auc(dist: np.ndarray, issame: np.ndarray) -> float:
+    """Area under the exact ROC of squared distances (a pair is accepted below a threshold): the
+    probability that a genuine pair is closer than an impostor pair, ties counted half (Mann-Whitney).
+    The mean ROC over the 400-threshold grid is coarse where the scores bunch (0.50 against 0.715 on a
+    near-degenerate model), so the grid's area is not reported."""
+    from scipy.stats import rankdata
+
+    genuine = np.asarray(issame, dtype=bool)
+    positives, negatives = int(genuine.sum()), int((~genuine).sum())
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    ranks = rankdata(-np.asarray(dist, dtype=np.float64))  # higher rank: closer pair
+    return float((ranks[genuine].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
 def verification_metrics_from_distances(dist: np.ndarray, issame: np.ndarray) -> VerificationResult:
@@ -196,7 +202,7 @@ def verification_metrics_from_distances(dist: np.ndarray, issame: np.ndarray) ->
         val=float(np.mean(vals)),
         val_std=float(np.std(vals)),
         far=float(np.mean(fars)),
-        auc=_auc(fpr, tpr),
+        auc=exact_auc(dist, issame),
         tpr=tpr,
         fpr=fpr,
         thresholds=ACCURACY_THRESHOLDS.copy(),

@@ -8,6 +8,7 @@ directory, so a packaged recipe run from an empty folder writes its data and run
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 from topofr_cli.errors import TopofrError
@@ -38,7 +39,9 @@ def resolve_recipe(text: str | Path) -> Path:
         raise TopofrError(f"{path}: a recipe must be a YAML file, not {kind}")
     name = _packaged_name(str(text))
     if name is None:
+        close = difflib.get_close_matches(path.stem, packaged_recipes(), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}? " if close else ""
         raise TopofrError(
-            f"{path}: recipe file not found (packaged recipes: {', '.join(packaged_recipes())})"
+            f"{path}: recipe file not found ({hint}packaged recipes: {', '.join(packaged_recipes())})"
         )
     return PACKAGED_DIR / f"{name}.yaml"

@@ -46,6 +46,17 @@ def validate_distance_matrix(dist: torch.Tensor, name: str = "distance matrix") 
         raise TopofrError(f"{name}: expected a floating-point matrix, got dtype {dist.dtype}")
     if dist.numel() == 0:
         return
+    # One pass for the common case (a valid matrix): exact symmetry, then min and max together. NaN
+    # fails both; only a failing matrix pays for the checks below, which say what is wrong where.
+    if torch.equal(dist, dist.transpose(-1, -2)):
+        low, high = torch.aminmax(dist)
+        if bool((low >= 0) & (high < torch.finfo(dist.dtype).max)):
+            return
+    _explain_invalid(dist, name)
+
+
+def _explain_invalid(dist: torch.Tensor, name: str) -> None:
+    """The first problem of a matrix that failed the fast check, as a TopofrError."""
     finite = torch.isfinite(dist)
     if not bool(finite.all()):
         bad = torch.nonzero(~finite)[0].tolist()
@@ -64,6 +75,7 @@ def validate_distance_matrix(dist: torch.Tensor, name: str = "distance matrix") 
         )
     if bool((dist < 0).any()):
         raise TopofrError(f"{name}: has negative entries (a distance matrix is non-negative)")
+    raise TopofrError(f"{name}: not a valid distance matrix")  # the fast check's verdict stands
 
 
 def _cheapest_outgoing_edge(

@@ -16,14 +16,19 @@ __all__ = ["input_distances", "latent_distances", "ptsa_loss", "ptsa_from_distan
 FORMS = ("official", "symmetric")
 
 
-def input_distances(x: torch.Tensor) -> torch.Tensor:
+def input_distances(x: torch.Tensor, *, reference_arithmetic: bool = False) -> torch.Tensor:
     """A^X: pairwise L2 distances of the flattened inputs / sqrt(4 · numel per sample) (docs/method.md §1.2).
+
+    reference_arithmetic=True computes them as the reference does (`compat: reference`): the norm of
+    float32 differences, so near-tied MST edges order as they do there (docs/method.md §2).
 
     For images in [-1, 1] the divisor is the largest possible distance, so entries lie in [0, 1].
     Computed from a float64 Gram matrix (never a [B, B, D] difference tensor): float64 keeps the
     cancellation in |a|² + |b|² − 2⟨a, b⟩ far below float32 resolution. The result is exactly
     symmetric with an exact zero diagonal, in float32 (float64 if x is float64). No gradient.
     """
+    if reference_arithmetic:
+        return _reference_input_distances(x)
     with torch.no_grad():
         flat = x.detach().reshape(x.shape[0], -1)
         per_sample = flat.shape[1]
@@ -39,6 +44,25 @@ def input_distances(x: torch.Tensor) -> torch.Tensor:
         dist = sq.sqrt() / math.sqrt(4.0 * max(per_sample, 1))
         out_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         return dist.to(out_dtype)
+
+
+# rows per chunk of the reference arithmetic: its [B, B, D] difference tensor, a few rows at a time
+_REFERENCE_CHUNK_ELEMENTS = 1 << 24
+
+
+def _reference_input_distances(x: torch.Tensor) -> torch.Tensor:
+    """‖x_i − x_j‖ of float32 differences, reduced per pair as the reference's broadcast norm reduces it,
+    a block of rows at a time instead of its whole B × B × D tensor (the same numbers, bounded memory)."""
+    with torch.no_grad():
+        flat = x.detach().reshape(x.shape[0], -1).float()
+        batch, per_sample = flat.shape
+        rows = max(1, _REFERENCE_CHUNK_ELEMENTS // max(batch * per_sample, 1))
+        blocks = [
+            (flat[start : start + rows].unsqueeze(1) - flat.unsqueeze(0)).norm(dim=-1)
+            for start in range(0, batch, rows)
+        ]
+        dist = torch.cat(blocks) if blocks else flat.new_zeros((0, 0))
+        return dist / math.sqrt(4.0 * max(per_sample, 1))
 
 
 def latent_distances(z: torch.Tensor, scale: float | torch.Tensor = 1.0) -> torch.Tensor:
@@ -67,6 +91,8 @@ def ptsa_loss(
     z: torch.Tensor,
     form: Literal["official", "symmetric"] = "official",
     latent_scale: float | torch.Tensor = 1.0,
+    *,
+    reference_arithmetic: bool = False,
 ) -> torch.Tensor:
     """The topology alignment loss of docs/method.md §1.2 as a scalar (divided by the batch size B).
 
@@ -74,13 +100,14 @@ def ptsa_loss(
     official:  Σ_k (A^X[π^X]_(k) − A^Z[π^Z]_(k))²  — k-th shortest MST edge of each space, rank by rank.
     symmetric: ‖A^X[π^X] − A^Z[π^X]‖² + ‖A^Z[π^Z] − A^X[π^Z]‖²  (Moor et al. 2020).
     No host–device synchronisation (the persistence pairs are computed on z's device).
+    reference_arithmetic: input distances as the reference computes them (see `input_distances`).
     """
     _check_inputs(x, z, form)
     batch = z.shape[0]
     a_z = latent_distances(z, latent_scale)
     if batch < 2:
         return a_z.sum() * 0.0  # no edges; keeps the graph connected to z and the scale
-    a_x = input_distances(x).to(device=a_z.device, dtype=a_z.dtype)
+    a_x = input_distances(x, reference_arithmetic=reference_arithmetic).to(device=a_z.device, dtype=a_z.dtype)
     pairs_x = h0_pairs(a_x, validate=False)
     # λ > 0 does not change the order of the edges, so the tree of A^Z is that of the raw distances.
     pairs_z = h0_pairs(a_z.detach(), validate=False)
@@ -117,6 +144,7 @@ class PTSALoss(nn.Module):
 
     learnable=True (the fixed default, docs/method.md §2 defect 3): λ = exp(log_scale) is a Parameter
     that the optimiser updates (positive by construction). learnable=False reproduces the reference: λ = 1.
+    reference_arithmetic: the input distances in the reference's float32 arithmetic (compat: reference).
     """
 
     @classmethod
@@ -124,10 +152,17 @@ class PTSALoss(nn.Module):
         """From a loss form and a compatibility mode ("reference" keeps the reference's fixed λ = 1)."""
         if compat not in ("fixed", "reference"):
             raise TopofrError(f"PTSA compatibility mode: expected one of fixed, reference, got {compat!r}")
-        return cls(form, learnable=compat == "fixed")  # type: ignore[arg-type]
+        fixed = compat == "fixed"
+        return cls(form, learnable=fixed, reference_arithmetic=not fixed)  # type: ignore[arg-type]
 
-    def __init__(self, form: Literal["official", "symmetric"] = "official", learnable: bool = True) -> None:
+    def __init__(
+        self,
+        form: Literal["official", "symmetric"] = "official",
+        learnable: bool = True,
+        reference_arithmetic: bool = False,
+    ) -> None:
         super().__init__()
+        self.reference_arithmetic = reference_arithmetic
         if form not in FORMS:
             raise TopofrError(f"PTSA form: expected one of {', '.join(FORMS)}, got {form!r}")
         self.form = form
@@ -147,7 +182,9 @@ class PTSALoss(nn.Module):
         return float(self.log_scale.detach().exp()) if self.log_scale is not None else None
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return ptsa_loss(x, z, form=self.form, latent_scale=self.scale)
+        return ptsa_loss(
+            x, z, form=self.form, latent_scale=self.scale, reference_arithmetic=self.reference_arithmetic
+        )
 
     def extra_repr(self) -> str:
-        return f"form={self.form!r}, learnable={self.learnable}"
+        return f"form={self.form!r}, learnable={self.learnable}, reference_arithmetic={self.reference_arithmetic}"

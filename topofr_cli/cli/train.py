@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import typer
 from rich.table import Table
 
@@ -35,6 +37,12 @@ def train(
     overrides: list[str] = typer.Option(
         [], "--set", help="Override a recipe key, e.g. --set optim.lr=0.05 (repeatable)."
     ),
+    init: str | None = typer.Option(
+        None,
+        "--init",
+        help="Start from this trained model's backbone (topofr checkpoint, reference model.pt, insightface "
+        ".pth, state dict) with a new classifier: shorthand for --set train.init=MODEL.",
+    ),
     resume: bool = typer.Option(
         False, "--resume", help="Continue from the run directory's latest checkpoint."
     ),
@@ -62,6 +70,7 @@ def train(
     """Train a model from RECIPE; prints verification accuracy next to the raw-pixel baseline."""
     from topofr_cli.config import load_recipe
     from topofr_cli.engine.distributed import launched_by_torchrun
+    from topofr_cli.engine.init_weights import plan_init
     from topofr_cli.engine.launch import LaunchSpec, launch
     from topofr_cli.engine.preflight import plan_run
     from topofr_cli.recipes import packaged_recipes, resolve_recipe
@@ -73,6 +82,8 @@ def train(
     recipe_path = resolve_recipe(recipe) if recipe is not None else None
     if device is not None:
         overrides = [*overrides, f"train.device={device}"]
+    if init is not None:  # fine-tuning; JSON quoting keeps any path a YAML string
+        overrides = [*overrides, f"train.init={json.dumps(init)}"]
     loaded = load_recipe(recipe_path, overrides)
     if print_config:
         import yaml
@@ -82,6 +93,7 @@ def train(
     spec = LaunchSpec(nproc_per_node, nnodes, node_rank, rdzv_endpoint)
     if spec.needs_launcher and not launched_by_torchrun():
         spec.validate()
+        loaded = plan_init(loaded, resume=resume).recipe  # fine-tuning: train.init checked before workers
         plan = plan_run(
             loaded, resume=resume, overwrite=overwrite
         )  # one clear error before any worker starts

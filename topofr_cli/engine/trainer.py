@@ -21,8 +21,9 @@ from topofr_cli.artifacts.outputs import RUN, check_output
 from topofr_cli.artifacts.run_lock import RunLock
 from topofr_cli.config import Recipe
 from topofr_cli.data.dataset import FaceDataset
-from topofr_cli.engine import compat, train_log
+from topofr_cli.engine import compat, finetune, train_log
 from topofr_cli.engine import distributed as D
+from topofr_cli.engine.init_weights import InitWeights, plan_init
 from topofr_cli.engine.hooks import BadStepGuard, CheckpointHook, Hook, MetricsHook, VerificationHook
 from topofr_cli.engine.loop import LoopSetup, TrainLoop
 from topofr_cli.engine.metrics import MetricsLog
@@ -176,7 +177,10 @@ def _train(
     recipe: Recipe, ctx: D.DistContext, *, resume: bool, overwrite: bool, started: float, progress: Progress
 ) -> RunResult:
     try:
+        init = plan_init(recipe, resume=resume)  # fine-tuning: train.init checked and read, nothing written
+        recipe = init.recipe  # with train.init_sha256 recorded
         plan = plan_run(recipe, resume=resume, overwrite=overwrite, check_lock=ctx.is_main)
+        plan.notes += init.notes
     except TopofrError as exc:  # the same on every rank: said once (cli.common.user_errors)
         raise PreflightError(str(exc)) from None
     if plan.finished:  # nothing to train: no file is touched, no verification is repeated
@@ -197,7 +201,7 @@ def _train(
                 progress.message("note", note)
             plan.run.prepare(recipe, overwrite=plan.overwrite and plan.resume_from is None)
         dataset, generated = _prepare_data(plan, ctx, progress)
-        loop = _build_loop(recipe, ctx, plan, dataset, progress)
+        loop = _build_loop(recipe, ctx, plan, dataset, progress, init.weights)
         try:
             loop.run()
         finally:
@@ -224,17 +228,23 @@ def _claim_run_dir(plan: RunPlan) -> RunLock:
 
 
 def _build_loop(
-    recipe: Recipe, ctx: D.DistContext, plan: RunPlan, dataset: FaceDataset, progress: Progress
+    recipe: Recipe,
+    ctx: D.DistContext,
+    plan: RunPlan,
+    dataset: FaceDataset,
+    progress: Progress,
+    init: InitWeights | None = None,
 ) -> TrainLoop:
     num_classes = dataset_class_count(recipe, dataset)
     bins = verification_bins(recipe.data.val_bins, Path(dataset.path), dataset.meta)
     _set_determinism(recipe)
     parts = _build_parts(recipe, num_classes, ctx, build_objective(recipe, ctx))
     checkpoint = plan.resume_from
+    finetune.prepare_parts(recipe, parts, init)  # fine-tuning (init is None when resuming)
     if checkpoint is not None:
         restore_parts(checkpoint, parts)
     seed_everything(recipe.train.seed + ctx.rank)  # per-rank streams (dropout, class sampling)
-    step_fn = _make_step(recipe, parts, ctx)
+    step_fn = finetune.wrap_step(recipe, parts.backbone, _make_step(recipe, parts, ctx))  # fine-tuning
     if checkpoint is not None:
         restore_scaler(checkpoint, parts.scaler)
     setup = _loop_setup(recipe, ctx, parts, step_fn, dataset, plan, bins)
@@ -251,7 +261,7 @@ def _build_loop(
         global_batch=global_batch,
         total_steps=setup.stop_step,
         steps_per_epoch=setup.steps_per_epoch,
-    )
+    ) + finetune.banner_lines(recipe, init)  # fine-tuning
     loop = TrainLoop(
         setup,
         _hooks(recipe, ctx, setup, plan, bins, num_classes),

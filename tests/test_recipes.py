@@ -24,6 +24,8 @@ EXPECTED = {
     "glint360k_r50",
     "glint360k_r100",
     "glint360k_r200",
+    "finetune_quickstart",
+    "finetune",
 }
 
 

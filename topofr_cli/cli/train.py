@@ -32,7 +32,7 @@ def train(
     recipe: str | None = typer.Argument(
         None,
         help="YAML recipe file, or the name of a packaged recipe (quickstart, quickstart_topofr, "
-        "ms1mv2_r50, ... glint360k_r200).",
+        "ms1mv2_r50, ... glint360k_r200, finetune_quickstart, finetune).",
     ),
     overrides: list[str] = typer.Option(
         [], "--set", help="Override a recipe key, e.g. --set optim.lr=0.05 (repeatable)."

@@ -101,7 +101,9 @@ def test_each_writer_starts_training_from_the_weights_eval_loads(
     assert start.objective == {} or writer == "topofr"  # plain run: no objective state
 
 
-def test_provenance_in_banner_log_recipe_and_every_checkpoint(data, tiny_recipe_file, topofr_checkpoint, tmp_path):
+def test_provenance_in_banner_log_recipe_and_every_checkpoint(
+    data, tiny_recipe_file, topofr_checkpoint, tmp_path
+):
     torch.set_num_threads(1)
     digest = hashlib.sha256(topofr_checkpoint.read_bytes()).hexdigest()
     recipe = tiny_recipe_file(tmp_path, data["b"], tmp_path / "run")
@@ -155,7 +157,9 @@ def test_lr_multiplier_zero_and_frozen_batchnorm_keep_the_whole_backbone(
         ]
         trainer.train(load_recipe(recipe, overrides))
         ends[mode] = Checkpoint.read(list_checkpoints(tmp_path / mode)[-1][1])
-    changed = {mode: {k for k in start if not torch.equal(c.backbone[k], start[k])} for mode, c in ends.items()}
+    changed = {
+        mode: {k for k in start if not torch.equal(c.backbone[k], start[k])} for mode, c in ends.items()
+    }
     # lr × 0: no parameter moves; in update mode only the BatchNorm statistics do
     assert changed["update"] and all("running_" in k or "num_batches" in k for k in changed["update"])
     assert changed["frozen"] == set()
@@ -166,7 +170,11 @@ def test_lr_multiplier_zero_and_frozen_batchnorm_keep_the_whole_backbone(
 def test_lr_multiplier_scales_the_backbone_group_only(data, tiny_recipe_file, topofr_checkpoint, tmp_path):
     torch.set_num_threads(1)
     recipe = tiny_recipe_file(tmp_path, data["b"], tmp_path / "run")
-    overrides = ["schedule.max_steps=1", f"train.init={topofr_checkpoint}", "optim.backbone_lr_multiplier=0.25"]
+    overrides = [
+        "schedule.max_steps=1",
+        f"train.init={topofr_checkpoint}",
+        "optim.backbone_lr_multiplier=0.25",
+    ]
     trainer.train(load_recipe(recipe, overrides))
     training = Checkpoint.read(list_checkpoints(tmp_path / "run")[-1][1]).training
     backbone_lr = training["backbone_optimizer"]["param_groups"][0]["lr"]
@@ -193,3 +201,21 @@ def test_keep_objective_keeps_lambda_only_when_asked(data, tiny_recipe_file, top
             assert all(torch.equal(start[k], learned[k]) for k in learned)
         else:
             assert float(start["ptsa.log_scale"]) == 0.0  # λ = 1, fresh
+
+
+def test_finetune_quickstart_starts_from_the_checkpoint_quickstart_ends_with():
+    from topofr_cli.artifacts.checkpoint import checkpoint_path
+    from topofr_cli.recipes import resolve_recipe
+
+    quick = load_recipe(resolve_recipe("quickstart"))
+    tune = load_recipe(resolve_recipe("finetune_quickstart"))
+    spec = quick.data.synthetic
+    last_step = quick.schedule.epochs * (spec.identities * spec.images_per_identity // quick.data.batch_size)
+    assert tune.train.init == str(checkpoint_path(quick.train.output, last_step))
+    assert Path(tune.train.init).name == "step_00000092.pt"  # the name README and the issue use
+    assert (tune.model.network, tune.model.embedding_size) == (
+        quick.model.network,
+        quick.model.embedding_size,
+    )
+    assert tune.data.synthetic.seed != spec.seed  # other identities than the model was trained on
+    assert tune.data.path != quick.data.path and tune.train.output != quick.train.output

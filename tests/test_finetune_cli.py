@@ -57,7 +57,9 @@ def test_network_mismatch_says_which_set_fixes_it(tiny_recipe_file, data, tmp_pa
     path = tmp_path / "r18.pth"
     torch.save(create_backbone("r18", 32).state_dict(), path)
     run = tmp_path / "run"
-    out = _one_line_nothing_written(*invoke(str(tiny_recipe_file(tmp_path, data, run)), "--init", str(path)), run)
+    out = _one_line_nothing_written(
+        *invoke(str(tiny_recipe_file(tmp_path, data, run)), "--init", str(path)), run
+    )
     assert str(path) in out and "r18 backbone" in out and "model.network is mbf" in out
     assert "--set model.network=r18" in out
 
@@ -66,7 +68,9 @@ def test_embedding_size_mismatch_says_which_set_fixes_it(tiny_recipe_file, data,
     path = tmp_path / "mbf64.pth"
     torch.save(create_backbone("mbf", 64).state_dict(), path)
     run = tmp_path / "run"
-    out = _one_line_nothing_written(*invoke(str(tiny_recipe_file(tmp_path, data, run)), "--init", str(path)), run)
+    out = _one_line_nothing_written(
+        *invoke(str(tiny_recipe_file(tmp_path, data, run)), "--init", str(path)), run
+    )
     assert "64-d embeddings" in out and "--set model.embedding_size=64" in out
 
 
@@ -83,7 +87,9 @@ def test_a_file_without_a_backbone_is_one_line(content, says, tiny_recipe_file, 
     path = tmp_path / "weights.pt"
     torch.save(content, path)
     run = tmp_path / "run"
-    out = _one_line_nothing_written(*invoke(str(tiny_recipe_file(tmp_path, data, run)), "--init", str(path)), run)
+    out = _one_line_nothing_written(
+        *invoke(str(tiny_recipe_file(tmp_path, data, run)), "--init", str(path)), run
+    )
     assert str(path) in out and says in out
 
 
@@ -94,7 +100,9 @@ def test_missing_onnx_and_digest_mismatch(tiny_recipe_file, data, mbf32, tmp_pat
     assert "nope.pt: train.init (--init) model file not found" in out
     onnx = tmp_path / "m.onnx"
     onnx.write_bytes(b"\0")
-    assert "ONNX model holds no trainable weights" in _one_line_nothing_written(*invoke(recipe, "--init", str(onnx)), run)
+    assert "ONNX model holds no trainable weights" in _one_line_nothing_written(
+        *invoke(recipe, "--init", str(onnx)), run
+    )
     wrong = "ab" * 32
     out = _one_line_nothing_written(
         *invoke(recipe, "--init", str(mbf32), "--set", f"train.init_sha256={wrong}"), run
@@ -117,7 +125,9 @@ def test_init_with_resume_and_no_checkpoint_is_refused(tiny_recipe_file, data, m
     run = tmp_path / "run"
     recipe = str(tiny_recipe_file(tmp_path, data, run))
     out = _one_line_nothing_written(*invoke(recipe, "--init", str(mbf32), "--resume"), run)
-    assert "holds no checkpoint to resume" in out and "--resume wins only over a run that has checkpoints" in out
+    assert (
+        "holds no checkpoint to resume" in out and "--resume wins only over a run that has checkpoints" in out
+    )
 
 
 def _train_argv(recipe: Path, *extra: str) -> list[str]:
@@ -152,7 +162,9 @@ def test_kill_9_during_a_fine_tune_then_resume_is_bit_exact(tiny_recipe_file, da
     killed_at = latest_checkpoint(tmp_path / "run")
     assert int(killed_at.stem.split("_")[1]) < 6
 
-    code, out = invoke(str(recipe), "--init", str(mbf32), *steps, "--resume")  # --init given again: resume wins
+    code, out = invoke(
+        str(recipe), "--init", str(mbf32), *steps, "--resume"
+    )  # --init given again: resume wins
     assert code == 0, out
     assert "--resume wins over --init once a run has checkpoints" in " ".join(out.split())
     resumed = Checkpoint.read(latest_checkpoint(tmp_path / "run"))

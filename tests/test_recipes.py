@@ -50,7 +50,8 @@ def test_a_file_on_disk_wins_over_the_packaged_name(tmp_path, monkeypatch):
 def test_unknown_recipe_names_the_packaged_ones(text, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(
-        TopofrError, match=r"recipe file not found \(packaged recipes: finetune, finetune_quickstart, glint360k_r100, .*quickstart"
+        TopofrError,
+        match=r"recipe file not found \(packaged recipes: finetune, finetune_quickstart, glint360k_r100, .*quickstart",
     ):
         resolve_recipe(text)
 

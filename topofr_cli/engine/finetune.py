@@ -34,7 +34,9 @@ def prepare_parts(recipe: Recipe, parts: Any, init: InitWeights | None) -> None:
         except RuntimeError as exc:  # e.g. a kept objective state of another TopoFR configuration
             first = str(exc).strip().splitlines()[0]
             raise TopofrError(f"{init.path}: its weights do not load into this run ({first})") from None
-    parts.backbone_optimizer.param_groups[BACKBONE_GROUP]["lr_multiplier"] = recipe.optim.backbone_lr_multiplier
+    parts.backbone_optimizer.param_groups[BACKBONE_GROUP]["lr_multiplier"] = (
+        recipe.optim.backbone_lr_multiplier
+    )
     if recipe.train.batchnorm == "frozen":
         freeze_batchnorm(parts.backbone)
 
@@ -49,7 +51,12 @@ def banner_lines(recipe: Recipe, init: InitWeights | None) -> list[str]:
             f"a fine-tune that started from {recipe.train.init} (sha256 {recipe.train.init_sha256}), resumed"
         )
     train, multiplier = recipe.train, recipe.optim.backbone_lr_multiplier
-    if train.init is not None or multiplier != 1.0 or train.freeze_backbone_steps or train.batchnorm != "update":
+    if (
+        train.init is not None
+        or multiplier != 1.0
+        or train.freeze_backbone_steps
+        or train.batchnorm != "update"
+    ):
         lines.append(
             f"backbone lr × {multiplier:g}, frozen for the first {train.freeze_backbone_steps} steps; "
             f"BatchNorm statistics {'updated' if train.batchnorm == 'update' else 'frozen'}"

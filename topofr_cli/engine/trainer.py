@@ -23,8 +23,8 @@ from topofr_cli.config import Recipe
 from topofr_cli.data.dataset import FaceDataset
 from topofr_cli.engine import compat, finetune, train_log
 from topofr_cli.engine import distributed as D
-from topofr_cli.engine.init_weights import InitWeights, plan_init
 from topofr_cli.engine.hooks import BadStepGuard, CheckpointHook, Hook, MetricsHook, VerificationHook
+from topofr_cli.engine.init_weights import InitWeights, plan_init
 from topofr_cli.engine.loop import LoopSetup, TrainLoop
 from topofr_cli.engine.metrics import MetricsLog
 from topofr_cli.engine.objective import Objective, build_objective

@@ -219,3 +219,15 @@ def test_finetune_quickstart_starts_from_the_checkpoint_quickstart_ends_with():
     )
     assert tune.data.synthetic.seed != spec.seed  # other identities than the model was trained on
     assert tune.data.path != quick.data.path and tune.train.output != quick.train.output
+
+
+def test_resume_keeps_the_runs_own_record_of_how_it_started(
+    data, tiny_recipe_file, topofr_checkpoint, tmp_path
+):
+    torch.set_num_threads(1)
+    recipe = tiny_recipe_file(tmp_path, data["b"], tmp_path / "run")
+    trainer.train(load_recipe(recipe, ["schedule.max_steps=1"]))  # a run from scratch
+    later = load_recipe(recipe, ["schedule.max_steps=2", f"train.init={topofr_checkpoint}"])
+    assert trainer.train(later, resume=True).steps == 2  # --resume wins: no error, no reload
+    assert load_recipe(tmp_path / "run/recipe.yaml").train.init is None  # no false record
+    assert Checkpoint.read(list_checkpoints(tmp_path / "run")[-1][1]).recipe.train.init is None

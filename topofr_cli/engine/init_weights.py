@@ -119,27 +119,25 @@ def _resume_plan(recipe: Recipe) -> InitPlan:
             "checkpoint to resume (--resume wins only over a run that has checkpoints); drop --resume "
             "to start the fine-tune"
         )
-    started_from = _recorded_init(run_dir / "recipe.yaml")
     notes = [
         f"resuming {run_dir} from its checkpoints; train.init {recipe.train.init} is not loaded again "
         "(--resume wins over --init once a run has checkpoints)"
     ]
-    if started_from is None:
-        return InitPlan(recipe=recipe, notes=notes)
-    init, sha256 = started_from
-    if init != recipe.train.init:
-        notes.append(f"this run started from {init}, not {recipe.train.init}; its record is kept")
-    train = dataclasses.replace(recipe.train, init=init, init_sha256=sha256)
-    return InitPlan(recipe=dataclasses.replace(recipe, train=train), notes=notes)
-
-
-def _recorded_init(recipe_file: Path) -> tuple[str, str | None] | None:
-    """(train.init, train.init_sha256) as the run recorded them at its start, if it did."""
     try:
-        recorded = load_recipe(recipe_file).train
-    except TopofrError:
-        return None
-    return None if recorded.init is None else (recorded.init, recorded.init_sha256)
+        recorded = load_recipe(run_dir / "recipe.yaml").train
+    except TopofrError:  # no readable record of how the run started: keep what the recipe says
+        return InitPlan(recipe=recipe, notes=notes)
+    if recorded.init is None:  # recording a file the run did not start from would be false
+        notes.append(f"{run_dir} did not start from a model file; train.init is left out of its record")
+    elif recorded.init != recipe.train.init:
+        notes.append(f"this run started from {recorded.init}, not {recipe.train.init}; its record is kept")
+    train = dataclasses.replace(
+        recipe.train,
+        init=recorded.init,
+        init_sha256=recorded.init_sha256,
+        init_keep_objective=recorded.init_keep_objective,
+    )
+    return InitPlan(recipe=dataclasses.replace(recipe, train=train), notes=notes)
 
 
 def _read_backbone(path: Path, sha256: str, recipe: Recipe) -> InitWeights:

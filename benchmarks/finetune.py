@@ -151,6 +151,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=16, help="steps between verifications")
     parser.add_argument("--arms", choices=["both", "finetune", "scratch"], default="both")
     parser.add_argument("--report-only", action="store_true", help="summarise the finished runs only")
+    parser.add_argument("--only-seed", type=int, default=None, help="run this seed only (parallel processes)")
     parser.add_argument(
         "--target", type=float, default=None, help="accuracy to reach (default: scratch mean)"
     )
@@ -164,10 +165,9 @@ def main() -> None:
         runs = [json.loads(p.read_text()) for p in sorted(args.out.glob("*_seed*/result.json"))]
     else:
         init = pretrain(args.out) if "finetune" in arms else Path("(not needed)")
-        runs = [
-            run_arm(args.out, arm, seed, init, args.eval_every) for seed in range(args.seeds) for arm in arms
-        ]
-        if args.arms != "both":
+        seeds = range(args.seeds) if args.only_seed is None else [args.only_seed]
+        runs = [run_arm(args.out, arm, seed, init, args.eval_every) for seed in seeds for arm in arms]
+        if args.arms != "both" or args.only_seed is not None:
             return
     report = {
         "environment": environment(),

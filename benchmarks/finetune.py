@@ -123,6 +123,23 @@ def summarise(runs: list[dict[str, Any]], target: float | None) -> dict[str, Any
     return {"target_accuracy": target, "arms": table}
 
 
+def markdown(report: dict[str, Any]) -> str:
+    """The docs/results.md table."""
+    target = 100 * report["target_accuracy"]
+    lines = [
+        f"| arm | n | verification acc. % (mean ± std over seeds) | per seed | first step ≥ {target:.2f} % | s/run |",
+        "|---|---|---|---|---|---|",
+    ]
+    for arm, row in report["arms"].items():
+        seeds = ", ".join(f"{100 * a:.2f}" for a in row["final_accuracies"])
+        reached = ", ".join("-" if s is None else str(s) for s in row["steps_to_target"])
+        lines.append(
+            f"| {arm} | {row['n']} | {100 * row['final_accuracy_mean']:.2f} ± {100 * row['final_accuracy_std']:.2f} "
+            f"| {seeds} | {reached} | {row['wall_seconds_mean']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def environment() -> dict[str, Any]:
     def run(*argv: str) -> str:
         try:
@@ -178,6 +195,7 @@ def main() -> None:
     }
     text = json.dumps(report, indent=1)
     print(text)
+    print(markdown(report))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(text + "\n")

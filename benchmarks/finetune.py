@@ -93,11 +93,16 @@ def run_arm(out: Path, arm: str, seed: int, init: Path, eval_every: int) -> dict
 
 
 def accuracy_before_training(out: Path, init: Path) -> float:
-    """A's model on B's unseen identities with no training on B (step 0 of the fine-tune)."""
+    """A's model on B's unseen identities with no training on B (step 0 of the fine-tune); cached."""
+    cached = out / "before_training.json"
+    if cached.exists():
+        return json.loads(cached.read_text())["accuracy"]
     dataset = open_dataset(out / "data_b")
     bins = verification_bins([], out / "data_b", dataset.meta)
     model = load_model(init)
-    return verify(model.backbone, bins, device=torch.device("cpu"), batch_size=64)[0].accuracy
+    accuracy = verify(model.backbone, bins, device=torch.device("cpu"), batch_size=64)[0].accuracy
+    cached.write_text(json.dumps({"accuracy": accuracy}))
+    return accuracy
 
 
 def steps_to(curve: list[dict[str, Any]], target: float) -> int | None:
@@ -168,6 +173,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=16, help="steps between verifications")
     parser.add_argument("--arms", choices=["both", "finetune", "scratch"], default="both")
     parser.add_argument("--report-only", action="store_true", help="summarise the finished runs only")
+    parser.add_argument("--before-only", action="store_true", help="only score A's model on B, untrained")
     parser.add_argument("--only-seed", type=int, default=None, help="run this seed only (parallel processes)")
     parser.add_argument(
         "--target", type=float, default=None, help="accuracy to reach (default: scratch mean)"
@@ -177,6 +183,9 @@ def main() -> None:
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     arms = ("finetune", "scratch") if args.arms == "both" else (args.arms,)
+    if args.before_only:
+        print(accuracy_before_training(args.out, latest_checkpoint(args.out / "pretrain_a")))
+        return
     if args.report_only:
         init = latest_checkpoint(args.out / "pretrain_a")
         runs = [json.loads(p.read_text()) for p in sorted(args.out.glob("*_seed*/result.json"))]

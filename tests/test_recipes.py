@@ -24,6 +24,8 @@ EXPECTED = {
     "glint360k_r50",
     "glint360k_r100",
     "glint360k_r200",
+    "finetune_quickstart",
+    "finetune",
 }
 
 
@@ -49,7 +51,7 @@ def test_unknown_recipe_names_the_packaged_ones(text, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(
         TopofrError,
-        match=r"recipe file not found \((did you mean \w+\? )?packaged recipes: glint360k_r100, .*quickstart",
+        match=r"recipe file not found \((did you mean \w+\? )?packaged recipes: finetune, finetune_quickstart, glint360k_r100, .*quickstart",
     ):
         resolve_recipe(text)
 

@@ -97,6 +97,8 @@ class OptimConfig:
     momentum: float = ranged(0.9, 0.0, 1.0)
     weight_decay: float = ranged(5e-4, 0.0, 1.0)
     clip_grad_norm: float | None = ranged(5.0, 0.0, 1e12, low_open=True)  # backbone only
+    # the backbone's lr is optim.lr × this (fine-tuning: docs/method.md, Fine-tuning); 0 trains the head only
+    backbone_lr_multiplier: float = ranged(1.0, 0.0, 1e3)
 
 
 @dataclass
@@ -160,6 +162,12 @@ class TrainConfig:
     )  # steps between periodic verifications (0: none besides the epoch ends)
     eval_at_epoch_end: bool = True  # verify at each epoch end (always once more at the end of training)
     max_bad_steps: int = ranged(20, 1, _COUNT_MAX)  # consecutive non-finite losses before training stops
+    # fine-tuning (docs/method.md, Fine-tuning): the model file whose backbone starts the run (`--init`)
+    init: str | None = None
+    init_sha256: str | None = None  # filled in by the run; when set, the init file must have this digest
+    init_keep_objective: bool = False  # keep a TopoFR checkpoint's λ / objective state instead of fresh
+    freeze_backbone_steps: int = ranged(0, 0, _COUNT_MAX)  # first N steps train the new head only
+    batchnorm: Literal["update", "frozen"] = "update"  # frozen: BatchNorm statistics stay as loaded
 
 
 @dataclass

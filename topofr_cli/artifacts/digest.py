@@ -1,4 +1,4 @@
-"""A sha256 digest of a checkpoint's content (its tensors and values, not the bytes of the file).
+"""sha256 digests: of a checkpoint's content (its tensors and values, not the bytes of the file), and of a file.
 
 The digest is computed over the payload before `torch.save` and again after `torch.load`, so it does
 not depend on how torch lays out the file, only on what the file holds: every tensor's dtype, shape and
@@ -52,4 +52,13 @@ def content_digest(payload: Any) -> str:
     """The hex sha256 of `payload`'s content (see the module docstring)."""
     hasher = hashlib.sha256()
     _update(hasher, payload)
+    return hasher.hexdigest()
+
+
+def file_sha256(path: Any, chunk_bytes: int = 1 << 20) -> str:
+    """The hex sha256 of a file's bytes (what `sha256sum` prints): names the exact weights a run started from."""
+    hasher = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            hasher.update(chunk)
     return hasher.hexdigest()

@@ -31,10 +31,16 @@ def train(
     recipe: str | None = typer.Argument(
         None,
         help="YAML recipe file, or the name of a packaged recipe (quickstart, quickstart_topofr, "
-        "ms1mv2_r50, ... glint360k_r200).",
+        "ms1mv2_r50, ... glint360k_r200, finetune_quickstart, finetune).",
     ),
     overrides: list[str] = typer.Option(
         [], "--set", help="Override a recipe key, e.g. --set optim.lr=0.05 (repeatable)."
+    ),
+    init: str | None = typer.Option(
+        None,
+        "--init",
+        help="Start from this trained model's backbone (topofr checkpoint, reference model.pt, insightface "
+        ".pth, state dict) with a new classifier: shorthand for --set train.init=MODEL.",
     ),
     resume: bool = typer.Option(
         False, "--resume", help="Continue from the run directory's latest checkpoint."
@@ -64,7 +70,7 @@ def train(
     ),
 ) -> None:
     """Train a model from RECIPE; prints verification accuracy next to the raw-pixel baseline."""
-    from topofr_cli.commands.train import load_training_recipe
+    from topofr_cli.commands.train import load_training_recipe, with_shorthands
     from topofr_cli.commands.train import train as run_training
     from topofr_cli.engine.launch import LaunchSpec
     from topofr_cli.recipes import packaged_recipes
@@ -76,8 +82,7 @@ def train(
     if print_config:
         import yaml
 
-        overrides = [*overrides, f"train.device={device}"] if device is not None else overrides
-        loaded = load_training_recipe(recipe, overrides)
+        loaded = load_training_recipe(recipe, with_shorthands(overrides, device=device, init=init))
         typer.echo(yaml.safe_dump(loaded.to_dict(), sort_keys=False), nl=False)
         return
     progress = for_console(console)
@@ -88,6 +93,7 @@ def train(
         resume=resume,
         overwrite=overwrite,
         device=device,
+        init=init,
         launch=LaunchSpec(nproc_per_node, nnodes, node_rank, rdzv_endpoint),
         progress=progress,
     )

@@ -7,6 +7,7 @@ result.run.verification[0].accuracy, result.pixel_baselines
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,16 @@ def load_training_recipe(recipe: str | Path | None, overrides: list[str]) -> Rec
     return load_recipe(resolve_recipe(str(recipe)) if recipe is not None else None, list(overrides))
 
 
+def with_shorthands(overrides: list[str], *, device: str | None, init: str | Path | None) -> list[str]:
+    """`--device` and `--init` as the recipe keys they stand for (JSON quoting keeps a path a string)."""
+    overrides = list(overrides)
+    if device is not None:
+        overrides.append(f"train.device={device}")
+    if init is not None:
+        overrides.append(f"train.init={json.dumps(str(init))}")
+    return overrides
+
+
 def train(
     recipe: str | Path,
     *,
@@ -60,15 +71,17 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     device: str | None = None,
+    init: str | Path | None = None,
     launch: Any = None,
     progress: Progress | bool | None = None,
 ) -> TrainResult:
-    """Train from `recipe` (a YAML file or a packaged recipe's name) with `--set`-style `overrides`.
+    """Train from `recipe` (a YAML file or a packaged recipe's name) with `--set`-style `overrides`;
+    `init`: fine-tune, the backbone's weights from this model file (the recipe key `train.init`).
     `launch` (an `engine.launch.LaunchSpec`) starts torchrun workers instead when it needs them."""
     from topofr_cli.engine.distributed import launched_by_torchrun
     from topofr_cli.recipes import resolve_recipe
 
-    overrides = [*overrides, f"train.device={device}"] if device is not None else list(overrides)
+    overrides = with_shorthands(overrides, device=device, init=init)
     loaded = load_training_recipe(recipe, overrides)
     if launch is not None and launch.needs_launcher and not launched_by_torchrun():
         return _launch(loaded, resolve_recipe(str(recipe)), overrides, resume, overwrite, launch)
@@ -86,10 +99,12 @@ def train(
 def _launch(
     recipe: Recipe, recipe_path: Path, overrides: list[str], resume: bool, overwrite: bool, spec: Any
 ) -> TrainResult:
+    from topofr_cli.engine.init_weights import plan_init
     from topofr_cli.engine.launch import launch
     from topofr_cli.engine.preflight import plan_run
 
     spec.validate()
+    recipe = plan_init(recipe, resume=resume).recipe  # fine-tuning: train.init checked before workers
     plan = plan_run(recipe, resume=resume, overwrite=overwrite)  # one clear error before any worker starts
     if plan.finished:
         return TrainResult(recipe, message=plan.finished_message())

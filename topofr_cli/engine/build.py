@@ -22,8 +22,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from topofr_cli.artifacts.checkpoint import Checkpoint
 from topofr_cli.config import Recipe
-from topofr_cli.engine import compat
+from topofr_cli.engine import compat, finetune
 from topofr_cli.engine import distributed as D
+from topofr_cli.engine.init_weights import InitWeights
 from topofr_cli.engine.objective import Objective, build_objective
 from topofr_cli.engine.rng import seed_everything
 from topofr_cli.engine.schedule import PolySchedule
@@ -53,18 +54,26 @@ class TrainingSetup:
 
 
 def build(
-    recipe: Recipe, ctx: D.DistContext, *, num_classes: int, resume_from: Checkpoint | None = None
+    recipe: Recipe,
+    ctx: D.DistContext,
+    *,
+    num_classes: int,
+    resume_from: Checkpoint | None = None,
+    init: InitWeights | None = None,
 ) -> TrainingSetup:
-    """The recipe's model, optimizers and step on `ctx.device` (state restored from `resume_from`).
+    """The recipe's model, optimizers and step on `ctx.device` (state restored from `resume_from`; a
+    fresh start's backbone from `init`, engine.init_weights, with the recipe's fine-tuning knobs).
 
     Seeds: the weights from `train.seed` (identical on every rank), then every RNG from
     `train.seed + rank` (dropout, class sampling); the step's augmentations are seeded per step."""
     objective = build_objective(recipe, ctx)
     parts = build_parts(recipe, ctx, num_classes=num_classes, objective=objective)
+    finetune.prepare_parts(recipe, parts, init if resume_from is None else None)
     if resume_from is not None:
         restore_parts(resume_from, parts)  # weights, optimizers and GradScaler
     seed_everything(recipe.train.seed + ctx.rank)
-    return TrainingSetup(recipe=recipe, ctx=ctx, parts=parts, step=build_step(recipe, ctx, parts))
+    step = finetune.wrap_step(recipe, parts.backbone, build_step(recipe, ctx, parts))
+    return TrainingSetup(recipe=recipe, ctx=ctx, parts=parts, step=step)
 
 
 def build_parts(

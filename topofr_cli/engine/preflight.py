@@ -148,7 +148,10 @@ def plan_run(recipe: Recipe, *, resume: bool, overwrite: bool, check_lock: bool 
             raise TopofrError(f"{name}: data.val_bins file not found")
 
     run_dir = Path(recipe.train.output)
-    check_not_input([run_dir], [data_path, *recipe.data.val_bins])  # --overwrite must never reach them
+    init = (
+        [recipe.train.init] if recipe.train.init and not resume else []
+    )  # the weights a fine-tune starts from
+    check_not_input([run_dir], [data_path, *recipe.data.val_bins, *init])  # --overwrite must never reach them
     _check_writable(run_dir)
     _check_link(run_dir, overwrite=overwrite and not resume)
     if check_lock:

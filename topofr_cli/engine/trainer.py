@@ -19,9 +19,10 @@ from topofr_cli.artifacts.run_lock import RunLock
 from topofr_cli.config import Recipe
 from topofr_cli.data.dataset import FaceDataset
 from topofr_cli.engine import distributed as D
-from topofr_cli.engine import train_log
+from topofr_cli.engine import finetune, train_log
 from topofr_cli.engine.build import TrainingSetup, build
 from topofr_cli.engine.hooks import BadStepGuard, CheckpointHook, Hook, MetricsHook, VerificationHook
+from topofr_cli.engine.init_weights import InitWeights, plan_init
 from topofr_cli.engine.loop import LoopSetup, TrainLoop
 from topofr_cli.engine.objective import Objective
 from topofr_cli.engine.preflight import RunPlan, dataset_class_count, plan_run
@@ -113,7 +114,10 @@ def _train(
     recipe: Recipe, ctx: D.DistContext, *, resume: bool, overwrite: bool, started: float, progress: Progress
 ) -> RunResult:
     try:
+        init = plan_init(recipe, resume=resume)  # fine-tuning: train.init checked and read, nothing written
+        recipe = init.recipe  # with train.init_sha256 recorded
         plan = plan_run(recipe, resume=resume, overwrite=overwrite, check_lock=ctx.is_main)
+        plan.notes += init.notes
     except TopofrError as exc:  # the same on every rank: said once (cli.common.user_errors)
         raise PreflightError(str(exc)) from None
     if plan.finished:  # nothing to train: no file is touched, no verification is repeated
@@ -134,7 +138,7 @@ def _train(
                 progress.message("note", note)
             plan.run.prepare(recipe, overwrite=plan.overwrite and plan.resume_from is None)
         dataset, generated = _prepare_data(plan, ctx, progress)
-        loop = _build_loop(recipe, ctx, plan, dataset, progress)
+        loop = _build_loop(recipe, ctx, plan, dataset, progress, init.weights)
         try:
             loop.run()
         finally:
@@ -162,13 +166,18 @@ def _claim_run_dir(plan: RunPlan) -> RunLock:
 
 
 def _build_loop(
-    recipe: Recipe, ctx: D.DistContext, plan: RunPlan, dataset: FaceDataset, progress: Progress
+    recipe: Recipe,
+    ctx: D.DistContext,
+    plan: RunPlan,
+    dataset: FaceDataset,
+    progress: Progress,
+    init: InitWeights | None = None,
 ) -> TrainLoop:
     num_classes = dataset_class_count(recipe, dataset)
     bins = verification_bins(recipe.data.val_bins, Path(dataset.path), dataset.meta)
     _set_determinism(recipe)
     checkpoint = plan.resume_from
-    training = build(recipe, ctx, num_classes=num_classes, resume_from=checkpoint)
+    training = build(recipe, ctx, num_classes=num_classes, resume_from=checkpoint, init=init)
     setup = _loop_setup(training, dataset, plan, bins)
     if ctx.is_main:
         for note in (setup.loader.note, single_identity_note(dataset, num_classes)):
@@ -186,7 +195,7 @@ def _build_loop(
         global_batch=recipe.data.batch_size * ctx.world_size,
         total_steps=setup.stop_step,
         steps_per_epoch=setup.steps_per_epoch,
-    )
+    ) + finetune.banner_lines(recipe, init)  # fine-tuning
     loop = TrainLoop(
         setup,
         _hooks(recipe, ctx, setup, plan, bins, num_classes),

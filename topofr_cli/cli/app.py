@@ -24,7 +24,7 @@ COMMANDS = {  # name: ("module:attribute", one-line help)
     ),
     "eval": (
         "topofr_cli.cli.evaluate:evaluate",
-        "Evaluate a face model: verification .bin files, IJB-B/C 1:1, or write dataset embeddings.",
+        "Evaluate a face model: verification .bin files, IJB-B/C 1:1 and 1:N, or write dataset embeddings.",
     ),
     "export": (
         "topofr_cli.cli.evaluate:export",

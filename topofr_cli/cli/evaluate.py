@@ -10,6 +10,7 @@ from rich.table import Table
 
 from topofr_cli.artifacts.outputs import REPORT, check_output, default_output, provenance
 from topofr_cli.cli.common import console, degenerate_warning, user_errors, warn
+from topofr_cli.cli.ijb_identification import check_protocol, protocol_option, rule_option
 from topofr_cli.cli.json_output import json_option, prints_json
 from topofr_cli.cli.raw_photos import DETECT_HELP, DETECTOR_HELP, open_data
 from topofr_cli.cli.render import RichProgress
@@ -96,6 +97,8 @@ def evaluate(
         "1:1 template verification (TAR at FAR 1e-6 … 1e-1).",
     ),
     target: str = typer.Option("IJBC", "--target", help="IJB protocol: IJBC or IJBB."),
+    ijb_protocol: str = protocol_option(),
+    ijb_1n_rule: str = rule_option(),
     data: Path | None = typer.Option(
         None, "--data", help="Dataset to embed (packed, RecordIO or image folder); needs --embeddings."
     ),
@@ -145,7 +148,7 @@ def evaluate(
     figure_format: str = typer.Option("png", "--figure-format", help="ROC figures as png, pdf or svg."),
     json_out: bool = json_option(),
 ) -> dict[str, Any]:
-    """Evaluate a face model: verification .bin files, IJB-B/C 1:1, or write dataset embeddings."""
+    """Evaluate a face model: verification .bin files, IJB-B/C 1:1 and 1:N, or write dataset embeddings."""
     from topofr_cli.evaluation.model_io import load_model
     from topofr_cli.evaluation.report import (
         VERIFICATION_CSV,
@@ -164,6 +167,7 @@ def evaluate(
     from topofr_cli.plots.style import FigureMeta, check_format, model_label
 
     check_format(figure_format)
+    run_1to1, run_1toN = check_protocol(ijb_protocol, ijb_1n_rule)
     torch_device = resolve_device(device)
     num_workers = workers if num_workers is None else num_workers
     loaded = load_model(model, network)
@@ -178,7 +182,8 @@ def evaluate(
     if not bins and ijb is None and data is None:
         bins = default_verification_bins(loaded.recipe, model)
     out = out if out is not None else default_output("eval", model)
-    results = ([VERIFICATION_CSV] if bins else []) + ([ijb_tar_far_name(target)] if ijb is not None else [])
+    results = ([VERIFICATION_CSV] if bins else []) + ([ijb_tar_far_name(target)] if ijb and run_1to1 else [])
+    results += [f"{target.strip().lower()}_1n.csv"] if ijb and run_1toN else []  # 1:N (issue 21)
     if results:
         check_output(out, REPORT, overwrite=overwrite, results=results)
     source = provenance(model, step=loaded.step, network=loaded.network, flip=flip)
@@ -214,7 +219,8 @@ def evaluate(
             "csv": verification.csv_path,
             "roc": verification.roc_path,
         }
-    if ijb is not None:
+    ijb_result = None
+    if ijb is not None and run_1to1:
         ijb_result = ijb_report(
             loaded.backbone,
             ijb,
@@ -232,6 +238,26 @@ def evaluate(
         )
         _show_ijb(ijb_result)
         summary["ijb"] = _ijb_summary(ijb_result)
+    if ijb is not None and run_1toN:  # 1:N (issue 21): reuses the 1:1 run's templates under `both`
+        from topofr_cli.cli.ijb_identification import identification
+
+        summary["ijb_1n"] = identification(
+            loaded.backbone,
+            ijb,
+            target,
+            out,
+            rule=ijb_1n_rule,
+            templates=ijb_result.result.templates if ijb_result else None,
+            flip=flip,
+            use_norm_score=not (unit_features or no_norm),
+            use_detector_score=not no_detector_score,
+            batch_size=batch_size,
+            device=torch_device,
+            num_workers=num_workers,
+            provenance=source,
+            progress=progress,
+            **figures,
+        )
     if data is not None:
         dataset = open_data(
             data, detector if detect else None, workers=max(1, num_workers), progress=progress

@@ -48,7 +48,7 @@ def _det_panel(axes, result: IdentificationResult) -> None:
     axes.set_ylabel("true positive identification rate (TPIR, rank 1)")
     rule = "open set, exact threshold" if result.rule == "exact" else "insightface's closed-set arithmetic"
     axes.set_title(f"TPIR vs FPIR ({rule})")
-    axes.legend(loc="lower right", frameon=True, fontsize=7)
+    axes.legend(loc="upper left", frameon=True, fontsize=7)
 
 
 @styled

@@ -13,6 +13,7 @@ use, so `import topofr_cli` stays light:
 - losses: `TopoFRLoss` (drop-in TopoFR loss for your own loop), `ptsa_loss`, `PTSALoss`,
   `TopoFRObjective`, `RandomStructurePerturbation`
 - recipes: `load_recipe(path, overrides)`, `resolve_recipe(name)`, `packaged_recipes()`, `Recipe`
+- clustering: `cluster(...)` (what `topofr cluster` does), `cluster_embeddings(embeddings)`
 - `TopofrError`: every user-facing error
 """
 
@@ -45,6 +46,8 @@ _EXPORTS = {  # public name: the module that defines it
     "resolve_recipe": "topofr_cli.recipes",
     "packaged_recipes": "topofr_cli.recipes",
     "TopofrError": "topofr_cli.errors",
+    "cluster": "topofr_cli.commands.cluster",
+    "cluster_embeddings": "topofr_cli.clustering.run",
 }
 
 __all__ = ["__version__", *_EXPORTS]

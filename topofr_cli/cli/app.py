@@ -41,6 +41,10 @@ COMMANDS = {  # name: ("module:attribute", one-line help)
         "Rank every image by structure damage score "
         "(SDS = w1 · w2, docs/method.md §1.3) to find label noise.",
     ),
+    "cluster": (
+        "topofr_cli.cli.cluster:cluster",
+        "Group faces into identities by persistence (ToMATo) or linkage; noise stays apart.",
+    ),
     "bench": (
         "topofr_cli.cli.bench:bench",
         "How fast is TopoFR on this hardware, what does it cost over plain "

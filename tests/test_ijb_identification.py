@@ -1,4 +1,4 @@
-"""IJB-B/C 1:N (docs/method.md §3.5): insightface's arithmetic transcribed and compared, the exact open-set
+"""IJB-B/C 1:N (docs/method.md §3.6): insightface's arithmetic transcribed and compared, the exact open-set
 rule checked by hand (a probe whose mate is absent, ties), the off-by-one shown, and the CLI end to end."""
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ def cluster(
         None,
         "--threshold",
         help="Cut at this cosine distance (1 − cos): faces farther apart are never linked. Default: the "
-        "gap of the H0 persistence diagram (docs/method.md §5).",
+        "gap of the H0 persistence diagram (docs/method.md §6).",
     ),
     far: float | None = typer.Option(
         None, "--far", help="Set the threshold at this false-accept rate measured on --bin (e.g. 1e-3)."

@@ -13,13 +13,13 @@ from topofr_cli.errors import TopofrError
 
 PROTOCOL_HELP = (
     "IJB protocol: 1:1 (template verification, TAR at FAR), 1:N (identification against each "
-    "gallery split: TPIR at FPIR 1e-3/1e-2/1e-1 and CMC rank 1/5/10, docs/method.md §3.5) or both "
+    "gallery split: TPIR at FPIR 1e-3/1e-2/1e-1 and CMC rank 1/5/10, docs/method.md §3.6) or both "
     "(the images are embedded once)."
 )
 RULE_HELP = (
     "1:N threshold rule: exact (open set per gallery split, the threshold admitting the most false "
     "alarms the FPIR allows) or insightface (its script's numbers: one merged closed-set gallery and "
-    "its ceil(f·P)-th pooled non-mate score, one false alarm short when f·P is whole; §3.5)."
+    "its ceil(f·P)-th pooled non-mate score, one false alarm short when f·P is whole; §3.6)."
 )
 
 

@@ -1,4 +1,4 @@
-"""The three clusterings of `topofr cluster` on a `NeighborGraph` (docs/method.md §5).
+"""The three clusterings of `topofr cluster` on a `NeighborGraph` (docs/method.md §6).
 
 - `single`: connected components of the pairs closer than the threshold τ (single linkage cut at τ).
 - `average`: average linkage cut at τ. Every average-linkage merge below τ joins clusters whose
@@ -62,7 +62,13 @@ def otsu_threshold(lengths: np.ndarray, bins: int = 256) -> float:
     total, total_mean = weight[-1], mean[-1]
     with np.errstate(divide="ignore", invalid="ignore"):
         between = (total_mean * weight / total - mean) ** 2 / (weight * (total - weight))
-    return float(edges[1:][np.nanargmax(np.where(np.isfinite(between), between, np.nan))])
+    between = np.where(np.isfinite(between), between, -np.inf)
+    # an empty gap between the two modes is a plateau of equal scores: cut in its middle
+    best = np.flatnonzero(between >= between.max() * (1 - 1e-9))
+    first, last = best[0], best[0]
+    while last + 1 < len(between) and between[last + 1] >= between.max() * (1 - 1e-9):
+        last += 1
+    return float((edges[first + 1] + edges[last + 1]) / 2)
 
 
 def single_linkage(graph: NeighborGraph, min_size: int = 2) -> Clustering:

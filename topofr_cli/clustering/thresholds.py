@@ -1,5 +1,5 @@
 """The distance threshold τ of a clustering: given, set at a false-accept rate on verification pairs,
-or at the gap of the H0 persistence diagram (docs/method.md §5)."""
+or at the gap of the H0 persistence diagram (docs/method.md §6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`topofr cluster`: group unlabelled faces into identities (docs/method.md §5).
+"""`topofr cluster`: group unlabelled faces into identities (docs/method.md §6).
 
 Faces come from a dataset embedded with a model (packed set, image folder, or raw photos with a
 detector) or from an embeddings file written by `topofr eval --embeddings`. The report folder gets

@@ -1,4 +1,4 @@
-"""IJB-B / IJB-C 1:N identification from template features (docs/method.md §3.5).
+"""IJB-B / IJB-C 1:N identification from template features (docs/method.md §3.6).
 
 Each gallery split (G1/G2 for IJB-C, S1/S2 for IJB-B) is searched by every probe template of
 `*_1N_probe_mixed.csv`. The protocol is open set: a probe whose subject has no template in that

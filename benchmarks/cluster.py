@@ -49,7 +49,9 @@ def pairwise_scores(truth: np.ndarray, predicted: np.ndarray) -> tuple[float, fl
 def bcubed_scores(truth: np.ndarray, predicted: np.ndarray) -> tuple[float, float, float]:
     """BCubed precision, recall, F1: per face, the share of its cluster that is its identity and of its
     identity that is in its cluster, averaged over faces."""
-    _, pair_index, pair_count = np.unique(np.stack([truth, predicted], 1), axis=0, return_inverse=True, return_counts=True)
+    _, pair_index, pair_count = np.unique(
+        np.stack([truth, predicted], 1), axis=0, return_inverse=True, return_counts=True
+    )
     shared = pair_count[pair_index.reshape(-1)]
     _, p_index, p_count = np.unique(predicted, return_inverse=True, return_counts=True)
     _, t_index, t_count = np.unique(truth, return_inverse=True, return_counts=True)
@@ -141,7 +143,11 @@ def evaluate(x: np.ndarray, truth: np.ndarray, log) -> list[dict]:
     thresholds = [(t,) for t in np.linspace(0.05, 1.0, 39)]
     methods = [
         ("topofr cluster (ToMATo, default: no setting)", topofr_default, ()),
-        ("topofr --method single, best threshold", topofr_single, grid_best(topofr_single, x, truth, thresholds)),
+        (
+            "topofr --method single, best threshold",
+            topofr_single,
+            grid_best(topofr_single, x, truth, thresholds),
+        ),
         ("scipy single linkage, best threshold", lambda a, t: scipy_linkage(a, "single", t), None),
         ("scipy average linkage, best threshold", lambda a, t: scipy_linkage(a, "average", t), None),
         ("sklearn Agglomerative (Ward), true K", agglomerative_ward, (k_true,)),
@@ -191,11 +197,16 @@ def synthetic_faces(out: Path, identities: int, seed: int):
     from topofr_cli.data.synthetic import generate_synthetic
 
     if not out.exists():
-        generate_synthetic(out, identities=identities, images_per_identity=10, heldout_identities=2, pairs=20, seed=seed)
+        generate_synthetic(
+            out, identities=identities, images_per_identity=10, heldout_identities=2, pairs=20, seed=seed
+        )
     dataset = open_dataset(out)
     rng = np.random.default_rng(seed)
     keep = np.concatenate(
-        [rng.choice(np.flatnonzero(dataset.labels == i), rng.integers(1, 11), replace=False) for i in range(identities)]
+        [
+            rng.choice(np.flatnonzero(dataset.labels == i), rng.integers(1, 11), replace=False)
+            for i in range(identities)
+        ]
     )
     return dataset, np.sort(keep)
 
@@ -244,18 +255,35 @@ def main() -> None:
     for seed in args.seeds if args.model else []:
         dataset, rows = synthetic_faces(args.work / f"faces_seed{seed}", args.identities, 100 + seed)
         truth = dataset.labels[rows]
-        for model_name, noise in (("quickstart model", 0.0), (f"noisy model (weights + {args.noise} std)", args.noise)):
+        for model_name, noise in (
+            ("quickstart model", 0.0),
+            (f"noisy model (weights + {args.noise} std)", args.noise),
+        ):
             print(f"seed {seed}, {model_name}: {len(rows)} faces of {args.identities} identities", flush=True)
             x = embed(args.model, dataset, rows, noise, seed)
-            report["runs"].append({"seed": seed, "model": model_name, "faces": len(rows),
-                                   "identities": args.identities, "rows": evaluate(x, truth, print)})
+            report["runs"].append(
+                {
+                    "seed": seed,
+                    "model": model_name,
+                    "faces": len(rows),
+                    "identities": args.identities,
+                    "rows": evaluate(x, truth, print),
+                }
+            )
     if args.scale:
         x, truth = planted(args.scale, 512, 0)
-        print(f"scale: {args.scale:,} planted embeddings (512-d), {len(np.unique(truth)):,} identities", flush=True)
+        print(
+            f"scale: {args.scale:,} planted embeddings (512-d), {len(np.unique(truth)):,} identities",
+            flush=True,
+        )
         labels, seconds, memory = measured(topofr_default, x)
-        report["scale"] = {"n": args.scale, "seconds": seconds, "peak_mib": memory,
-                           "bcubed": bcubed_scores(truth, singletons_apart(labels)),
-                           "threads": torch.get_num_threads()}
+        report["scale"] = {
+            "n": args.scale,
+            "seconds": seconds,
+            "peak_mib": memory,
+            "bcubed": bcubed_scores(truth, singletons_apart(labels)),
+            "threads": torch.get_num_threads(),
+        }
         print(f"  {seconds:.1f} s, peak {memory:.0f} MiB extra, BCubed {report['scale']['bcubed']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 from topofr_cli.cli.app import app
 from topofr_cli.clustering import neighbors as nb
-from topofr_cli.clustering.neighbors import neighbor_graph, unit_rows
 from topofr_cli.clustering.methods import single_linkage
+from topofr_cli.clustering.neighbors import neighbor_graph, unit_rows
 from topofr_cli.clustering.run import cluster_embeddings
 from topofr_cli.clustering.thresholds import threshold_at_far
 from topofr_cli.data import open_dataset
@@ -30,11 +30,14 @@ def planted(seed=0, identities=12, per=8, dim=32, spread=0.05, outliers=5):
     centres = unit_rows(rng.normal(size=(identities, dim)))
     x = np.repeat(centres, per, axis=0) + spread * rng.normal(size=(identities * per, dim))
     lonely = unit_rows(rng.normal(size=(outliers, dim)))
-    return np.vstack([x, lonely]).astype(np.float32), np.r_[np.repeat(np.arange(identities), per), -np.ones(outliers, int)]
+    return np.vstack([x, lonely]).astype(np.float32), np.r_[
+        np.repeat(np.arange(identities), per), -np.ones(outliers, int)
+    ]
 
 
 def same_partition(a, b) -> bool:
     """Equal up to renaming, each −1 counted as its own singleton."""
+
     def canonical(labels):
         labels = np.asarray(labels).copy()
         labels[labels < 0] = labels.max(initial=0) + 1 + np.arange((labels < 0).sum())
@@ -60,7 +63,9 @@ def test_nearest_neighbours_are_exact(block_entries):
 def test_single_linkage_agrees_with_scipy_at_the_same_threshold(threshold, monkeypatch):
     monkeypatch.setattr(nb, "EDGE_BUDGET", 200)  # fold the forest many times across blocks
     x = np.random.default_rng(2).normal(size=(400, 10)).astype(np.float32)
-    reference = hierarchy.fcluster(hierarchy.linkage(pdist(unit_rows(x), "cosine"), "single"), threshold, "distance")
+    reference = hierarchy.fcluster(
+        hierarchy.linkage(pdist(unit_rows(x), "cosine"), "single"), threshold, "distance"
+    )
     assert 1 < len(np.unique(reference)) < 300  # neither all apart nor all together
     graph = neighbor_graph(x, 5, threshold=threshold, block_entries=64**2)  # 7 × 7 blocks
     assert same_partition(single_linkage(graph, min_size=1).labels, reference)
@@ -145,8 +150,19 @@ def test_write_folders_round_trips_through_prepare_folder(tmp_path):
     emb = centres[dataset.labels] + 0.01 * np.random.default_rng(2).normal(size=(len(dataset), 16))
     np.save(tmp_path / "emb.npy", emb.astype(np.float32))
     out, folders = tmp_path / "report", tmp_path / "clusters"
-    result = invoke(["cluster", tmp_path / "faces", "--embeddings", tmp_path / "emb.npy", "--out", out,
-                     "--write-folders", folders, "--json"])
+    result = invoke(
+        [
+            "cluster",
+            tmp_path / "faces",
+            "--embeddings",
+            tmp_path / "emb.npy",
+            "--out",
+            out,
+            "--write-folders",
+            folders,
+            "--json",
+        ]
+    )
     assert result.exit_code == 0, result.output
     with open(out / "clusters.csv") as handle:
         rows = list(csv.DictReader(handle))
@@ -162,16 +178,42 @@ def test_write_folders_round_trips_through_prepare_folder(tmp_path):
     originals = {bytes(dataset.encoded(i)) for i in range(len(dataset))}
     assert {bytes(repacked.encoded(i)) for i in range(len(repacked))} == originals
     # the same folders again: refused without --overwrite, nothing changed
-    again = invoke(["cluster", tmp_path / "faces", "--embeddings", tmp_path / "emb.npy", "--out", tmp_path / "r2",
-                    "--write-folders", folders])
+    again = invoke(
+        [
+            "cluster",
+            tmp_path / "faces",
+            "--embeddings",
+            tmp_path / "emb.npy",
+            "--out",
+            tmp_path / "r2",
+            "--write-folders",
+            folders,
+        ]
+    )
     assert again.exit_code == 2 and "already exists" in again.output
 
 
 def test_cluster_with_a_model_embeds_the_folder(calibrated_backbone, tmp_path):
     dataset = _face_folder(tmp_path / "faces", identities=3)
     torch.save(calibrated_backbone("mbf", 16, 0).state_dict(), tmp_path / "m.pth")
-    result = invoke(["cluster", tmp_path / "faces", "--model", tmp_path / "m.pth", "--out", tmp_path / "r",
-                     "--device", "cpu", "--workers", "0", "--threshold", "0.5", "--method", "single"])
+    result = invoke(
+        [
+            "cluster",
+            tmp_path / "faces",
+            "--model",
+            tmp_path / "m.pth",
+            "--out",
+            tmp_path / "r",
+            "--device",
+            "cpu",
+            "--workers",
+            "0",
+            "--threshold",
+            "0.5",
+            "--method",
+            "single",
+        ]
+    )
     assert result.exit_code == 0, result.output
     with open(tmp_path / "r" / "clusters.csv") as handle:
         assert len(list(csv.DictReader(handle))) == len(dataset)
@@ -181,8 +223,14 @@ def test_cluster_with_a_model_embeds_the_folder(calibrated_backbone, tmp_path):
     ("args", "message"),
     [
         (["--embeddings", "missing.npy"], "missing.npy: embeddings file not found"),
-        (["--embeddings", "emb.npy", "--method", "single", "--clusters", "3"], "--clusters applies to --method tomato"),
-        (["--embeddings", "emb.npy", "--method", "ward"], "--method ward: expected one of tomato, single, average"),
+        (
+            ["--embeddings", "emb.npy", "--method", "single", "--clusters", "3"],
+            "--clusters applies to --method tomato",
+        ),
+        (
+            ["--embeddings", "emb.npy", "--method", "ward"],
+            "--method ward: expected one of tomato, single, average",
+        ),
         (["--embeddings", "bad.npy"], "bad.npy: expected embeddings [N ≥ 3, E]"),
         (["--embeddings", "emb.npy", "--far", "1e-3"], "--far needs --bin FILE and --model MODEL"),
         ([], "give INPUT with --model MODEL, or --embeddings FILE"),
@@ -202,7 +250,17 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, monkeypatch, args, message):
 def test_write_folders_never_inside_the_input(tmp_path):
     dataset = _face_folder(tmp_path / "faces", identities=2)
     np.save(tmp_path / "emb.npy", np.random.default_rng(0).normal(size=(len(dataset), 4)).astype(np.float32))
-    result = invoke(["cluster", tmp_path / "faces", "--embeddings", tmp_path / "emb.npy", "--out", tmp_path / "r",
-                     "--write-folders", tmp_path / "faces" / "clusters"])
+    result = invoke(
+        [
+            "cluster",
+            tmp_path / "faces",
+            "--embeddings",
+            tmp_path / "emb.npy",
+            "--out",
+            tmp_path / "r",
+            "--write-folders",
+            tmp_path / "faces" / "clusters",
+        ]
+    )
     assert result.exit_code == 2 and "must not be, contain or lie inside" in result.output
     assert not (tmp_path / "faces" / "clusters").exists()

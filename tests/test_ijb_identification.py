@@ -292,6 +292,8 @@ def test_templates_pooled_as_for_1to1(calibrated_backbone, tmp_path):
     with torch.no_grad():
         emb = model(torch.from_numpy(aligned).permute(0, 3, 1, 2).float() / 255 * 2 - 1).numpy()
     emb = emb * np.array([s for *_, s in truth])[:, None]
-    expected, tids = _image2template_loop(emb, np.array([t for _, t, *_ in truth]), np.array([m for _, _, m, *_ in truth]))
+    expected, tids = _image2template_loop(
+        emb, np.array([t for _, t, *_ in truth]), np.array([m for _, _, m, *_ in truth])
+    )
     assert list(pooled.template_ids) == list(tids) == sorted(TEMPLATES)
     np.testing.assert_allclose(pooled.features, expected, atol=1e-5)

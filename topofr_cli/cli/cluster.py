@@ -20,7 +20,9 @@ def cluster(
     ),
     model: Path | None = typer.Option(None, "--model", help="Model that embeds INPUT (and the --bin pairs)."),
     embeddings: Path | None = typer.Option(
-        None, "--embeddings", help="Cluster these embeddings (.parquet or .npy from `topofr eval --embeddings`)."
+        None,
+        "--embeddings",
+        help="Cluster these embeddings (.parquet or .npy from `topofr eval --embeddings`).",
     ),
     method: str = typer.Option(
         "tomato", "--method", help="tomato (persistence-based, default), single or average linkage."
@@ -41,12 +43,18 @@ def cluster(
     neighbors: int = typer.Option(10, "--neighbors", help="Nearest neighbours per face (graph and density)."),
     min_size: int = typer.Option(2, "--min-size", help="Smaller groups are noise (cluster −1)."),
     write_folders: Path | None = typer.Option(
-        None, "--write-folders", help="Copy each cluster's images into OUT/cluster_NNNNN/ for `prepare folder`."
+        None,
+        "--write-folders",
+        help="Copy each cluster's images into OUT/cluster_NNNNN/ for `prepare folder`.",
     ),
     out: Path | None = typer.Option(
-        None, "--out", help="Folder for clusters.csv, the summary and figures. Default: topofr-cluster/<INPUT>/."
+        None,
+        "--out",
+        help="Folder for clusters.csv, the summary and figures. Default: topofr-cluster/<INPUT>/.",
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace earlier results (and --write-folders)."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace earlier results (and --write-folders)."
+    ),
     detect: bool = typer.Option(False, "--detect", help=DETECT_HELP.replace("--data", "INPUT")),
     detector: str = typer.Option("dlib-hog", "--detector", help=DETECTOR_HELP),
     no_flip: bool = typer.Option(False, "--no-flip", help="Embed the image only, not image + mirror."),
@@ -66,11 +74,26 @@ def cluster(
     check_format(figure_format)
     name = (source or embeddings or Path("faces")).name
     result = run(
-        source, model=model, embeddings=embeddings, out=out or Path("topofr-cluster") / name, method=method,
-        threshold=threshold, far=far, bin_path=bin_path, clusters=clusters, neighbors=neighbors,
-        min_size=min_size, write_folders=write_folders, overwrite=overwrite, detector=detector if detect else None,
-        flip=not no_flip, batch_size=batch_size, device=resolve_device(device) if model else "cpu",
-        workers=workers, figure_format=figure_format, progress=RichProgress(console),
+        source,
+        model=model,
+        embeddings=embeddings,
+        out=out or Path("topofr-cluster") / name,
+        method=method,
+        threshold=threshold,
+        far=far,
+        bin_path=bin_path,
+        clusters=clusters,
+        neighbors=neighbors,
+        min_size=min_size,
+        write_folders=write_folders,
+        overwrite=overwrite,
+        detector=detector if detect else None,
+        flip=not no_flip,
+        batch_size=batch_size,
+        device=resolve_device(device) if model else "cpu",
+        workers=workers,
+        figure_format=figure_format,
+        progress=RichProgress(console),
         open_data=lambda path, det: open_data(path, det, workers=max(1, workers)),
     )
     s = result.summary
@@ -80,9 +103,20 @@ def cluster(
         highlight=False,
     )
     if result.far is not None:
-        console.print(f"at that threshold on the pairs: FAR {result.far.far:.2e}, TAR {result.far.tar:.4f}", highlight=False)
-    console.print(f"wrote {result.csv_path}, {result.summary_path.name}"
-                  + "".join(f", {p.name}" for p in result.figure_paths)
-                  + (f"; folders in {result.folders}" if result.folders else ""), highlight=False)
-    return {**s, "csv": result.csv_path, "summary_json": result.summary_path, "figures": result.figure_paths,
-            "folders": result.folders}
+        console.print(
+            f"at that threshold on the pairs: FAR {result.far.far:.2e}, TAR {result.far.tar:.4f}",
+            highlight=False,
+        )
+    console.print(
+        f"wrote {result.csv_path}, {result.summary_path.name}"
+        + "".join(f", {p.name}" for p in result.figure_paths)
+        + (f"; folders in {result.folders}" if result.folders else ""),
+        highlight=False,
+    )
+    return {
+        **s,
+        "csv": result.csv_path,
+        "summary_json": result.summary_path,
+        "figures": result.figure_paths,
+        "folders": result.folders,
+    }

@@ -67,7 +67,15 @@ def show_identification(report: Any) -> None:
 
 
 def identification(
-    backbone: Any, root: Path, target: str, out: Path, *, rule: str, templates: Any, progress: Any, **options: Any
+    backbone: Any,
+    root: Path,
+    target: str,
+    out: Path,
+    *,
+    rule: str,
+    templates: Any,
+    progress: Any,
+    **options: Any,
 ) -> dict[str, Any]:
     """Run 1:N (reusing `templates` pooled by the 1:1 run when given), write its files, show them."""
     from topofr_cli.evaluation.ijb import check_target
@@ -82,7 +90,9 @@ def identification(
     if templates is None:
         from topofr_cli.evaluation.ijb_protocol import read_ijb_meta
 
-        task = progress.start(f"{check_target(target)} images", len(read_ijb_meta(root, target).image_names), transient=True)
+        task = progress.start(
+            f"{check_target(target)} images", len(read_ijb_meta(root, target).image_names), transient=True
+        )
     try:
         result = run_identification(
             backbone,

@@ -54,7 +54,9 @@ def otsu_threshold(lengths: np.ndarray, bins: int = 256) -> float:
     variance: the gap of the H0 persistence diagram between within- and between-identity merges."""
     lengths = np.asarray(lengths, dtype=np.float64)
     if len(lengths) < 2 or lengths.max() == lengths.min():
-        raise TopofrError("cannot choose a threshold from fewer than two distinct distances; pass --threshold")
+        raise TopofrError(
+            "cannot choose a threshold from fewer than two distinct distances; pass --threshold"
+        )
     hist, edges = np.histogram(lengths, bins=bins)
     centres = (edges[:-1] + edges[1:]) / 2
     weight = np.cumsum(hist)

@@ -35,7 +35,9 @@ class EmbeddingClustering:
         return self.clustering.labels
 
 
-def check_options(method: str, clusters: int | None, threshold: float | None, neighbors: int, min_size: int) -> None:
+def check_options(
+    method: str, clusters: int | None, threshold: float | None, neighbors: int, min_size: int
+) -> None:
     if method not in METHODS:
         raise TopofrError(f"--method {method}: expected one of {', '.join(METHODS)}")
     if clusters is not None and method != "tomato":
@@ -81,4 +83,6 @@ def cluster_embeddings(
     else:
         result = average_linkage(graph, x, min_size)
     distance, confidence = cluster_cores(x, result.labels, result.density)
-    return EmbeddingClustering(result, method, threshold, threshold_source, merge_heights, distance, confidence)
+    return EmbeddingClustering(
+        result, method, threshold, threshold_source, merge_heights, distance, confidence
+    )

@@ -19,7 +19,9 @@ class ThresholdAtFar:
     impostors: int
 
 
-def threshold_at_far(distances: np.ndarray, issame: np.ndarray, far: float, source: str = "pairs") -> ThresholdAtFar:
+def threshold_at_far(
+    distances: np.ndarray, issame: np.ndarray, far: float, source: str = "pairs"
+) -> ThresholdAtFar:
     """The largest threshold whose false-accept rate is at most `far`: it accepts the floor(far · n)
     closest impostor pairs (fewer on ties) and no more."""
     distances = np.asarray(distances, dtype=np.float64)

@@ -66,7 +66,9 @@ def read_embeddings_file(path: Path) -> tuple[np.ndarray, list[str]]:
     return x.astype(np.float32, copy=False), keys
 
 
-def embed_dataset(backbone: Any, dataset: Any, *, flip: bool, batch_size: int, device: Any, workers: int, progress: Progress) -> np.ndarray:
+def embed_dataset(
+    backbone: Any, dataset: Any, *, flip: bool, batch_size: int, device: Any, workers: int, progress: Progress
+) -> np.ndarray:
     from topofr_cli.data.ordered import DatasetImages, GuardedImages, iterate_batches
     from topofr_cli.evaluation.embed import embed_images
 
@@ -168,8 +170,13 @@ def cluster(
     source_text = "given" if at_far is None else f"FAR {far:g} on {Path(bin_path).name}"
     with progress_status(progress, f"clustering {len(x):,} faces ({method})"):
         result = cluster_embeddings(
-            x, method=method, threshold=threshold, threshold_source=source_text, clusters=clusters,
-            neighbors=neighbors, min_size=min_size,
+            x,
+            method=method,
+            threshold=threshold,
+            threshold_source=source_text,
+            clusters=clusters,
+            neighbors=neighbors,
+            min_size=min_size,
         )
     return _write(result, keys, dataset, out, write_folders, at_far, figure_format, started)
 
@@ -213,12 +220,20 @@ def _write(result, keys, dataset, out, write_folders, at_far, figure_format, sta
         tomato = (result.clustering.diagram, result.clustering.cut, summary["clusters"])
     figures = [
         plot_cluster_persistence(
-            result.merge_heights, result.threshold, meta, out / files.DIAGRAM_NAME, tomato=tomato,
+            result.merge_heights,
+            result.threshold,
+            meta,
+            out / files.DIAGRAM_NAME,
+            tomato=tomato,
             figure_format=figure_format,
         )
     ]
     if dataset is not None and summary["clusters"]:
-        figures.append(plot_cluster_gallery(dataset, result.labels, meta, out / files.GALLERY_NAME, figure_format=figure_format))
+        figures.append(
+            plot_cluster_gallery(
+                dataset, result.labels, meta, out / files.GALLERY_NAME, figure_format=figure_format
+            )
+        )
     folders = None
     if write_folders is not None:
         files.write_cluster_folders(write_folders, result.labels, dataset)
@@ -227,6 +242,15 @@ def _write(result, keys, dataset, out, write_folders, at_far, figure_format, sta
     summary["peak_memory_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     csv_path, summary_path = files.write_reports(out, csv_text, summary)
     return ClusterResult(
-        result, keys, out, csv_path, summary_path, figures, folders, at_far,
-        summary["seconds"], summary["peak_memory_mib"], summary,
+        result,
+        keys,
+        out,
+        csv_path,
+        summary_path,
+        figures,
+        folders,
+        at_far,
+        summary["seconds"],
+        summary["peak_memory_mib"],
+        summary,
     )

@@ -245,7 +245,9 @@ def insightface_search(
         mate_score[block] = scores[rows, mates[block]]
         scores[rows, mates[block]] = -np.inf
         flat = scores.reshape(-1)
-        top_nonmates.append(-np.sort(-np.partition(flat, len(flat) - keep)[-keep:]) if keep < len(flat) else flat)
+        top_nonmates.append(
+            -np.sort(-np.partition(flat, len(flat) - keep)[-keep:]) if keep < len(flat) else flat
+        )
     pooled = np.concatenate(top_nonmates)
     negatives = heapq.nlargest(keep, pooled[pooled > -np.inf]) if keep else []
     thresholds, tpir = {}, {}

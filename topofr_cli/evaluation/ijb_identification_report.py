@@ -36,7 +36,9 @@ def _rows(result: IdentificationResult) -> list[list[Any]]:
     for g in result.galleries:
         counts = [g.num_mated, g.num_nonmated, result.rule]
         for fpir, tpir in g.tpir_at_fpir.items():
-            rows.append([g.gallery, "tpir_at_fpir", f"{fpir:g}", f"{tpir:.6f}", f"{g.thresholds[fpir]:.6f}", *counts])
+            rows.append(
+                [g.gallery, "tpir_at_fpir", f"{fpir:g}", f"{tpir:.6f}", f"{g.thresholds[fpir]:.6f}", *counts]
+            )
         for rank, rate in g.cmc.items():
             rows.append([g.gallery, "cmc", rank, f"{rate:.6f}", "", *counts])
     return rows
@@ -62,7 +64,9 @@ def write_identification_report(
     writer.writerow([*first, *HEADER, *source])
     writer.writerows([*lead, *row, *tail] for row in _rows(result))
     prefix = result.target.lower()
-    report = IdentificationReport(result, out / identification_csv_name(result.target), out / f"{prefix}_1n.{figure_format}")
+    report = IdentificationReport(
+        result, out / identification_csv_name(result.target), out / f"{prefix}_1n.{figure_format}"
+    )
     write_text(report.csv_path, buffer.getvalue())
     figure = replace(figure, dataset=f"{result.target} 1:N", n=result.num_probes, n_label="probe templates")
     plot_identification(result, figure, report.figure_path, figure_format=figure_format)

@@ -57,7 +57,9 @@ def draw_cluster_persistence(
 
 
 @styled
-def draw_cluster_gallery(dataset: Any, labels: np.ndarray, meta: FigureMeta, *, clusters: int = 8, per: int = 6):
+def draw_cluster_gallery(
+    dataset: Any, labels: np.ndarray, meta: FigureMeta, *, clusters: int = 8, per: int = 6
+):
     """The `clusters` largest clusters, one row each: up to `per` member images with their keys."""
     shown = [c for c in range(min(clusters, int(labels.max()) + 1 if (labels >= 0).any() else 0))]
     figure = new_figure(per * 1.2 + 0.4, max(1, len(shown)) * 1.45 + 0.6)
@@ -82,8 +84,12 @@ def draw_cluster_gallery(dataset: Any, labels: np.ndarray, meta: FigureMeta, *, 
     return figure
 
 
-def plot_cluster_persistence(merge_heights, threshold, meta, path: Path, *, tomato=None, figure_format="png") -> Path:
-    return save_figure(draw_cluster_persistence(merge_heights, threshold, meta, tomato=tomato), path, figure_format)
+def plot_cluster_persistence(
+    merge_heights, threshold, meta, path: Path, *, tomato=None, figure_format="png"
+) -> Path:
+    return save_figure(
+        draw_cluster_persistence(merge_heights, threshold, meta, tomato=tomato), path, figure_format
+    )
 
 
 def plot_cluster_gallery(dataset, labels, meta, path: Path, *, figure_format="png") -> Path:

@@ -16,7 +16,9 @@ if TYPE_CHECKING:  # plots draw results; they do not import the evaluation stack
 def _cmc_panel(axes, result: IdentificationResult) -> None:
     for color, gallery in zip(PALETTE, result.galleries, strict=False):
         ranks = np.arange(1, len(gallery.cmc_curve) + 1)
-        label = f"{gallery.gallery}: rank-1 {100 * gallery.cmc[1]:.2f} %, rank-10 {100 * gallery.cmc[10]:.2f} %"
+        label = (
+            f"{gallery.gallery}: rank-1 {100 * gallery.cmc[1]:.2f} %, rank-10 {100 * gallery.cmc[10]:.2f} %"
+        )
         axes.step(ranks, gallery.cmc_curve, where="post", color=color, lw=1.6, label=label)
     axes.set_xscale("log")
     axes.set_xlabel("rank (log scale)")
@@ -35,9 +37,7 @@ def _det_panel(axes, result: IdentificationResult) -> None:
         axes.plot(gallery.fpir_curve[keep], gallery.tpir_curve[keep], style, color=color, lw=1.6)
         label = ", ".join(f"{f:.0e}: {100 * t:.2f} %" for f, t in gallery.tpir_at_fpir.items())
         marks = [(f, t) for f, t in gallery.tpir_at_fpir.items() if np.isfinite(gallery.thresholds[f])]
-        axes.plot(
-            [f for f, _ in marks], [t for _, t in marks], "o", color=color, ms=5, mec="white", mew=0.8
-        )
+        axes.plot([f for f, _ in marks], [t for _, t in marks], "o", color=color, ms=5, mec="white", mew=0.8)
         axes.plot([], [], color=color, label=f"{gallery.gallery}: TPIR@FPIR {label}")
     for fpir in next(iter(result.galleries)).tpir_at_fpir:
         axes.axvline(fpir, color="#bbbbbb", lw=0.8, ls=":")

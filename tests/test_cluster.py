@@ -264,3 +264,42 @@ def test_write_folders_never_inside_the_input(tmp_path):
     )
     assert result.exit_code == 2 and "must not be, contain or lie inside" in result.output
     assert not (tmp_path / "faces" / "clusters").exists()
+
+
+def test_threshold_at_a_far_measured_on_a_bin(calibrated_backbone, tmp_path):
+    import io
+
+    from topofr_cli.data.bins import write_bin
+
+    _face_folder(tmp_path / "faces", identities=2)
+    torch.save(calibrated_backbone("mbf", 16, 0).state_dict(), tmp_path / "m.pth")
+    rng = np.random.default_rng(3)
+    images = []
+    for _ in range(40):
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (112, 112, 3), dtype=np.uint8)).save(buffer, format="PNG")
+        images.append(buffer.getvalue())
+    write_bin(tmp_path / "pairs.bin", images, [True, False] * 10)
+    result = invoke(
+        [
+            "cluster",
+            tmp_path / "faces",
+            "--model",
+            tmp_path / "m.pth",
+            "--far",
+            "0.2",
+            "--bin",
+            tmp_path / "pairs.bin",
+            "--out",
+            tmp_path / "r",
+            "--device",
+            "cpu",
+            "--workers",
+            "0",
+            "--json",
+        ]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "r" / "cluster_summary.json").read_text())
+    assert summary["threshold_source"] == "FAR 0.2 on pairs.bin"
+    assert summary["far"]["impostor_pairs"] == 10 and summary["far"]["far"] <= 0.2

@@ -237,10 +237,33 @@ def planted(n: int, dim: int, seed: int):
     return x, truth
 
 
+def markdown_table(report: dict) -> str:
+    """Mean ± std over seeds per (model, method): the README's table."""
+    lines = [
+        "| embeddings | method | BCubed F1 | pairwise F1 | clusters (≥ 2) | alone | seconds |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for run in report["runs"]:
+        for row in run["rows"]:
+            groups.setdefault((run["model"], row["method"]), []).append(row)
+
+    def spread(values, digits):
+        return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
+
+    for (model, method), rows in groups.items():
+        lines.append(
+            f"| {model} | {method} | {spread([r['bcubed'][2] for r in rows], 3)} | "
+            f"{spread([r['pairwise'][2] for r in rows], 3)} | {spread([r['clusters'] for r in rows], 0)} | "
+            f"{spread([r['alone'] for r in rows], 0)} | {spread([r['seconds'] for r in rows], 2)} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="Trained checkpoint (e.g. the quickstart's).")
-    parser.add_argument("--identities", type=int, default=300)
+    parser.add_argument("--identities", type=int, default=150)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--noise", type=float, default=0.15, help="Weight noise of the noisy model (× std).")
     parser.add_argument("--scale", type=int, default=0, help="Also time the default on this many embeddings.")
@@ -285,6 +308,8 @@ def main() -> None:
             "threads": torch.get_num_threads(),
         }
         print(f"  {seconds:.1f} s, peak {memory:.0f} MiB extra, BCubed {report['scale']['bcubed']}")
+    if report["runs"]:
+        print(markdown_table(report))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {args.out}")

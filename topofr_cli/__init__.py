@@ -18,6 +18,7 @@ use, so `import topofr_cli` stays light:
   `hard_samples(model, data, ...) -> HardSamplesResult`, `analyze_topology(data, models, ...) ->
   TopologyResult`, `prepare_folder(source, out, ...) -> PrepareResult`, `export_model(model, out)`,
   `train(recipe, overrides=[...]) -> TrainResult`
+- clustering: `cluster(...)` (what `topofr cluster` does), `cluster_embeddings(embeddings)`
 - `TopofrError`: every user-facing error
 """
 
@@ -64,6 +65,8 @@ _EXPORTS = {  # public name: the module that defines it
     "export_model": "topofr_cli.commands.export",
     "train": "topofr_cli.commands.train",
     "TrainResult": "topofr_cli.commands.train",
+    "cluster": "topofr_cli.commands.cluster",
+    "cluster_embeddings": "topofr_cli.clustering.run",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -24,7 +24,7 @@ COMMANDS = {  # name: ("module:attribute", one-line help)
     ),
     "eval": (
         "topofr_cli.cli.evaluate:evaluate",
-        "Evaluate a face model: verification .bin files, IJB-B/C 1:1, or write dataset embeddings.",
+        "Evaluate a face model: verification .bin files, IJB-B/C 1:1 and 1:N, or write dataset embeddings.",
     ),
     "export": (
         "topofr_cli.cli.evaluate:export",
@@ -39,6 +39,10 @@ COMMANDS = {  # name: ("module:attribute", one-line help)
     "hard-samples": (
         "topofr_cli.cli.hard_samples:hard_samples",
         "Rank every image by structure damage score (SDS = w1 · w2) to find label noise.",
+    ),
+    "cluster": (
+        "topofr_cli.cli.cluster:cluster",
+        "Group faces into identities by persistence (ToMATo) or linkage; noise stays apart.",
     ),
     "bench": (
         "topofr_cli.cli.bench:bench",

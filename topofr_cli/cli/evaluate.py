@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from topofr_cli.cli.common import console, degenerate_warning, user_errors, warn
+from topofr_cli.cli.ijb_identification import protocol_option, rule_option, show_identification
 from topofr_cli.cli.json_output import json_option, prints_json
 from topofr_cli.cli.raw_photos import DETECT_HELP, DETECTOR_HELP
 from topofr_cli.cli.render import RichProgress
@@ -75,10 +76,12 @@ def evaluate(
     ijb: Path | None = typer.Option(
         None,
         "--ijb",
-        help="IJB-B/C root with meta/ and loose_crop/: run the "
-        "1:1 template verification (TAR at FAR 1e-6 … 1e-1).",
+        help="IJB-B/C root with meta/ and loose_crop/: run the 1:1 template verification "
+        "(TAR at FAR 1e-6 … 1e-1) and/or 1:N identification (--ijb-protocol).",
     ),
     target: str = typer.Option("IJBC", "--target", help="IJB protocol: IJBC or IJBB."),
+    ijb_protocol: str = protocol_option(),
+    ijb_1n_rule: str = rule_option(),
     data: Path | None = typer.Option(
         None, "--data", help="Dataset to embed (packed, RecordIO or image folder); needs --embeddings."
     ),
@@ -128,7 +131,7 @@ def evaluate(
     figure_format: str = typer.Option("png", "--figure-format", help="ROC figures as png, pdf or svg."),
     json_out: bool = json_option(),
 ) -> dict[str, Any]:
-    """Evaluate a face model: verification .bin files, IJB-B/C 1:1, or write dataset embeddings."""
+    """Evaluate a face model: verification .bin files, IJB-B/C 1:1 and 1:N, or write dataset embeddings."""
     from topofr_cli.commands.evaluate import evaluate as run_evaluation
 
     result = run_evaluation(
@@ -136,6 +139,8 @@ def evaluate(
         bins=bins,
         ijb=ijb,
         target=target,
+        ijb_protocol=ijb_protocol,
+        ijb_1n_rule=ijb_1n_rule,
         data=data,
         embeddings=embeddings,
         detector=detector if detect else None,
@@ -155,6 +160,8 @@ def evaluate(
         _show_verification(result.verification)
     if result.ijb is not None:
         _show_ijb(result.ijb)
+    if result.identification is not None:
+        show_identification(result.identification)
     if result.embeddings is not None:
         written = result.embeddings
         console.print(

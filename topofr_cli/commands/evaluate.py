@@ -1,4 +1,4 @@
-"""`topofr eval` as one call: verification `.bin` files, IJB-B/C 1:1, dataset embeddings.
+"""`topofr eval` as one call: verification `.bin` files, IJB-B/C 1:1 and 1:N, dataset embeddings.
 
 import topofr_cli as tf
 result = tf.evaluate("runs/quickstart", out="eval-out")   # a run folder: its latest checkpoint
@@ -23,6 +23,12 @@ from topofr_cli.commands.eval_report import (
     ijb_tar_far_name,
     verification_report,
 )
+from topofr_cli.commands.identification_report import (
+    IdentificationReport,
+    identification,
+    identification_csv_name,
+    identification_summary,
+)
 from topofr_cli.errors import TopofrError
 from topofr_cli.progress import Progress, resolve_progress
 
@@ -45,6 +51,7 @@ class EvalResult:
     out: Path | None = None  # the results folder (None when only embeddings were written)
     verification: VerificationReport | None = None
     ijb: IJBReport | None = None
+    identification: IdentificationReport | None = None  # IJB 1:N
     embeddings: EmbeddingsReport | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -67,6 +74,8 @@ class EvalResult:
             }
         if self.ijb is not None:
             summary["ijb"] = _ijb_summary(self.ijb)
+        if self.identification is not None:
+            summary["ijb_1n"] = identification_summary(self.identification)
         if self.embeddings is not None:
             written = self.embeddings
             summary["embeddings"] = {
@@ -98,6 +107,8 @@ def evaluate(
     bins: list[str | Path] | None = None,
     ijb: str | Path | None = None,
     target: str = "IJBC",
+    ijb_protocol: str = "1:1",
+    ijb_1n_rule: str = "exact",
     data: str | Path | None = None,
     embeddings: str | Path | None = None,
     detector: str | None = None,
@@ -114,10 +125,12 @@ def evaluate(
     progress: Progress | bool | None = None,
 ) -> EvalResult:
     """Evaluate a model (file or run folder) on verification `.bin` files (default: the held-out `.bin`
-    of its training set), an IJB-B/C root (`ijb`, `target`), and/or embed the dataset `data` into the
+    of its training set), an IJB-B/C root (`ijb`, `target`; `ijb_protocol` 1:1, 1:N or both, 1:N's
+    threshold rule `ijb_1n_rule` exact or insightface), and/or embed the dataset `data` into the
     file `embeddings` (`detector`: detect and align raw photos first). Results go to `out` (default
     beside the run, see `artifacts.outputs.default_output`)."""
     from topofr_cli.devices import resolve_device
+    from topofr_cli.evaluation.ijb_identification import check_protocol
     from topofr_cli.evaluation.verification import default_verification_bins
     from topofr_cli.plots.style import check_format
 
@@ -127,13 +140,15 @@ def evaluate(
     if detector is not None and data is None:
         raise TopofrError("--detect applies to --data (a folder of raw photos)")
     check_format(figure_format)
+    run_1to1, run_1toN = check_protocol(ijb_protocol, ijb_1n_rule)
     torch_device = resolve_device(device)
     model, loaded = _load(model, network, progress)
     bins = [Path(b) for b in bins or []]
     if not bins and ijb is None and data is None:
         bins = default_verification_bins(loaded.recipe, model)
     out = Path(out) if out is not None else default_output("eval", model)
-    results = ([VERIFICATION_CSV] if bins else []) + ([ijb_tar_far_name(target)] if ijb is not None else [])
+    results = ([VERIFICATION_CSV] if bins else []) + ([ijb_tar_far_name(target)] if ijb and run_1to1 else [])
+    results += [identification_csv_name(target)] if ijb and run_1toN else []
     folder = out if results else None
     embeddings = Path(embeddings) if embeddings is not None else None
     inputs = [model, data, ijb, *bins]
@@ -154,16 +169,24 @@ def evaluate(
             )
         if ijb is not None:
             ijb_options = {"use_norm_score": not unit_features, "use_detector_score": detector_score}
-            result.ijb = ijb_report(
-                loaded.backbone,
-                Path(ijb),
-                target,
-                out,
-                figure=_figure(model, loaded),
-                **ijb_options,
-                **common,
-                **reports,
-            )
+            ijb_reports = {**reports, "figure": _figure(model, loaded)}
+            if run_1to1:
+                result.ijb = ijb_report(
+                    loaded.backbone, Path(ijb), target, out, **ijb_options, **common, **ijb_reports
+                )
+            if run_1toN:  # under `both`, the 1:1 run's pooled templates: the images are embedded once
+                templates = result.ijb.result.templates if result.ijb is not None else None
+                result.identification = identification(
+                    loaded.backbone,
+                    Path(ijb),
+                    target,
+                    out,
+                    rule=ijb_1n_rule,
+                    templates=templates,
+                    **ijb_options,
+                    **common,
+                    **ijb_reports,
+                )
         if folder is not None:
             mark(folder, "eval", fresh=fresh)
         if data is not None:

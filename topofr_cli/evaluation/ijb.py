@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from topofr_cli.data.align import align_face
 from topofr_cli.data.images import ImageDecodeError, decode_image
@@ -57,6 +58,14 @@ class IJBImageLoader:
 
 
 @dataclass
+class TemplateFeatures:
+    """Pooled, L2-normalised template features [T, E] (float32) in `template_ids` (sorted) order."""
+
+    features: np.ndarray
+    template_ids: np.ndarray
+
+
+@dataclass
 class IJBResult:
     target: str
     scores: np.ndarray  # [P] cosine score per pair, in pair-file order
@@ -68,6 +77,7 @@ class IJBResult:
     auc: float
     num_images: int
     num_templates: int
+    templates: TemplateFeatures | None = None  # kept so 1:N can reuse them without embedding again
 
 
 def check_target(target: str) -> str:
@@ -87,10 +97,11 @@ def ijb_image_loader(root: str | Path, target: str, meta: IJBMeta) -> GuardedIma
     return GuardedImages(loader, len(meta.image_names))
 
 
-def evaluate_ijb(
+def pool_templates(
     backbone: Any,
     root: str | Path,
-    target: str = "IJBC",
+    target: str,
+    meta: IJBMeta,
     *,
     flip: bool = True,
     use_norm_score: bool = True,
@@ -98,16 +109,13 @@ def evaluate_ijb(
     batch_size: int = 128,
     num_workers: int = 2,
     device="cpu",
-    meta: IJBMeta | None = None,
     on_images: Callable[[int], None] | None = None,
-) -> IJBResult:
-    """TAR at FAR 1e-6 … 1e-1 with insightface's defaults (flip-sum, raw norms, detector-score weights).
+) -> TemplateFeatures:
+    """Embed every image of `meta` and pool them into template features (§3.4).
 
     Images stream through a DataLoader; their features are pooled into templates chunk by chunk,
     so memory holds templates, not images.
     """
-    target = check_target(target)
-    meta = meta if meta is not None else read_ijb_meta(root, target)
     images = ijb_image_loader(root, target, meta)
     batches = iterate_batches(images, batch_size=batch_size, num_workers=num_workers, on_images=on_images)
     pooler = None
@@ -125,7 +133,40 @@ def evaluate_ijb(
             )
         )
         seen += len(chunk)
-    scores = score_pairs(pooler.template_features(), pooler.template_ids, meta.pair_templates)
+    return TemplateFeatures(pooler.template_features().numpy(), pooler.template_ids)
+
+
+def evaluate_ijb(
+    backbone: Any,
+    root: str | Path,
+    target: str = "IJBC",
+    *,
+    flip: bool = True,
+    use_norm_score: bool = True,
+    use_detector_score: bool = True,
+    batch_size: int = 128,
+    num_workers: int = 2,
+    device="cpu",
+    meta: IJBMeta | None = None,
+    on_images: Callable[[int], None] | None = None,
+) -> IJBResult:
+    """TAR at FAR 1e-6 … 1e-1 with insightface's defaults (flip-sum, raw norms, detector-score weights)."""
+    target = check_target(target)
+    meta = meta if meta is not None else read_ijb_meta(root, target)
+    templates = pool_templates(
+        backbone,
+        root,
+        target,
+        meta,
+        flip=flip,
+        use_norm_score=use_norm_score,
+        use_detector_score=use_detector_score,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=device,
+        on_images=on_images,
+    )
+    scores = score_pairs(torch.from_numpy(templates.features), templates.template_ids, meta.pair_templates)
     fpr, tpr, _ = roc_curve(meta.pair_labels, scores)
     return IJBResult(
         target=target,
@@ -136,5 +177,6 @@ def evaluate_ijb(
         tpr=tpr,
         auc=area_under(fpr, tpr),
         num_images=len(meta.image_names),
-        num_templates=len(pooler.template_ids),
+        num_templates=len(templates.template_ids),
+        templates=templates,
     )

@@ -27,7 +27,7 @@ def test_readme_option_list_matches_every_commands_help():
     assert set(listed) == {"--device", "--workers", "--out", "--overwrite", "--figure-format", "--json"}
     commands = [
         "prepare folder", "prepare rec", "prepare bin", "prepare synthetic", "train", "export", "eval",
-        "analyze-topology", "hard-samples", "bench",
+        "analyze-topology", "hard-samples", "bench", "cluster",
     ]  # fmt: skip
     runner = CliRunner()
     helps = {c: runner.invoke(app, [*c.split(), "--help"], env={"COLUMNS": "300"}).output for c in commands}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
 import torch
@@ -71,7 +72,8 @@ def test_quick_cpu_bench_prints_one_json_object_with_every_section(quick_run):
     )  # 8·128·3·112·112 (·4)
 
     # not a terminal: a start line per section and a line per measurement, on stderr (stdout is the JSON)
-    progress = result.stderr.splitlines()
+    stamp = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} ")  # plain lines carry their local time
+    progress = [stamp.sub("", line) for line in result.stderr.splitlines()]
     starts = [line for line in progress if line.startswith("bench ") and "(budget " in line]
     assert [line.split(": ", 1)[1].split(" (budget")[0] for line in starts] == [
         name for _, name, _ in SECTIONS

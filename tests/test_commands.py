@@ -134,3 +134,24 @@ def test_the_python_calls_load_lazily():
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert loaded.stdout.split() == ["True", "True"]  # `import topofr_cli` stays light; the name resolves
+
+
+def _checks(report: dict) -> list[tuple[str, object]]:
+    """The bench's verdicts (not its timings): every correctness check and every step row's status."""
+    rows = report["throughput"]["training_steps"]["rows"]
+    return [(c["check"], c["ok"]) for c in report["correctness"]["rows"]] + [
+        (f"{r['network']} B {r['batch']}", r["status"]) for r in rows
+    ]
+
+
+def test_bench_cli_and_python_agree():
+    """`topofr bench --json` and `commands.bench.bench(...)`: the same sections, plan and verdicts (timings differ)."""
+    result = runner.invoke(app, ["bench", "--device", "cpu", "--quick", "--json"])
+    assert result.exit_code == 0, result.output[-2000:]
+    cli = json.loads(result.stdout)
+    from topofr_cli.commands.bench import bench
+
+    python = bench("cpu", quick=True)
+    assert python.failed == []
+    assert set(cli) == set(python.report) and cli["plan"] == plain(python.report["plan"])
+    assert _checks(cli) == _checks(json.loads(python.to_json()))

@@ -18,7 +18,9 @@ use, so `import topofr_cli` stays light:
   `hard_samples(model, data, ...) -> HardSamplesResult`, `analyze_topology(data, models, ...) ->
   TopologyResult`, `prepare_folder(source, out, ...) -> PrepareResult`, `export_model(model, out)`,
   `train(recipe, overrides=[...]) -> TrainResult`
-- clustering: `cluster(...)` (what `topofr cluster` does), `cluster_embeddings(embeddings)`
+- clustering: `cluster(...) -> ClusterResult` (what `topofr cluster` does), `cluster_embeddings(embeddings)`
+- `topofr_cli.commands.bench.bench(device, quick=...) -> BenchResult` is `topofr bench` (`topofr_cli.bench`
+  is the package of its measurements)
 - `TopofrError`: every user-facing error
 """
 
@@ -66,6 +68,7 @@ _EXPORTS = {  # public name: the module that defines it
     "train": "topofr_cli.commands.train",
     "TrainResult": "topofr_cli.commands.train",
     "cluster": "topofr_cli.commands.cluster",
+    "ClusterResult": "topofr_cli.commands.cluster",
     "cluster_embeddings": "topofr_cli.clustering.run",
 }
 

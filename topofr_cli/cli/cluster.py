@@ -67,10 +67,7 @@ def cluster(
     """Group faces into identities by persistence (ToMATo) or linkage; noise stays apart."""
     from topofr_cli.cli.render import RichProgress
     from topofr_cli.commands.cluster import cluster as run
-    from topofr_cli.devices import resolve_device
-    from topofr_cli.plots.style import check_format
 
-    check_format(figure_format)
     name = (source or embeddings or Path("faces")).name
     result = run(
         source,
@@ -89,11 +86,16 @@ def cluster(
         detector=detector if detect else None,
         flip=not no_flip,
         batch_size=batch_size,
-        device=resolve_device(device) if model else "cpu",
+        device=device,
         workers=workers,
         figure_format=figure_format,
         progress=RichProgress(console),
     )
+    _show(result)
+    return result.to_json()
+
+
+def _show(result: Any) -> None:
     s = result.summary
     console.print(
         f"{s['faces']:,} faces → {s['clusters']:,} clusters (largest {s['largest'][:5]}), {s['noise']:,} on their "
@@ -111,10 +113,3 @@ def cluster(
         + (f"; folders in {result.folders}" if result.folders else ""),
         highlight=False,
     )
-    return {
-        **s,
-        "csv": result.csv_path,
-        "summary_json": result.summary_path,
-        "figures": result.figure_paths,
-        "folders": result.folders,
-    }

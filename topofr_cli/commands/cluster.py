@@ -39,6 +39,16 @@ class ClusterResult:
     peak_memory_mib: float = 0.0
     summary: dict[str, Any] = field(default_factory=dict)
 
+    def to_json(self) -> dict[str, Any]:
+        """`topofr cluster --json`'s object: the summary and the files written."""
+        return {
+            **self.summary,
+            "csv": self.csv_path,
+            "summary_json": self.summary_path,
+            "figures": self.figure_paths,
+            "folders": self.folders,
+        }
+
 
 def read_embeddings_file(path: Path) -> tuple[np.ndarray, list[str]]:
     """Embeddings [N, E] and source keys from the `.parquet` or `.npy` that `eval --embeddings` writes."""
@@ -124,7 +134,7 @@ def cluster(
     detector: str | None = None,
     flip: bool = True,
     batch_size: int = 64,
-    device: Any = "cpu",
+    device: Any = "auto",
     workers: int = 2,
     figure_format: str = "png",
     progress: Progress = SILENT,
@@ -133,8 +143,13 @@ def cluster(
     the rows of `embeddings`; write the reports to `out` (and the clusters' images to `write_folders`).
     Outputs follow the output policy: never an input, earlier results replaced only with `overwrite`
     and only where topofr wrote them, each held by this call while it writes."""
+    from topofr_cli.devices import resolve_device
+    from topofr_cli.plots.style import check_format
+
     started = time.perf_counter()
+    check_format(figure_format)
     check_options(method, clusters, threshold, neighbors, min_size)
+    device = resolve_device(device) if model is not None else "cpu"  # no model: nothing runs on it
     if embeddings is None and (source is None or model is None):
         raise TopofrError("give INPUT with --model MODEL, or --embeddings FILE")
     if far is not None and (bin_path is None or model is None or threshold is not None):

@@ -46,8 +46,8 @@ def input_distances(x: torch.Tensor, *, reference_arithmetic: bool = False) -> t
         return dist.to(out_dtype)
 
 
-# rows per chunk of the reference arithmetic: its [B, B, D] difference tensor, a few rows at a time
-_REFERENCE_CHUNK_ELEMENTS = 1 << 24
+# rows per chunk of compat mode's input distances (the reference implementation's arithmetic): its [B, B, D] difference tensor, a few rows at a time
+_COMPAT_CHUNK_ELEMENTS = 1 << 24
 
 
 def _reference_input_distances(x: torch.Tensor) -> torch.Tensor:
@@ -56,7 +56,7 @@ def _reference_input_distances(x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         flat = x.detach().reshape(x.shape[0], -1).float()
         batch, per_sample = flat.shape
-        rows = max(1, _REFERENCE_CHUNK_ELEMENTS // max(batch * per_sample, 1))
+        rows = max(1, _COMPAT_CHUNK_ELEMENTS // max(batch * per_sample, 1))
         blocks = [
             (flat[start : start + rows].unsqueeze(1) - flat.unsqueeze(0)).norm(dim=-1)
             for start in range(0, batch, rows)

@@ -162,7 +162,7 @@ def test_reference_arithmetic_is_the_references_float32_broadcast_norm(monkeypat
     flat = x.reshape(9, -1)
     transcription = torch.norm(flat.unsqueeze(1) - flat.unsqueeze(0), dim=-1) / math.sqrt(4 * flat.shape[1])
     assert torch.equal(input_distances(x, reference_arithmetic=True), transcription)
-    monkeypatch.setattr(ptsa_module, "_REFERENCE_CHUNK_ELEMENTS", 2 * flat.numel() // 9 * 9)  # 2 rows a block
+    monkeypatch.setattr(ptsa_module, "_COMPAT_CHUNK_ELEMENTS", 2 * flat.numel() // 9 * 9)  # 2 rows a block
     assert torch.equal(input_distances(x, reference_arithmetic=True), transcription)
     # the default (float64 Gram) agrees to float32 rounding, not bit for bit
     torch.testing.assert_close(input_distances(x), transcription, rtol=1e-5, atol=1e-6)

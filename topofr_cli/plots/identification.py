@@ -14,13 +14,21 @@ if TYPE_CHECKING:  # plots draw results; they do not import the evaluation stack
 
 
 def _cmc_panel(axes, result: IdentificationResult) -> None:
+    longest = 1
     for color, gallery in zip(PALETTE, result.galleries, strict=False):
         ranks = np.arange(1, len(gallery.cmc_curve) + 1)
         label = (
             f"{gallery.gallery}: rank-1 {100 * gallery.cmc[1]:.2f} %, rank-10 {100 * gallery.cmc[10]:.2f} %"
         )
-        axes.step(ranks, gallery.cmc_curve, where="post", color=color, lw=1.6, label=label)
+        few = (
+            len(ranks) <= 20
+        )  # a gallery of a few templates: a step of one point draws nothing, mark the ranks
+        marker = {"marker": "o", "ms": 4} if few else {}
+        axes.step(ranks, gallery.cmc_curve, where="post", color=color, lw=1.6, label=label, **marker)
+        longest = max(longest, len(ranks))
     axes.set_xscale("log")
+    axes.set_xlim(0.9, max(longest, 10) * 1.1)  # ranks start at 1; an identification rate lies in [0, 1]
+    axes.set_ylim(0.0, 1.005)
     axes.set_xlabel("rank (log scale)")
     axes.set_ylabel("identification rate (mated searches)")
     axes.set_title("CMC")

@@ -50,7 +50,9 @@ def table(name: str, rows: dict[int, dict[str, float]]) -> None:
     print(f"\n{name} ({max(rows)} steps)")
     print("step " + " ".join(f"{label:>12}" for label, _ in TABLE))
     for step, row in rows.items():
-        print(f"{step:>4} " + " ".join(f"{fmt(row.get(key)):>12}" for _, key in TABLE))
+        # a plain run has no weighted L_cls: its loss is the mean CE itself
+        values = {**row, "loss_cls": row.get("loss_cls", row.get("loss"))}
+        print(f"{step:>4} " + " ".join(f"{fmt(values.get(key)):>12}" for _, key in TABLE))
 
 
 def derived(runs: dict[str, dict[int, dict[str, float]]]) -> None:

@@ -2,7 +2,7 @@
 
     python benchmarks/early_steps_summary.py [benchmarks/results/early_steps] [--input-edges RECIPE]
 
-Prints, per run found (mbf_fixed, mbf_reference, mbf_plain, r18_reference, r18_fixed): the table rows
+Prints, per run found (mbf_ and r18_ fixed, reference, plain): the table rows
 §5 shows, then the derived figures its prose uses. Every figure is a plain function of the CSV columns,
 so the prose can be checked against the committed files without re-running the training steps.
 `--input-edges RECIPE` also measures the mean input-space MST edge (A^X, docs/method.md §1.2) on the
@@ -17,7 +17,7 @@ import csv
 import math
 from pathlib import Path
 
-RUNS = ("mbf_fixed", "mbf_reference", "mbf_plain", "r18_reference", "r18_fixed")
+RUNS = ("mbf_fixed", "mbf_reference", "mbf_plain", "r18_reference", "r18_fixed", "r18_plain")
 TABLE = (
     ("L_cls", "loss_cls"),
     ("α·L_topo", "alpha_topo"),
@@ -91,11 +91,16 @@ def derived(runs: dict[str, dict[int, dict[str, float]]]) -> None:
     if fixed and reference:
         ratio = fixed[1]["classifier_grad_used"] / reference[1]["classifier_grad_used"]
         print(f"classifier step at step 1, fixed / reference: {ratio:.1f}×")
-    if fixed and "mbf_plain" in runs:
-        plain, last = runs["mbf_plain"], min(max(fixed), max(runs["mbf_plain"]))
-        lost_fixed = fixed[1]["probe_dims_batchstats"] - fixed[last]["probe_dims_batchstats"]
-        lost_plain = plain[1]["probe_dims_batchstats"] - plain[last]["probe_dims_batchstats"]
-        print(f"dims lost by step {last}: fixed {lost_fixed:.1f}, plain {lost_plain:.1f}")
+    for family in ("mbf", "r18"):
+        plain = runs.get(f"{family}_plain")
+        for mode in ("fixed", "reference"):
+            topo = runs.get(f"{family}_{mode}")
+            if plain and topo:
+                last = min(max(topo), max(plain))
+                lost = [
+                    r[1]["probe_dims_batchstats"] - r[last]["probe_dims_batchstats"] for r in (topo, plain)
+                ]
+                print(f"{family} dims lost by step {last}: {mode} {lost[0]:.1f}, plain {lost[1]:.1f}")
     for step in (7, 12):
         weights = {n: r[step]["emb_bn_weight"] for n, r in runs.items() if step in r and n.startswith("mbf")}
         print(

@@ -1,9 +1,12 @@
 """The first training steps, step by step: does the embedding collapse, and what drives it?
 
-    python benchmarks/early_steps.py recipes/quickstart_topofr.yaml --steps 15 --out runs/early/mbf_fixed.csv
-    python benchmarks/early_steps.py recipes/quickstart_topofr.yaml --steps 15 --set topofr.compat=reference
-    python benchmarks/early_steps.py recipes/quickstart_topofr.yaml --set model.network=r18 \
+    python benchmarks/early_steps.py recipes/quickstart_topofr.yaml --steps 12 --out runs/early/mbf_fixed.csv
+    python benchmarks/early_steps.py recipes/quickstart_topofr.yaml --steps 12 --set topofr.compat=reference
+    python benchmarks/early_steps.py recipes/quickstart_topofr.yaml --steps 8 --no-verify --set model.network=r18 \
         --set model.embedding_size=512
+
+docs/method.md §5 lists the exact commands behind its numbers (each run through benchmarks/record.py,
+outputs in benchmarks/results/early_steps/, figures printed by benchmarks/early_steps_summary.py).
 
 Builds what `topofr train` builds (topofr_cli.engine.build: backbone with its compat options, Partial
 FC, objective, optimizers, TrainStep) and after every step records: the classification loss, the PTSA term and

@@ -348,7 +348,7 @@ def _accuracy_panel(axes, results: pd.DataFrame, arms: list[str], colors: dict[s
     axes.set_xticks(range(len(arms)), [short[a] for a in arms])
     axes.set_ylabel("verification accuracy, unseen identities (%)")
     axes.set_title("dots = seeds, bar = mean ± 1 std")
-    axes.legend(loc="lower right")
+    axes.legend(loc="best")  # a fixed corner hid a seed's dot behind the box
     axes.grid(alpha=0.3, axis="y")
 
 
@@ -385,6 +385,10 @@ PANELS = [  # (space, sample, measure, y label, log scale): only what the readin
 ]
 
 
+def _seeds_label(label: str, seeds: int) -> str:
+    return f"{label} ({seeds} seed{'' if seeds == 1 else 's'})"
+
+
 def plot(curves: pd.DataFrame, results: pd.DataFrame, arms: list[str], path: Path) -> None:
     """Six panels at print size: accuracy per arm, then the topology measures the reading uses, over
     training steps (mean over seeds, band ± 1 std). Okabe–Ito colours, 11 pt text."""
@@ -419,7 +423,7 @@ def plot(curves: pd.DataFrame, results: pd.DataFrame, arms: list[str], path: Pat
         arm_of = {label: arm for arm, label in ARM_LABELS.items()}
         figure.legend(
             handles,
-            [f"{label} ({seeds.get(arm_of[label], 0)} seeds)" for label in labels],
+            [_seeds_label(label, seeds.get(arm_of[label], 0)) for label in labels],
             loc="outside lower center",
             ncols=4,
         )

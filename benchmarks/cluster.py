@@ -13,6 +13,9 @@ Agglomerative (Ward) the true number of identities: upper bounds, not fair rival
 pairwise precision / recall / F1, BCubed precision / recall / F1, clusters found (≥ 2 faces),
 faces left on their own, seconds and peak extra memory (each method in a forked process).
 
+`--singletons`: no model, no clustering; for each seed the score of leaving every face on its own
+(the floor every method should beat), added to --out's existing JSON as `singletons`.
+
 `--scale N`: N embeddings of N/10 planted identities in 512-d (no model), clustered by the
 default on this machine: time and peak memory of the blocked k-NN + ToMATo.
 """
@@ -211,6 +214,28 @@ def synthetic_faces(out: Path, identities: int, seed: int):
     return dataset, np.sort(keep)
 
 
+def singleton_rows(identities: int, seeds: list[int], work: Path) -> list[dict]:
+    """Every face on its own, per seed. BCubed precision is then 1 and recall the mean over faces of
+    1 / (photos kept of its identity), so the row depends only on the kept counts, which come from the
+    same draws as the benchmark's (`synthetic_faces`): the faces count must match the benchmark's."""
+    rows = []
+    for seed in seeds:
+        dataset, kept = synthetic_faces(work / f"faces_seed{seed}", identities, 100 + seed)
+        truth = dataset.labels[kept]
+        alone = np.arange(len(truth))
+        rows.append(
+            {
+                "seed": seed,
+                "faces": len(truth),
+                "identities": identities,
+                "photos_per_identity": np.bincount(truth, minlength=identities).tolist(),
+                "pairwise": pairwise_scores(truth, alone),
+                "bcubed": bcubed_scores(truth, alone),
+            }
+        )
+    return rows
+
+
 def embed(model_path: Path, dataset, rows: np.ndarray, noise: float, seed: int) -> np.ndarray:
     from topofr_cli.evaluation.embed import embed_images
     from topofr_cli.evaluation.model_io import load_model
@@ -269,7 +294,26 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=0, help="Also time the default on this many embeddings.")
     parser.add_argument("--work", type=Path, default=Path("runs/cluster_bench"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/cluster.json"))
+    parser.add_argument(
+        "--singletons",
+        action="store_true",
+        help="Only score every face left on its own per seed (no model) and add it to --out's JSON.",
+    )
     args = parser.parse_args()
+    if args.singletons:
+        # merged into the existing report, whose runs came from a model this path does not need
+        report = json.loads(args.out.read_text()) if args.out.exists() else {}
+        report["singletons"] = singleton_rows(args.identities, args.seeds, args.work)
+        for row in report["singletons"]:
+            print(
+                f"seed {row['seed']}: {row['faces']} faces of {row['identities']} identities, every face "
+                f"on its own: BCubed F1 {row['bcubed'][2]:.4f} (precision {row['bcubed'][0]:.4f}, "
+                f"recall {row['bcubed'][1]:.4f}), pairwise F1 {row['pairwise'][2]:.4f}"
+            )
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
+        print(f"wrote {args.out}")
+        return
     report = {
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
         "torch": torch.__version__,

@@ -1,9 +1,12 @@
 """The first training steps, step by step: does the embedding collapse, and what drives it?
 
-    python benchmarks/early_steps.py recipes/quickstart_topofr.yaml --steps 15 --out runs/early/mbf_fixed.csv
-    python benchmarks/early_steps.py recipes/quickstart_topofr.yaml --steps 15 --set topofr.compat=reference
-    python benchmarks/early_steps.py recipes/quickstart_topofr.yaml --set model.network=r18 \
+    python benchmarks/early_steps.py recipes/quickstart_topofr.yaml --steps 12 --out runs/early/mbf_fixed.csv
+    python benchmarks/early_steps.py recipes/quickstart_topofr.yaml --steps 12 --set topofr.compat=reference
+    python benchmarks/early_steps.py recipes/quickstart_topofr.yaml --steps 8 --no-verify --set model.network=r18 \
         --set model.embedding_size=512
+
+docs/method.md §5 lists the exact commands behind its numbers (each run through benchmarks/record.py,
+outputs in benchmarks/results/early_steps/, figures printed by benchmarks/early_steps_summary.py).
 
 Builds what `topofr train` builds (topofr_cli.engine.build: backbone with its compat options, Partial
 FC, objective, optimizers, TrainStep) and after every step records: the classification loss, the PTSA term and
@@ -11,6 +14,7 @@ FC, objective, optimizers, TrainStep) and after every step records: the classifi
 64 held-out images (eval mode, as verification sees them) the mean cosine between different images
 and the mean embedding norm, and in train mode (the probe's own batch statistics) the cosine and the
 effective number of dimensions of the cloud (participation ratio). It ends with the verification accuracy on the dataset's `.bin`.
+A recipe's synthetic set is generated at `data.path` first if it is missing, as `topofr train` does.
 Run it at `nice` with OMP_NUM_THREADS=1 on a shared CPU.
 """
 
@@ -30,6 +34,7 @@ from topofr_cli.data import open_dataset
 from topofr_cli.data.bins import read_bin
 from topofr_cli.data.images import decode_image
 from topofr_cli.data.loader import make_train_loader, normalize
+from topofr_cli.data.synthetic import generate_synthetic
 from topofr_cli.engine.build import build
 from topofr_cli.engine.distributed import setup_distributed
 from topofr_cli.evaluation.verification import evaluate_bin
@@ -91,6 +96,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     recipe = load_recipe(args.recipe, args.overrides)
     ctx = setup_distributed("cpu")
+    spec = recipe.data.synthetic
+    if spec is not None and not Path(recipe.data.path).exists():
+        # As `topofr train` does on first use, so the commands in docs/method.md §5 run from a clean
+        # checkout (the set is deterministic in its seed).
+        generate_synthetic(
+            recipe.data.path,
+            identities=spec.identities,
+            images_per_identity=spec.images_per_identity,
+            heldout_identities=spec.heldout_identities,
+            pairs=spec.pairs,
+            seed=spec.seed,
+        )
     dataset = open_dataset(recipe.data.path)
     bin_path = Path(dataset.path) / dataset.meta["verification_bins"][0]
     pairs = read_bin(bin_path)

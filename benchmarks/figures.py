@@ -6,9 +6,10 @@
 
 What runs (in WORK, default a temporary folder), exactly as a user would type it:
   topofr train quickstart --set train.save_every=10          (and quickstart_topofr)
-  topofr eval RUN/checkpoints/step_LAST.pt --out E             -> docs/figures/quickstart_roc.png
+  topofr eval RUN/checkpoints/step_LAST.pt --out E             -> docs/figures/quickstart_roc.png (+ .csv)
   topofr analyze-topology RUN RUN_TOPOFR --data D --samples 512 --out T
                                                                -> docs/figures/quickstart_collapse_curve_l2.png
+                                                                  (+ quickstart_collapse_curve.csv)
   topofr analyze-topology RUN_TOPOFR/checkpoints/step_LAST.pt --data D --samples 512 --out P
                                                                -> docs/figures/quickstart_topofr_step00000092_persistence_diagrams.png
   python benchmarks/ablation.py --out WORK/ablation --collect --write-doc --figure docs/ablation.png
@@ -72,6 +73,7 @@ def quickstart_figures(work: Path, out: Path, quick: bool) -> dict[str, str]:
     last = sorted((runs["quickstart"] / "checkpoints").glob("step_*.pt"))[-1]
     command = topofr(["eval", str(last), "--out", str(work / "eval")], work)
     shutil.copyfile(only(work / "eval", "verification_roc.png"), out / "quickstart_roc.png")
+    shutil.copyfile(work / "eval" / "verification.csv", out / "quickstart_roc.csv")  # the numbers drawn
     made["quickstart_roc.png"] = command
     samples = ["--samples", "32", "--per-identity", "4"] if quick else ["--samples", "512"]
     curves = [
@@ -85,6 +87,7 @@ def quickstart_figures(work: Path, out: Path, quick: bool) -> dict[str, str]:
     shutil.copyfile(
         only(work / "curves", "*collapse_curve*l2*.png"), out / "quickstart_collapse_curve_l2.png"
     )
+    shutil.copyfile(work / "curves" / "distances.csv", out / "quickstart_collapse_curve.csv")
     made["quickstart_collapse_curve_l2.png"] = command
     last_topofr = sorted((runs["quickstart_topofr"] / "checkpoints").glob("step_*.pt"))[-1]
     command = topofr(

@@ -12,6 +12,7 @@ Sections (each measured by running what a user runs, in a scratch folder):
   fuzz             `benchmarks/fuzz.py` long run: inputs, outcome counts, peak memory, time
   align            `benchmarks/align.py`: detection and alignment speed (needs the `detect` extra)
   compat_gate      `benchmarks/compat_effects.py`: share of samples the reference's w2 gate switches off
+  help, bench      `topofr --help` CPU time and `topofr bench --device cpu --quick` (readme_cli_numbers.py)
 
 The JSON (default docs/numbers/readme_numbers.json) holds, per section, the numbers, the exact command,
 the commit, CPU model, core count, torch version and date. The README's numbers sit between
@@ -47,6 +48,11 @@ QUICK = [  # the smoke test's budget: a tiny set, a few steps
     "data.path=data/quick_synthetic",
     "schedule.max_steps=3",
 ]
+# the command-line sections live beside this file; put its folder on the path however this file is
+# loaded (as a script, through record.py, or by the test from its file path)
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import readme_cli_numbers  # noqa: E402
+
 MARKER = re.compile(r"<!-- readme-numbers:(\w+) -->(.*?)<!-- /readme-numbers -->", re.S)
 
 
@@ -236,6 +242,7 @@ SECTIONS: dict[str, Callable[[bool], dict]] = {  # tests last: it runs the suite
     "main_job": main_job,
     "fuzz": fuzz,
     "align": align,
+    **readme_cli_numbers.SECTIONS,
     "tests": tests,
 }
 
@@ -277,7 +284,7 @@ def render(name: str, data: dict) -> str:
         return text + (f", {r['opencv'][0]:,.0f} with OpenCV's `warpAffine`" if "opencv" in r else "")
     if name == "compat_gate":
         return f"{data['fp16_min']:.0f}–{data['fp16_max']:.0f} %"
-    raise KeyError(name)
+    return readme_cli_numbers.render(name, data, where)
 
 
 def write_readme(numbers: dict) -> list[str]:

@@ -171,3 +171,17 @@ def test_default_outputs_sit_beside_the_run_or_are_named_after_the_model(tmp_pat
         "command": "topofr eval 'a b.pt'",
         "topofr_version": __version__,
     }
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["/usr/bin/topofr", "eval", "m.pt", "--out", "a b"], "topofr eval m.pt --out 'a b'"),
+        (["/x/topofr_cli/__main__.py", "eval", "m.pt"], "python -m topofr_cli eval m.pt"),
+    ],
+)
+def test_the_recorded_command_is_what_the_user_typed(monkeypatch, argv, expected):
+    from topofr_cli.artifacts.outputs import command_line
+
+    monkeypatch.setattr("sys.argv", argv)
+    assert command_line() == expected

@@ -366,3 +366,20 @@ def test_collapsed_models_and_unresolvable_far_are_warned(checkpoint, tmp_path):
     assert "warning: synthetic_val: degenerate embeddings (mean cosine between different images 1.0000)" in (
         collapsed.output.replace("\n", " ")
     )
+
+
+def test_eval_says_when_it_starts_fewer_workers_than_asked(checkpoint, tmp_path):
+    from topofr_cli.data.workers import usable_cores
+
+    args = ["eval", str(checkpoint["path"]), "--bin", str(checkpoint["bin"]), "--no-flip", "--device", "cpu"]
+    result = runner.invoke(app, [*args, "--workers", "1000", "--out", str(tmp_path / "many")])
+    assert result.exit_code == 0, result.output
+    cores = usable_cores()
+    assert f"--workers 1000: using {cores} worker" in " ".join(result.output.split())
+    serial = runner.invoke(app, [*args, "--workers", "0", "--out", str(tmp_path / "serial")])
+    assert serial.exit_code == 0 and "--workers 0" not in serial.output
+    many, one = (
+        _read_csv(tmp_path / "many" / "verification.csv"),
+        _read_csv(tmp_path / "serial" / "verification.csv"),
+    )
+    assert many[0]["accuracy"] == one[0]["accuracy"] and many[0]["auc"] == one[0]["auc"]

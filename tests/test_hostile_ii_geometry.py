@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from topofr_cli.cli.app import app
 from topofr_cli.data.align import ARCFACE_TEMPLATE, LandmarkError, align_face, check_landmarks
 from topofr_cli.data.detect import align_faces
-from topofr_cli.data.workers import clamp_workers, loader_jobs, usable_cores
+from topofr_cli.data.workers import clamp_workers, loader_jobs, usable_cores, workers_for_cores
 
 GOOD = ARCFACE_TEMPLATE + [30, 20]  # a face inside a 200 x 240 photo
 
@@ -143,6 +143,9 @@ def test_worker_clamp_says_what_it_did():
     assert clamp_workers(1, 100, "--workers") == (1, None)
     assert clamp_workers(5, 3, "x")[0] == min(3, cores)
     assert loader_jobs(100, 32) == 4 and loader_jobs(0, 32) == 1
+    assert workers_for_cores(cores) == (cores, None) and workers_for_cores(0) == (0, None)
+    note = f"--workers {cores + 7}: using {cores} worker{'s' if cores > 1 else ''} (one per usable CPU core)"
+    assert workers_for_cores(cores + 7) == (cores, note)
 
 
 def test_prepare_synthetic_with_1000_workers_uses_what_helps(tmp_path):

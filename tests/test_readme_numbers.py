@@ -41,3 +41,20 @@ def test_render_states_spread_range_and_machine():
     text = readme_numbers.render("main_job", data)
     assert "85.00 % ± 7.07 over seeds 0–1 (range 80.00–90.00 %) against 60.00 % for raw pixels" in text
     assert "1 min 40 s wall for the first run" in text and "on 2 cores, X" in text
+
+
+def test_render_bench_states_the_quartiles_and_the_threads():
+    """The CPU bench is noisy on a shared machine: the README line carries the quartiles, not the median alone."""
+    step = {"network": "mbf", "classes": 1000, "batch": 8, "topofr_over_plain": 0.981}
+    data = {
+        "command": "topofr bench --device cpu --quick --json",
+        "checks": {"pass": 7, "fail": 0, "not_applicable": 2},
+        "step": {**step, "topofr_over_plain_quartiles": [0.95, 1.024]},
+        "h0_ms": {"128": 9.23, "512": None},
+        "torch_threads": 1,
+        "machine": {"cores": 2, "cpu": "X"},
+    }
+    text = readme_numbers.render("bench", data)
+    assert "every correctness check passes (2 of 9 not applicable on a CPU)" in text
+    assert "0.98× a plain one (quartiles 0.95–1.02; mbf, 1,000 classes, B = 8)" in text
+    assert "h0 pairs take 9.2 ms at n = 128 (medians)" in text and "2 cores, X, 1 torch thread(s)" in text

@@ -29,7 +29,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.3.0"  # the one source: pyproject reads it (tool.setuptools.dynamic)
+__version__ = "0.3.1"  # the one source: pyproject reads it (tool.setuptools.dynamic)
 
 _EXPORTS = {  # public name: the module that defines it
     "create_backbone": "topofr_cli.models",

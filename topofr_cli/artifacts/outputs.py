@@ -240,6 +240,8 @@ def default_output(command: str, model: Path) -> Path:
 def command_line() -> str:
     """The command as the user typed it (program name, then its arguments), shell-quoted."""
     program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "topofr"
+    if program == "__main__.py":  # `python -m topofr_cli …`: argv[0] is the package's __main__ file
+        return shlex.join(["python", "-m", "topofr_cli", *sys.argv[1:]])
     return shlex.join([program, *sys.argv[1:]])
 
 

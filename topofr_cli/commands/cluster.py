@@ -20,7 +20,7 @@ from topofr_cli.artifacts.outputs import DATASET, REPORT, check_output
 from topofr_cli.clustering import report as files
 from topofr_cli.clustering.run import EmbeddingClustering, check_options, cluster_embeddings
 from topofr_cli.clustering.thresholds import ThresholdAtFar, threshold_at_far
-from topofr_cli.commands.common import claims, is_fresh, mark, open_data
+from topofr_cli.commands.common import claims, clamped_workers, is_fresh, mark, open_data
 from topofr_cli.errors import TopofrError
 from topofr_cli.progress import SILENT, Progress
 
@@ -150,6 +150,7 @@ def cluster(
     check_format(figure_format)
     check_options(method, clusters, threshold, neighbors, min_size)
     device = resolve_device(device) if model is not None else "cpu"  # no model: nothing runs on it
+    workers = clamped_workers(workers, progress) if model is not None else workers
     if embeddings is None and (source is None or model is None):
         raise TopofrError("give INPUT with --model MODEL, or --embeddings FILE")
     if far is not None and (bin_path is None or model is None or threshold is not None):

@@ -55,6 +55,16 @@ def mark(folder: Path, command: str, *, fresh: bool) -> None:
         write_marker(folder, command)
 
 
+def clamped_workers(workers: int, progress: Progress) -> int:
+    """`--workers` capped at the usable CPU cores, saying so when it bites."""
+    from topofr_cli.data.workers import workers_for_cores
+
+    workers, note = workers_for_cores(workers)
+    if note:
+        progress.message("note", note)
+    return workers
+
+
 def open_data(data: Path, detector: str | None, *, workers: int = 1, progress: Progress = SILENT) -> Any:
     """open_dataset(data), or with a detector name the faces detected and aligned in a raw photo folder
     (kept in a temporary folder that lives as long as the returned dataset)."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from topofr_cli.artifacts.outputs import FILE, REPORT, check_output, default_output, provenance
-from topofr_cli.commands.common import claims, is_fresh, mark, open_data, resolve_model
+from topofr_cli.commands.common import claims, clamped_workers, is_fresh, mark, open_data, resolve_model
 from topofr_cli.commands.eval_report import (
     VERIFICATION_CSV,
     EmbeddingsReport,
@@ -142,6 +142,7 @@ def evaluate(
     check_format(figure_format)
     run_1to1, run_1toN = check_protocol(ijb_protocol, ijb_1n_rule)
     torch_device = resolve_device(device)
+    workers = clamped_workers(workers, progress)
     model, loaded = _load(model, network, progress)
     bins = [Path(b) for b in bins or []]
     if not bins and ijb is None and data is None:

@@ -19,7 +19,7 @@ from topofr_cli.artifacts.outputs import (
     default_output,
     provenance,
 )
-from topofr_cli.commands.common import claims, is_fresh, mark, open_data, resolve_model
+from topofr_cli.commands.common import claims, clamped_workers, is_fresh, mark, open_data, resolve_model
 from topofr_cli.commands.hard_samples_report import SUMMARY_JSON, summary, write_report
 from topofr_cli.progress import Progress, resolve_progress, stage
 
@@ -104,6 +104,7 @@ def hard_samples(
     progress = resolve_progress(progress)
     check_format(figure_format)
     torch_device = resolve_device(device)
+    workers = clamped_workers(workers, progress)
     model, data = resolve_model(model, progress), Path(data)
     out = Path(out) if out is not None else default_output("hard-samples", model)
     clean_dir = Path(write_clean) if write_clean is not None else None

@@ -34,6 +34,18 @@ def clamp_workers(requested: int, jobs: int, option: str, what: str = "images") 
     )
 
 
+def workers_for_cores(requested: int, option: str = "--workers") -> tuple[int, str | None]:
+    """(workers, note or None): `requested` capped at the usable cores, for a command that learns its
+    job counts later (each loader then caps at its own jobs, silently)."""
+    cores = usable_cores()
+    if requested <= cores:
+        return requested, None
+    return (
+        cores,
+        f"{option} {requested}: using {cores} worker{'s' if cores != 1 else ''} (one per usable CPU core)",
+    )
+
+
 def loader_jobs(num_images: int, batch_size: int) -> int:
     """Batches a loader hands out: a loader worker builds whole batches, so more workers than
     batches wait idle."""

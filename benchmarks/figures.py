@@ -121,7 +121,8 @@ def ablation_figure(work: Path, out: Path) -> dict[str, str]:
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ablation.py"), *args], env=env, check=True)
-    return {"ablation.png": "python benchmarks/ablation.py " + " ".join(args).replace(f"{work}/", "WORK/")}
+    command = " ".join(args).replace(f"{work}/", "WORK/").replace(f"{ROOT}/", "")
+    return {"ablation.png": "python benchmarks/ablation.py " + command}
 
 
 def main() -> None:
